@@ -1,0 +1,168 @@
+"""Save and load a :class:`DeepRBM` as safetensors weights plus a JSON config. No pickle.
+
+A model is a folder::
+
+    MODEL/
+      weights.safetensors   tensors "layers.{i}.W", "layers.{i}.a", "layers.{i}.b"
+      config.json           {"format": "rgaudit-deeprbm", "format_version": 1, "widths": …,
+                             "tied": …, "weights_sha256": …, "training": {…}, "dataset": …,
+                             "seed": …, "accuracy": {…}, "rgaudit_version": …}
+
+Saving writes into a temporary sibling folder and renames it into place, so a failed save never
+leaves a half-written model. Loading checks the hash, the tensor names and every shape against the
+config and raises :class:`~rgaudit.errors.ModelFileError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rgaudit import __version__
+from rgaudit.errors import ModelFileError
+from rgaudit.nets.deep_rbm import DeepRBM
+
+FORMAT = "rgaudit-deeprbm"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+               *, overwrite: bool = True) -> Path:
+    """Write ``net`` to the folder ``path`` atomically.
+
+    Parameters
+    ----------
+    net : DeepRBM
+    path : path-like
+        Target folder (created; replaced if it exists and ``overwrite``).
+    metadata : dict, optional
+        Extra JSON-serialisable entries (training settings, dataset, seed, accuracies).
+
+    Returns
+    -------
+    Path
+        The model folder.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another --out or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tensors = {f"layers.{i}.{n}": p.detach().to("cpu").contiguous()
+                   for i, layer in enumerate(net.layers) for n, p in
+                   (("W", layer.W), ("a", layer.a), ("b", layer.b))}
+        save_file(tensors, str(tmp / WEIGHTS))
+        cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, **net.config(),
+               "weights_sha256": _sha256(tmp / WEIGHTS), "rgaudit_version": __version__}
+        for key, value in (metadata or {}).items():
+            if key in cfg:
+                raise ValueError(f"metadata key {key!r} clashes with a reserved config key")
+            cfg[key] = value
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a model folder's ``config.json``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError(f"{path} is not a model folder (expected {WEIGHTS} and {CONFIG}); "
+                             "train one with `rgaudit train`")
+    cfg_path = path / CONFIG
+    if not cfg_path.is_file():
+        raise ModelFileError(f"{cfg_path} is missing: the model folder is incomplete")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelFileError(f"{cfg_path} is not valid JSON ({err}): corrupted") from err
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ModelFileError(f"{cfg_path} is not an rgaudit DeepRBM config (format != {FORMAT!r})")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{cfg_path} has format_version {cfg.get('format_version')!r}; "
+                             f"this rgaudit reads version {FORMAT_VERSION}")
+    for key in ("widths", "tied", "weights_sha256"):
+        if key not in cfg:
+            raise ModelFileError(f"{cfg_path} lacks the required key {key!r}")
+    return cfg
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> tuple[DeepRBM, dict[str, Any]]:
+    """Load a model folder written by :func:`save_model`.
+
+    Returns
+    -------
+    net : DeepRBM
+    config : dict
+        The parsed ``config.json``.
+
+    Raises
+    ------
+    ModelFileError
+        Missing files, bad JSON, hash mismatch (truncated or altered weights), missing or
+        unexpected tensors, or shapes that do not match the config.
+    """
+    path = Path(path)
+    cfg = read_config(path)
+    wpath = path / WEIGHTS
+    if not wpath.is_file():
+        raise ModelFileError(f"{wpath} is missing: the model folder is incomplete")
+    if _sha256(wpath) != cfg["weights_sha256"]:
+        raise ModelFileError(f"{wpath} does not match the hash in {CONFIG}: the weights are "
+                             "truncated, corrupted or from another model")
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFileError(f"{wpath} cannot be read as safetensors: {err}") from err
+    stored_dtype = getattr(torch, str(cfg.get("dtype", "float32")), torch.float32)
+    net = DeepRBM(cfg["widths"], tied=bool(cfg["tied"]), dtype=stored_dtype)
+    expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(net.layers)
+                for n, p in (("W", layer.W), ("a", layer.a), ("b", layer.b))}
+    if set(tensors) != set(expected):
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        raise ModelFileError(f"{wpath} does not match widths {cfg['widths']}: missing "
+                             f"{missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise ModelFileError(f"tensor {name} has shape {tuple(tensors[name].shape)} but "
+                                 f"widths {cfg['widths']} need {shape}")
+        if not torch.isfinite(tensors[name]).all():
+            raise ModelFileError(f"tensor {name} contains NaN or inf")
+    state = {f"layers.{k}": v for k, v in tensors.items()}
+    state = {k.replace("layers.layers.", "layers."): v for k, v in state.items()}
+    net.load_state_dict(state)
+    if dtype is not None:
+        net = net.to(dtype=dtype)
+    return net.to(device), cfg

@@ -1,0 +1,233 @@
+"""Streaming first and second moments in float64 with jackknife blocks.
+
+The MCRG estimator needs, for operator values ``A`` of layer k+1 and ``B`` of layer k measured on
+the same samples, the covariances ``C_AA = Cov(A, A)``, ``C_AB = Cov(A, B)`` and ``C_BB = Cov(B,
+B)``. Samples arrive in chunks (sampling may run in float32); every chunk is cast to float64 and
+added to the running sums of one of ``n_blocks`` jackknife blocks (chunk ``i`` goes to block
+``i mod n_blocks``), so memory is ``O(n_blocks · m²)`` whatever the number of samples.
+
+Leave-one-block-out sums give the jackknife replicates of any smooth function of the moments
+(:func:`jackknife`). Samples inside one block may be correlated (a Markov chain): choose chunks
+longer than the autocorrelation time, so that blocks are nearly independent.
+
+All arrays may carry leading batch dimensions (several inputs analysed at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Means and covariances of two sets of operators.
+
+    Attributes
+    ----------
+    n : float
+        Number of samples.
+    mean_a : Tensor of shape (*batch, m_a)
+    mean_b : Tensor of shape (*batch, m_b)
+    c_aa : Tensor of shape (*batch, m_a, m_a)
+        ``Cov(A, A)``.
+    c_ab : Tensor of shape (*batch, m_a, m_b)
+        ``Cov(A, B)``.
+    c_bb : Tensor of shape (*batch, m_b, m_b)
+        ``Cov(B, B)``.
+    """
+
+    n: float
+    mean_a: Tensor
+    mean_b: Tensor
+    c_aa: Tensor
+    c_ab: Tensor
+    c_bb: Tensor
+
+
+class CovarianceAccumulator:
+    """Accumulate ``Cov(A,A)``, ``Cov(A,B)``, ``Cov(B,B)`` over chunks in float64.
+
+    Parameters
+    ----------
+    m_a, m_b : int
+        Numbers of operators in the two sets.
+    n_blocks : int, default 16
+        Number of jackknife blocks (at least 2).
+    batch_shape : tuple of int, default ()
+        Leading batch dimensions of every chunk (e.g. ``(n_inputs,)``).
+    device : torch.device or str, default "cpu"
+    with_bb : bool, default True
+        Also accumulate ``Cov(B, B)`` (needed for Fisher-normalised spectra).
+
+    Notes
+    -----
+    Sums are kept about a shift (the first chunk's mean) to avoid cancellation in
+    ``E[AB] - E[A]E[B]`` when operators have large means.
+    """
+
+    def __init__(
+        self,
+        m_a: int,
+        m_b: int,
+        *,
+        n_blocks: int = 16,
+        batch_shape: tuple[int, ...] = (),
+        device: torch.device | str = "cpu",
+        with_bb: bool = True,
+    ) -> None:
+        if n_blocks < 2:
+            raise ValueError(f"n_blocks must be at least 2 for jackknife errors, got {n_blocks}")
+        self.m_a, self.m_b, self.n_blocks = int(m_a), int(m_b), int(n_blocks)
+        self.batch_shape = tuple(batch_shape)
+        self.with_bb = with_bb
+        kw = {"dtype": torch.float64, "device": torch.device(device)}
+        bs = (self.n_blocks, *self.batch_shape)
+        self.count = torch.zeros(self.n_blocks, dtype=torch.float64)
+        self.sa = torch.zeros(*bs, self.m_a, **kw)
+        self.sb = torch.zeros(*bs, self.m_b, **kw)
+        self.saa = torch.zeros(*bs, self.m_a, self.m_a, **kw)
+        self.sab = torch.zeros(*bs, self.m_a, self.m_b, **kw)
+        self.sbb = torch.zeros(*bs, self.m_b, self.m_b, **kw) if with_bb else None
+        self.shift_a: Tensor | None = None
+        self.shift_b: Tensor | None = None
+        self._chunks = 0
+
+    def update(self, a: Tensor, b: Tensor) -> None:
+        """Add one chunk of samples.
+
+        Parameters
+        ----------
+        a : Tensor of shape (*batch, s, m_a)
+            Operator values of the first set for ``s`` samples.
+        b : Tensor of shape (*batch, s, m_b)
+            Operator values of the second set on the same samples.
+        """
+        exp_a = (*self.batch_shape, a.shape[-2], self.m_a)
+        exp_b = (*self.batch_shape, a.shape[-2], self.m_b)
+        if tuple(a.shape) != exp_a or tuple(b.shape) != exp_b:
+            raise ValueError(
+                f"chunk shapes {tuple(a.shape)} and {tuple(b.shape)} do not match the expected "
+                f"{exp_a} and {exp_b} (batch_shape, samples, operators)"
+            )
+        a = a.to(torch.float64)
+        b = b.to(torch.float64)
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise ValueError("operator values contain NaN or inf; check the inputs and the model")
+        if self.shift_a is None:
+            self.shift_a = a.mean(dim=-2)
+            self.shift_b = b.mean(dim=-2)
+        a = a - self.shift_a.unsqueeze(-2)
+        b = b - self.shift_b.unsqueeze(-2)
+        k = self._chunks % self.n_blocks
+        self._chunks += 1
+        self.count[k] += a.shape[-2]
+        self.sa[k] += a.sum(dim=-2)
+        self.sb[k] += b.sum(dim=-2)
+        at = a.transpose(-1, -2)
+        self.saa[k] += at @ a
+        self.sab[k] += at @ b
+        if self.sbb is not None:
+            self.sbb[k] += b.transpose(-1, -2) @ b
+
+    @property
+    def n_samples(self) -> int:
+        """Total number of samples seen."""
+        return int(self.count.sum().item())
+
+    def _moments(self, w: Tensor) -> Moments:
+        """Moments of the blocks weighted by ``w`` (1 = included, 0 = left out)."""
+        if self.shift_a is None:
+            raise ValueError("no samples were accumulated")
+        n = float((w * self.count).sum())
+        if n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, have {n:.0f}")
+
+        def wsum(t: Tensor) -> Tensor:
+            ww = w.to(t.device).reshape(-1, *([1] * (t.dim() - 1)))
+            return (ww * t).sum(dim=0)
+
+        ma = wsum(self.sa) / n
+        mb = wsum(self.sb) / n
+        c_aa = wsum(self.saa) / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
+        c_ab = wsum(self.sab) / n - ma.unsqueeze(-1) * mb.unsqueeze(-2)
+        if self.sbb is not None:
+            c_bb = wsum(self.sbb) / n - mb.unsqueeze(-1) * mb.unsqueeze(-2)
+        else:
+            c_bb = torch.empty(0, dtype=torch.float64)
+        c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
+        if c_bb.numel():
+            c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
+        return Moments(n, ma + self.shift_a, mb + self.shift_b, c_aa, c_ab, c_bb)
+
+    def moments(self) -> Moments:
+        """Moments over all samples."""
+        return self._moments(torch.ones(self.n_blocks, dtype=torch.float64))
+
+    def leave_one_out(self) -> list[Moments]:
+        """Moments with each non-empty block left out in turn (jackknife replicates)."""
+        out = []
+        for k in range(self.n_blocks):
+            if self.count[k] == 0:
+                continue
+            w = torch.ones(self.n_blocks, dtype=torch.float64)
+            w[k] = 0.0
+            out.append(self._moments(w))
+        if len(out) < 2:
+            raise ValueError(
+                "fewer than 2 non-empty jackknife blocks: feed at least n_blocks chunks"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class JackknifeEstimate:
+    """A statistic and its blocked-jackknife standard error.
+
+    Attributes
+    ----------
+    value : Tensor
+        The statistic on all samples.
+    stderr : Tensor
+        Jackknife standard error, same shape as ``value``.
+    replicates : Tensor of shape (n_blocks, *value.shape)
+        Leave-one-block-out values.
+    """
+
+    value: Tensor
+    stderr: Tensor
+    replicates: Tensor
+
+
+def jackknife(acc: CovarianceAccumulator, fn: Callable[[Moments], Tensor]) -> JackknifeEstimate:
+    """Blocked jackknife of a smooth statistic of the moments.
+
+    Parameters
+    ----------
+    acc : CovarianceAccumulator
+        The filled accumulator.
+    fn : callable
+        Maps :class:`Moments` to a tensor (any shape, same on every call).
+
+    Returns
+    -------
+    JackknifeEstimate
+        ``stderr = sqrt((n-1)/n · Σ_i (θ_i − θ̄)²)`` over the ``n`` leave-one-out replicates.
+    """
+    value = fn(acc.moments())
+    reps = torch.stack([fn(m) for m in acc.leave_one_out()])
+    nb = reps.shape[0]
+    mean = reps.mean(dim=0)
+    var = (nb - 1) / nb * ((reps - mean) ** 2).sum(dim=0)
+    return JackknifeEstimate(value, var.sqrt(), reps)
+
+
+def jackknife_stderr(replicates: Tensor) -> Tensor:
+    """Jackknife standard error from leave-one-out replicates of shape (n_blocks, ...)."""
+    nb = replicates.shape[0]
+    mean = replicates.mean(dim=0)
+    return ((nb - 1) / nb * ((replicates - mean) ** 2).sum(dim=0)).sqrt()
