@@ -97,7 +97,7 @@ class CovarianceAccumulator:
         self.shift_b: Tensor | None = None
         self._chunks = 0
 
-    def update(self, a: Tensor, b: Tensor) -> None:
+    def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
         """Add one chunk of samples.
 
         Parameters
@@ -106,6 +106,9 @@ class CovarianceAccumulator:
             Operator values of the first set for ``s`` samples.
         b : Tensor of shape (*batch, s, m_b)
             Operator values of the second set on the same samples.
+        block : int, optional
+            Jackknife block receiving the chunk; default round-robin (chunk ``i`` to block
+            ``i mod n_blocks``). Pass contiguous blocks for Markov-chain samples.
         """
         exp_a = (*self.batch_shape, a.shape[-2], self.m_a)
         exp_b = (*self.batch_shape, a.shape[-2], self.m_b)
@@ -116,14 +119,18 @@ class CovarianceAccumulator:
             )
         a = a.to(torch.float64)
         b = b.to(torch.float64)
-        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        # One reduction instead of an element-wise isfinite (much slower on CPU): a NaN or inf
+        # anywhere makes the sum non-finite.
+        if not bool(torch.isfinite(a.sum() + b.sum())):
             raise ValueError("operator values contain NaN or inf; check the inputs and the model")
         if self.shift_a is None:
             self.shift_a = a.mean(dim=-2)
             self.shift_b = b.mean(dim=-2)
         a = a - self.shift_a.unsqueeze(-2)
         b = b - self.shift_b.unsqueeze(-2)
-        k = self._chunks % self.n_blocks
+        k = self._chunks % self.n_blocks if block is None else int(block)
+        if not 0 <= k < self.n_blocks:
+            raise ValueError(f"block {k} outside 0..{self.n_blocks - 1}")
         self._chunks += 1
         self.count[k] += a.shape[-2]
         self.sa[k] += a.sum(dim=-2)
@@ -139,48 +146,65 @@ class CovarianceAccumulator:
         """Total number of samples seen."""
         return int(self.count.sum().item())
 
+    def _sums(self, w: Tensor) -> tuple[float, list[Tensor | None]]:
+        """Block-weighted sums (1 = included, 0 = left out)."""
+        n = float((w * self.count).sum())
+
+        def wsum(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            ww = w.to(device=t.device).reshape(-1, *([1] * (t.dim() - 1)))
+            return (ww * t).sum(dim=0)
+
+        return n, [wsum(t) for t in (self.sa, self.sb, self.saa, self.sab, self.sbb)]
+
+    def _from_sums(self, n: float, sums: list[Tensor | None]) -> Moments:
+        if self.shift_a is None:
+            raise ValueError("no samples were accumulated")
+        if n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, have {n:.0f}")
+        sa, sb, saa, sab, sbb = sums
+        ma = sa / n
+        mb = sb / n
+        c_aa = saa / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
+        c_ab = sab / n - ma.unsqueeze(-1) * mb.unsqueeze(-2)
+        if sbb is not None:
+            c_bb = sbb / n - mb.unsqueeze(-1) * mb.unsqueeze(-2)
+            c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
+        else:
+            c_bb = torch.empty(0, dtype=torch.float64)
+        c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
+        return Moments(n, ma + self.shift_a, mb + self.shift_b, c_aa, c_ab, c_bb)
+
     def _moments(self, w: Tensor) -> Moments:
         """Moments of the blocks weighted by ``w`` (1 = included, 0 = left out)."""
         if self.shift_a is None:
             raise ValueError("no samples were accumulated")
-        n = float((w * self.count).sum())
-        if n < 2:
-            raise ValueError(f"need at least 2 samples for a covariance, have {n:.0f}")
-
-        def wsum(t: Tensor) -> Tensor:
-            ww = w.to(t.device).reshape(-1, *([1] * (t.dim() - 1)))
-            return (ww * t).sum(dim=0)
-
-        ma = wsum(self.sa) / n
-        mb = wsum(self.sb) / n
-        c_aa = wsum(self.saa) / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
-        c_ab = wsum(self.sab) / n - ma.unsqueeze(-1) * mb.unsqueeze(-2)
-        if self.sbb is not None:
-            c_bb = wsum(self.sbb) / n - mb.unsqueeze(-1) * mb.unsqueeze(-2)
-        else:
-            c_bb = torch.empty(0, dtype=torch.float64)
-        c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
-        if c_bb.numel():
-            c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
-        return Moments(n, ma + self.shift_a, mb + self.shift_b, c_aa, c_ab, c_bb)
+        n, sums = self._sums(w)
+        return self._from_sums(n, sums)
 
     def moments(self) -> Moments:
         """Moments over all samples."""
         return self._moments(torch.ones(self.n_blocks, dtype=torch.float64))
 
     def leave_one_out(self) -> list[Moments]:
-        """Moments with each non-empty block left out in turn (jackknife replicates)."""
-        out = []
-        for k in range(self.n_blocks):
-            if self.count[k] == 0:
-                continue
-            w = torch.ones(self.n_blocks, dtype=torch.float64)
-            w[k] = 0.0
-            out.append(self._moments(w))
-        if len(out) < 2:
+        """Moments with each non-empty block left out in turn (jackknife replicates).
+
+        Computed as total minus one block, so the cost is ``O(n_blocks · m²)``.
+        """
+        if self.shift_a is None:
+            raise ValueError("no samples were accumulated")
+        nonempty = [k for k in range(self.n_blocks) if self.count[k] > 0]
+        if len(nonempty) < 2:
             raise ValueError(
                 "fewer than 2 non-empty jackknife blocks: feed at least n_blocks chunks"
             )
+        n_tot, tot = self._sums(torch.ones(self.n_blocks, dtype=torch.float64))
+        blocks = (self.sa, self.sb, self.saa, self.sab, self.sbb)
+        out = []
+        for k in nonempty:
+            sums = [None if t is None else t - b[k] for t, b in zip(tot, blocks, strict=True)]
+            out.append(self._from_sums(n_tot - float(self.count[k]), sums))
         return out
 
 

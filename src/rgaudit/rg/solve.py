@@ -13,7 +13,8 @@ Policy (DESIGN.md, "Ill-conditioned covariances"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -43,15 +44,17 @@ class SolveInfo:
     cond: float
     regularised: bool
     lam: float
+    n_replicates_regularised: int = 0
 
     def to_dict(self) -> dict:
-        """Plain-data form for JSON results."""
+        """Plain-data form for JSON results (a condition number of ``inf`` becomes ``None``)."""
         return {
             "n_kept": int(self.kept.numel()),
             "dropped": [int(i) for i in self.dropped.tolist()],
-            "cond": float(self.cond),
+            "cond": float(self.cond) if math.isfinite(self.cond) else None,
             "regularised": bool(self.regularised),
             "lambda": float(self.lam),
+            "n_replicates_regularised": int(self.n_replicates_regularised),
         }
 
 
@@ -77,6 +80,7 @@ def solve_cov(
     kept: Tensor | None = None,
     var_tol: float = 1e-12,
     max_cond: float = 1e10,
+    lam: float | None = None,
 ) -> tuple[Tensor, SolveInfo]:
     """Solve ``C X = D`` for symmetric positive semi-definite ``C``.
 
@@ -93,6 +97,9 @@ def solve_cov(
         Relative variance below which an operator counts as constant.
     max_cond : float
         Largest condition number solved without regularisation.
+    lam : float, optional
+        Use this regulariser instead of deciding from the condition number (jackknife replicates
+        reuse the full-sample decision this way). ``regularised`` is then ``lam > 0``.
 
     Returns
     -------
@@ -118,10 +125,53 @@ def solve_cov(
     top = evals[-1].clamp_min(1e-300)
     low = evals[0]
     cond = float("inf") if low <= 0 else float(top / low)
-    lam = 0.0
-    regularised = cond > max_cond
+    if lam is None:
+        regularised = not cond <= max_cond
+        lam = float(torch.diagonal(ck).mean() / max_cond) if regularised else 0.0
+    else:
+        lam = float(lam)
+        regularised = lam > 0
     if regularised:
-        lam = float(torch.diagonal(ck).mean() / max_cond)
         ck = ck + lam * torch.eye(ck.shape[0], dtype=ck.dtype, device=ck.device)
     x = torch.linalg.solve(ck, dk)
     return x, SolveInfo(kept.cpu(), dropped.cpu(), cond, regularised, lam)
+
+
+def solve_replicates(
+    c: Tensor, d: Tensor, info: SolveInfo, *, max_cond: float = 1e10,
+) -> tuple[Tensor, SolveInfo]:
+    """Solve ``C_r X_r = D_r`` for a stack of jackknife replicates with a fixed policy.
+
+    Every replicate keeps the operators ``info.kept`` and the regulariser ``info.lam`` of the
+    full-sample solve, so that replicate shapes agree and the jackknife measures the spread of
+    one estimator. A replicate whose kept block is singular (an operator that varies in only one
+    block) is solved with the regulariser ``trace(C)/m / max_cond``; the count of such replicates
+    is reported in the returned info.
+
+    Parameters
+    ----------
+    c : Tensor of shape (n_rep, m, m)
+    d : Tensor of shape (n_rep, m, p)
+    info : SolveInfo
+        Diagnostics of the full-sample solve.
+    max_cond : float
+
+    Returns
+    -------
+    x : Tensor of shape (n_rep, m_kept, p)
+    info : SolveInfo
+        ``info`` with ``n_replicates_regularised`` filled in.
+    """
+    kept = info.kept.to(c.device)
+    ck = c[:, kept][:, :, kept]
+    dk = d[:, kept]
+    eye = torch.eye(ck.shape[-1], dtype=ck.dtype, device=ck.device)
+    if info.lam > 0:
+        ck = ck + info.lam * eye
+    x, status = torch.linalg.solve_ex(ck, dk)
+    bad = (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
+    if bool(bad.any()):
+        lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
+        x_r = torch.linalg.solve(ck + lam_r[:, None, None] * eye, dk)
+        x = torch.where(bad[:, None, None], x_r, x)
+    return x, replace(info, n_replicates_regularised=int(bad.sum()))

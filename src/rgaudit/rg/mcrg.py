@@ -1,0 +1,564 @@
+"""Monte Carlo RG: stability matrices ``T = C⁻¹D`` of a chain of stochastic kernels (eq. 21–24).
+
+The engine is generic over a *chain*: a source of configurations ``h_0`` and kernels
+``h_{j+1} ~ kernel_j(· | h_j)``. A kernel is any callable::
+
+    kernel(prev: Tensor (..., n_j), generator) -> Tensor (..., n_{j+1})
+
+e.g. ``DeepRBM.layer(k).sample_up``, ``.sample_down`` or a lattice blocking kernel. For every
+adjacent pair of chain positions ``i → i+1`` that is asked for, the engine streams chunks of
+samples, evaluates the operator sets of both positions and accumulates in float64
+(:class:`~rgaudit.rg.moments.CovarianceAccumulator`, memory flat in the number of samples)::
+
+    C_next = Cov(O(h_{i+1}), O(h_{i+1}))     C_prev = Cov(O(h_i), O(h_i))
+    D      = Cov(O(h_{i+1}), O(h_i))         T      = C_next⁻¹ D
+
+then solves with the policy of :func:`~rgaudit.rg.solve.solve_cov` and attaches blocked
+jackknife replicates.
+
+Interface (stable; the FIM and cloning code depend on it)
+---------------------------------------------------------
+``MCRGResult.layers[i]`` is the :class:`LayerPair` for chain positions ``i → i+1``, i.e.
+``T^(i+1)`` in the paper's notation when the chain runs upwards through a network (position
+``j`` = network layer ``j``). Entries not computed are ``None`` (by default
+:func:`mcrg_network` skips pair 0, since ``h_0 = x`` is a fixed input and ``∂g^(1)/∂x`` is
+analytic). For a downward (generation) chain, position ``j`` is network layer ``N − j``
+(``MCRGResult.positions`` lists the network layer of every position).
+
+Per pair (``*batch`` = leading dimensions of the inputs, e.g. ``(n_inputs,)``; ``m_i`` = number of
+operators of position ``i``; ``n_rep`` = number of non-empty jackknife blocks):
+
+=======================  =======================================  ==============================
+field                    shape                                    meaning
+=======================  =======================================  ==============================
+``T``                    (*batch, m_{i+1}, m_i)                   ``∂g^(i+1)/∂g^(i)``, FULL size
+``T_stderr``             (*batch, m_{i+1}, m_i)                   jackknife standard error
+``T_replicates``         (n_rep, *batch, m_{i+1}, m_i)            leave-one-block-out ``T``
+``C_next``               (*batch, m_{i+1}, m_{i+1})               ``Cov(O(h_{i+1}))``
+``C_prev``               (*batch, m_i, m_i)                       ``Cov(O(h_i))``
+``D``                    (*batch, m_{i+1}, m_i)                   ``Cov(O(h_{i+1}), O(h_i))``
+``C_next_replicates``    (n_rep, *batch, m_{i+1}, m_{i+1})
+``C_prev_replicates``    (n_rep, *batch, m_i, m_i)
+``mean_next/mean_prev``  (*batch, m)                              operator means
+``kept_next``            list (one per flattened batch element)   indices of kept next operators
+``kept_mask_next``       (*batch, m_{i+1}) bool                   same as a mask
+``kept_prev`` / mask     likewise for position ``i``              non-constant prev operators
+``solve_info``           list of SolveInfo per batch element      kept/dropped, cond, λ, flags
+=======================  =======================================  ==============================
+
+Dropped (constant) operators: ``T`` is always full size. Rows of next operators that are constant
+on the samples are exactly zero (their coupling is not identifiable and they carry no Fisher
+information: their rows/columns of ``C_next`` are zero); columns of constant prev operators are
+zero too (``D`` vanishes there). So the chain ``J = T^(N) ⋯ T^(2) ∂g^(1)/∂x`` and
+``F = Jᵀ C^(N) J`` can be formed with plain matrix products, batch-wise
+(``torch.matmul`` broadcasts over ``*batch``), without index bookkeeping. All result tensors are
+float64 on the CPU.
+
+Solve policy: see :mod:`rgaudit.rg.solve`. Every solve reports its condition number; when it
+exceeds ``max_cond`` a Tikhonov regulariser is applied and ``solve_info[b].regularised`` is set;
+:attr:`LayerPair.any_regularised` summarises. No NaN is ever returned silently: non-finite operator
+values raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
+from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
+from rgaudit.rg.solve import SolveInfo, constant_operators, solve_cov, solve_replicates
+
+Tensor = torch.Tensor
+Kernel = Callable[[Tensor, "torch.Generator | None"], Tensor]
+Source = Callable[[int, "torch.Generator | None"], Tensor]
+
+#: Target size in bytes of one chunk of float64 operator values (sets the default chunk).
+CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class LayerPair:
+    """MCRG estimate for one pair of chain positions ``i → i+1`` (see the module docstring)."""
+
+    index: int
+    T: Tensor
+    T_stderr: Tensor
+    T_replicates: Tensor
+    C_next: Tensor
+    C_prev: Tensor
+    D: Tensor
+    C_next_replicates: Tensor
+    C_prev_replicates: Tensor
+    mean_next: Tensor
+    mean_prev: Tensor
+    kept_next: list[Tensor]
+    kept_prev: list[Tensor]
+    kept_mask_next: Tensor
+    kept_mask_prev: Tensor
+    solve_info: list[SolveInfo]
+    names_next: list[str]
+    names_prev: list[str]
+    n_samples: int
+    batch_shape: tuple[int, ...] = ()
+
+    @property
+    def n_replicates(self) -> int:
+        return int(self.T_replicates.shape[0])
+
+    @property
+    def any_regularised(self) -> bool:
+        """Whether any solve of this pair (any batch element) was regularised."""
+        return any(i.regularised or i.n_replicates_regularised for i in self.solve_info)
+
+    @property
+    def max_cond(self) -> float:
+        """Largest condition number over batch elements."""
+        return max(i.cond for i in self.solve_info)
+
+    def to_dict(self, matrices: bool = False) -> dict[str, Any]:
+        """Plain data; ``matrices=True`` also includes ``T``, ``T_stderr`` and ``C_next``."""
+        out: dict[str, Any] = {
+            "index": self.index,
+            "shape": [*self.batch_shape, len(self.names_next), len(self.names_prev)],
+            "n_samples": self.n_samples,
+            "n_replicates": self.n_replicates,
+            "names_next": self.names_next,
+            "names_prev": self.names_prev,
+            "any_regularised": self.any_regularised,
+            "solve_info": [i.to_dict() for i in self.solve_info],
+        }
+        if matrices:
+            out.update(T=self.T, T_stderr=self.T_stderr, C_next=self.C_next)
+        return out
+
+
+@dataclass
+class MCRGResult:
+    """Stability matrices of every computed pair of a chain.
+
+    Attributes
+    ----------
+    layers : list of LayerPair or None
+        ``layers[i]`` relates positions ``i → i+1``; length = number of kernels.
+    positions : list of int
+        Network layer index of each chain position (``[0..N]`` up, ``[N..0]`` down).
+    batch_shape : tuple of int
+    n_samples : int
+    n_blocks : int
+    settings : dict
+        Chunk size, solve tolerances, direction, seed when known.
+    """
+
+    layers: list[LayerPair | None]
+    positions: list[int]
+    batch_shape: tuple[int, ...]
+    n_samples: int
+    n_blocks: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def computed(self) -> list[LayerPair]:
+        """The computed pairs, in chain order."""
+        return [p for p in self.layers if p is not None]
+
+    def to_dict(self, matrices: bool = False) -> dict[str, Any]:
+        return {
+            "positions": self.positions,
+            "batch_shape": list(self.batch_shape),
+            "n_samples": self.n_samples,
+            "n_blocks": self.n_blocks,
+            "settings": self.settings,
+            "layers": [None if p is None else p.to_dict(matrices) for p in self.layers],
+        }
+
+
+# -- accumulation ---------------------------------------------------------------------------
+class PairAccumulator:
+    """Streaming moments of one pair of operator sets (next = rows, prev = columns).
+
+    Parameters
+    ----------
+    ops_prev, ops_next : Operators
+    n_blocks : int
+    batch_shape : tuple of int
+    device : torch.device
+    """
+
+    def __init__(self, ops_prev: Operators, ops_next: Operators, *, n_blocks: int,
+                 batch_shape: tuple[int, ...], device: torch.device) -> None:
+        self.ops_prev, self.ops_next = ops_prev, ops_next
+        self.acc = CovarianceAccumulator(ops_next.size, ops_prev.size, n_blocks=n_blocks,
+                                         batch_shape=batch_shape, device=device)
+
+    def update_values(self, o_prev: Tensor, o_next: Tensor, block: int | None = None) -> None:
+        """Add operator values (*batch, s, m_prev) and (*batch, s, m_next)."""
+        self.acc.update(o_next, o_prev, block)
+
+    def update(self, h_prev: Tensor, h_next: Tensor, block: int | None = None) -> None:
+        """Add configurations (*batch, s, n_prev) and (*batch, s, n_next)."""
+        self.acc.update(self.ops_next.evaluate(h_next), self.ops_prev.evaluate(h_prev), block)
+
+    def finalise(self, index: int, *, var_tol: float = 1e-12,
+                 max_cond: float = 1e10) -> LayerPair:
+        """Solve ``C T = D`` for the full sample and every jackknife replicate."""
+        return _finalise(self.acc, index, self.ops_prev, self.ops_next, var_tol, max_cond)
+
+
+def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_next: Operators,
+              var_tol: float, max_cond: float) -> LayerPair:
+    mom = acc.moments()
+    reps = acc.leave_one_out()
+    batch = acc.batch_shape
+    mn, mp = ops_next.size, ops_prev.size
+    nb = math.prod(batch)
+    cn = mom.c_aa.reshape(nb, mn, mn)
+    cp = mom.c_bb.reshape(nb, mp, mp)
+    d = mom.c_ab.reshape(nb, mn, mp)
+    cn_r = torch.stack([r.c_aa for r in reps]).reshape(len(reps), nb, mn, mn)
+    cp_r = torch.stack([r.c_bb for r in reps]).reshape(len(reps), nb, mp, mp)
+    d_r = torch.stack([r.c_ab for r in reps]).reshape(len(reps), nb, mn, mp)
+    dev = cn.device
+    t = torch.zeros(nb, mn, mp, dtype=torch.float64, device=dev)
+    t_r = torch.zeros(len(reps), nb, mn, mp, dtype=torch.float64, device=dev)
+    mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
+    mask_p = torch.zeros(nb, mp, dtype=torch.bool, device=dev)
+    infos: list[SolveInfo] = []
+    for b in range(nb):
+        mask_p[b] = ~constant_operators(cp[b], var_tol)
+        colmask = mask_p[b].to(torch.float64)
+        xb, info = solve_cov(cn[b], d[b] * colmask, var_tol=var_tol, max_cond=max_cond)
+        xr, info = solve_replicates(cn_r[:, b], d_r[:, b] * colmask, info, max_cond=max_cond)
+        kept = info.kept.to(dev)
+        mask_n[b, kept] = True
+        t[b, kept] = xb
+        t_r[:, b, kept] = xr
+        infos.append(info)
+    cpu = torch.device("cpu")
+
+    def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
+        return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
+
+    n_rep = (len(reps),)
+    return LayerPair(
+        index=index,
+        T=shaped(t), T_stderr=shaped(jackknife_stderr(t_r), ()), T_replicates=shaped(t_r, n_rep),
+        C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
+        C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
+        mean_next=mom.mean_a.to(cpu), mean_prev=mom.mean_b.to(cpu),
+        kept_next=[torch.nonzero(m).flatten().to(cpu) for m in mask_n],
+        kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],
+        kept_mask_next=shaped(mask_n), kept_mask_prev=shaped(mask_p),
+        solve_info=infos, names_next=list(ops_next.names), names_prev=list(ops_prev.names),
+        n_samples=acc.n_samples, batch_shape=tuple(batch),
+    )
+
+
+def chunk_plan(n_samples: int, chunk: int, n_blocks: int) -> list[int]:
+    """Chunk sizes summing to ``n_samples``: a multiple of ``n_blocks`` chunks of near-equal size.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer samples than jackknife blocks.
+    """
+    if n_samples < 2 * n_blocks:
+        raise ValueError(f"n_samples={n_samples} is too small for {n_blocks} jackknife blocks "
+                         f"(need at least {2 * n_blocks})")
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    n_chunks = n_blocks * math.ceil(math.ceil(n_samples / chunk) / n_blocks)
+    base, extra = divmod(n_samples, n_chunks)
+    return [base + (1 if i < extra else 0) for i in range(n_chunks)]
+
+
+def default_chunk(batch_size: int, max_ops: int) -> int:
+    """Chunk length keeping one chunk of float64 operator values near :data:`CHUNK_BYTES`."""
+    return int(min(65536, max(256, CHUNK_BYTES // (8 * max(batch_size, 1) * max(max_ops, 1)))))
+
+
+# -- chains ---------------------------------------------------------------------------------
+def mcrg_chain(
+    h0: Tensor | Source,
+    kernels: Sequence[Kernel],
+    bases: Sequence[Operators | None],
+    n_samples: int,
+    *,
+    chunk: int | None = None,
+    n_blocks: int = 16,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    pair_layers: Iterable[int] | None = None,
+    var_tol: float = 1e-12,
+    max_cond: float = 1e10,
+    progress: Callable[[int, int], None] | None = None,
+    positions: list[int] | None = None,
+) -> MCRGResult:
+    """Stability matrices along a chain of stochastic kernels.
+
+    Parameters
+    ----------
+    h0 : Tensor of shape (*batch, n_0), or callable
+        Fixed starting configuration(s), broadcast over samples; or a source
+        ``h0(s, generator) -> Tensor (*batch, s, n_0)`` drawing ``s`` starting configurations
+        (e.g. an Ising Monte Carlo sampler; make its chunks longer than its autocorrelation time).
+    kernels : sequence of callable
+        ``kernels[j](h_j, generator) -> h_{j+1}``, shapes (..., n_j) → (..., n_{j+1}).
+    bases : sequence of Operators or None
+        One operator set per chain position (length ``len(kernels) + 1``); ``None`` where no
+        pair needs it.
+    n_samples : int
+        Samples ``S`` per batch element.
+    chunk : int, optional
+        Samples per chunk (default from :func:`default_chunk`).
+    n_blocks : int, default 16
+        Jackknife blocks.
+    generator : torch.Generator, optional
+        Drives all kernels and the source (must live on ``device``).
+    device : torch.device or str, optional
+        Where sampling and accumulation run (default: the device of ``h0`` or CPU).
+    pair_layers : iterable of int, optional
+        Pairs ``i`` (positions ``i → i+1``) to compute; default every pair whose two bases are
+        given.
+    var_tol, max_cond : float
+        Solve policy (:func:`rgaudit.rg.solve.solve_cov`).
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each chunk.
+    positions : list of int, optional
+        Labels of the chain positions stored in the result (default ``0..N``).
+
+    Returns
+    -------
+    MCRGResult
+    """
+    n_k = len(kernels)
+    if len(bases) != n_k + 1:
+        raise ValueError(f"need one basis per chain position: {n_k + 1}, got {len(bases)}")
+    if pair_layers is None:
+        pairs = [i for i in range(n_k) if bases[i] is not None and bases[i + 1] is not None]
+    else:
+        pairs = sorted({int(i) for i in pair_layers})
+    if not pairs:
+        raise ValueError("no pair of chain positions to compute (check bases / pair_layers)")
+    for i in pairs:
+        if not 0 <= i < n_k:
+            raise ValueError(f"pair {i} outside 0..{n_k - 1}")
+        if bases[i] is None or bases[i + 1] is None:
+            raise ValueError(f"pair {i} needs operator bases at positions {i} and {i + 1}")
+    if callable(h0):
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        source = h0
+        batch_shape: tuple[int, ...] | None = None
+    else:
+        if not torch.is_tensor(h0) or h0.dim() < 1:
+            raise ValueError("h0 must be a tensor (*batch, n_0) or a callable source")
+        dev = torch.device(device) if device is not None else h0.device
+        fixed = h0.to(dev)
+        batch_shape = tuple(fixed.shape[:-1])
+
+        def source(s: int, gen: torch.Generator | None) -> Tensor:
+            return fixed.unsqueeze(-2).expand(*fixed.shape[:-1], s, fixed.shape[-1])
+
+    needed = sorted({j for i in pairs for j in (i, i + 1)})
+    max_ops = max(bases[j].size for j in needed)  # type: ignore[union-attr]
+    if chunk is None:
+        chunk = default_chunk(math.prod(batch_shape) if batch_shape else 1, max_ops)
+    plan = chunk_plan(int(n_samples), int(chunk), n_blocks)
+    top = max(pairs) + 1
+    accs: dict[int, PairAccumulator] = {}
+    done = 0
+    for s in plan:
+        h = source(s, generator)
+        if batch_shape is None:
+            batch_shape = tuple(h.shape[:-2])
+        values: dict[int, Tensor] = {}
+        for j in range(top + 1):
+            if j > 0:
+                h = kernels[j - 1](h, generator)
+            if j in needed:
+                values[j] = bases[j].evaluate(h)  # type: ignore[union-attr]
+        for i in pairs:
+            if i not in accs:
+                accs[i] = PairAccumulator(bases[i], bases[i + 1], n_blocks=n_blocks,  # type: ignore[arg-type]
+                                          batch_shape=batch_shape, device=dev)
+            accs[i].update_values(values[i], values[i + 1])
+        done += s
+        if progress is not None:
+            progress(done, int(n_samples))
+    layers: list[LayerPair | None] = [None] * n_k
+    for i in pairs:
+        layers[i] = accs[i].finalise(i, var_tol=var_tol, max_cond=max_cond)
+    return MCRGResult(
+        layers=layers,
+        positions=list(range(n_k + 1)) if positions is None else list(positions),
+        batch_shape=tuple(batch_shape or ()),
+        n_samples=int(n_samples), n_blocks=n_blocks,
+        settings={"chunk": int(chunk), "n_chunks": len(plan), "var_tol": var_tol,
+                  "max_cond": max_cond, "device": str(dev)},
+    )
+
+
+def mcrg_pairs(
+    chunks: Iterable[tuple[Tensor, Tensor]],
+    ops_prev: Operators,
+    ops_next: Operators,
+    *,
+    n_blocks: int = 16,
+    device: torch.device | str | None = None,
+    contiguous_blocks: int | None = None,
+    var_tol: float = 1e-12,
+    max_cond: float = 1e10,
+    index: int = 0,
+) -> LayerPair:
+    """Stability matrix from a stream of ``(h_prev, h_next)`` chunks produced elsewhere.
+
+    Parameters
+    ----------
+    chunks : iterable of (Tensor, Tensor)
+        ``h_prev`` of shape (*batch, s, n_prev) and ``h_next`` (*batch, s, n_next), e.g. Ising
+        configurations and their blocked images.
+    ops_prev, ops_next : Operators
+    n_blocks : int, default 16
+    device : torch.device or str, optional
+        Accumulation device (default: that of the first chunk).
+    contiguous_blocks : int, optional
+        Total number of chunks, when known: chunks are then assigned to jackknife blocks in
+        contiguous runs (best for Markov-chain samples). Default round-robin.
+    var_tol, max_cond : float
+        Solve policy.
+    index : int
+        Label stored in the result.
+
+    Returns
+    -------
+    LayerPair
+    """
+    acc: PairAccumulator | None = None
+    for c, (hp, hn) in enumerate(chunks):
+        if acc is None:
+            dev = torch.device(device) if device is not None else hp.device
+            acc = PairAccumulator(ops_prev, ops_next, n_blocks=n_blocks,
+                                  batch_shape=tuple(hp.shape[:-2]), device=dev)
+        block = None
+        if contiguous_blocks is not None:
+            block = min(c * n_blocks // max(contiguous_blocks, 1), n_blocks - 1)
+        acc.update(hp.to(acc.acc.saa.device), hn.to(acc.acc.saa.device), block)
+    if acc is None:
+        raise ValueError("no chunks were given")
+    return acc.finalise(index, var_tol=var_tol, max_cond=max_cond)
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+
+def mcrg_network(
+    net: Any,
+    x: Tensor,
+    bases: str | Operators | Sequence[str | Operators | None],
+    n_samples: int,
+    *,
+    direction: str = "up",
+    chunk: int | None = None,
+    n_blocks: int = 16,
+    generator: torch.Generator | int | None = None,
+    device: torch.device | str | None = None,
+    pair_layers: Iterable[int] | None = None,
+    pilot_samples: int = 2000,
+    var_tol: float = 1e-12,
+    max_cond: float = 1e10,
+    progress: Callable[[int, int], None] | None = None,
+) -> MCRGResult:
+    """MCRG along a :class:`~rgaudit.nets.deep_rbm.DeepRBM`, upwards or downwards.
+
+    Parameters
+    ----------
+    net : DeepRBM
+    x : Tensor of shape (n_inputs, n_0) (up) or (n_inputs, n_N) (down), or 1-D
+        Inputs ``x`` (classification chain) or outputs ``y`` (generation chain); real values
+        allowed. A 1-D input gives results without a batch dimension.
+    bases : spec string, Operators, or one per chain position
+        E.g. ``"pairs:256"``; a single value applies to every position. Specs needing a pilot
+        (``pairs:K``) get one from ``pilot_samples`` chains pooled over the inputs (drawn with
+        ``generator`` before the main run).
+    n_samples : int
+        Chains per input.
+    direction : {"up", "down"}
+        Chain position ``j`` is network layer ``j`` (up) or ``N − j`` (down).
+    chunk, n_blocks, pair_layers, var_tol, max_cond, progress
+        As in :func:`mcrg_chain`. ``pair_layers`` defaults to ``1..N-1``: pair 0 starts from the
+        fixed input and has no fluctuating operators.
+    generator : torch.Generator or int, optional
+        Generator on ``device`` or a seed.
+    device : torch.device or str, optional
+        Default: the network's device. The network is moved there (in place) if needed.
+
+    Returns
+    -------
+    MCRGResult
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    dev = torch.device(device) if device is not None else net.device
+    if net.device != dev:
+        net.to(dev)
+    if isinstance(generator, int):
+        generator = torch.Generator(device=dev).manual_seed(generator)
+    n_layers = net.depth
+    if direction == "up":
+        widths = list(net.widths)
+        kernels = [net.layer(k).sample_up for k in range(1, n_layers + 1)]
+        positions = list(range(n_layers + 1))
+    else:
+        widths = list(reversed(net.widths))
+        kernels = [net.layer(k).sample_down for k in range(n_layers, 0, -1)]
+        positions = list(range(n_layers, -1, -1))
+    x = torch.as_tensor(x).to(device=dev, dtype=net.dtype)
+    if x.shape[-1] != widths[0]:
+        raise ValueError(f"inputs have {x.shape[-1]} features, the chain starts with "
+                         f"{widths[0]} units")
+    if not torch.isfinite(x).all():
+        raise ValueError("inputs contain NaN or inf")
+    pairs = list(range(1, n_layers)) if pair_layers is None else sorted(set(pair_layers))
+    if not pairs:
+        raise ValueError("a one-layer network has no pair of hidden layers; pass pair_layers=[0]")
+    needed = sorted({j for i in pairs for j in (i, i + 1)})
+    if isinstance(bases, (str, Operators)) or bases is None:
+        spec_list: list[Any] = [bases] * (n_layers + 1)
+    else:
+        spec_list = list(bases)
+        if len(spec_list) != n_layers + 1:
+            raise ValueError(f"need one basis per chain position ({n_layers + 1}), "
+                             f"got {len(spec_list)}")
+    pilot: list[Tensor] | None = None
+    if any(isinstance(spec_list[j], str) and basis_needs_pilot(spec_list[j], widths[j])
+           for j in needed):
+        pilot = _run_chain(x, kernels, int(pilot_samples), generator)
+    ops: list[Operators | None] = [None] * (n_layers + 1)
+    for j in needed:
+        spec = spec_list[j]
+        if spec is None:
+            raise ValueError(f"chain position {j} needs an operator basis")
+        if isinstance(spec, str):
+            ops[j] = parse_basis(spec, widths[j], None if pilot is None else pilot[j])
+        else:
+            ops[j] = spec
+    res = mcrg_chain(x, kernels, ops, n_samples, chunk=chunk, n_blocks=n_blocks,
+                     generator=generator, device=dev, pair_layers=pairs, var_tol=var_tol,
+                     max_cond=max_cond, progress=progress, positions=positions)
+    res.settings.update(direction=direction,
+                        bases=[s if isinstance(s, str) or s is None else type(s).__name__
+                               for s in spec_list])
+    return res
+
+
+def _run_chain(x: Tensor, kernels: Sequence[Kernel], s: int,
+               generator: torch.Generator | None) -> list[Tensor]:
+    h = x.unsqueeze(-2).expand(*x.shape[:-1], s, x.shape[-1])
+    out = [h]
+    for k in kernels:
+        h = k(h, generator)
+        out.append(h)
+    return out
