@@ -1,0 +1,196 @@
+"""Input Fisher information by the RG chain rule (vulnerability eq. 27–28).
+
+``J = T^(N) ⋯ T^(2) ∂g^(1)/∂x`` maps input directions to couplings of the output layer's effective
+Hamiltonian, and ``F = Jᵀ C^(N) J`` with ``C^(N)`` the operator covariance at the output layer.
+
+With the complete operator basis and exact expectations this is the exact FIM of ``q_N(y|x)``;
+with a truncated basis (singles, selected pairs) it is an approximation (DESIGN.md fact 2).
+
+:func:`chain_fim` is a pure function of tensors. :func:`chain_fim_jackknife` propagates
+leave-one-block-out replicates of every factor to a jackknife error bar. :func:`fim_from_mcrg`
+glues it to the RG engine's :class:`~rgaudit.rg.mcrg.MCRGResult`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rgaudit.fisher.first_layer import dg1_dx_analytic
+from rgaudit.rg.moments import jackknife_stderr
+
+Tensor = torch.Tensor
+
+
+def chain_jacobian(dg1_dx: Tensor, Ts: Sequence[Tensor]) -> Tensor:
+    """``J = T^(N) ⋯ T^(2) ∂g^(1)/∂x`` (eq. 28).
+
+    Parameters
+    ----------
+    dg1_dx : Tensor of shape (*batch, m_1, d)
+        Derivative of the first layer's couplings with respect to the input.
+    Ts : sequence of Tensor
+        ``[T^(2), …, T^(N)]``; ``T^(k+1)`` has shape (*batch, m_{k+1}, m_k). Empty for N = 1.
+
+    Returns
+    -------
+    Tensor of shape (*batch, m_N, d)
+    """
+    J = dg1_dx.to(torch.float64)
+    for i, T in enumerate(Ts):
+        T = T.to(device=J.device, dtype=torch.float64)
+        if T.shape[-1] != J.shape[-2]:
+            raise ValueError(
+                f"stability matrix {i} (T^({i + 2})) has shape {tuple(T.shape)}; it must have "
+                f"{J.shape[-2]} columns to follow a factor with {J.shape[-2]} rows"
+            )
+        J = T @ J
+    return J
+
+
+def chain_fim(dg1_dx: Tensor, Ts: Sequence[Tensor], c_out: Tensor) -> Tensor:
+    """Input FIM by the chain rule, ``F = Jᵀ C^(N) J`` (eq. 27–28).
+
+    Parameters
+    ----------
+    dg1_dx : Tensor of shape (*batch, m_1, d)
+    Ts : sequence of Tensor
+        ``[T^(2), …, T^(N)]``, ``T^(k+1)`` of shape (*batch, m_{k+1}, m_k).
+    c_out : Tensor of shape (*batch, m_N, m_N)
+        Operator covariance at the output layer.
+
+    Returns
+    -------
+    Tensor of shape (*batch, d, d)
+        Symmetric, float64.
+    """
+    J = chain_jacobian(dg1_dx, Ts)
+    c = c_out.to(device=J.device, dtype=torch.float64)
+    if c.shape[-1] != J.shape[-2] or c.shape[-2] != J.shape[-2]:
+        raise ValueError(f"output covariance has shape {tuple(c.shape)} but the chain ends with "
+                         f"{J.shape[-2]} operators")
+    F = J.transpose(-1, -2) @ c @ J
+    return 0.5 * (F + F.transpose(-1, -2))
+
+
+@dataclass(frozen=True)
+class ChainFIM:
+    """A chain-rule FIM with its blocked-jackknife error.
+
+    Attributes
+    ----------
+    fim : Tensor of shape (*batch, d, d)
+    stderr : Tensor of shape (*batch, d, d) or None
+        Entrywise jackknife standard error (None without replicates).
+    replicates : Tensor of shape (n_blocks, *batch, d, d) or None
+    meta : dict
+        Basis, samples, solve diagnostics (plain data).
+    """
+
+    fim: Tensor
+    stderr: Tensor | None = None
+    replicates: Tensor | None = None
+    meta: dict[str, Any] | None = None
+
+
+def chain_fim_jackknife(
+    dg1_dx: Tensor,
+    Ts: Sequence[Tensor],
+    c_out: Tensor,
+    *,
+    Ts_reps: Sequence[Sequence[Tensor]] | None = None,
+    c_out_reps: Sequence[Tensor] | None = None,
+    dg1_dx_reps: Sequence[Tensor] | None = None,
+) -> ChainFIM:
+    """Chain FIM plus jackknife propagation from leave-one-block-out replicates.
+
+    Parameters
+    ----------
+    dg1_dx, Ts, c_out
+        As in :func:`chain_fim` (all-sample estimates).
+    Ts_reps : sequence of sequence of Tensor, optional
+        ``Ts_reps[k][r]`` is replicate ``r`` of ``Ts[k]``. All factors must share the same
+        replicates (the same blocks left out), so that their correlations propagate.
+    c_out_reps : sequence of Tensor, optional
+        Replicates of ``c_out``.
+    dg1_dx_reps : sequence of Tensor, optional
+        Replicates of ``dg1_dx`` (the analytic ``−W_1`` has none).
+
+    Returns
+    -------
+    ChainFIM
+    """
+    fim = chain_fim(dg1_dx, Ts, c_out)
+    counts = {len(r) for r in (*(Ts_reps or ()), c_out_reps or (), dg1_dx_reps or ()) if r}
+    if not counts:
+        return ChainFIM(fim)
+    if len(counts) != 1:
+        raise ValueError(f"replicate lists differ in length {sorted(counts)}: every factor must "
+                         "come from the same jackknife blocks")
+    n = counts.pop()
+    if n < 2:
+        raise ValueError("need at least 2 jackknife replicates")
+    reps = []
+    for r in range(n):
+        g = dg1_dx_reps[r] if dg1_dx_reps else dg1_dx
+        ts = [Ts_reps[k][r] if Ts_reps else Ts[k] for k in range(len(Ts))]
+        c = c_out_reps[r] if c_out_reps else c_out
+        reps.append(chain_fim(g, ts, c))
+    R = torch.stack(reps)
+    return ChainFIM(fim, jackknife_stderr(R), R)
+
+
+def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
+    """Unit subsets from operator names such as ``"h3"`` or ``"h1*h5"``."""
+    out = []
+    for name in names:
+        parts = name.split("*")
+        if not all(re.fullmatch(r"h\d+", p) for p in parts):
+            raise ValueError(f"operator name {name!r} is not a product of units 'h<i>'")
+        out.append(tuple(int(p[1:]) for p in parts))
+    return out
+
+
+def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None) -> ChainFIM:
+    """Chain FIM from the RG engine's upward :class:`~rgaudit.rg.mcrg.MCRGResult`.
+
+    Parameters
+    ----------
+    result : rgaudit.rg.mcrg.MCRGResult
+        From :func:`rgaudit.rg.mcrg.mcrg_network` (direction "up") with the pairs
+        ``1 → 2, …, N−1 → N`` computed (the default). ``result.layers[i].T`` is ``T^(i+1)``.
+    W1 : Tensor of shape (n_1, d)
+        First-layer weights; ``∂g^(1)/∂x`` is ``−W_1`` on the singles of layer 1's basis
+        (read from the operator names of pair 1).
+    meta : dict, optional
+        Extra plain data stored with the result.
+
+    Returns
+    -------
+    ChainFIM
+        FIM of shape (*batch, d, d) with jackknife errors from the shared blocks.
+    """
+    n_pos = len(result.layers)
+    pairs = [result.layers[i] for i in range(1, n_pos)]
+    if any(p is None for p in pairs):
+        missing = [i for i in range(1, n_pos) if result.layers[i] is None]
+        raise ValueError(f"MCRG pairs {missing} were not computed; the chain needs 1 → N")
+    if getattr(result, "settings", {}).get("direction", "up") != "up":
+        raise ValueError("the FIM chain needs an upward (classification) MCRG result")
+    if not pairs:
+        raise ValueError("a one-layer network has no chain: use the exact/direct FIM")
+    dg1 = dg1_dx_analytic(W1, subsets_from_names(pairs[0].names_prev))
+    Ts = [p.T for p in pairs]
+    c_out = pairs[-1].C_next
+    reps = [list(p.T_replicates) for p in pairs]
+    out = chain_fim_jackknife(dg1, Ts, c_out, Ts_reps=reps,
+                              c_out_reps=list(pairs[-1].C_next_replicates))
+    info = {"bases": [len(p.names_prev) for p in pairs] + [len(pairs[-1].names_next)],
+            "n_samples": int(result.n_samples), "n_blocks": int(result.n_blocks),
+            "regularised": [bool(p.any_regularised) for p in pairs],
+            "max_cond": [float(p.max_cond) for p in pairs], **(meta or {})}
+    return ChainFIM(out.fim, out.stderr, out.replicates, info)
