@@ -1,0 +1,299 @@
+"""The data-generation network of a DeepRBM (cloning eq. 9–13).
+
+The same RBMs run downwards from a real-valued output ``y`` (an answer of the classifier):
+
+    q̃_N(h_N | y)       = δ(h_N, y)
+    q̃_{k-1}(h | y)     = Σ_{h'} t_k(h | h') q̃_k(h' | y)                   (eq. 9)
+    q̃_k(h | y)         = exp(−H̃_y^(k)(h)) / Z̃,   H̃^(k) = Σ_α g̃^(k)_α O_α(h)   (eq. 11–12)
+    T̃^(k)_αβ           = ∂g̃^(k-1)_α / ∂g̃^(k)_β,   k = N−1, …, 1               (eq. 13)
+
+The first step is explicit (eq. 23): ``q̃_{N-1}(h|y) = t_N(h|y) = Π_i σ(z_i)^{h_i} σ(−z_i)^{1−h_i}``
+with ``z = W_Nᵀ y + b_N``, so in the sign convention ``H = +Σ g O`` the couplings of the single
+operators are ``g̃^(N-1)_i = −z_i`` and ``∂g̃^(N-1)/∂y = −W_Nᵀ`` on singles, 0 on higher products —
+the upward first-layer formula of DESIGN.md with the roles of the layers swapped.
+
+Every further step is an ordinary MCRG step on a chain of kernels, so the stability matrices
+``T̃ = C⁻¹ D`` (``C`` the operator covariance of the lower layer, ``D`` its covariance with the
+upper layer's operators on the joint ``t_k(h_{k-1}|h_k) q̃_k(h_k|y)``) come from the RG engine with
+``direction="down"`` (:func:`generation_mcrg`). For tiny networks this module also enumerates the
+generation chain exactly (:func:`exact_log_q_down`, :func:`exact_generation_stability`), which is
+the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F_
+
+from rgaudit.fisher.exact import MAX_UNITS, all_states
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.operators import complete_products
+from rgaudit.rg.solve import solve_cov
+
+Tensor = torch.Tensor
+
+
+def _as_outputs(net: DeepRBM, y: Tensor) -> tuple[Tensor, bool]:
+    y = torch.as_tensor(y)
+    single = y.dim() == 1
+    yb = y.unsqueeze(0) if single else y
+    if yb.dim() != 2 or yb.shape[-1] != net.widths[-1]:
+        raise ValueError(f"outputs y must have shape (n, {net.widths[-1]}), got {tuple(y.shape)}")
+    if not torch.isfinite(yb).all():
+        raise ValueError("outputs y contain NaN or inf")
+    return yb.to(device=net.device, dtype=torch.float64), single
+
+
+def top_couplings(net: DeepRBM, y: Tensor) -> Tensor:
+    """Single-operator couplings of ``H̃^(N-1)``: ``g̃_i = −(W_Nᵀ y + b_N)_i`` (eq. 23).
+
+    Parameters
+    ----------
+    y : Tensor of shape (n, n_N)
+
+    Returns
+    -------
+    Tensor of shape (n, n_{N-1}), float64
+    """
+    yb, _ = _as_outputs(net, y)
+    lay = net.layer(net.depth)
+    return -(yb @ lay.W.to(torch.float64) + lay.b.to(torch.float64))
+
+
+def dg_top_dy(net: DeepRBM, basis: Any = None) -> Tensor:
+    """``∂g̃^(N-1)/∂y = −W_Nᵀ`` on the single operators of layer N−1, 0 on higher products.
+
+    Parameters
+    ----------
+    net : DeepRBM
+    basis : ProductBasis, optional
+        Operator basis of layer N−1 (anything with ``subsets``); default: the singles in unit
+        order.
+
+    Returns
+    -------
+    Tensor of shape (n_ops, n_N), float64
+    """
+    W = net.layer(net.depth).W.to(torch.float64)           # (n_N, n_{N-1})
+    if basis is None:
+        return -W.T.clone()
+    subsets = list(basis.subsets)
+    out = torch.zeros(len(subsets), W.shape[0], dtype=torch.float64, device=W.device)
+    for row, sub in enumerate(subsets):
+        if len(sub) == 1:
+            out[row] = -W[:, sub[0]]
+    return out
+
+
+def single_rows(n_units: int) -> Tensor:
+    """Indices of the single operators ``h_i`` in the complete basis (mask order): ``2^i − 1``."""
+    return torch.tensor([2**i - 1 for i in range(n_units)], dtype=torch.long)
+
+
+def dg_top_dy_complete(net: DeepRBM) -> Tensor:
+    """``∂g̃^(N-1)/∂y`` in the complete basis of layer N−1 (mask order); (2^n − 1, n_N)."""
+    W = net.layer(net.depth).W.to(torch.float64)
+    n = W.shape[1]
+    out = torch.zeros(2**n - 1, W.shape[0], dtype=torch.float64, device=W.device)
+    out[single_rows(n)] = -W.T
+    return out
+
+
+# -- exact enumeration ------------------------------------------------------------------------
+def _check_tiny(net: DeepRBM, include_input: bool) -> None:
+    widths = net.widths[:-1] if include_input else net.widths[1:-1]
+    if any(w > MAX_UNITS for w in widths):
+        raise ValueError(f"exact generation needs layers 0..N-1 of at most {MAX_UNITS} units; "
+                         f"widths are {net.widths}")
+
+
+def log_transition_down(net: DeepRBM, k: int) -> Tensor:
+    """``log t_k(h_{k-1} | h_k)`` for all states, shape (2^{n_{k-1}}, 2^{n_k}), float64."""
+    lay = net.layer(k)
+    W, b = lay.W.to(torch.float64), lay.b.to(torch.float64)
+    hi = all_states(lay.n_out, device=W.device)
+    lo = all_states(lay.n_in, device=W.device)
+    z = hi @ W + b                                          # (S_hi, n_in)
+    return lo @ z.T - F_.softplus(z).sum(-1)                # (S_lo, S_hi)
+
+
+def exact_log_q_down(net: DeepRBM, y: Tensor, *, downto: int = 0) -> list[Tensor]:
+    """``[log q̃_{N-1}, …, log q̃_downto]`` for all states; differentiable in ``y``.
+
+    Parameters
+    ----------
+    net : DeepRBM
+        Layers ``downto … N−1`` of at most ``MAX_UNITS`` units.
+    y : Tensor of shape (n, n_N)
+        Real outputs.
+
+    Returns
+    -------
+    list of Tensor, entry for layer k of shape (n, 2^{n_k}), float64
+    """
+    _check_tiny(net, include_input=downto == 0)
+    lay = net.layer(net.depth)
+    z = y.to(torch.float64) @ lay.W.to(torch.float64) + lay.b.to(torch.float64)
+    hs = all_states(lay.n_in, device=z.device)
+    lq = z @ hs.T - F_.softplus(z).sum(-1, keepdim=True)    # (n, S_{N-1})
+    out = [lq]
+    for k in range(net.depth - 1, downto, -1):
+        lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
+        lq = torch.logsumexp(lt.unsqueeze(0) + lq.unsqueeze(1), dim=-1)
+        out.append(lq)
+    return out
+
+
+def exact_log_q_up(net: DeepRBM, x: Tensor, *, upto: int) -> list[Tensor]:
+    """``[log q_1, …, log q_upto]`` of the classification chain for real inputs ``x`` (n, n_0).
+
+    Same enumeration as :func:`rgaudit.fisher.exact.exact_log_q`, stopped at layer ``upto``
+    (only layers 1..upto need to be tiny).
+    """
+    if any(w > MAX_UNITS for w in net.widths[1:upto + 1]):
+        raise ValueError(f"exact upward chain needs layers 1..{upto} of at most {MAX_UNITS} "
+                         f"units; widths are {net.widths}")
+    lay = net.layer(1)
+    z = x.to(torch.float64) @ lay.W.to(torch.float64).T + lay.a.to(torch.float64)
+    lq = z @ all_states(lay.n_out, device=z.device).T - F_.softplus(z).sum(-1, keepdim=True)
+    out = [lq]
+    for k in range(2, upto + 1):
+        L = net.layer(k)
+        W, a = L.W.to(torch.float64), L.a.to(torch.float64)
+        lo, hi = all_states(L.n_in, device=W.device), all_states(L.n_out, device=W.device)
+        zz = lo @ W.T + a
+        lt = hi @ zz.T - F_.softplus(zz).sum(-1)            # (S_k, S_{k-1})
+        lq = torch.logsumexp(lt.unsqueeze(0) + lq.unsqueeze(1), dim=-1)
+        out.append(lq)
+    return out
+
+
+def exact_couplings(log_q: Tensor) -> Tensor:
+    """Couplings ``g`` of ``q = exp(−Σ g_α O_α)/Z`` in the complete basis (mask order).
+
+    ``H(h) = log q(0) − log q(h) = Σ_{α ⊆ h} g_α``; Möbius inversion over subsets.
+
+    Parameters
+    ----------
+    log_q : Tensor of shape (..., 2^n)
+
+    Returns
+    -------
+    Tensor of shape (..., 2^n − 1)
+    """
+    H = log_q[..., :1] - log_q
+    n = (log_q.shape[-1]).bit_length() - 1
+    g = H.clone()
+    for i in range(n):
+        step = 1 << i
+        idx = torch.arange(log_q.shape[-1], device=log_q.device)
+        with_i = idx[(idx & step) != 0]
+        g[..., with_i] = g[..., with_i] - g[..., with_i - step]
+    return g[..., 1:]
+
+
+@dataclass(frozen=True)
+class ExactGenerationChain:
+    """Exact stability matrices of the generation chain in the complete basis.
+
+    Attributes
+    ----------
+    Ts : list of Tensor
+        ``[T̃^(N-1), …, T̃^(1)]`` in the order they are applied; ``T̃^(k)`` has shape
+        (n, 2^{n_{k-1}} − 1, 2^{n_k} − 1).
+    C0 : Tensor of shape (n, 2^{n_0} − 1, 2^{n_0} − 1)
+        Operator covariance of ``q̃_0(·|y)``.
+    dg_dy : Tensor of shape (2^{n_{N-1}} − 1, n_N)
+        ``∂g̃^(N-1)/∂y`` (complete basis).
+    """
+
+    Ts: list[Tensor]
+    C0: Tensor
+    dg_dy: Tensor
+
+
+def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
+    """``Cov(A, B)`` under a joint table ``p`` (n, S_a, S_b); A (S_a, m_a), B (S_b, m_b)."""
+    pa, pb = p.sum(-1), p.sum(-2)
+    ea, eb = pa @ A, pb @ B                                  # (n, m_a), (n, m_b)
+    eab = torch.einsum("nst,sa,tb->nab", p, A, B)
+    return eab - ea.unsqueeze(-1) * eb.unsqueeze(-2)
+
+
+def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
+    """``T̃^(k) = C⁻¹ D`` with exact expectations in the complete basis (tiny networks).
+
+    Parameters
+    ----------
+    y : Tensor of shape (n, n_N)
+
+    Returns
+    -------
+    ExactGenerationChain
+    """
+    yb, _ = _as_outputs(net, y)
+    with torch.no_grad():
+        return _exact_generation_stability(net, yb)
+
+
+def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChain:
+    lqs = exact_log_q_down(net, yb)                         # layers N-1, …, 0
+    Ts = []
+    for i, k in enumerate(range(net.depth - 1, 0, -1)):     # T̃^(k): layer k → k-1
+        lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
+        p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
+        O_lo = complete_products(all_states(net.widths[k - 1], device=p.device))
+        O_hi = complete_products(all_states(net.widths[k], device=p.device))
+        C = _cov_from_table(torch.diag_embed(p.sum(-1)), O_lo, O_lo)
+        D = _cov_from_table(p, O_lo, O_hi)
+        Ts.append(torch.stack([solve_cov(C[j], D[j], max_cond=1e14)[0] for j in range(len(p))]))
+    q0 = lqs[-1].exp()
+    O0 = complete_products(all_states(net.widths[0], device=q0.device))
+    p0 = torch.diag_embed(q0)
+    C0 = _cov_from_table(p0, O0, O0)
+    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net))
+
+
+# -- Monte Carlo (the RG engine, direction="down") --------------------------------------------
+def generation_mcrg(
+    net: DeepRBM,
+    y: Tensor,
+    bases: Any,
+    n_samples: int,
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> Any:
+    """MCRG estimate of the generation chain's ``T̃`` and covariances from real outputs ``y``.
+
+    Thin wrapper over :func:`rgaudit.rg.mcrg.mcrg_network` with ``direction="down"``; the
+    result's ``layers`` are ordered as the chain runs (N−1 → N−2, …, 1 → 0), so
+    :func:`rgaudit.fisher.chain.fim_from_mcrg` with ``dg1_dx = dg_top_dy(...)`` gives the
+    generation FIM.
+
+    Parameters
+    ----------
+    net : DeepRBM
+    y : Tensor of shape (n, n_N)
+    bases : str or sequence
+        Operator basis spec(s), as accepted by the RG engine.
+    n_samples : int
+        Chains per output.
+    generator : torch.Generator, optional
+    **kwargs
+        Passed to ``mcrg_network`` (chunk size, jackknife blocks, solve tolerances).
+
+    Returns
+    -------
+    rgaudit.rg.mcrg.MCRGResult
+    """
+    try:
+        from rgaudit.rg.mcrg import mcrg_network
+    except ImportError as err:  # the RG engine is developed alongside this module
+        raise RuntimeError("the MCRG engine rgaudit.rg.mcrg is not available in this "
+                           "checkout; use estimator='exact' or 'mean-field'") from err
+    yb, _ = _as_outputs(net, y)
+    return mcrg_network(net, yb, bases, n_samples, generator=generator, direction="down",
+                        **kwargs)

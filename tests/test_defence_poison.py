@@ -1,0 +1,90 @@
+"""Output poisoning keeps the argmax on every query, stays within budget, returns valid outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rgaudit.defence.baselines import make_poisoner
+from rgaudit.defence.budget import deviation, kl_divergence, poison_step
+from rgaudit.nets.deep_rbm import DeepRBM
+
+NORMS = ("l1", "l2", "kl")
+
+
+def _outputs(kind: str, n: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    """Random outputs with many near-ties, exact ties, saturated and boundary entries."""
+    z = torch.randn(n, m, generator=gen, dtype=torch.float64) * 3
+    y = torch.softmax(z, -1) if kind == "simplex" else torch.sigmoid(z)
+    y[0, :2] = y[0, :2].mean()                               # exact top-2 tie (maybe not top)
+    top = y[1].argmax()
+    y[1, (top + 1) % m] = y[1, top] - 1e-13                   # near-tie at float resolution
+    top = y[2].argmax()
+    y[2, (top + 1) % m] = y[2, top] * (1 - 1e-6)              # near-tie
+    y[3] = 0.0
+    y[3, 0] = 1.0                                             # one-hot: on a vertex
+    y[4, :] = y[4].max()                                      # all tied
+    if kind == "simplex":
+        y = y / y.sum(-1, keepdim=True)
+    return y
+
+
+@pytest.mark.parametrize("kind", ["simplex", "unit"])
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("defence", ["rg", "random", "reverse-sigmoid", "mad"])
+def test_argmax_budget_validity(kind: str, norm: str, defence: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    n, m = 60, 5
+    net = DeepRBM.random([8, 6, m], generator=gen, scale=2.0)
+    y = _outputs(kind, n, m, gen)
+    x = torch.rand(n, 8, generator=gen, dtype=torch.float64)
+    eps = 0.3 if norm != "kl" else 0.05
+    res = make_poisoner(defence, eps=eps, norm=norm, kind=kind, net=net, n_inputs=8)(
+        y, x, torch.Generator().manual_seed(1))
+    Y, Z = res.y.numpy(), res.y_poisoned.numpy()
+    assert np.all(np.isfinite(Z)) and Z.min() >= 0 and Z.max() <= 1
+    if kind == "simplex":
+        np.testing.assert_allclose(Z.sum(-1), 1.0, atol=1e-12)
+    assert np.array_equal(Z.argmax(-1), Y.argmax(-1))
+    for i in range(n):
+        s = np.sort(Y[i])
+        if s[-1] == s[-2]:
+            assert np.array_equal(Z[i], Y[i]), "exact ties must be returned unchanged"
+        else:
+            others = np.delete(Z[i], Y[i].argmax())
+            assert Z[i, Y[i].argmax()] > others.max(), "argmax must stay strict"
+    dev = res.deviations(norm, kind)
+    assert np.all(dev <= eps * (1 + 1e-9) + 1e-15)
+    # most queries are not at a tie or a vertex: the budget is actually used on them
+    assert np.mean(dev > 0.5 * eps) > 0.5
+
+
+def test_step_uses_budget_when_free() -> None:
+    y = np.array([0.5, 0.3, 0.2])
+    v = np.array([0.0, 1.0, -1.0])
+    for norm, eps in (("l1", 0.1), ("l2", 0.05), ("kl", 0.01)):
+        z, info = poison_step(y, v, eps, norm, "simplex")
+        assert info.limit == "budget"
+        assert deviation(y, z, norm, "simplex") == pytest.approx(eps, rel=1e-6)
+
+
+def test_step_shrinks_for_near_tie() -> None:
+    y = np.array([0.4, 0.4 - 1e-9, 0.2])
+    z, info = poison_step(y, np.array([-1.0, 1.0, 0.0]), 0.5, "l1", "simplex", flip=False)
+    assert z.argmax() == 0 and z[0] > z[1]
+    assert info.limit == "argmax"
+
+
+def test_kl_divergence_values() -> None:
+    p, q = np.array([0.5, 0.5]), np.array([0.25, 0.75])
+    assert kl_divergence(p, q, "simplex") == pytest.approx(0.5 * np.log(2) + 0.5 * np.log(2 / 3))
+    assert kl_divergence(np.array([0.5]), np.array([0.25]), "unit") == pytest.approx(
+        kl_divergence(p, q, "simplex"))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="norm"):
+        poison_step(np.array([0.6, 0.4]), np.array([1.0, -1.0]), 0.1, "linf", "simplex")
+    with pytest.raises(ValueError, match="sum to 1"):
+        make_poisoner("random", eps=0.1, norm="l1", kind="simplex")(torch.tensor([[0.5, 0.6]]))
