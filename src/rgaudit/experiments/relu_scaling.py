@@ -506,6 +506,36 @@ def pairs_at_angle(
     return x.unsqueeze(1).to(dtype), y.unsqueeze(1).to(dtype)
 
 
+def pair_gram_chain(
+    width: int, depth: int, theta0: float, n_rep: int, *, generator: torch.Generator,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Hidden angles of two inputs in width-``width`` random ReLU networks, sampled exactly in O(m).
+
+    For one input pair only the 2×2 Gram matrix ``G = [h_x, h_y]ᵀ[h_x, h_y] / m`` matters: given
+    layer ``k``, the pre-activation pairs ``(W h_x, W h_y)_i`` are independent ``N(0, G)`` over the
+    ``m`` units. Sampling them directly is exactly equivalent in law to drawing the full
+    ``m × m`` weight matrices, at O(m) instead of O(m²) per layer, so many replicates are cheap.
+
+    Returns
+    -------
+    Tensor of shape (n_rep, depth + 1)
+        Angles at layers ``0 … depth`` (layer 0: the input angle ``theta0``).
+    """
+    dev = generator.device
+    c0 = math.cos(theta0)
+    gram = torch.tensor([[1.0, c0], [c0, 1.0]], dtype=dtype, device=dev).expand(n_rep, 2, 2)
+    out = [torch.full((n_rep,), float(theta0), dtype=dtype, device=dev)]
+    for _ in range(depth):
+        chol = torch.linalg.cholesky(gram + 1e-12 * torch.eye(2, dtype=dtype, device=dev))
+        z = torch.randn(n_rep, width, 2, generator=generator, device=dev, dtype=dtype)
+        h = torch.relu(z @ chol.transpose(1, 2))
+        gram = h.transpose(1, 2) @ h / width
+        cos = gram[:, 0, 1] / (gram[:, 0, 0] * gram[:, 1, 1]).sqrt()
+        out.append(torch.arccos(cos.clamp(-1.0, 1.0)))
+    return torch.stack(out, dim=1)
+
+
 @dataclass
 class AngleCurve:
     theta0: float
@@ -513,6 +543,9 @@ class AngleCurve:
     simulated_mean: list[float]
     simulated_sem: list[float]  # standard error over networks
     theory: list[float]
+    pair_sampler_mean: list[float]  # exact O(m) two-input sampler, many replicates
+    pair_sampler_sem: list[float]
+    pair_sampler_n: int
 
 
 @dataclass
@@ -541,6 +574,7 @@ def depth_study(
     max_depth: int = 16,
     thetas0: Sequence[float] = (math.pi / 4, math.pi / 2, 3 * math.pi / 4, 0.95 * math.pi),
     angle_n_nets: int = 4,
+    pair_reps: int = 400,
     collapse_d: int = 256,
     collapse_width: int = 256,
     collapse_depths: Sequence[int] = (0, 1, 2, 4, 8, 16, 32, 64),
@@ -563,6 +597,8 @@ def depth_study(
         Input angles (radians).
     angle_n_nets : int
         Networks per input angle (one pair per network).
+    pair_reps : int
+        Replicates of the exact two-input sampler :func:`pair_gram_chain` per input angle.
     collapse_d, collapse_width, collapse_depths, collapse_n_nets, collapse_batch
         Setting of the collapse study (``batch ≥ 2``: the first two inputs give the output angle).
     multipliers : sequence of float
@@ -586,10 +622,14 @@ def depth_study(
         ang = hidden_angles(nets, x, y)[:, 0].double().cpu().numpy()  # (n, L+1)
         sem = ang.std(axis=0, ddof=1) / math.sqrt(angle_n_nets) if angle_n_nets > 1 else \
             np.full(ang.shape[1], np.nan)
+        exact = pair_gram_chain(width, max_depth, t0, pair_reps, generator=gen).cpu().numpy()
         curves.append(AngleCurve(
             theta0=float(t0), layers=list(range(max_depth + 1)),
             simulated_mean=[float(v) for v in ang.mean(axis=0)],
             simulated_sem=[float(v) for v in sem], theory=arccos_recursion(t0, max_depth),
+            pair_sampler_mean=[float(v) for v in exact.mean(axis=0)],
+            pair_sampler_sem=[float(v) for v in exact.std(axis=0, ddof=1) / math.sqrt(pair_reps)],
+            pair_sampler_n=pair_reps,
         ))
     del nets
     if progress:
@@ -883,6 +923,7 @@ class ReluStudyConfig:
     nl_n_nets: int = 4
     angle_width: int = 2048
     angle_max_depth: int = 16
+    angle_pair_reps: int = 400
     collapse_depths: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64)
     collapse_n_nets: int = 64
     digits_epochs: int = 300
@@ -890,10 +931,10 @@ class ReluStudyConfig:
     @classmethod
     def quick(cls, **overrides: object) -> ReluStudyConfig:
         """A seconds-long smoke setting."""
-        base = dict(dims=(16, 64, 256, 1024), depths=(1, 2, 3), n_nets=8, batch=2, n_boot=200,
-                    nl_dims=(64, 256), nl_depths=(1, 2), nl_n_nets=2, angle_width=256,
-                    angle_max_depth=6, collapse_depths=(0, 1, 4, 16), collapse_n_nets=8,
-                    digits_epochs=60)
+        base = dict(dims=(16, 64, 256), depths=(1, 2), n_nets=6, batch=2, n_boot=100,
+                    nl_dims=(64,), nl_depths=(1,), nl_n_nets=2, angle_width=128,
+                    angle_max_depth=4, angle_pair_reps=50, collapse_depths=(0, 1, 4),
+                    collapse_n_nets=4, digits_epochs=20)
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -946,6 +987,7 @@ def run_relu_study(config: ReluStudyConfig, progress: Progress | None = None) ->
     secs["near_linearity"] = time.perf_counter() - t
     t = time.perf_counter()
     depth = depth_study(width=config.angle_width, max_depth=config.angle_max_depth,
+                        pair_reps=config.angle_pair_reps,
                         collapse_depths=config.collapse_depths,
                         collapse_n_nets=config.collapse_n_nets, multipliers=config.multipliers,
                         seed=config.seed, device=config.device, progress=progress)

@@ -1,0 +1,170 @@
+"""Random ReLU networks: gradients, Fisher identity, angle recursion, one-step attack, scaling, CLI.
+
+Tolerances come from the estimators' error bars (stated next to each assertion), seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import typer
+from scipy import stats
+from typer.testing import CliRunner
+
+from rgaudit.commands.relu import register
+from rgaudit.experiments.relu_scaling import (
+    arccos_recursion,
+    bernoulli_input_fim,
+    classifier_one_step,
+    fim_step,
+    fim_top_direction,
+    gradient_step,
+    hidden_angles,
+    one_step_attack,
+    pair_gram_chain,
+    pairs_at_angle,
+    relu_mlp,
+    scaling_study,
+)
+from rgaudit.nets.relu import sample_relu_nets, sphere_inputs, width_profile
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_analytic_and_autograd_gradients_match_finite_differences() -> None:
+    g = _gen(0)
+    nets = sample_relu_nets(3, [12, 20, 7, 15], generator=g, bias_scale=0.3, dtype=torch.float64)
+    x = sphere_inputs(3, 4, 12, generator=g, dtype=torch.float64)
+    f, grad = nets.grad_all(x)  # (3,4,4), (3,4,4,12)
+    h = 1e-6
+    eye = torch.eye(12, dtype=torch.float64)
+    fd = torch.stack([(nets.forward_all(x + h * e) - nets.forward_all(x - h * e)) / (2 * h)
+                      for e in eye], dim=-1)  # (3,4,4,12)
+    # piecewise linear: central differences are exact up to rounding (~1e-10) unless a kink
+    # lies within h of x, which has probability ~1e-6 here
+    torch.testing.assert_close(grad, fd, rtol=1e-7, atol=1e-7)
+    for depth in range(4):
+        fa, ga = nets.truncate(depth).autograd_grad(x)
+        torch.testing.assert_close(ga, grad[..., depth, :], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fa, f[..., depth], rtol=1e-12, atol=1e-12)
+
+
+def test_euler_identity_step_size_is_cosine_to_input() -> None:
+    """Without biases f is 1-homogeneous: x·∇f(x) = f(x) (exact, rounding-level tolerance)."""
+    g = _gen(1)
+    nets = sample_relu_nets(2, width_profile(30, 3, "fixed", width=25), generator=g,
+                            dtype=torch.float64)
+    x = sphere_inputs(2, 5, 30, generator=g, dtype=torch.float64)
+    f, grad = nets.grad_all(x)
+    torch.testing.assert_close((grad * x.unsqueeze(2)).sum(-1), f, rtol=1e-10, atol=1e-12)
+
+
+def test_fisher_top_eigenvector_is_gradient_and_fim_step_equals_gradient_step() -> None:
+    g = _gen(2)
+    d = 40
+    nets = sample_relu_nets(1, [d, 60, 60], generator=g, dtype=torch.float64)
+
+    def fn(v: torch.Tensor) -> torch.Tensor:
+        return nets.forward(v.reshape(1, d))[0, 0]
+
+    x = sphere_inputs(1, 1, d, generator=g, dtype=torch.float64)[0, 0]
+    fim, p = bernoulli_input_fim(fn, x)
+    lam, v = fim_top_direction(fim)
+    _, grad = nets.grad(x.view(1, d))
+    grad = grad[0, 0]
+    ghat = grad / grad.norm()
+    assert abs(float(v @ ghat)) == pytest.approx(1.0, abs=1e-12)
+    assert float(lam) == pytest.approx(float(p * (1 - p) * grad @ grad), rel=1e-10)
+    second = torch.linalg.eigvalsh(fim)[-2]
+    assert abs(float(second)) <= 1e-12 * float(lam)  # rank one up to rounding
+    for c in (1.0, 2.0):
+        torch.testing.assert_close(fim_step(fn, x, c), gradient_step(fn, x, c),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_angle_recursion_matches_simulation_at_width_2048() -> None:
+    width, depth = 2048, 10
+    g = _gen(3)
+    for theta0 in (math.pi / 2, 3 * math.pi / 4):
+        theory = torch.tensor(arccos_recursion(theta0, depth), dtype=torch.float64)
+        # exact O(m) two-input sampler, 200 replicates: standard error ≈ 0.03/√200 ≈ 0.002 rad
+        ang = pair_gram_chain(width, depth, theta0, 200, generator=g)
+        sem = ang.std(0) / math.sqrt(ang.shape[0])
+        assert float(sem.max()) < 0.005  # so that the 0.02 rad claim is actually tested
+        assert float((ang.mean(0) - theory).abs().max()) < 0.02
+    # full networks (m×m weights), 2 nets: each deviates by ~0.03 rad (1 sd) at depth 10,
+    # so the mean of two agrees with the recursion within 4 sd of the mean ≈ 0.09 rad
+    nets = sample_relu_nets(2, [width] * (depth + 1), generator=g)
+    x, y = pairs_at_angle(2, width, math.pi / 2, generator=g)
+    full = hidden_angles(nets, x, y)[:, 0].double().mean(0)
+    theory = torch.tensor(arccos_recursion(math.pi / 2, depth), dtype=torch.float64)
+    assert float((full - theory).abs().max()) < 4 * 0.03 / math.sqrt(2)
+
+
+def test_one_step_attack_flips_sign_with_high_probability() -> None:
+    g = _gen(4)
+    n, d = 200, 256
+    nets = sample_relu_nets(n, width_profile(d, 2, "constant"), generator=g)
+    x = sphere_inputs(n, 1, d, generator=g)  # one input per network: independent trials
+    out = one_step_attack(nets, x, multipliers=(1.5, 2.0, 4.0), depths=(0, 2))
+    succ = out["success"][:, 0]  # (n, depths, c)
+    assert bool(succ[:, 0].all())  # the linear function flips for every c > 1
+    for j in range(3):
+        k = int(succ[:, 1, j].sum())
+        # reject "flip probability <= 0.9" at the 1 % level (one-sided exact binomial test)
+        assert stats.binomtest(k, n, 0.9, alternative="greater").pvalue < 0.01, k
+    assert float(out["ratio"][:, 0, 1].median()) < 3 / math.sqrt(d)
+
+
+def test_scaling_slope_is_minus_half_within_bootstrap_error() -> None:
+    res = scaling_study(dims=(32, 128, 512, 2048), depths=(1, 2), profiles=("fixed",), width=64,
+                        n_nets=32, batch=4, seed=5, n_boot=400)
+    assert {f.depth for f in res.fits} == {0, 1, 2}
+    for fit in res.fits:
+        assert fit.boot_se < 0.06  # enough networks for the check to mean something
+        assert abs(fit.slope + 0.5) < 3 * fit.boot_se, fit  # ~99.7 % two-sided
+
+
+def test_classifier_attack_accepts_any_module() -> None:
+    g = _gen(6)
+    model = relu_mlp([20, 32, 5], generator=g)
+    x = torch.rand(50, 20, generator=g)
+    res = classifier_one_step(model, x, multipliers=(2.0,), generator=g)
+    assert res.n_inputs == 50 and res.d == 20
+    assert 0.0 <= res.success[0] <= 1.0
+    assert set(res.near_linearity) == {"random", "gradient"}
+    with pytest.raises(ValueError, match="shape"):
+        classifier_one_step(model, x[0])
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="width"):
+        width_profile(10, 2, "fixed")
+    nets = sample_relu_nets(2, [5, 4], generator=_gen(7))
+    with pytest.raises(ValueError, match="last dimension"):
+        nets.forward(torch.zeros(3, 6))
+
+
+def test_cli_quick_run_writes_valid_json(tmp_path) -> None:
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:  # keep typer in multi-command mode
+        pass
+
+    out = tmp_path / "relu"
+    res = CliRunner().invoke(app, ["relu-scaling", "--quick", "--out", str(out), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "result.json").read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "relu-scaling"
+    assert data["config"]["seed"] == 3
+    assert data["scaling"]["fits"] and data["trained"]["trained"]["n_inputs"] > 0
+    assert (out / "report.md").read_text().startswith("#")
+    assert list(out.glob("relu_*.png"))
+    assert not list(out.glob("*.tmp*"))
