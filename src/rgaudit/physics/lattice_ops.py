@@ -96,6 +96,8 @@ class LatticeOperators:
         self.lattice_size = int(lattice_size)
         self.shapes = dict(shapes)
         self._orient = {k: orientations(v) for k, v in self.shapes.items()}
+        offs = [c for o in self._orient.values() for sh in o for xy in sh for c in xy]
+        self._pad = (max(0, -min(offs)), max(0, max(offs)))
 
     @property
     def size(self) -> int:
@@ -128,24 +130,20 @@ class LatticeOperators:
                 f"expected {n * n} = {n}² units in the last dimension, got {h.shape[-1]}"
             )
         s = (2.0 * h.to(torch.float32) - 1.0).reshape(*h.shape[:-1], n, n)
-        cache: dict[tuple[int, int], Tensor] = {}
-
-        def shifted(o: tuple[int, int]) -> Tensor:
-            key = (o[0] % n, o[1] % n)
-            if key not in cache:
-                cache[key] = (
-                    torch.roll(s, shifts=(-key[0], -key[1]), dims=(-2, -1)) if any(key) else s
-                )
-            return cache[key]
-
+        # periodic padding once, then every shifted copy is a view (no roll)
+        lo, hi = self._pad
+        rows = torch.arange(-lo, n + hi, device=h.device) % n
+        padded = s[..., rows, :][..., rows]
         out = []
         for name in self.shapes:
             total = torch.zeros(h.shape[:-1], dtype=torch.float64, device=h.device)
             for shape in self._orient[name]:
-                prod = shifted(shape[0])
-                for o in shape[1:]:
-                    prod = prod * shifted(o)
-                total = total + prod.sum(dim=(-2, -1), dtype=torch.float64)
+                (x, y), rest = shape[0], shape[1:]
+                prod = padded[..., lo + x : lo + x + n, lo + y : lo + y + n]
+                for x, y in rest:
+                    prod = prod * padded[..., lo + x : lo + x + n, lo + y : lo + y + n]
+                # ±1 products summed in float32 are exact below 2**24
+                total = total + prod.sum(dim=(-2, -1)).to(torch.float64)
             out.append(total)
         return torch.stack(out, dim=-1)
 
