@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional as F_
 
 from rgaudit.fisher.exact import MAX_UNITS, all_states
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.exact import couplings_from_logq, exact_chain, log_first, log_kernel, propagate
 from rgaudit.rg.operators import complete_products
 from rgaudit.rg.solve import solve_cov
 
@@ -112,16 +112,13 @@ def _check_tiny(net: DeepRBM, include_input: bool) -> None:
 
 def log_transition_down(net: DeepRBM, k: int) -> Tensor:
     """``log t_k(h_{k-1} | h_k)`` for all states, shape (2^{n_{k-1}}, 2^{n_k}), float64."""
-    lay = net.layer(k)
-    W, b = lay.W.to(torch.float64), lay.b.to(torch.float64)
-    hi = all_states(lay.n_out, device=W.device)
-    lo = all_states(lay.n_in, device=W.device)
-    z = hi @ W + b                                          # (S_hi, n_in)
-    return lo @ z.T - F_.softplus(z).sum(-1)                # (S_lo, S_hi)
+    return log_kernel(net.layer(k), "down")
 
 
 def exact_log_q_down(net: DeepRBM, y: Tensor, *, downto: int = 0) -> list[Tensor]:
     """``[log q̃_{N-1}, …, log q̃_downto]`` for all states; differentiable in ``y``.
+
+    Uses the RG engine's enumeration (:func:`rgaudit.rg.exact.exact_chain`, direction "down").
 
     Parameters
     ----------
@@ -135,64 +132,36 @@ def exact_log_q_down(net: DeepRBM, y: Tensor, *, downto: int = 0) -> list[Tensor
     list of Tensor, entry for layer k of shape (n, 2^{n_k}), float64
     """
     _check_tiny(net, include_input=downto == 0)
+    if downto == 0:
+        return [t for t in exact_chain(net, y, "down")[1:] if t is not None]
     lay = net.layer(net.depth)
-    z = y.to(torch.float64) @ lay.W.to(torch.float64) + lay.b.to(torch.float64)
-    hs = all_states(lay.n_in, device=z.device)
-    lq = z @ hs.T - F_.softplus(z).sum(-1, keepdim=True)    # (n, S_{N-1})
-    out = [lq]
+    out = [log_first(lay, y, "down")]
     for k in range(net.depth - 1, downto, -1):
-        lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
-        lq = torch.logsumexp(lt.unsqueeze(0) + lq.unsqueeze(1), dim=-1)
-        out.append(lq)
+        out.append(propagate(out[-1], log_transition_down(net, k)))
     return out
 
 
 def exact_log_q_up(net: DeepRBM, x: Tensor, *, upto: int) -> list[Tensor]:
     """``[log q_1, …, log q_upto]`` of the classification chain for real inputs ``x`` (n, n_0).
 
-    Same enumeration as :func:`rgaudit.fisher.exact.exact_log_q`, stopped at layer ``upto``
-    (only layers 1..upto need to be tiny).
+    Only layers 1..upto need to be tiny.
     """
     if any(w > MAX_UNITS for w in net.widths[1:upto + 1]):
         raise ValueError(f"exact upward chain needs layers 1..{upto} of at most {MAX_UNITS} "
                          f"units; widths are {net.widths}")
-    lay = net.layer(1)
-    z = x.to(torch.float64) @ lay.W.to(torch.float64).T + lay.a.to(torch.float64)
-    lq = z @ all_states(lay.n_out, device=z.device).T - F_.softplus(z).sum(-1, keepdim=True)
-    out = [lq]
+    out = [log_first(net.layer(1), x, "up")]
     for k in range(2, upto + 1):
-        L = net.layer(k)
-        W, a = L.W.to(torch.float64), L.a.to(torch.float64)
-        lo, hi = all_states(L.n_in, device=W.device), all_states(L.n_out, device=W.device)
-        zz = lo @ W.T + a
-        lt = hi @ zz.T - F_.softplus(zz).sum(-1)            # (S_k, S_{k-1})
-        lq = torch.logsumexp(lt.unsqueeze(0) + lq.unsqueeze(1), dim=-1)
-        out.append(lq)
+        out.append(propagate(out[-1], log_kernel(net.layer(k), "up")))
     return out
 
 
 def exact_couplings(log_q: Tensor) -> Tensor:
-    """Couplings ``g`` of ``q = exp(−Σ g_α O_α)/Z`` in the complete basis (mask order).
+    """Couplings of ``q = exp(−Σ g_α O_α)/Z`` in the complete basis (mask order); (..., 2^n − 1).
 
-    ``H(h) = log q(0) − log q(h) = Σ_{α ⊆ h} g_α``; Möbius inversion over subsets.
-
-    Parameters
-    ----------
-    log_q : Tensor of shape (..., 2^n)
-
-    Returns
-    -------
-    Tensor of shape (..., 2^n − 1)
+    The effective Hamiltonians ``H̃^(k)`` of eq. 11–12 for tiny layers (Möbius transform of the
+    RG engine).
     """
-    H = log_q[..., :1] - log_q
-    n = (log_q.shape[-1]).bit_length() - 1
-    g = H.clone()
-    for i in range(n):
-        step = 1 << i
-        idx = torch.arange(log_q.shape[-1], device=log_q.device)
-        with_i = idx[(idx & step) != 0]
-        g[..., with_i] = g[..., with_i] - g[..., with_i - step]
-    return g[..., 1:]
+    return couplings_from_logq(log_q)
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,11 @@ import torch
 
 from rgaudit.defence.generation import (
     _as_outputs,
-    dg_top_dy,
     exact_generation_stability,
     exact_log_q_down,
     generation_mcrg,
 )
-from rgaudit.fisher.chain import ChainFIM, chain_fim, fim_from_mcrg
+from rgaudit.fisher.chain import ChainFIM, chain_fim, chain_fim_jackknife
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -107,9 +106,21 @@ def mcrg_generation_fim(
         replicates.
     """
     res = generation_mcrg(net, y, bases, n_samples, generator, **kwargs)
-    top_basis = getattr(res.layers[0], "basis_prev", None) if res.layers else None
-    dg = dg_top_dy(net, top_basis)
-    return fim_from_mcrg(res, dg, meta={"estimator": "chain", "n_samples": int(n_samples)})
+    pairs = res.computed()                                  # layers N-1 → N-2, …, 1 → 0
+    names = pairs[0].names_prev                             # operators of layer N-1
+    W = net.layer(net.depth).W.detach().to(torch.float64).cpu()
+    dg = torch.zeros(len(names), W.shape[0], dtype=torch.float64)
+    for row, name in enumerate(names):
+        if "*" not in name:                                 # single operator "h<i>"
+            dg[row] = -W[:, int(name.lstrip("h"))]
+    out = chain_fim_jackknife(
+        dg, [p.T for p in pairs], pairs[-1].C_next,
+        Ts_reps=[list(p.T_replicates) for p in pairs],
+        c_out_reps=list(pairs[-1].C_next_replicates))
+    meta = {"estimator": "chain", "n_samples": int(n_samples),
+            "any_regularised": any(p.any_regularised for p in pairs),
+            "max_cond": max(p.max_cond for p in pairs)}
+    return ChainFIM(out.fim, out.stderr, out.replicates, meta)
 
 
 def meanfield_generation_fim(net: DeepRBM, y: Tensor) -> Tensor:
