@@ -27,9 +27,11 @@ import torch
 
 from rgaudit.physics.blocking import MajorityRuleKernel
 from rgaudit.physics.ising import K_CRITICAL, ChainStats, ising_chain, spins_to_units
-from rgaudit.physics.lattice_ops import LatticeOperators, even_operators, odd_operators
-from rgaudit.rg.moments import CovarianceAccumulator, Moments, jackknife
+from rgaudit.physics.lattice_ops import EVEN_SHAPES, ODD_SHAPES, LatticeOperators
+from rgaudit.rg.mcrg import LayerPair, mcrg_chain
+from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.solve import solve_cov
+from rgaudit.rg.spectra import eigen_sorted
 
 Tensor = torch.Tensor
 KernelFactory = Callable[[int], object]
@@ -147,6 +149,9 @@ class IsingMCRGResult:
         ``τ_int`` and means of energy and |m| of the original lattice.
     n_samples : int
     seconds : float
+    engine_spectra : list of list of float
+        Per level, real parts of the four largest-|Λ| eigenvalues of the engine's full T (both
+        sectors together; off-diagonal sector blocks vanish only statistically) — a cross-check.
     """
 
     config: IsingMCRGConfig
@@ -156,6 +161,7 @@ class IsingMCRGResult:
     chain: dict = field(default_factory=dict)
     n_samples: int = 0
     seconds: float = 0.0
+    engine_spectra: list[list[float]] = field(default_factory=list)
 
     def get(self, sector: str, level: int, n_ops: int) -> Eigen:
         """The entry of one table cell."""
@@ -180,6 +186,7 @@ class IsingMCRGResult:
             "chain": self.chain,
             "n_samples": self.n_samples,
             "seconds": self.seconds,
+            "engine_full_T_leading_real": self.engine_spectra,
         }
 
 
@@ -193,34 +200,105 @@ def leading_eigenvalues(c: Tensor, d: Tensor, k: int = 2) -> Tensor:
     return out
 
 
-def stability_eigen(acc: CovarianceAccumulator, level: int, sector: str, n_ops: int) -> Eigen:
-    """Leading eigenvalues of the ``n_ops``-truncated ``T = C⁻¹D`` with jackknife errors.
+def d_replicates(pair: LayerPair) -> Tensor:
+    """Leave-one-block-out ``D`` of an engine pair, shape (n_rep, m_next, m_prev).
+
+    The engine stores ``T`` and ``C_next`` replicates but not ``D``; since every replicate was
+    solved as ``(C_r + λ I) T_r = D_r`` on the kept operators (λ = 0 unless regularised), ``D_r``
+    is recovered exactly as ``(C_r + λ I) T_r``. A replicate regularised on its own would break
+    this identity, so that case is an error.
+    """
+    if pair.batch_shape:
+        raise ValueError("the Ising study expects an unbatched chain")
+    info = pair.solve_info[0]
+    if info.n_replicates_regularised:
+        raise ValueError(
+            f"{info.n_replicates_regularised} jackknife replicates were regularised on their own; "
+            "D replicates cannot be recovered — use more samples per block"
+        )
+    kept = info.kept
+    if kept.numel() != pair.T.shape[0] or pair.kept_prev[0].numel() != pair.T.shape[1]:
+        raise ValueError(
+            f"constant operators on the lattice (dropped {info.dropped.tolist()}): "
+            "use a larger lattice or fewer levels"
+        )
+    c = pair.C_next_replicates
+    eye = torch.eye(c.shape[-1], dtype=c.dtype)
+    return (c + info.lam * eye) @ pair.T_replicates
+
+
+def stability_eigen(
+    pair: LayerPair, d_reps: Tensor, index: list[int], level: int, sector: str
+) -> Eigen:
+    """Leading eigenvalues of the truncated ``T = C⁻¹D`` on the operators ``index``.
 
     Parameters
     ----------
-    acc : CovarianceAccumulator
-        ``A`` = operators of level ``level``, ``B`` = operators of level ``level − 1``.
+    pair : LayerPair
+        Engine result for levels ``level − 1 → level`` (all operators of both sectors).
+    d_reps : Tensor of shape (n_rep, m, m)
+        :func:`d_replicates` of ``pair``.
+    index : list of int
+        The operators of the truncation (rows and columns).
     level : int
     sector : str
-    n_ops : int
-    """
-    sl = slice(0, n_ops)
 
-    def fn(m: Moments) -> Tensor:
-        lam = leading_eigenvalues(m.c_aa[sl, sl], m.c_ab[sl, sl])
+    Returns
+    -------
+    Eigen
+        Value on all samples, error from the blocked jackknife over the replicates.
+    """
+    ix = torch.tensor(index)
+
+    def fn(c: Tensor, d: Tensor) -> Tensor:
+        lam = leading_eigenvalues(c[ix][:, ix], d[ix][:, ix])
         return torch.cat([lam, torch.log(lam[:1].clamp_min(1e-300)) / LN2])
 
-    est = jackknife(acc, fn)
-    mom = acc.moments()
-    _, info = solve_cov(mom.c_aa[sl, sl], mom.c_ab[sl, sl])
-    v, e = est.value.tolist(), est.stderr.tolist()
+    value = fn(pair.C_next, pair.D)
+    reps = torch.stack([fn(c, d) for c, d in zip(pair.C_next_replicates, d_reps, strict=True)])
+    err = jackknife_stderr(reps)
+    _, info = solve_cov(pair.C_next[ix][:, ix], pair.D[ix][:, ix])
+    v, e = value.tolist(), err.tolist()
     return Eigen(
-        level, sector, n_ops, v[0], e[0], v[2], e[2], v[1], e[1], info.cond, info.regularised
+        level, sector, len(index), v[0], e[0], v[2], e[2], v[1], e[1], info.cond, info.regularised
     )
 
 
 def _tie_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+class IsingSource:
+    """Swendsen–Wang configurations as an engine source ``source(s, generator) -> (s, L²)``.
+
+    The chains draw from their own numpy generator (the engine's torch generator, passed to every
+    source call, drives only the kernels); configurations of all chains at consecutive
+    measurements are streamed in order and cut into the chunk sizes the engine asks for.
+    """
+
+    def __init__(self, cfg: IsingMCRGConfig, rng: np.random.Generator, stats: ChainStats) -> None:
+        self._it = ising_chain(
+            cfg.size,
+            coupling=cfg.coupling,
+            n_chains=cfg.n_chains,
+            n_sweeps=cfg.n_sweeps,
+            n_thermal=cfg.n_thermal,
+            sweeps_between=cfg.sweeps_between,
+            rng=rng,
+            stats=stats,
+        )
+        self._buf = np.empty((0, cfg.size * cfg.size), dtype=np.uint8)
+
+    def __call__(self, s: int, generator: torch.Generator | None = None) -> Tensor:
+        parts = [self._buf]
+        have = self._buf.shape[0]
+        while have < s:
+            units = spins_to_units(next(self._it))
+            parts.append(units)
+            have += units.shape[0]
+        allh = np.concatenate(parts, axis=0)
+        self._buf = allh[s:]
+        return torch.from_numpy(allh[:s]).to(torch.float32)
 
 
 def run_ising_mcrg(
@@ -232,15 +310,22 @@ def run_ising_mcrg(
 ) -> IsingMCRGResult:
     """Stability-matrix eigenvalues of a blocking kernel at every level and truncation.
 
+    The sampling, operator evaluation, moment accumulation and jackknife replicates are those of
+    the generic engine :func:`rgaudit.rg.mcrg.mcrg_chain` (source = Swendsen–Wang chains,
+    kernels = ``kernel_factory(L/2^j)``, one operator set per position holding the even and the
+    odd operators). Each sector and truncation is then solved on its sub-blocks of ``C`` and
+    ``D`` — exactly what separate engine runs with those operator sets would give on the same
+    samples.
+
     Parameters
     ----------
     cfg : IsingMCRGConfig
     kernel_factory : callable, default MajorityRuleKernel
-        ``kernel_factory(L)`` returns the kernel blocking an L×L lattice.
+        ``kernel_factory(L)`` returns the kernel blocking an L×L lattice (with ``.sample``).
     kernel_name : str
         Recorded in the result.
     progress : callable, optional
-        Called as ``progress(done, total)`` after every chunk.
+        Called as ``progress(done_samples, total_samples)``.
 
     Returns
     -------
@@ -251,57 +336,40 @@ def run_ising_mcrg(
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
     gen = torch.Generator().manual_seed(_tie_seed(cfg.seed))
     sizes = [cfg.size >> n for n in range(cfg.levels + 1)]
-    kernels = [kernel_factory(s) for s in sizes[:-1]]
-    ops: dict[str, list[LatticeOperators]] = {
-        "even": [even_operators(s, cfg.n_even) for s in sizes],
-        "odd": [odd_operators(s, cfg.n_odd) for s in sizes],
-    }
-    accs = {
-        sec: [
-            CovarianceAccumulator(o[0].size, o[0].size, n_blocks=cfg.n_blocks, with_bb=False)
-            for _ in range(cfg.levels)
-        ]
-        for sec, o in ops.items()
-    }
+    kernels = [kernel_factory(s).sample for s in sizes[:-1]]
+    even = list(EVEN_SHAPES.items())[: cfg.n_even]
+    odd = list(ODD_SHAPES.items())[: cfg.n_odd]
+    bases = [LatticeOperators(s, dict(even + odd)) for s in sizes]
     stats = ChainStats()
-    chain = ising_chain(
-        cfg.size,
-        coupling=cfg.coupling,
-        n_chains=cfg.n_chains,
-        n_sweeps=cfg.n_sweeps,
-        n_thermal=cfg.n_thermal,
-        sweeps_between=cfg.sweeps_between,
-        rng=rng,
-        stats=stats,
+    res = mcrg_chain(
+        IsingSource(cfg, rng, stats),
+        kernels,
+        bases,
+        cfg.n_chains * cfg.n_sweeps,
+        chunk=cfg.n_chains * cfg.sweeps_per_chunk,
+        n_blocks=cfg.n_blocks,
+        generator=gen,
+        progress=progress,
     )
-    n_chunks = cfg.n_sweeps // cfg.sweeps_per_chunk
-    buf: list[np.ndarray] = []
-    done = 0
-    for spins in chain:
-        buf.append(spins_to_units(spins))
-        if len(buf) < cfg.sweeps_per_chunk:
-            continue
-        h = torch.from_numpy(np.concatenate(buf, axis=0)).to(torch.float32)
-        buf = []
-        values = {sec: [o[0].evaluate(h)] for sec, o in ops.items()}
-        for n, kernel in enumerate(kernels, start=1):
-            h = kernel.sample(h, gen)
-            for sec, o in ops.items():
-                values[sec].append(o[n].evaluate(h))
-                accs[sec][n - 1].update(values[sec][n], values[sec][n - 1])
-        done += 1
-        if progress is not None:
-            progress(done, n_chunks)
     result = IsingMCRGResult(
         cfg,
         kernel_name,
-        {sec: o[0].names for sec, o in ops.items()},
+        {"even": [k for k, _ in even], "odd": [k for k, _ in odd]},
         chain=stats.summary(),
-        n_samples=accs["even"][0].n_samples,
+        n_samples=res.n_samples,
     )
-    for sec, maxn in (("even", cfg.n_even), ("odd", cfg.n_odd)):
-        for level in range(1, cfg.levels + 1):
-            for n_ops in range(1, maxn + 1):
-                result.eigen.append(stability_eigen(accs[sec][level - 1], level, sec, n_ops))
+    ne, no = cfg.n_even, cfg.n_odd
+    for level in range(1, cfg.levels + 1):
+        pair = res.layers[level - 1]
+        assert pair is not None
+        d_reps = d_replicates(pair)
+        for n_ops in range(1, ne + 1):
+            result.eigen.append(stability_eigen(pair, d_reps, list(range(n_ops)), level, "even"))
+        for n_ops in range(1, no + 1):
+            ix = list(range(ne, ne + n_ops))
+            result.eigen.append(stability_eigen(pair, d_reps, ix, level, "odd"))
+        vals, _ = eigen_sorted(pair.T)
+        result.engine_spectra.append([float(v) for v in vals.real[:4]])
+    result.eigen.sort(key=lambda e: (e.sector, e.level, e.n_ops))
     result.seconds = time.perf_counter() - t0
     return result
