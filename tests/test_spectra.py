@@ -1,0 +1,83 @@
+"""Spectra: Fisher-normalised singular values, eigenvalues of T, counts of relevant directions."""
+
+import math
+
+import torch
+
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.exact import exact_network_pairs
+from rgaudit.rg.mcrg import mcrg_network
+from rgaudit.rg.operators import ProductBasis
+from rgaudit.rg.spectra import eigen_sorted, fisher_singular_values, pair_spectra, result_spectra
+
+F64 = torch.float64
+
+
+def _net(widths, seed, **kw):
+    g = torch.Generator().manual_seed(seed)
+    net = DeepRBM.random(widths, generator=g, dtype=F64, **kw)
+    return net, torch.rand(2, widths[0], generator=g, dtype=F64)
+
+
+def test_sampled_fisher_values_do_not_exceed_one_beyond_error():
+    for seed in (0, 1):
+        net, x = _net([6, 5, 5, 4], seed, scale=2.0)
+        res = mcrg_network(net, x, "pairs", 20_000, generator=seed)
+        for spectra in result_spectra(res).values():
+            for sp in spectra:
+                assert (sp.fisher <= 1 + 2 * sp.fisher_err + 1e-12).all()
+                assert (sp.fisher >= 0).all()
+                assert torch.all(sp.fisher[:-1] >= sp.fisher[1:])
+
+
+def test_fisher_values_invariant_to_relabelling_units():
+    net, x = _net([5, 4, 4, 3], 2)
+    p1 = torch.tensor([2, 0, 3, 1])
+    p2 = torch.tensor([3, 1, 0, 2])
+    perm = DeepRBM.random([5, 4, 4, 3], dtype=F64)
+    with torch.no_grad():
+        perm.layer(1).load_state_dict(net.layer(1).state_dict())
+        perm.layer(1).W.copy_(net.layer(1).W[p1])
+        perm.layer(1).a.copy_(net.layer(1).a[p1])
+        perm.layer(2).W.copy_(net.layer(2).W[p2][:, p1])
+        perm.layer(2).a.copy_(net.layer(2).a[p2])
+        perm.layer(2).b.copy_(net.layer(2).b[p1])
+        perm.layer(3).load_state_dict(net.layer(3).state_dict())
+        perm.layer(3).W.copy_(net.layer(3).W[:, p2])
+        perm.layer(3).b.copy_(net.layer(3).b[p2])
+    ops = [None, ProductBasis.singles(4), ProductBasis.singles(4), ProductBasis.singles(3)]
+    a = exact_network_pairs(net, x, ops=ops)[1]
+    b = exact_network_pairs(perm, x, ops=ops)[1]
+    sa = fisher_singular_values(a.T, a.C_next, a.C_prev)
+    sb = fisher_singular_values(b.T, b.C_next, b.C_prev)
+    torch.testing.assert_close(sa, sb, rtol=1e-10, atol=1e-12)
+    # raw eigenvalues are not invariant when the two layers are relabelled independently
+    ea = eigen_sorted(a.T)[0].abs()
+    eb = eigen_sorted(b.T)[0].abs()
+    assert (ea - eb).abs().max() > 1e-3
+
+
+def test_tied_one_unit_eigenvalue_and_counts():
+    w, a = 3.0, -1.0
+    net = DeepRBM([1] * 9, tied=True, dtype=F64)
+    with torch.no_grad():
+        net.layer(1).W.fill_(w)
+        net.layer(1).a.fill_(a)
+    t_star = 1 / (1 + math.exp(-(w + a))) - 1 / (1 + math.exp(-a))
+    res = mcrg_network(net, torch.tensor([[0.5]], dtype=F64), "singles", 100_000, generator=5,
+                       pair_layers=[7])
+    (sp,) = pair_spectra(res.layers[7])
+    assert sp.eig is not None and abs(float(sp.eig[0].real) - t_star) < 3 * float(sp.eig_abs_err[0])
+    assert sp.counts["eig>1"].value == 0 and sp.counts["eig>1"].hi == 0
+    # one unit: the Fisher-normalised value is the |correlation| of consecutive units
+    assert 0 < float(sp.fisher[0]) < 1
+    assert set(sp.counts) == {"eig>1", "fisher~1", "fisher>0.9"}
+    assert "fisher" in sp.to_dict()
+
+
+def test_fisher_value_one_for_a_copying_kernel():
+    # a deterministic copy keeps all information: s = 1 exactly, counted as relevant
+    h = (torch.rand(4000, 3, generator=torch.Generator().manual_seed(0)) < 0.4).to(F64)
+    c = torch.cov(h.T, correction=0)
+    s = fisher_singular_values(torch.eye(3, dtype=F64), c, c)
+    torch.testing.assert_close(s, torch.ones(3, dtype=F64))
