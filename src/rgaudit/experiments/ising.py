@@ -28,6 +28,15 @@ import torch
 from rgaudit.physics.blocking import MajorityRuleKernel
 from rgaudit.physics.ising import K_CRITICAL, ChainStats, ising_chain, spins_to_units
 from rgaudit.physics.lattice_ops import EVEN_SHAPES, ODD_SHAPES, LatticeOperators
+from rgaudit.physics.rbm_kernel import (
+    BlockRBMFit,
+    BlockRBMKernel,
+    block_histogram,
+    fit_block_rbm,
+    kernel_mutual_information,
+    majority_table,
+    numpy_seed_generator,
+)
 from rgaudit.rg.mcrg import LayerPair, mcrg_chain
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.solve import solve_cov
@@ -373,3 +382,86 @@ def run_ising_mcrg(
     result.eigen.sort(key=lambda e: (e.sector, e.level, e.n_ops))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+@dataclass
+class RBMKernelStudy:
+    """The trained RBM kernel and its MCRG exponents.
+
+    Attributes
+    ----------
+    fit : BlockRBMFit
+    majority_mutual_information : float
+        ``I(h; v_B)`` (bits) of the majority rule on the same training histogram.
+    train : dict
+        Settings of the training run (size, chains, sweeps, seed).
+    mcrg : IsingMCRGResult
+    """
+
+    fit: BlockRBMFit
+    majority_mutual_information: float
+    train: dict
+    mcrg: IsingMCRGResult
+
+    def to_dict(self) -> dict:
+        """Plain data."""
+        return {
+            "fit": self.fit.to_dict(),
+            "table": self.table,
+            "majority_mutual_information_bits": self.majority_mutual_information,
+            "train": self.train,
+            "mcrg": self.mcrg.to_dict(),
+        }
+
+    @property
+    def table(self) -> list[float]:
+        """``P(h=1 | block state k)`` for k = 0..15."""
+        k = BlockRBMKernel(2, self.fit.weights, self.fit.hidden_bias)
+        return k.prob(_STATE_UNITS).tolist()
+
+
+_STATE_UNITS = torch.tensor(
+    [[(k >> i) & 1 for i in range(4)] for k in range(16)], dtype=torch.float32
+)
+
+
+def run_rbm_kernel_study(
+    cfg: IsingMCRGConfig,
+    *,
+    train_sweeps: int = 200,
+    train_chains: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> RBMKernelStudy:
+    """Train the local RBM kernel on Ising configurations, then run the MCRG study with it.
+
+    Training data: ``train_chains × train_sweeps`` SW configurations of the L×L model at
+    ``cfg.coupling`` from a generator stream independent of the MCRG run's (seed ``[cfg.seed,
+    3]``). The fit maximises the exact likelihood of the 2×2 block states
+    (:func:`rgaudit.physics.rbm_kernel.fit_block_rbm`).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
+    hist = torch.zeros(16, dtype=torch.float64)
+    for spins in ising_chain(
+        cfg.size,
+        coupling=cfg.coupling,
+        n_chains=train_chains,
+        n_sweeps=train_sweeps,
+        n_thermal=cfg.n_thermal,
+        rng=rng,
+    ):
+        hist += block_histogram(torch.from_numpy(spins_to_units(spins)), cfg.size)
+    fit = fit_block_rbm(hist, generator=numpy_seed_generator(cfg.seed))
+    mi_major = kernel_mutual_information(hist, majority_table())
+
+    def factory(size: int) -> BlockRBMKernel:
+        return BlockRBMKernel(size, fit.weights, fit.hidden_bias)
+
+    mcrg = run_ising_mcrg(cfg, kernel_factory=factory, kernel_name="rbm", progress=progress)
+    train = {
+        "size": cfg.size,
+        "chains": train_chains,
+        "sweeps": train_sweeps,
+        "seed_stream": [cfg.seed, 3],
+        "coupling": cfg.coupling,
+    }
+    return RBMKernelStudy(fit, mi_major, train, mcrg)
