@@ -125,8 +125,11 @@ class PGD(Attack):
         return torch.stack(out)
 
 
-class DeepFool(Attack):
-    """DeepFool (ART): the minimal linearised perturbation, then projected per budget.
+class DeepFool(DirectionAttack):
+    """DeepFool (ART) as a direction: ``δ_DF = x_DeepFool − x``, scaled to each budget.
+
+    DeepFool's own output sits just past the surrogate's decision boundary; projecting that
+    point per budget would never exceed its size, so the flip-rate curve uses its direction.
 
     Parameters
     ----------
@@ -149,10 +152,6 @@ class DeepFool(Attack):
                            nb_grads=self.classifier.nb_classes,
                            batch_size=max(1, x.shape[0]), verbose=False)
         return torch.from_numpy(atk.generate(_np(x))).to(device=x.device, dtype=x.dtype)
-
-    def run(self, x: Tensor, y: Tensor, *, epsilons: Tensor) -> Tensor:
-        adv = self._adv(x)
-        return adv.unsqueeze(0).expand(len(epsilons), *x.shape).clone()
 
     def direction(self, x: Tensor, y: Tensor, *, reference_eps: float = 1.0) -> Tensor:
         return self._adv(x) - x

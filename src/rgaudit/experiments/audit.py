@@ -1,0 +1,280 @@
+"""The audit: diagnose a DeepRBM with MCRG, compute its input FIM four ways, attack along the
+FIM directions and compare with standard attacks, all judged on the stochastic network.
+
+Steps (:func:`run_audit`):
+
+1. pick ``n_inputs`` test inputs that the stochastic network classifies correctly;
+2. MCRG (``rgaudit.rg.mcrg.mcrg_network``) with the singles basis and a larger basis
+   (``pairs:K``: singles plus the K most correlated pairs of every layer); Fisher-normalised
+   stability spectra per layer pair for the first ``n_diagnose`` inputs;
+3. FIMs: RG chain (both bases), direct Monte Carlo (reference), mean-field autograd
+   (Bernoulli outputs); top eigenvalues with jackknife errors, log-scale spectra, |cosines| of
+   the top eigenvectors with the direct FIM's;
+4. attacks at equal L2 and L∞ budgets: FIM directions (each estimator), ART FGM/FGSM, PGD,
+   DeepFool on the mean-field surrogate, random directions; flip rate per budget and minimal
+   flipping ε by bisection along each method's direction.
+
+No file I/O: the result is plain data (:meth:`AuditResult.to_dict`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from rgaudit.attacks.base import Attack
+from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
+from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
+from rgaudit.attacks.fim import FIMAttack
+from rgaudit.fisher.autograd import mean_field_fim
+from rgaudit.fisher.chain import fim_from_mcrg
+from rgaudit.fisher.direct import direct_fim
+from rgaudit.fisher.eig import abs_cosine, spectrum_summary, top_eigenpairs
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.mcrg import mcrg_network
+from rgaudit.rg.spectra import pair_spectra
+
+Tensor = torch.Tensor
+Progress = Callable[[str], None]
+
+
+@dataclass
+class AuditConfig:
+    """Settings of an audit (defaults: `make audit` in < 5 min on 2 CPU cores).
+
+    Attributes
+    ----------
+    n_inputs : int
+        Correctly classified test inputs attacked.
+    n_diagnose : int
+        Inputs whose per-layer stability spectra are reported.
+    mcrg_samples : int
+        Chains per input for MCRG.
+    large_basis : str
+        The larger operator basis (``pairs:K``, ``order:2``…).
+    direct_samples : int
+        Chains per input for the direct FIM.
+    judge_samples : int
+        Chains per judgement of the stochastic network.
+    eps_l2, eps_linf : tuple of float
+        Budget grids for the flip-rate curves.
+    bisect_steps : int
+    pgd_iter : int
+    seed : int
+    """
+
+    n_inputs: int = 20
+    n_diagnose: int = 3
+    mcrg_samples: int = 4000
+    large_basis: str = "pairs:64"
+    direct_samples: int = 8000
+    judge_samples: int = 1000
+    eps_l2: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    eps_linf: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+    bisect_steps: int = 8
+    pgd_iter: int = 20
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AuditResult:
+    """Plain-data audit result (see :func:`run_audit`)."""
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    inputs: dict[str, Any]
+    diagnosis: dict[str, Any]
+    fim: dict[str, Any]
+    attacks: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quartiles(v: Tensor) -> dict[str, float]:
+    v = v.to(torch.float64)
+    fin = v[torch.isfinite(v)]
+    if fin.numel() == 0:
+        return {"median": float("inf"), "q1": float("inf"), "q3": float("inf"),
+                "n_flipped": 0, "n": int(v.numel())}
+    # medians over all inputs, counting unflipped (inf) ones as above every finite value
+    q = torch.quantile(torch.where(torch.isfinite(v), v, torch.full_like(v, 1e300)),
+                       torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    q = [float(t) if t < 1e299 else float("inf") for t in q]
+    return {"q1": q[0], "median": q[1], "q3": q[2], "n_flipped": int(fin.numel()),
+            "n": int(v.numel())}
+
+
+def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJudge
+                  ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The first ``n`` inputs (in order) that the stochastic network classifies correctly."""
+    pool = min(X.shape[0], max(4 * n, n + 20))
+    pred = judge(X[:pool])
+    ok = torch.nonzero(pred.cpu() == y[:pool].cpu()).flatten()[:n]
+    if ok.numel() == 0:
+        raise ValueError("the network classifies none of the test inputs correctly")
+    acc = float((pred.cpu() == y[:pool].cpu()).double().mean())
+    return X[ok], y[ok], {"indices": ok.tolist(), "pool": pool, "pool_accuracy": acc}
+
+
+def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
+    pairs = []
+    for p in res.computed():
+        spec = pair_spectra(p)[:n_diag]
+        pairs.append({
+            "pair": f"{p.index}->{p.index + 1}",
+            "n_ops": [len(p.names_prev), len(p.names_next)],
+            "fisher_sv": [s.fisher[:10].tolist() for s in spec],
+            "fisher_sv_err": [s.fisher_err[:10].tolist() for s in spec],
+            "n_kept_fisher~1": [s.counts["fisher~1"].value for s in spec],
+            "regularised": bool(p.any_regularised),
+            "max_cond": float(p.max_cond),
+        })
+    return {"basis": "singles", "pairs": pairs}
+
+
+def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator,
+                 progress: Progress) -> tuple[dict[str, Tensor], dict[str, Any], Any, Any]:
+    """FIMs of every estimator for inputs x (n, d); returns (fims, info, direct, mcrg_singles)."""
+    fims: dict[str, Tensor] = {}
+    info: dict[str, Any] = {}
+    W1 = net.layer(1).W.detach()
+    res_s = None
+    for label, basis in (("rg-singles", "singles"), ("rg-large", cfg.large_basis)):
+        progress(f"MCRG chain FIM ({basis})")
+        t0 = time.perf_counter()
+        res = mcrg_network(net, x, basis, cfg.mcrg_samples, generator=gen)
+        ch = fim_from_mcrg(res, W1)
+        fims[label] = ch.fim
+        top = top_eigenpairs(ch.fim, 1, replicates=ch.replicates)
+        info[label] = {"basis": basis, "samples": cfg.mcrg_samples, **(ch.meta or {}),
+                       "top_eig": top.values[:, 0].tolist(),
+                       "top_eig_err": top.stderr[:, 0].tolist(),
+                       "seconds": time.perf_counter() - t0}
+        if basis == "singles":
+            res_s = res
+    progress("direct Monte Carlo FIM")
+    t0 = time.perf_counter()
+    dfim = direct_fim(net, x, cfg.direct_samples, gen)
+    fims["direct"] = dfim.fim
+    top = top_eigenpairs(dfim.fim, 1, replicates=dfim.replicates)
+    info["direct"] = {"samples": dfim.n_samples, "top_eig": top.values[:, 0].tolist(),
+                      "top_eig_err": top.stderr[:, 0].tolist(),
+                      "seconds": time.perf_counter() - t0}
+    progress("mean-field autograd FIM")
+    t0 = time.perf_counter()
+    fims["mean-field"] = mean_field_fim(net, x).to(torch.float64)
+    info["mean-field"] = {"kind": "bernoulli",
+                          "top_eig": torch.linalg.eigvalsh(fims["mean-field"])[:, -1].tolist(),
+                          "seconds": time.perf_counter() - t0}
+    ref = top_eigenpairs(fims["direct"], 1).vectors[..., 0]
+    for name, F in fims.items():
+        v = top_eigenpairs(F, 1).vectors[..., 0]
+        cos = abs_cosine(v, ref)
+        info[name]["cos_top_vs_direct"] = cos.tolist()
+        info[name]["median_cos_top_vs_direct"] = float(cos.median())
+        spec = [spectrum_summary(Fi) for Fi in F]
+        info[name]["spectrum_log10_median"] = torch.tensor(
+            [[max(v, -16.0) for v in s.log10] for s in spec]).median(0).values.tolist()
+        info[name]["n_stiff_median"] = float(torch.tensor([s.n_stiff for s in spec]).median())
+        info[name]["top_vectors"] = v[: min(4, v.shape[0])].tolist()
+    return fims, info, dfim, res_s
+
+
+def _methods(net: DeepRBM, fims: dict[str, Tensor], grad_true: Tensor, x: Tensor, norm: str,
+             cfg: AuditConfig, n_classes: int) -> list[Attack]:
+    clf = art_classifier(net.mean_field(), x.shape[1], n_classes)
+
+    def const(F: Tensor) -> Callable[[Tensor], Tensor]:
+        def fn(z: Tensor) -> Tensor:
+            if z.shape != x.shape or not torch.equal(z, x):
+                raise ValueError("precomputed FIMs only serve the audited inputs")
+            return F
+        return fn
+
+    def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
+        return grad_true.to(z.dtype)
+
+    out: list[Attack] = [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm,
+                                   name=f"fim-{k}") for k, F in fims.items()]
+    out += [FGM(classifier=clf, norm=norm), PGD(classifier=clf, norm=norm, max_iter=cfg.pgd_iter),
+            DeepFool(classifier=clf, norm=norm),
+            RandomDirection(generator=torch.Generator().manual_seed(cfg.seed + 7), norm=norm)]
+    return out
+
+
+def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], grad_true: Tensor,
+                judge: StochasticJudge, cfg: AuditConfig, progress: Progress) -> dict[str, Any]:
+    """Flip-rate curves and minimal flipping ε of every method, L2 and L∞."""
+    out: dict[str, Any] = {}
+    n_classes = net.widths[-1]
+    for norm, grid in (("l2", cfg.eps_l2), ("linf", cfg.eps_linf)):
+        per: dict[str, Any] = {}
+        for atk in _methods(net, fims, grad_true, x, norm, cfg, n_classes):
+            progress(f"attack {atk.name} ({norm})")
+            t0 = time.perf_counter()
+            res = atk(x, y, epsilons=list(grid), judge=judge)
+            v = atk.direction(x, y, reference_eps=float(grid[-1]))
+            me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),
+                             steps=cfg.bisect_steps)
+            per[atk.name] = {
+                "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
+                "min_eps": [float(e) for e in me.eps], "min_eps_summary": _quartiles(me.eps),
+                "confident": me.confident.tolist(), "seconds": time.perf_counter() - t0,
+            }
+        out[norm] = per
+    return out
+
+
+def run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig | None = None, *,
+              model_info: dict[str, Any] | None = None, progress: Progress | None = None
+              ) -> AuditResult:
+    """Audit a trained DeepRBM on test data.
+
+    Parameters
+    ----------
+    net : DeepRBM
+        Output layer ≤ 16 units (one unit per class).
+    X_test : Tensor of shape (n_test, d)
+        Inputs in [0, 1].
+    y_test : Tensor of shape (n_test,)
+    cfg : AuditConfig, optional
+    model_info : dict, optional
+        Recorded as is (path, widths, accuracy).
+    progress : callable, optional
+        Receives a short description before each stage.
+
+    Returns
+    -------
+    AuditResult
+    """
+    cfg = cfg or AuditConfig()
+    progress = progress or (lambda s: None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    gen = torch.Generator(device=net.device).manual_seed(cfg.seed)
+    judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
+    X = X_test.to(device=net.device, dtype=net.dtype)
+    progress("selecting correctly classified inputs")
+    x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)
+    t0 = time.perf_counter()
+    fims, finfo, dfim, res_s = compute_fims(net, x, cfg, gen, progress)
+    timings["fim"] = time.perf_counter() - t0
+    diagnosis = _diagnose(res_s, cfg.n_diagnose)
+    grad_true = dfim.unit_prob_grad(y)
+    t0 = time.perf_counter()
+    attacks = run_attacks(net, x, y, fims, grad_true, judge, cfg, progress)
+    timings["attacks"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    sel["images"] = x[: min(4, x.shape[0])].tolist()
+    sel["labels"] = y.tolist()
+    return AuditResult(cfg.to_dict(), {"widths": list(net.widths), **(model_info or {})}, sel,
+                       diagnosis, finfo, attacks, timings)
