@@ -417,7 +417,7 @@ class RBMKernelStudy:
     def table(self) -> list[float]:
         """``P(h=1 | block state k)`` for k = 0..15."""
         k = BlockRBMKernel(2, self.fit.weights, self.fit.hidden_bias)
-        return k.prob(_STATE_UNITS).tolist()
+        return k.prob(_STATE_UNITS).flatten().tolist()
 
 
 _STATE_UNITS = torch.tensor(
