@@ -168,6 +168,16 @@ class DirectionAttack(Attack):
     def direction(self, x: Tensor, y: Tensor, *, reference_eps: float = 1.0) -> Tensor:
         """Direction (n, d); its scale does not matter."""
 
+    def cached_direction(self, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`direction`, remembered for the last ``(x, y)`` (directions are budget-free)."""
+        c = getattr(self, "_cache", None)
+        if c is not None and c[0].shape == x.shape and torch.equal(c[0], x) and torch.equal(
+                c[1], y):
+            return c[2]
+        v = self.direction(x, y)
+        self._cache = (x.clone(), y.clone(), v)
+        return v
+
     def run(self, x: Tensor, y: Tensor, *, epsilons: Tensor) -> Tensor:
-        step = unit_step(self.direction(x, y), self.norm).to(x.dtype)
+        step = unit_step(self.cached_direction(x, y), self.norm).to(x.dtype)
         return torch.stack([x + float(e) * step for e in epsilons])

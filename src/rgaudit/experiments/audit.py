@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from rgaudit.attacks.base import Attack
+from rgaudit.attacks.base import Attack, DirectionAttack
 from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
@@ -222,7 +222,8 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
             progress(f"attack {atk.name} ({norm})")
             t0 = time.perf_counter()
             res = atk(x, y, epsilons=list(grid), judge=judge)
-            v = atk.direction(x, y, reference_eps=float(grid[-1]))
+            v = (atk.cached_direction(x, y) if isinstance(atk, DirectionAttack)
+                 else atk.direction(x, y, reference_eps=float(grid[-1])))
             me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),
                              steps=cfg.bisect_steps)
             per[atk.name] = {

@@ -64,17 +64,17 @@ def dense_fim(model: Model, x: Tensor, kind: OutputKind = "softmax") -> Tensor:
     Tensor of shape (n, d, d), d = prod(shape), in the model's dtype.
     """
     _check_kind(kind)
-    out = []
-    for xi in x:
-        def f(v: Tensor, shape: torch.Size = xi.shape) -> Tensor:
-            return model(v.reshape(1, *shape))[0]
-        flat = xi.reshape(-1).detach()
-        J = torch.func.jacrev(f)(flat)                    # (n_out, d)
-        z = f(flat).detach()
-        M = _output_metric(z, kind)
-        Fi = J.T @ M @ J
-        out.append(0.5 * (Fi + Fi.T))
-    return torch.stack(out).detach()
+    shape = x.shape[1:]
+    flat = x.reshape(x.shape[0], -1).detach()
+
+    def f(v: Tensor) -> Tensor:
+        return model(v.reshape(1, *shape))[0]
+
+    J = torch.func.vmap(torch.func.jacrev(f))(flat)            # (n, n_out, d)
+    with torch.no_grad():
+        M = _output_metric(model(x.detach()), kind)             # (n, n_out, n_out)
+    F = J.transpose(-1, -2) @ M @ J
+    return (0.5 * (F + F.transpose(-1, -2))).detach()
 
 
 def mean_field_fim(net: torch.nn.Module, x: Tensor) -> Tensor:

@@ -1,0 +1,148 @@
+"""``rgaudit audit`` (the full audit into a new run folder) and ``rgaudit attack`` (one method)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+METHODS = ("fim", "fgm", "pgd", "deepfool", "random")
+FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")
+
+
+def _load(model: Path | None, data: str, seed: int, device: str, console: Console
+          ) -> tuple[Any, dict[str, Any], Any]:
+    """Load (or, with no --model, train the default) network and the test data."""
+    from rgaudit.data import load_dataset
+    from rgaudit.device import resolve_device
+    from rgaudit.nets.io import load_model
+
+    dev = resolve_device(device)
+    if model is None:
+        try:
+            from rgaudit.experiments.train_default import ensure_default_model
+        except ImportError as err:
+            raise typer.BadParameter("no --model given and the default-model trainer is not "
+                                     "available in this install") from err
+        console.print("no --model: using the default digits model (trained if absent)")
+        net, cfg = ensure_default_model()
+        net = net.to(dev)
+        path = "models/default"
+    else:
+        net, cfg = load_model(model, device=dev)
+        path = str(model)
+    ds = load_dataset(data, seed=seed)
+    if ds.X_test.shape[1] != net.widths[0]:
+        raise typer.BadParameter(f"data {data!r} has {ds.X_test.shape[1]} features but the "
+                                 f"model expects {net.widths[0]}")
+    info = {"path": path, "dataset": data, "accuracy": cfg.get("accuracy")}
+    return net, info, ds
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``audit`` and ``attack`` to ``app``."""
+
+    @app.command("audit")
+    def audit(
+        model: Path = typer.Option(None, "--model", help="Model folder (default: train/load "
+                                   "models/default)."),
+        data: str = typer.Option("digits", "--data", help="Data set spec (rgaudit.data)."),
+        inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack."),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Parent of the new run folder."),
+        mcrg_samples: int = typer.Option(None, "--mcrg-samples", help="MCRG chains per input."),
+        direct_samples: int = typer.Option(None, "--direct-samples",
+                                           help="Direct-FIM chains per input."),
+        judge_samples: int = typer.Option(None, "--judge-samples",
+                                          help="Chains per stochastic judgement."),
+        large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
+    ) -> None:
+        """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
+        from rgaudit.experiments.audit import AuditConfig, run_audit
+        from rgaudit.report.audit_report import write_audit_report
+        from rgaudit.report.io import new_run_dir
+
+        console = Console()
+        net, info, ds = _load(model, data, seed, device, console)
+        cfg = AuditConfig(n_inputs=inputs, seed=seed)
+        for name, val in (("mcrg_samples", mcrg_samples), ("direct_samples", direct_samples),
+                          ("judge_samples", judge_samples), ("large_basis", large_basis)):
+            if val is not None:
+                setattr(cfg, name, val)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as prog:
+            task = prog.add_task("audit", total=None)
+            result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
+                               progress=lambda s: prog.update(task, description=s))
+        run_dir = new_run_dir(out, "audit")
+        paths = write_audit_report(result, run_dir)
+        table = Table(title="minimal flipping ε (L2, median [q1, q3])")
+        for col in ("method", "median", "q1", "q3", "flipped"):
+            table.add_column(col)
+        for name, r in result.attacks["l2"].items():
+            s = r["min_eps_summary"]
+            table.add_row(name, f"{s['median']:.3g}", f"{s['q1']:.3g}", f"{s['q3']:.3g}",
+                          f"{s['n_flipped']}/{s['n']}")
+        console.print(table)
+        console.print(f"report: {paths['html']}")
+        typer.echo(str(run_dir))
+
+    @app.command("attack")
+    def attack(
+        model: Path = typer.Argument(..., help="Model folder."),
+        method: str = typer.Option("fim", "--method", help="|".join(METHODS)),
+        eps: float = typer.Option(..., "--eps", min=0.0, help="Budget."),
+        norm: str = typer.Option("l2", "--norm", help="l2 or linf."),
+        fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
+                                + "|".join(FIM_ESTIMATORS)),
+        data: str = typer.Option("digits", "--data"),
+        inputs: int = typer.Option(20, "--inputs", min=1),
+        samples: int = typer.Option(4000, "--samples", help="Chains per input for FIMs."),
+        judge_samples: int = typer.Option(1000, "--judge-samples"),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("cpu", "--device"),
+    ) -> None:
+        """Attack MODEL with one method at budget --eps; print the flip rate (stochastic net)."""
+        import torch
+
+        from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
+        from rgaudit.attacks.evaluate import StochasticJudge
+        from rgaudit.attacks.fim import FIMAttack
+        from rgaudit.experiments.audit import AuditConfig, compute_fims, select_inputs
+
+        if method not in METHODS:
+            raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
+        if norm not in ("l2", "linf"):
+            raise typer.BadParameter(f"--norm must be l2 or linf, got {norm!r}")
+        if fim not in FIM_ESTIMATORS:
+            raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
+        console = Console()
+        net, _, ds = _load(model, data, seed, device, console)
+        judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
+        X = ds.X_test.to(device=net.device, dtype=net.dtype)
+        x, y, _ = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
+        clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
+        if method == "fim":
+            cfg = AuditConfig(mcrg_samples=samples, direct_samples=samples, seed=seed)
+            gen = torch.Generator(device=net.device).manual_seed(seed)
+            fims, _, dfim, _ = compute_fims(net, x, cfg, gen, lambda s: None)
+            grad = dfim.unit_prob_grad(y)
+            atk = FIMAttack(fim_fn=lambda z: fims[fim], grad_fn=lambda z, t: grad, norm=norm,
+                            name=f"fim-{fim}")
+        elif method == "fgm":
+            atk = FGM(classifier=clf, norm=norm)
+        elif method == "pgd":
+            atk = PGD(classifier=clf, norm=norm)
+        elif method == "deepfool":
+            atk = DeepFool(classifier=clf, norm=norm)
+        else:
+            atk = RandomDirection(generator=torch.Generator().manual_seed(seed), norm=norm)
+        res = atk(x, y, epsilons=[eps], judge=judge)
+        rate = float(res.flip_rate[0])
+        console.print(f"{atk.name} ({norm}, ε = {eps:g}): flipped {int(res.success.sum())}"
+                      f"/{x.shape[0]} inputs, flip rate {rate:.3f}")

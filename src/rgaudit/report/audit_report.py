@@ -1,0 +1,213 @@
+"""Render an audit result: JSON, Markdown and a self-contained HTML page with its plots.
+
+Plots (PNG, matplotlib Agg): FIM spectra on a log scale, top eigenvectors as images (8×8 for
+digits; any square input), flip rate versus ε per method, minimal-ε box plots, and the depth
+study when the payload carries one. The HTML embeds the PNGs as base64, so it is one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rgaudit.report.io import atomic_write_text, to_plain, write_result  # noqa: E402
+
+DPI = 90
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_fim_spectra(fim: dict[str, Any], path: Path) -> Path:
+    """Median normalised FIM spectrum per estimator, log10 scale."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, info in fim.items():
+        s = info.get("spectrum_log10_median")
+        if s:
+            ax.plot(range(1, len(s) + 1), s, marker=".", label=name)
+    ax.set_xlabel("eigenvalue rank")
+    ax.set_ylabel("log10(λ / λ_max), median over inputs")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Input FIM spectra: stiff vs sloppy")
+    return _save(fig, path)
+
+
+def plot_eigenvectors(fim: dict[str, Any], path: Path) -> Path | None:
+    """Top eigenvector of each estimator for the first inputs, as square images."""
+    names = [n for n, i in fim.items() if i.get("top_vectors")]
+    if not names:
+        return None
+    n_in = len(fim[names[0]]["top_vectors"])
+    d = len(fim[names[0]]["top_vectors"][0])
+    side = int(round(math.sqrt(d)))
+    if side * side != d:
+        return None
+    fig, axes = plt.subplots(n_in, len(names), figsize=(1.6 * len(names), 1.6 * n_in),
+                             squeeze=False)
+    for j, name in enumerate(names):
+        for i, v in enumerate(fim[name]["top_vectors"]):
+            ax = axes[i][j]
+            m = max(abs(t) for t in v) or 1.0
+            ax.imshow([v[r * side:(r + 1) * side] for r in range(side)], cmap="RdBu_r",
+                      vmin=-m, vmax=m)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_flip_rates(attacks: dict[str, Any], path: Path) -> Path:
+    """Flip rate versus budget per method, one panel per norm."""
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.6), squeeze=False)
+    for ax, (norm, per) in zip(axes[0], attacks.items(), strict=True):
+        for name, r in per.items():
+            ax.plot(r["epsilons"], r["flip_rate"], marker="o", ms=3, label=name)
+        ax.set_xlabel(f"budget ε ({norm})")
+        ax.set_ylabel("flip rate (stochastic net)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_min_eps(attacks: dict[str, Any], path: Path) -> Path:
+    """Box plots of the minimal flipping ε (unflipped inputs drawn at the grid's top)."""
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.6), squeeze=False)
+    for ax, (norm, per) in zip(axes[0], attacks.items(), strict=True):
+        names = list(per)
+        data = []
+        for n in names:
+            top = per[n]["epsilons"][-1]
+            data.append([e if e is not None and math.isfinite(e) else top
+                         for e in per[n]["min_eps"]])
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(f"minimal flipping ε ({norm})")
+    return _save(fig, path)
+
+
+def plot_depth(depth: dict[str, Any], path: Path) -> Path:
+    """Top FIM eigenvalue, Fisher-normalised spectra and minimal ε versus depth."""
+    rows = depth["rows"]
+    L = [r["depth"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    axes[0].errorbar(L, [r["top_eig_median"] for r in rows],
+                     yerr=[r.get("top_eig_err_median", 0) for r in rows], marker="o")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("depth N")
+    axes[0].set_ylabel("top FIM eigenvalue (median)")
+    for r in rows:
+        sv = r.get("fisher_sv_top", [])
+        axes[1].plot(range(1, len(sv) + 1), sv, marker=".", label=f"N={r['depth']}")
+    axes[1].set_xlabel("pair (layer k → k+1)")
+    axes[1].set_ylabel("top Fisher-normalised s")
+    axes[1].legend(fontsize=7)
+    axes[2].plot(L, [r["min_eps_median"] for r in rows], marker="o")
+    axes[2].set_xlabel("depth N")
+    axes[2].set_ylabel("median minimal ε (L2, direct-FIM dir.)")
+    return _save(fig, path)
+
+
+def write_plots(payload: dict[str, Any], folder: Path) -> list[Path]:
+    """Write every plot the payload supports into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = [plot_fim_spectra(payload["fim"], folder / "fim_spectrum.png"),
+           plot_eigenvectors(payload["fim"], folder / "fim_eigenvectors.png"),
+           plot_flip_rates(payload["attacks"], folder / "attack_flip_rate.png"),
+           plot_min_eps(payload["attacks"], folder / "attack_min_eps.png")]
+    if payload.get("depth"):
+        out.append(plot_depth(payload["depth"], folder / "depth_study.png"))
+    return [p for p in out if p is not None]
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "∞" if math.isinf(v) else f"{v:.{nd}g}"
+    return str(v)
+
+
+def render_markdown(payload: dict[str, Any], images: list[str] | None = None) -> str:
+    """The audit as Markdown (tables of FIM agreement and minimal ε)."""
+    lines = ["# rgaudit audit", "", f"Model widths: {payload['model'].get('widths')}  ",
+             f"Inputs attacked: {len(payload['inputs']['labels'])} (correctly classified by the "
+             f"stochastic network; pool accuracy {_fmt(payload['inputs']['pool_accuracy'])})", "",
+             "## Diagnosis: Fisher-normalised stability spectra (singles basis)", "",
+             "| pair | ops (prev, next) | top s (input 1) | # s≈1 per input | regularised |",
+             "|---|---|---|---|---|"]
+    for p in payload["diagnosis"]["pairs"]:
+        top = ", ".join(_fmt(v) for v in (p["fisher_sv"][0][:4] if p["fisher_sv"] else []))
+        lines.append(f"| {p['pair']} | {p['n_ops']} | {top} | {p['n_kept_fisher~1']} | "
+                     f"{p['regularised']} |")
+    lines += ["", "## Input FIM", "",
+              "| estimator | median top eigenvalue | median \\|cos\\| top eigvec vs direct | "
+              "median # stiff (2 decades) | seconds |", "|---|---|---|---|---|"]
+    for name, info in payload["fim"].items():
+        te = sorted(info["top_eig"])
+        lines.append(f"| {name} | {_fmt(te[len(te) // 2])} | "
+                     f"{_fmt(info['median_cos_top_vs_direct'])} | {_fmt(info['n_stiff_median'])}"
+                     f" | {_fmt(info['seconds'])} |")
+    for norm, per in payload["attacks"].items():
+        lines += ["", f"## Minimal flipping ε ({norm})", "",
+                  "| method | median | q1 | q3 | flipped / n |", "|---|---|---|---|---|"]
+        for name, r in per.items():
+            s = r["min_eps_summary"]
+            lines.append(f"| {name} | {_fmt(s['median'])} | {_fmt(s['q1'])} | {_fmt(s['q3'])} | "
+                         f"{s['n_flipped']} / {s['n']} |")
+    lines += ["", f"Timings (s): {payload.get('timings')}", ""]
+    for img in images or []:
+        lines.append(f"![{img}]({img})")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(markdown_text: str, images: list[Path]) -> str:
+    """A minimal self-contained HTML page: the Markdown as preformatted text plus the plots."""
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rgaudit audit</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>",
+             "<h1>rgaudit audit</h1>",
+             f"<pre>{html.escape(markdown_text)}</pre>"]
+    for p in images:
+        b64 = base64.b64encode(p.read_bytes()).decode()
+        parts.append(f"<h3>{html.escape(p.stem)}</h3><img src='data:image/png;base64,{b64}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_audit_report(payload: Any, run_dir: str | Path) -> dict[str, Path]:
+    """Write ``audit.json``, ``report.md``, ``report.html`` and PNGs into ``run_dir``.
+
+    Parameters
+    ----------
+    payload : AuditResult or dict
+        ``AuditResult.to_dict()`` (optionally with a ``"depth"`` entry).
+    run_dir : path-like
+        An existing run folder (``rgaudit.report.io.new_run_dir``).
+
+    Returns
+    -------
+    dict
+        Paths by role: ``json``, ``markdown``, ``html``, ``plots`` (list).
+    """
+    run_dir = Path(run_dir)
+    data = to_plain(payload)
+    plots = write_plots(data, run_dir)
+    md = render_markdown(data, [p.name for p in plots])
+    md_path = atomic_write_text(run_dir / "report.md", md)
+    html_path = atomic_write_text(run_dir / "report.html", render_html(md, plots))
+    json_path = write_result(run_dir / "audit.json", "audit", data)
+    return {"json": json_path, "markdown": md_path, "html": html_path, "plots": plots}

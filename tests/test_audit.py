@@ -1,0 +1,61 @@
+"""Quick audit of a tiny model through the CLI writes a valid JSON result."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import typer
+from typer.testing import CliRunner
+
+from rgaudit.commands.audit import register
+from rgaudit.data import load_dataset
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.nets.io import save_model
+from rgaudit.report.io import read_result
+
+
+def _tiny_model(tmp_path):
+    """A quickly fitted 64-16-10 network: random first layer, output layer by least squares."""
+    ds = load_dataset("digits", seed=0)
+    g = torch.Generator().manual_seed(0)
+    net = DeepRBM.random([64, 16, 10], generator=g, scale=4.0, dtype=torch.float32)
+    with torch.no_grad():
+        H = net.layer(1).prob_up(ds.X_train)
+        Y = torch.nn.functional.one_hot(ds.y_train, 10).float() * 8 - 4
+        A = torch.cat([H, torch.ones(H.shape[0], 1)], 1)
+        sol = torch.linalg.lstsq(A, Y).solution
+        net.layer(2).W.copy_(sol[:-1].T)
+        net.layer(2).a.copy_(sol[-1])
+    return save_model(net, tmp_path / "tiny")
+
+
+def test_quick_audit_cli_writes_valid_json(tmp_path):
+    model = _tiny_model(tmp_path)
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _noop() -> None:  # a second command keeps typer in multi-command mode
+        pass
+
+    res = CliRunner().invoke(app, [
+        "audit", "--model", str(model), "--inputs", "4", "--out", str(tmp_path / "runs"),
+        "--mcrg-samples", "800", "--direct-samples", "800", "--judge-samples", "200",
+        "--large-basis", "pairs:8"])
+    assert res.exit_code == 0, res.output
+    run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
+    doc = read_result(run_dir / "audit.json", "audit")
+    assert set(doc["fim"]) == {"rg-singles", "rg-large", "direct", "mean-field"}
+    for norm in ("l2", "linf"):
+        assert {"fim-direct", "fgm" if norm == "l2" else "fgsm", "pgd", "deepfool",
+                "random"} <= set(doc["attacks"][norm])
+        for r in doc["attacks"][norm].values():
+            assert all(0 <= f <= 1 for f in r["flip_rate"])
+    assert (run_dir / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert math.isfinite(doc["timings"]["total"])
+
+    res = CliRunner().invoke(app, ["attack", str(model), "--method", "pgd", "--eps", "1.0",
+                                   "--inputs", "3", "--judge-samples", "200"])
+    assert res.exit_code == 0, res.output
+    assert "flip rate" in res.output
