@@ -1,0 +1,141 @@
+"""``rgaudit train`` and ``rgaudit info``: train a DeepRBM classifier, show a saved one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rgaudit.errors import RGAuditError
+from rgaudit.train.pipeline import TrainConfig
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """``"64,100,100,10"`` → ``(64, 100, 100, 10)``; raises ValueError with a hint."""
+    try:
+        widths = tuple(int(w) for w in text.replace(" ", "").split(",") if w)
+    except ValueError as err:
+        raise ValueError(f"--widths {text!r}: give comma-separated integers, e.g. "
+                         "64,100,100,10") from err
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"--widths {text!r}: need at least two positive widths")
+    return widths
+
+
+class RichProgress:
+    """Render ``progress(stage, done, total, **info)`` callbacks as rich progress bars."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, **info: Any) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        extra = "  ".join(f"{k}={v:.4g}" for k, v in info.items() if isinstance(v, float))
+        self.progress.update(self.tasks[stage], completed=done, total=total,
+                             description=f"{stage} {extra}".strip())
+
+
+def _accuracy_line(acc: dict[str, Any]) -> str:
+    mf, st = acc["mean_field"], acc["stochastic"]
+    return (f"mean-field {mf['accuracy']:.2%} ± {mf['stderr']:.2%}   stochastic "
+            f"({st.get('n_samples', '?')} chains) {st['accuracy']:.2%} ± {st['stderr']:.2%}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` and ``info`` commands to ``app``."""
+
+    @app.command("train")
+    def train(
+        data: str = typer.Option("digits", help="digits, bars[:N[:SAMPLES]], idx:FOLDER or "
+                                 "npz:FILE"),
+        widths: str = typer.Option(None, help="Layer widths n_0,…,n_N; default "
+                                   "n_features,100,100,n_classes (64,100,100,10 on digits)"),
+        epochs: int = typer.Option(None, help="Fine-tuning epochs (default 40)"),
+        pretrain_epochs: int = typer.Option(None, help="CD epochs per layer (default 10)"),
+        pcd: bool = typer.Option(False, help="Persistent CD instead of CD-k"),
+        k: int = typer.Option(1, help="Gibbs steps per CD update"),
+        objective: str = typer.Option("sampled", help="Fine-tuning objective: sampled "
+                                      "(straight-through binary chains) or mean_field"),
+        eval_samples: int = typer.Option(1000, help="Chains per test input for the "
+                                         "stochastic accuracy"),
+        seed: int = typer.Option(0, help="Seed of every random choice in training"),
+        device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+        threads: int = typer.Option(1, help="CPU threads for torch while training"),
+        out: Path = typer.Option(Path("models/default"), help="Model folder to write"),
+    ) -> None:
+        """Train a stacked-RBM classifier and save it (safetensors + config.json)."""
+        from rgaudit.data import load_dataset
+        from rgaudit.nets.io import save_model
+        from rgaudit.train.pipeline import train_default
+
+        try:
+            dataset = load_dataset(data)
+            shape = (parse_widths(widths) if widths else
+                     (dataset.n_features, 100, 100, dataset.n_classes))
+            base = TrainConfig()
+            pre = replace(base.pretrain, k=k, persistent=pcd,
+                          **({"epochs": pretrain_epochs} if pretrain_epochs is not None else {}))
+            ft = replace(base.finetune, objective=objective,
+                         **({"epochs": epochs} if epochs is not None else {}))
+            config = replace(base, widths=shape, seed=seed, device=device, threads=threads,
+                             pretrain=pre, finetune=ft, eval_samples=eval_samples)
+            console.print(f"training {list(shape)} on {dataset.name} "
+                          f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
+                          f"seed {seed}, device {device}")
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=False) as bar:
+                net, report = train_default(dataset, config, progress=RichProgress(bar))
+            path = save_model(net, out, metadata={**report, "dataset_spec": data})
+        except (RGAuditError, ValueError) as err:
+            raise _fail(str(err)) from err
+        console.print(f"test accuracy: {_accuracy_line(report['accuracy'])}")
+        console.print(f"trained in {report['train_seconds']:.1f} s; saved to {path}")
+
+    @app.command("info")
+    def info(model: Path = typer.Argument(..., help="Model folder written by rgaudit train")
+             ) -> None:
+        """Print a saved model's configuration: widths, data set, accuracies, seed, version."""
+        from rgaudit.nets.io import load_model
+
+        try:
+            _, cfg = load_model(model)
+        except RGAuditError as err:
+            raise _fail(str(err)) from err
+        table = Table(title=str(model), show_header=False)
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        table.add_row("widths", ",".join(str(w) for w in cfg["widths"]))
+        table.add_row("tied", str(cfg["tied"]))
+        ds = cfg.get("dataset")
+        table.add_row("dataset", f"{ds.get('name')} ({ds.get('n_train')} train / "
+                      f"{ds.get('n_test')} test)" if isinstance(ds, dict) else str(ds))
+        table.add_row("seed", str(cfg.get("seed", "?")))
+        if isinstance(cfg.get("accuracy"), dict):
+            table.add_row("accuracy", _accuracy_line(cfg["accuracy"]))
+        if "train_seconds" in cfg:
+            table.add_row("training time", f"{cfg['train_seconds']} s")
+        training = cfg.get("training", {})
+        if training:
+            ft = training.get("finetune", {})
+            pre = training.get("pretrain", {})
+            table.add_row("recipe", f"{'PCD' if pre.get('persistent') else 'CD'}-{pre.get('k')} "
+                          f"× {pre.get('epochs')} epochs, fine-tune {ft.get('objective')} "
+                          f"{ft.get('loss')} × {ft.get('epochs')} epochs")
+        table.add_row("rgaudit version", str(cfg.get("rgaudit_version", "?")))
+        table.add_row("weights sha256", str(cfg["weights_sha256"])[:16] + "…")
+        console.print(table)

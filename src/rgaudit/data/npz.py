@@ -1,0 +1,73 @@
+"""Data sets stored as NumPy ``.npz`` archives (``npz:PATH``), read without pickle.
+
+Required arrays: ``X`` of shape (n, d) with values in [0, 1] and ``y`` of shape (n,) with integer
+labels ``0 … n_classes-1``. Optional: ``X_test`` and ``y_test`` (otherwise a stratified 25% split
+with the given seed) and ``shape`` (the image shape, e.g. ``[28, 28]``).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from rgaudit.data.dataset import (
+    Dataset,
+    check_features,
+    check_labels,
+    make_dataset,
+    stratified_split,
+)
+from rgaudit.errors import DatasetError
+
+TEST_FRACTION = 0.25
+
+
+def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """Load ``npz:PATH``.
+
+    Parameters
+    ----------
+    path : path-like
+    seed : int, default 0
+        Seed of the stratified split when the file has no ``X_test``/``y_test``.
+    test_fraction : float, default 0.25
+
+    Raises
+    ------
+    DatasetError
+        Missing file or arrays, object arrays (pickle is never allowed), bad shapes or values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"npz:{path}: no such file; save one with "
+                           "numpy.savez(PATH, X=X, y=y)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as err:
+        raise DatasetError(f"npz:{path}: {err}; store plain numeric arrays (object arrays "
+                           "need pickle, which rgaudit never loads)") from err
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise DatasetError(f"npz:{path}: not a readable .npz archive ({err})") from err
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        raise DatasetError(f"npz:{path}: missing array(s) {missing}; found {sorted(arrays)}; "
+                           "expected X (n, d) in [0, 1] and y (n,) integer labels")
+    has_test = ("X_test" in arrays, "y_test" in arrays)
+    if has_test[0] != has_test[1]:
+        raise DatasetError(f"npz:{path}: X_test and y_test must be given together")
+    shape = tuple(int(s) for s in arrays["shape"]) if "shape" in arrays else None
+    name = f"npz:{path}"
+    if has_test[0]:
+        return make_dataset(name, arrays["X"], arrays["y"], arrays["X_test"], arrays["y_test"],
+                            shape=shape, info={"source": str(path), "split": "file"})
+    # validate before splitting so the messages name the file's arrays
+    X = check_features(arrays["X"], f"{name} X")
+    y = check_labels(arrays["y"], X.shape[0], f"{name} y")
+    X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed)
+    return make_dataset(name, X_tr, y_tr, X_te, y_te, shape=shape,
+                        n_classes=int(y.max()) + 1,
+                        info={"source": str(path), "split": "stratified", "split_seed": seed,
+                              "test_fraction": test_fraction})

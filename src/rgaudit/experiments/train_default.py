@@ -1,0 +1,86 @@
+"""The default model every study starts from: load it if present and valid, else train it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rgaudit.data import load_dataset
+from rgaudit.errors import ModelFileError
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.nets.io import load_model, save_model
+from rgaudit.train.pipeline import TrainConfig, train_default
+from rgaudit.train.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "models/default"
+DEFAULT_DATA = "digits"
+
+
+def train_and_save(path: str | os.PathLike, *, data: str = DEFAULT_DATA,
+                   config: TrainConfig | None = None,
+                   progress: Progress | None = None) -> tuple[DeepRBM, dict[str, Any]]:
+    """Train on ``data`` with ``config`` and save to ``path``.
+
+    Returns
+    -------
+    net : DeepRBM
+    config : dict
+        The saved ``config.json`` as :func:`~rgaudit.nets.io.load_model` returns it.
+    """
+    config = config or TrainConfig()
+    dataset = load_dataset(data)
+    net, report = train_default(dataset, config, progress=progress or no_progress)
+    save_model(net, path, metadata={**report, "dataset_spec": data})
+    return load_model(path, device=net.device)
+
+
+def _matches(cfg: dict[str, Any], data: str, seed: int) -> bool:
+    return cfg.get("dataset_spec") == data and cfg.get("seed") == seed and "accuracy" in cfg
+
+
+def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
+                         progress: Progress | None = None, *, data: str = DEFAULT_DATA,
+                         config: TrainConfig | None = None) -> tuple[DeepRBM, dict[str, Any]]:
+    """Return the default trained network, training and saving it when needed.
+
+    The folder at ``path`` is a cache: if it holds a valid model (hash, tensors and shapes
+    check out) trained on ``data`` with ``seed``, it is loaded; otherwise (missing, corrupted,
+    or trained with other settings) the model is trained with :class:`TrainConfig` defaults
+    (``seed`` overriding) and saved there, replacing what was there.
+
+    Parameters
+    ----------
+    path : path-like, default "models/default"
+    seed : int, default 0
+    progress : callable, optional
+        ``progress(stage, done, total, **info)`` while training.
+    data : str, default "digits"
+        Data set spec (see :func:`rgaudit.data.load_dataset`).
+    config : TrainConfig, optional
+        Training settings when a model must be trained (its ``seed`` is replaced by ``seed``).
+
+    Returns
+    -------
+    net : DeepRBM
+    config : dict
+        The model's ``config.json`` (widths, dataset, seed, accuracies, training settings).
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            net, cfg = load_model(path)
+        except ModelFileError as err:
+            log.warning("retraining the default model: %s", err)
+        else:
+            if _matches(cfg, data, seed):
+                return net, cfg
+            log.warning("retraining the default model: %s was trained with dataset %r, seed %r",
+                        path, cfg.get("dataset_spec"), cfg.get("seed"))
+    base = config or TrainConfig()
+    config = replace(base, seed=int(seed))
+    return train_and_save(path, data=data, config=config, progress=progress)
