@@ -143,9 +143,10 @@ def one_step_attack(
     ratio = f.abs() / (gn2.sqrt() * x.norm(dim=-1, keepdim=True)).clamp_min(tiny)
     ratio = torch.where(valid, ratio, torch.full_like(f, math.inf))
     delta = -cs.view(1, 1, 1, -1, 1) * (scale.unsqueeze(-1) * g).unsqueeze(3)  # (n,b,D,C,d)
-    xp = (x.view(n, b, 1, 1, d) + delta).reshape(n, -1, d)
-    fp = sub.forward_all(xp).view(n, b, len(depths), len(cs), -1)
-    f_after = torch.stack([fp[:, :, i, :, k] for i, k in enumerate(depths)], dim=2)
+    xp = x.view(n, b, 1, 1, d) + delta
+    f_after = torch.stack([  # each depth through its own layers only
+        sub.truncate(k).forward_all(xp[:, :, i].reshape(n, -1, d))[..., -1].view(n, b, len(cs))
+        for i, k in enumerate(depths)], dim=2)
     success = valid.unsqueeze(-1) & (torch.sign(f_after) == -torch.sign(f).unsqueeze(-1))
     return {"f": f, "ratio": ratio, "f_after": f_after, "success": success}
 
@@ -488,7 +489,12 @@ def hidden_angles(nets: ReLUNetBatch, x: Tensor, y: Tensor) -> Tensor:
     """
     x, y = nets._batch(x), nets._batch(y)
     hx, hy = [x, *nets.hidden(x)], [y, *nets.hidden(y)]
-    cos = [torch.nn.functional.cosine_similarity(a, b, dim=-1) for a, b in zip(hx, hy, strict=True)]
+    cos = []
+    for a, b in zip(hx, hy, strict=True):  # float64 and scale-free: deep layers are ~2^{-L/2}
+        a, b = a.double(), b.double()
+        a = a / a.norm(dim=-1, keepdim=True)
+        b = b / b.norm(dim=-1, keepdim=True)
+        cos.append((a * b).sum(-1))
     return torch.arccos(torch.stack(cos, dim=-1).clamp(-1.0, 1.0))
 
 
@@ -759,11 +765,11 @@ def classifier_one_step(
         dirs = {"random": u / u.norm(dim=1, keepdim=True),
                 "gradient": -torch.sign(m).unsqueeze(1) * g / gn2.sqrt().unsqueeze(1)}
         for key, u in dirs.items():
-            changes = []
-            for r in rr:
-                _, gy = _margin_and_grad(model, x + (r * xn).unsqueeze(1) * u, labels)
-                changes.append(float(torch.median((gy - g).norm(dim=1) / gn2.sqrt())))
-            nl[key] = {"r_rel": [float(v) for v in rr], "grad_change_median": changes}
+            y = x + (rr.view(-1, 1, 1) * xn.view(1, -1, 1)) * u  # (R, B, d), one autograd call
+            _, gy = _margin_and_grad(model, y.reshape(-1, x.shape[1]), labels.repeat(len(rr)))
+            dg = (gy.view(len(rr), *x.shape) - g).norm(dim=2) / gn2.sqrt()
+            nl[key] = {"r_rel": [float(v) for v in rr],
+                       "grad_change_median": [float(v) for v in dg.median(dim=1).values]}
     q = np.quantile(ratio, [0.25, 0.5, 0.75])
     return ClassifierAttack(
         name=name, n_inputs=int(x.shape[0]), d=int(x.shape[1]), median_ratio=float(q[1]),
@@ -915,7 +921,7 @@ class ReluStudyConfig:
     profiles: tuple[str, ...] = ("constant", "fixed")
     width: int = 256
     n_nets: int = 24
-    batch: int = 4
+    batch: int = 8
     max_weight_bytes: int = 600 * 2**20
     n_boot: int = 1000
     nl_dims: tuple[int, ...] = (256, 1024, 2048)
