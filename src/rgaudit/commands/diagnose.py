@@ -1,0 +1,98 @@
+"""``rgaudit diagnose``: MCRG spectra of a trained network and their convergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rgaudit.device import resolve_device
+from rgaudit.experiments.diagnose import run_diagnose
+from rgaudit.report.diagnose_report import write_report
+from rgaudit.report.io import write_result
+
+
+def _load_data(spec: str) -> Any:
+    """The dataset ``spec`` via ``rgaudit.data.load_dataset`` (imported lazily)."""
+    try:
+        from rgaudit.data import load_dataset  # type: ignore[attr-defined]
+    except ImportError:
+        if spec != "digits":
+            raise typer.BadParameter(f"dataset {spec!r}: rgaudit.data.load_dataset is not "
+                                     "available; only 'digits' can be loaded") from None
+        from rgaudit.data.digits import load_digits
+
+        return load_digits()
+    return load_dataset(spec)
+
+
+def _pick(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Any, Any]:
+    """``n`` inputs spread over classes (round-robin over a seeded permutation)."""
+    perm = torch.randperm(len(y), generator=gen)
+    classes = torch.unique(y)
+    per = [perm[y[perm] == c] for c in classes]
+    idx = [int(p[i]) for i in range(max(len(p) for p in per)) for p in per if i < len(p)][:n]
+    idx_t = torch.tensor(idx)
+    return x[idx_t], y[idx_t]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``diagnose`` command to ``app``."""
+
+    @app.command("diagnose")
+    def diagnose(
+        model: Path = typer.Argument(..., help="Model folder (rgaudit.nets.io format)."),
+        data: str = typer.Option("digits", "--data", help="Dataset spec."),
+        inputs: int = typer.Option(4, "--inputs", min=1, help="Test inputs analysed."),
+        ops: str = typer.Option("pairs:256", "--ops",
+                                help="Operator basis: singles, pairs, pairs:K, order:M, full."),
+        samples: int = typer.Option(100_000, "--samples", min=64, help="Chains per input."),
+        bases: str = typer.Option("singles,pairs:64", "--bases",
+                                  help="Extra bases of the basis study (comma-separated)."),
+        per_class: int = typer.Option(10, "--per-class", min=0,
+                                      help="Inputs per class of the fixed-point study (0: off)."),
+        fp_samples: int = typer.Option(2000, "--fp-samples", min=16,
+                                       help="Chains per input of the fixed-point study."),
+        seed: int = typer.Option(0, "--seed"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+        out: Path = typer.Option(Path("runs/diagnose"), "--out", help="Output folder."),
+    ) -> None:
+        """Estimate per-layer stability matrices by MCRG and study their convergence."""
+        from rgaudit.nets.io import load_model
+
+        try:
+            dev = resolve_device(device)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        net, config = load_model(model, device=dev)
+        ds = _load_data(data)
+        x_test = torch.as_tensor(ds.X_test, dtype=torch.float32)
+        y_test = torch.as_tensor(ds.y_test).long()
+        gen = torch.Generator().manual_seed(seed)
+        x, y = _pick(x_test, y_test, inputs, gen)
+        fp_x = fp_y = None
+        if per_class > 0:
+            fp_x, fp_y = _pick(x_test, y_test, per_class * len(torch.unique(y_test)), gen)
+        specs = [s.strip() for s in bases.split(",") if s.strip()] + [ops]
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done)
+
+            result = run_diagnose(net, x, y, ops=ops, n_samples=samples, basis_specs=specs,
+                                  fixed_point_inputs=fp_x, fixed_point_labels=fp_y,
+                                  fixed_point_samples=fp_samples, seed=seed, device=dev,
+                                  progress=progress)
+        result.settings.update(model=str(model), data=data,
+                               model_dataset=config.get("dataset"))
+        out.mkdir(parents=True, exist_ok=True)
+        paths = write_report(result, out)
+        write_result(out / "result.json", "diagnose", result.to_dict())
+        typer.echo(f"wrote {out / 'result.json'}, " + ", ".join(p.name for p in paths))

@@ -1,0 +1,379 @@
+"""Convergence studies of MCRG spectra (vulnerability paper, section III) and class fixed points.
+
+- spectra versus operator basis (subset and size), versus number of samples, versus depth (do the
+  stability matrices of successive layers converge, eq. 19?);
+- per-class fixed points: the output-layer effective Hamiltonians ``q_N(y|x)`` of many inputs per
+  class, compared within and between classes (eq. 10–11). For an output layer of at most 12 units
+  ``q_N`` is estimated over all ``2^{n_N}`` states by averaging ``t_N(y|h_{N−1})`` over sampled
+  chains and turned into couplings by the Möbius transform.
+
+Everything returns plain result objects with ``to_dict()``; no file I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
+from rgaudit.rg.mcrg import MCRGResult, mcrg_network
+from rgaudit.rg.moments import jackknife_stderr
+from rgaudit.rg.spectra import pair_spectra
+
+Tensor = torch.Tensor
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class SpectrumSummary:
+    """Spectra of one layer pair under one setting, for every input.
+
+    Attributes
+    ----------
+    study : str
+        ``basis``, ``samples`` or ``depth``.
+    pair : int
+        Pair index ``i`` (layers ``i → i+1``).
+    basis : str
+    n_samples : int
+    n_ops : tuple of int
+        Operators of the lower and upper layer.
+    fisher, fisher_err : Tensor of shape (n_inputs, k)
+        Top ``k`` Fisher-normalised singular values and jackknife errors.
+    eig_abs, eig_abs_err : Tensor of shape (n_inputs, k) or None
+        Top ``|Λ|`` (shared operator sets only).
+    counts : dict of str to list of dict
+        Per input, the counts of :mod:`rgaudit.rg.spectra`.
+    max_cond : float
+    regularised : int
+        Number of inputs whose solve was regularised.
+    dropped : list of int
+        Dropped (constant) upper-layer operators per input.
+    """
+
+    study: str
+    pair: int
+    basis: str
+    n_samples: int
+    n_ops: tuple[int, int]
+    fisher: Tensor
+    fisher_err: Tensor
+    eig_abs: Tensor | None
+    eig_abs_err: Tensor | None
+    counts: dict[str, list[dict[str, Any]]]
+    max_cond: float
+    regularised: int
+    dropped: list[int]
+
+    def mean_fisher(self) -> tuple[Tensor, Tensor]:
+        """Input-averaged top values and the standard error of that average, shape (k,)."""
+        n = self.fisher.shape[0]
+        mean = self.fisher.mean(0)
+        spread = self.fisher.std(0, correction=1) / math.sqrt(n) if n > 1 else 0 * mean
+        stat = (self.fisher_err**2).sum(0).sqrt() / n
+        return mean, torch.maximum(spread, stat)
+
+    def to_dict(self) -> dict[str, Any]:
+        mean, err = self.mean_fisher()
+        out = {"study": self.study, "pair": self.pair, "basis": self.basis,
+               "n_samples": self.n_samples, "n_ops": list(self.n_ops),
+               "fisher": self.fisher, "fisher_err": self.fisher_err,
+               "fisher_mean": mean, "fisher_mean_err": err, "counts": self.counts,
+               "max_cond": self.max_cond, "regularised": self.regularised,
+               "dropped": self.dropped}
+        if self.eig_abs is not None:
+            out.update(eig_abs=self.eig_abs, eig_abs_err=self.eig_abs_err)
+        return out
+
+
+def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10) -> list[SpectrumSummary]:
+    """One :class:`SpectrumSummary` per computed pair of ``res``."""
+    out = []
+    for pair in res.computed():
+        sps = pair_spectra(pair)
+        k = min(top, min(len(s.fisher) for s in sps))
+        fisher = torch.stack([s.fisher[:k] for s in sps])
+        ferr = torch.stack([s.fisher_err[:k] for s in sps])
+        eig = eig_err = None
+        if sps[0].eig is not None:
+            ke = min(top, len(sps[0].eig))
+            eig = torch.stack([s.eig.abs()[:ke] for s in sps])
+            eig_err = torch.stack([s.eig_abs_err[:ke] for s in sps])
+        counts: dict[str, list[dict[str, Any]]] = {}
+        for s in sps:
+            for name, c in s.counts.items():
+                counts.setdefault(name, []).append(c.to_dict())
+        out.append(SpectrumSummary(
+            study=study, pair=pair.index, basis=basis, n_samples=pair.n_samples,
+            n_ops=(len(pair.names_prev), len(pair.names_next)), fisher=fisher, fisher_err=ferr,
+            eig_abs=eig, eig_abs_err=eig_err, counts=counts, max_cond=pair.max_cond,
+            regularised=sum(bool(i.regularised) for i in pair.solve_info),
+            dropped=[int(i.dropped.numel()) for i in pair.solve_info]))
+    return out
+
+
+@dataclass
+class DepthStep:
+    """Convergence of successive stability matrices with one operator set (eq. 19).
+
+    Attributes
+    ----------
+    pair : int
+        Compares ``T`` of pair ``pair`` with pair ``pair + 1``.
+    rel_change, rel_change_err : Tensor of shape (n_inputs,)
+        ``‖T_{i+1} − T_i‖_F / ‖T_i‖_F`` and its jackknife error.
+    """
+
+    pair: int
+    rel_change: Tensor
+    rel_change_err: Tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair, "rel_change": self.rel_change,
+                "rel_change_err": self.rel_change_err}
+
+
+def depth_convergence(res: MCRGResult) -> list[DepthStep]:
+    """Relative change of ``T`` between successive pairs that share operator sets and shapes."""
+    pairs = res.computed()
+    out = []
+    for a, b in zip(pairs[:-1], pairs[1:], strict=True):
+        if b.index != a.index + 1 or a.T.shape != b.T.shape or a.names_next != b.names_next \
+                or a.names_prev != b.names_prev:
+            continue
+        n = min(a.n_replicates, b.n_replicates)
+
+        def rel(ta: Tensor, tb: Tensor) -> Tensor:
+            return (tb - ta).flatten(-2).norm(dim=-1) / ta.flatten(-2).norm(dim=-1).clamp_min(
+                1e-300)
+
+        value = rel(a.T, b.T)
+        err = jackknife_stderr(rel(a.T_replicates[:n], b.T_replicates[:n]))
+        out.append(DepthStep(a.index, value.reshape(-1), err.reshape(-1)))
+    return out
+
+
+@dataclass
+class FixedPointStudy:
+    """Output-layer effective Hamiltonians per class (eq. 10–11).
+
+    Attributes
+    ----------
+    labels : Tensor of shape (n_inputs,)
+    predicted : Tensor of shape (n_inputs,)
+        Argmax of the output marginals ``P(y_j = 1 | x)``.
+    couplings : Tensor of shape (n_inputs, 2^{n_N} − 1)
+        Complete-basis couplings of ``q_N(y|x)``.
+    kl_class, kl_class_err : Tensor of shape (n_classes, n_classes)
+        Mean symmetrised KL divergence between ``q_N`` of inputs of class ``a`` and ``b`` (pairs of
+        distinct inputs) and its standard error over pairs.
+    coupling_class : Tensor of shape (n_classes, n_classes)
+        Mean Euclidean distance between coupling vectors of orders ≤ ``max_order``.
+    max_order : int
+    n_samples : int
+    """
+
+    labels: Tensor
+    predicted: Tensor
+    couplings: Tensor
+    kl_class: Tensor
+    kl_class_err: Tensor
+    coupling_class: Tensor
+    max_order: int
+    n_samples: int
+
+    def within_between(self) -> dict[str, float]:
+        """Average within-class (diagonal) and between-class (off-diagonal) distances."""
+        eye = torch.eye(self.kl_class.shape[0], dtype=torch.bool)
+        return {
+            "kl_within": float(self.kl_class[eye].nanmean()),
+            "kl_between": float(self.kl_class[~eye].nanmean()),
+            "coupling_within": float(self.coupling_class[eye].nanmean()),
+            "coupling_between": float(self.coupling_class[~eye].nanmean()),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "predicted": self.predicted,
+                "accuracy": float((self.labels == self.predicted).double().mean()),
+                "kl_class": self.kl_class, "kl_class_err": self.kl_class_err,
+                "coupling_class": self.coupling_class, "max_order": self.max_order,
+                "n_samples": self.n_samples, "summary": self.within_between(),
+                "couplings_low_order_mean": self.couplings.mean(0)[:64]}
+
+
+def class_fixed_points(
+    net: Any, x: Tensor, labels: Tensor, n_samples: int,
+    generator: torch.Generator | None = None, *, max_order: int = 2, chunk: int = 500,
+) -> FixedPointStudy:
+    """Compare output-layer effective Hamiltonians within and between classes.
+
+    Parameters
+    ----------
+    net : DeepRBM
+        Output layer of at most 12 units.
+    x : Tensor of shape (n_inputs, n_0)
+    labels : Tensor of shape (n_inputs,), int
+    n_samples : int
+        Chains per input for ``q_N(y|x)``.
+    generator : torch.Generator, optional
+    max_order : int, default 2
+        Operators of order ≤ ``max_order`` enter the coupling distance (high orders are dominated
+        by the rarely visited states).
+
+    Returns
+    -------
+    FixedPointStudy
+    """
+    logq = output_logq_mc(net, x, n_samples, generator, chunk=chunk).cpu()
+    g = couplings_from_logq(logq)
+    n_out = net.widths[-1]
+    orders = torch.tensor([bin(m).count("1") for m in range(1, 2**n_out)])
+    low = g[:, orders <= max_order]
+    q = logq.exp()
+    kl = ((q.unsqueeze(1) - q.unsqueeze(0)) * (logq.unsqueeze(1) - logq.unsqueeze(0))).sum(-1) / 2
+    dist = torch.cdist(low, low)
+    labels = torch.as_tensor(labels).cpu().long()
+    classes = torch.unique(labels)
+    nc = len(classes)
+    klc = torch.full((nc, nc), float("nan"), dtype=torch.float64)
+    klc_err = torch.full_like(klc, float("nan"))
+    dc = torch.full_like(klc, float("nan"))
+    for i, ca in enumerate(classes):
+        for j, cb in enumerate(classes):
+            mask = (labels == ca).unsqueeze(1) & (labels == cb).unsqueeze(0)
+            mask &= ~torch.eye(len(labels), dtype=torch.bool)
+            if mask.sum() == 0:
+                continue
+            v = kl[mask]
+            klc[i, j] = v.mean()
+            klc_err[i, j] = v.std(correction=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+            dc[i, j] = dist[mask].mean()
+    ys = torch.tensor([[(s >> u) & 1 for u in range(n_out)] for s in range(2**n_out)],
+                      dtype=torch.float64)
+    marginals = q @ ys
+    return FixedPointStudy(labels, marginals.argmax(-1), g, klc, klc_err, dc, max_order,
+                           int(n_samples))
+
+
+@dataclass
+class DiagnoseResult:
+    """All studies of one ``rgaudit diagnose`` run.
+
+    Attributes
+    ----------
+    settings : dict
+    spectra : list of SpectrumSummary
+        Basis study, sample study and the main run (``study`` tells which).
+    depth : list of DepthStep
+    fixed_points : FixedPointStudy or None
+    notes : list of str
+    """
+
+    settings: dict[str, Any]
+    spectra: list[SpectrumSummary] = field(default_factory=list)
+    depth: list[DepthStep] = field(default_factory=list)
+    fixed_points: FixedPointStudy | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "spectra": [s.to_dict() for s in self.spectra],
+                "depth": [d.to_dict() for d in self.depth],
+                "fixed_points": None if self.fixed_points is None else
+                self.fixed_points.to_dict(), "notes": self.notes}
+
+
+def run_diagnose(
+    net: Any, x: Tensor, labels: Tensor | None, *, ops: str = "pairs:256",
+    n_samples: int = 100_000, basis_specs: Sequence[str] | None = None,
+    sample_counts: Sequence[int] | None = None, fixed_point_inputs: Tensor | None = None,
+    fixed_point_labels: Tensor | None = None, fixed_point_samples: int = 2000,
+    seed: int = 0, device: torch.device | str = "cpu", n_blocks: int = 16,
+    progress: Progress | None = None,
+) -> DiagnoseResult:
+    """Run the convergence studies on inputs ``x``.
+
+    Parameters
+    ----------
+    net : DeepRBM
+    x : Tensor of shape (n_inputs, n_0)
+        Inputs whose stability matrices are estimated.
+    labels : Tensor of shape (n_inputs,), optional
+    ops : str
+        Main operator basis (spec string of :func:`rgaudit.rg.operators.parse_basis`).
+    n_samples : int
+        Chains per input for the main run.
+    basis_specs : sequence of str, optional
+        Bases of the basis study at ``n_samples // 4`` chains (default ``singles``,
+        ``pairs:64``, ``ops``).
+    sample_counts : sequence of int, optional
+        Chain counts of the sample study with ``ops`` (default ``n_samples/16``, ``/4``).
+    fixed_point_inputs, fixed_point_labels : Tensor, optional
+        Inputs (several per class) for the class fixed-point study (output ≤ 12 units).
+    fixed_point_samples : int
+        Chains per input there.
+    seed : int
+        Seed of every generator (each study gets ``seed + offset``).
+    device : torch.device or str
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    DiagnoseResult
+    """
+    dev = torch.device(device)
+    basis_specs = list(basis_specs) if basis_specs is not None else ["singles", "pairs:64", ops]
+    basis_specs = list(dict.fromkeys(basis_specs))
+    if sample_counts is None:
+        sample_counts = [max(n_samples // 16, 512), max(n_samples // 4, 512)]
+    sample_counts = sorted({int(s) for s in sample_counts if s != n_samples})
+    result = DiagnoseResult(settings={
+        "ops": ops, "n_samples": n_samples, "basis_specs": basis_specs,
+        "sample_counts": sample_counts, "n_inputs": int(x.shape[0]), "seed": seed,
+        "device": str(dev), "n_blocks": n_blocks, "widths": list(net.widths),
+        "labels": None if labels is None else torch.as_tensor(labels).tolist()})
+    if net.depth < 2:
+        raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
+
+    def gen(offset: int) -> torch.Generator:
+        return torch.Generator(device=dev).manual_seed(seed + offset)
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(name, done, total)
+
+    main = mcrg_network(net, x, ops, n_samples, generator=gen(0), device=dev, n_blocks=n_blocks,
+                        progress=stage(f"main {ops} S={n_samples}"))
+    result.spectra += summarise(main, "main", ops)
+    result.depth = depth_convergence(main)
+    s_basis = max(n_samples // 4, 2 * n_blocks)
+    for k, spec in enumerate(basis_specs):
+        res = mcrg_network(net, x, spec, s_basis, generator=gen(100 + k), device=dev,
+                           n_blocks=n_blocks, progress=stage(f"basis {spec} S={s_basis}"))
+        result.spectra += summarise(res, "basis", spec)
+    for k, s in enumerate(sample_counts):
+        res = mcrg_network(net, x, ops, s, generator=gen(200 + k), device=dev,
+                           n_blocks=n_blocks, progress=stage(f"samples {ops} S={s}"))
+        result.spectra += summarise(res, "samples", ops)
+    if fixed_point_inputs is not None:
+        if net.widths[-1] > 12:
+            result.notes.append(f"fixed-point study skipped: output layer has "
+                                f"{net.widths[-1]} > 12 units")
+        else:
+            if progress is not None:
+                progress("fixed points", 0, 1)
+            result.fixed_points = class_fixed_points(
+                net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
+                gen(300))
+            if progress is not None:
+                progress("fixed points", 1, 1)
+    if any(s.regularised for s in result.spectra):
+        result.notes.append("some solves were regularised (see max_cond / regularised)")
+    result.notes.append("truncated operator bases are approximations: compare the basis and "
+                        "sample studies before reading a spectrum (DESIGN fact 2)")
+    return result

@@ -1,0 +1,70 @@
+"""The diagnose experiment, report and command on a tiny network."""
+
+import json
+
+import torch
+import typer
+from typer.testing import CliRunner
+
+from rgaudit.commands.diagnose import register
+from rgaudit.experiments.diagnose import class_fixed_points, run_diagnose
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.nets.io import save_model
+from rgaudit.report.diagnose_report import render_markdown
+
+
+def _net(seed=0, widths=(64, 6, 6, 10), dtype=torch.float32):
+    return DeepRBM.random(list(widths), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_run_diagnose_studies_and_markdown():
+    net = _net()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 64, generator=g)
+    fx = torch.rand(6, 64, generator=g)
+    fy = torch.tensor([0, 0, 0, 1, 1, 1])
+    res = run_diagnose(net, x, None, ops="pairs", n_samples=2048, basis_specs=["singles"],
+                       sample_counts=[512], fixed_point_inputs=fx, fixed_point_labels=fy,
+                       fixed_point_samples=64, seed=3)
+    studies = {(s.study, s.basis, s.pair) for s in res.spectra}
+    assert ("main", "pairs", 1) in studies and ("basis", "singles", 2) in studies
+    assert ("samples", "pairs", 1) in studies
+    for s in res.spectra:
+        assert (s.fisher <= 1 + 1e-9).all()
+    assert res.fixed_points is not None and res.fixed_points.kl_class.shape == (2, 2)
+    d = res.to_dict()
+    assert d["settings"]["n_samples"] == 2048
+    assert "T^(2)" in render_markdown(res)
+
+
+def test_class_fixed_points_separate_distinct_outputs():
+    # A 1-layer "network" whose outputs follow the input: two classes of inputs with very
+    # different output distributions must be further apart between than within classes.
+    net = DeepRBM([4, 3], dtype=torch.float64)
+    with torch.no_grad():
+        net.layer(1).W.copy_(torch.tensor([[4.0, 4, 0, 0], [0, 0, 4, 4], [2, -2, 2, -2]]))
+    x = torch.tensor([[1.0, 1, 0, 0]] * 3 + [[0.0, 0, 1, 1]] * 3, dtype=torch.float64)
+    fp = class_fixed_points(net, x, torch.tensor([0, 0, 0, 1, 1, 1]), 8)
+    wb = fp.within_between()
+    assert wb["kl_within"] < 1e-12 < wb["kl_between"]
+    assert fp.couplings.shape == (6, 7)
+
+
+def test_diagnose_command_writes_outputs(tmp_path, monkeypatch):
+    net = _net(widths=(64, 5, 5, 10))
+    save_model(net, tmp_path / "model")
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command keeps typer in multi-command mode
+        pass
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["diagnose", str(tmp_path / "model"), "--inputs", "2", "--ops",
+                                 "pairs", "--samples", "1024", "--bases", "singles",
+                                 "--per-class", "1", "--fp-samples", "32", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["kind"] == "diagnose" and doc["settings"]["ops"] == "pairs"
+    assert (out / "report.md").exists() and (out / "rg_spectra.png").exists()
