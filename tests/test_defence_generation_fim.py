@@ -58,3 +58,13 @@ def test_simplex_directions_sum_to_zero() -> None:
     assert vals.shape == (7, 2) and vecs.shape == (7, 5, 2)
     assert vecs.sum(-2).abs().max() < 1e-10
     assert torch.all(vals[:, 0] >= vals[:, 1])
+
+
+def test_mean_field_closed_form_equals_autograd() -> None:
+    gen = torch.Generator().manual_seed(5)
+    net = DeepRBM.random([7, 5, 4, 3], generator=gen, scale=2.0)
+    y = torch.rand(4, 3, generator=gen, dtype=torch.float64)
+    J = torch.func.vmap(torch.func.jacrev(lambda v: net.mean_field_down(v).double()))(y)
+    p = net.mean_field_down(y).double()
+    F = J.transpose(-1, -2) @ (J / (p * (1 - p)).unsqueeze(-1))
+    torch.testing.assert_close(meanfield_generation_fim(net, y), F)

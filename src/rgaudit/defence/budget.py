@@ -150,7 +150,7 @@ def _largest_feasible(y: np.ndarray, d: np.ndarray, eps: float, norm: Norm, kind
         if np.array_equal(z_hi, z_far):                      # the path has stopped moving
             return lo, z_hi
         hi *= 2
-    for _ in range(60):
+    for _ in range(40):
         mid = 0.5 * (lo + hi)
         if feasible(mid):
             lo = mid

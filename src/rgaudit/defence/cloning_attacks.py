@@ -1,0 +1,186 @@
+"""Cloning attacks on a victim's (possibly poisoned) answers to queries from a held-out pool.
+
+Every attacker receives the queries ``x`` (n, d) and the answers ``y`` (n, K) the victim's API
+returned, and produces a :class:`Clone`: a logits model ``x ↦ z`` (a ``torch.nn.Module``) so
+that transfer attacks can be crafted on it.
+
+- ``rbm-eq14``: a DeepRBM of the victim's architecture trained from small random weights by the
+  layerwise joint training of cloning eq. 14 (:mod:`rgaudit.defence.layerwise`) — the attack the
+  RG poison is designed against; predictions by its mean-field surrogate.
+- ``distill-mlp``: soft-label distillation of a one-hidden-layer MLP (cross-entropy to ``y``).
+- ``label-only``: the same MLP trained on ``argmax y`` only.
+- ``knockoff-prob`` / ``knockoff-label``: ART's ``KnockoffNets`` (random sampling) with the
+  probability vectors or with labels only.
+- ``copycat-prob`` / ``copycat-label``: ART's ``CopycatCNN`` likewise (our thief is an MLP; the
+  method does not depend on the architecture).
+
+The ART attackers query a ``BlackBoxClassifier`` that returns the precomputed (poisoned) answers
+of exactly these queries, so all attackers see the same answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rgaudit.defence.layerwise import LayerwiseConfig, train_layerwise
+from rgaudit.nets.deep_rbm import DeepRBM
+
+Tensor = torch.Tensor
+ATTACKERS: tuple[str, ...] = ("rbm-eq14", "distill-mlp", "label-only", "knockoff-prob",
+                              "knockoff-label", "copycat-prob", "copycat-label")
+
+
+@dataclass
+class Clone:
+    """A cloned classifier.
+
+    Attributes
+    ----------
+    name : str
+    model : torch.nn.Module
+        Maps inputs (n, d) to logits (n, K) (float64 parameters or float32).
+    info : dict
+        Training diagnostics (plain data).
+    """
+
+    name: str
+    model: nn.Module
+    info: dict
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted classes, shape (n,)."""
+        p = next(self.model.parameters())
+        return self.model(x.to(p.dtype)).argmax(-1).cpu()
+
+
+class SoftCrossEntropy(nn.Module):
+    """``−Σ_k t_k log softmax(z)_k`` averaged over the batch (soft or one-hot targets)."""
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        return -(t * torch.log_softmax(z, -1)).sum(-1).mean()
+
+
+def make_mlp(d: int, k: int, hidden: int, generator: torch.Generator) -> nn.Module:
+    """A ``d → hidden (ReLU) → k`` MLP initialised from ``generator`` (float32)."""
+    net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+    with torch.no_grad():
+        for lay in (net[0], net[2]):
+            bound = lay.in_features ** -0.5
+            lay.weight.copy_((torch.rand(lay.weight.shape, generator=generator) * 2 - 1) * bound)
+            lay.bias.zero_()
+    return net
+
+
+def fit_mlp(x: Tensor, t: Tensor, *, hidden: int = 128, epochs: int = 150, lr: float = 3e-3,
+            batch_size: int = 64, generator: torch.Generator) -> nn.Module:
+    """Train an MLP on targets ``t`` (n, K) (probabilities or one-hot) with Adam."""
+    x, t = x.float(), t.float()
+    model = make_mlp(x.shape[1], t.shape[1], hidden, generator)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    loss_fn = SoftCrossEntropy()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=generator)
+        for s in range(0, len(x), batch_size):
+            idx = perm[s:s + batch_size]
+            opt.zero_grad()
+            loss_fn(model(x[idx]), t[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def _art_clone(kind: str, use_prob: bool, x: Tensor, y: Tensor, *, hidden: int, epochs: int,
+               generator: torch.Generator) -> nn.Module:
+    from art.attacks.extraction import CopycatCNN, KnockoffNets
+    from art.estimators.classification import BlackBoxClassifier, PyTorchClassifier
+
+    X = x.detach().cpu().float().numpy()
+    Y = y.detach().cpu().double().numpy()
+    lookup = {X[i].tobytes(): Y[i] for i in range(len(X))}
+
+    def answer(q: np.ndarray) -> np.ndarray:
+        try:
+            return np.stack([lookup[np.asarray(r, np.float32).tobytes()] for r in q])
+        except KeyError as err:
+            raise RuntimeError("the attack queried an input outside the query pool") from err
+
+    victim = BlackBoxClassifier(answer, (X.shape[1],), Y.shape[1], clip_values=(0.0, 1.0))
+    model = make_mlp(X.shape[1], Y.shape[1], hidden, generator)
+    thief = PyTorchClassifier(model=model, loss=SoftCrossEntropy(),
+                              optimizer=torch.optim.Adam(model.parameters(), lr=3e-3,
+                                                         weight_decay=1e-4),
+                              input_shape=(X.shape[1],), nb_classes=Y.shape[1],
+                              clip_values=(0.0, 1.0))
+    common = {"batch_size_fit": 64, "batch_size_query": len(X), "nb_epochs": epochs,
+              "nb_stolen": len(X), "use_probability": use_prob}
+    # ART samples with numpy's global RNG: seed it from our generator for reproducibility
+    np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # noqa: NPY002
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    if kind == "knockoff":
+        att = KnockoffNets(victim, sampling_strategy="random", verbose=False, **common)
+    else:
+        att = CopycatCNN(victim, **common)
+    att.extract(X, thieved_classifier=thief)
+    return model.eval()
+
+
+def clone_attack(
+    name: str,
+    x: Tensor,
+    y: Tensor,
+    *,
+    victim_widths: list[int] | None = None,
+    generator: torch.Generator,
+    hidden: int = 128,
+    epochs: int = 150,
+    layerwise: LayerwiseConfig | None = None,
+) -> Clone:
+    """Train a clone from queries and answers.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ATTACKERS`.
+    x : Tensor of shape (n, d)
+        Queries in [0, 1].
+    y : Tensor of shape (n, K)
+        The answers returned (rows in [0, 1]).
+    victim_widths : list of int, optional
+        Architecture of the victim (needed by ``rbm-eq14``; the attacker is assumed to know it).
+    generator : torch.Generator
+        All randomness (initialisation, minibatches, chains). ART's samplers draw from NumPy's
+        global generator, which is seeded from it.
+    hidden, epochs : int
+        MLP width and epochs of the MLP/ART attackers.
+    layerwise : LayerwiseConfig, optional
+        Settings of the eq. 14 clone.
+
+    Returns
+    -------
+    Clone
+    """
+    if name not in ATTACKERS:
+        raise ValueError(f"unknown attacker {name!r}; use one of {ATTACKERS}")
+    x = torch.as_tensor(x).to(torch.float64).cpu()
+    y = torch.as_tensor(y).to(torch.float64).cpu()
+    if name == "rbm-eq14":
+        if victim_widths is None:
+            raise ValueError("the eq. 14 clone needs the victim's widths")
+        clone = DeepRBM.random(victim_widths, generator=generator, scale=0.1, bias_scale=0.0)
+        cfg = layerwise or LayerwiseConfig(max_sweeps=8, epochs=3, lr=0.05, tol=1e-2)
+        res = train_layerwise(clone, x, y, cfg, generator)
+        return Clone(name, clone.mean_field(), {"layerwise": res.to_dict()})
+    if name == "distill-mlp":
+        return Clone(name, fit_mlp(x, y, hidden=hidden, epochs=epochs, generator=generator), {})
+    if name == "label-only":
+        onehot = torch.nn.functional.one_hot(y.argmax(-1), y.shape[1]).double()
+        return Clone(name, fit_mlp(x, onehot, hidden=hidden, epochs=epochs,
+                                   generator=generator), {})
+    kind, _, mode = name.partition("-")
+    model = _art_clone(kind, mode == "prob", x, y, hidden=hidden, epochs=epochs,
+                       generator=generator)
+    return Clone(name, model, {"art": kind, "use_probability": mode == "prob"})
