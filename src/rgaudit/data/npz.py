@@ -43,6 +43,9 @@ def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRA
     if not path.is_file():
         raise DatasetError(f"npz:{path}: no such file; save one with "
                            "numpy.savez(PATH, X=X, y=y)")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"npz:{path}: not a readable .npz archive (a zip of .npy arrays); "
+                           "write one with numpy.savez(PATH, X=X, y=y)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -50,7 +50,7 @@ class FinetuneConfig:
     batch_size: int = 64
     objective: str = "sampled"
     n_chains: int = 4
-    loss: str = "softmax"
+    loss: str = "bce"
     weight_decay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
