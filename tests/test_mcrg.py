@@ -169,3 +169,19 @@ def test_cuda_path_matches_exact():
         p = res.layers[i]
         assert p.T.device.type == "cpu"
         _agrees_within_errors(p.T, p.T_stderr, exact[i].T.cpu(), p.n_replicates)
+
+
+def test_integer_operators_are_summed_exactly():
+    from rgaudit.rg.moments import CovarianceAccumulator
+
+    g = torch.Generator().manual_seed(13)
+    a = (torch.rand(3000, 5, generator=g) < 0.97).float()      # nearly constant: cancellation
+    b = (torch.rand(3000, 4, generator=g) < 0.5).float()
+    acc = CovarianceAccumulator(5, 4, n_blocks=4)
+    for i in range(0, 3000, 300):
+        acc.update(a[i:i + 300], b[i:i + 300])
+    assert acc._integer
+    m = acc.moments()
+    ref = torch.cov(torch.cat([a, b], 1).double().T, correction=0)
+    torch.testing.assert_close(m.c_aa, ref[:5, :5], rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(m.c_ab, ref[:5, 5:], rtol=1e-12, atol=1e-15)

@@ -7,7 +7,10 @@ added to the running sums of one of ``n_blocks`` jackknife blocks (chunk ``i`` g
 ``i mod n_blocks``), so memory is ``O(n_blocks · m²)`` whatever the number of samples.
 
 Leave-one-block-out sums give the jackknife replicates of any smooth function of the moments
-(:func:`jackknife`). Samples inside one block may be correlated (a Markov chain): choose chunks
+(:func:`jackknife`). Integer-valued operators (products of binary units) are multiplied in
+float32, where every partial sum is an exact integer below 2^24, and accumulated in float64 as
+raw moments; other values are shifted by the first chunk's mean and multiplied in float64.
+Samples inside one block may be correlated (a Markov chain): choose chunks
 longer than the autocorrelation time, so that blocks are nearly independent.
 
 All arrays may carry leading batch dimensions (several inputs analysed at once).
@@ -95,6 +98,7 @@ class CovarianceAccumulator:
         self.sbb = torch.zeros(*bs, self.m_b, self.m_b, **kw) if with_bb else None
         self.shift_a: Tensor | None = None
         self.shift_b: Tensor | None = None
+        self._integer = False
         self._chunks = 0
 
     def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
@@ -117,29 +121,54 @@ class CovarianceAccumulator:
                 f"chunk shapes {tuple(a.shape)} and {tuple(b.shape)} do not match the expected "
                 f"{exp_a} and {exp_b} (batch_shape, samples, operators)"
             )
-        a = a.to(torch.float64)
-        b = b.to(torch.float64)
-        # One reduction instead of an element-wise isfinite (much slower on CPU): a NaN or inf
-        # anywhere makes the sum non-finite.
-        if not bool(torch.isfinite(a.sum() + b.sum())):
-            raise ValueError("operator values contain NaN or inf; check the inputs and the model")
-        if self.shift_a is None:
-            self.shift_a = a.mean(dim=-2)
-            self.shift_b = b.mean(dim=-2)
-        a = a - self.shift_a.unsqueeze(-2)
-        b = b - self.shift_b.unsqueeze(-2)
         k = self._chunks % self.n_blocks if block is None else int(block)
         if not 0 <= k < self.n_blocks:
             raise ValueError(f"block {k} outside 0..{self.n_blocks - 1}")
+        n = a.shape[-2]
+        if self.shift_a is None:
+            # Integer-valued operators (products of binary units, lattice sums) are summed
+            # exactly: raw moments, no shift. Otherwise shift by the first chunk's mean.
+            self._integer = _exact_in_float32(a, b, n)
+            if self._integer:
+                self.shift_a = torch.zeros(*self.batch_shape, self.m_a, dtype=torch.float64,
+                                           device=self.sa.device)
+                self.shift_b = torch.zeros(*self.batch_shape, self.m_b, dtype=torch.float64,
+                                           device=self.sa.device)
+            else:
+                self._check_finite(a, b)
+                self.shift_a = a.to(torch.float64).mean(dim=-2)
+                self.shift_b = b.to(torch.float64).mean(dim=-2)
+        if self._integer and _exact_in_float32(a, b, n):
+            # Every partial sum is an integer below 2^24: float32 products are exact.
+            a32 = a.to(torch.float32)
+            b32 = b.to(torch.float32)
+            at = a32.transpose(-1, -2)
+            self.saa[k] += (at @ a32).to(torch.float64)
+            self.sab[k] += (at @ b32).to(torch.float64)
+            if self.sbb is not None:
+                self.sbb[k] += (b32.transpose(-1, -2) @ b32).to(torch.float64)
+            self.sa[k] += a32.sum(dim=-2, dtype=torch.float64)
+            self.sb[k] += b32.sum(dim=-2, dtype=torch.float64)
+        else:
+            self._check_finite(a, b)
+            a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
+            b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
+            self.sa[k] += a.sum(dim=-2)
+            self.sb[k] += b.sum(dim=-2)
+            at = a.transpose(-1, -2)
+            self.saa[k] += at @ a
+            self.sab[k] += at @ b
+            if self.sbb is not None:
+                self.sbb[k] += b.transpose(-1, -2) @ b
         self._chunks += 1
-        self.count[k] += a.shape[-2]
-        self.sa[k] += a.sum(dim=-2)
-        self.sb[k] += b.sum(dim=-2)
-        at = a.transpose(-1, -2)
-        self.saa[k] += at @ a
-        self.sab[k] += at @ b
-        if self.sbb is not None:
-            self.sbb[k] += b.transpose(-1, -2) @ b
+        self.count[k] += n
+
+    @staticmethod
+    def _check_finite(a: Tensor, b: Tensor) -> None:
+        # One reduction instead of an element-wise isfinite (much slower on CPU): a NaN or inf
+        # anywhere makes the sum non-finite.
+        if not bool(torch.isfinite(a.sum(dtype=torch.float64) + b.sum(dtype=torch.float64))):
+            raise ValueError("operator values contain NaN or inf; check the inputs and the model")
 
     @property
     def n_samples(self) -> int:
@@ -206,6 +235,18 @@ class CovarianceAccumulator:
             sums = [None if t is None else t - b[k] for t, b in zip(tot, blocks, strict=True)]
             out.append(self._from_sums(n_tot - float(self.count[k]), sums))
         return out
+
+
+def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
+    """Whether all products and chunk sums of ``a``, ``b`` are exact integers in float32."""
+    if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        return False
+    amax = float(a.abs().max()) if a.numel() else 0.0
+    bmax = float(b.abs().max()) if b.numel() else 0.0
+    big = max(amax, bmax)
+    if not big * big * n < 2**24:  # also rejects NaN and inf
+        return False
+    return bool(torch.equal(a, a.round()) and torch.equal(b, b.round()))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""Benchmark of the MCRG estimator against the floor of its covariance products.
+
+For each (S samples, m operators per layer) the estimator (``mcrg_pairs``: float64 cast, shift,
+the three moment products per chunk, jackknife sums, the final solve and the replicate solves)
+is timed on a stream of binary configurations with the single-unit basis (operator evaluation is
+then free, so the comparison isolates the estimator). The floor is the time of the three float64
+products ``AᵀA``, ``AᵀB``, ``BᵀB`` over the same chunks on the same machine, in float64 (what
+a plain float64 estimator multiplies) and in float32 (what the estimator multiplies for binary
+operators, exactly, see :mod:`rgaudit.rg.moments`). Each measurement runs
+in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own.
+
+A second timing runs the whole chain (RBM sampling + pair basis) through ``mcrg_network`` for
+reference.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_mcrg.py [--threads 1] [--quick]
+
+Writes ``benchmarks/results/mcrg.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIGS = [  # (S, m)
+    (100_000, 100),
+    (1_000_000, 100),
+    (300_000, 300),
+    (100_000, 1000),
+]
+QUICK = [(20_000, 100), (200_000, 100), (20_000, 400)]
+CHUNK = 8192
+
+
+def _one(kind: str, s: int, m: int, threads: int) -> dict:
+    import torch
+
+    from rgaudit.nets.deep_rbm import DeepRBM
+    from rgaudit.rg.mcrg import mcrg_network, mcrg_pairs
+    from rgaudit.rg.operators import ProductBasis
+
+    torch.set_num_threads(threads)
+    chunk = min(CHUNK, s // 16)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    g = torch.Generator().manual_seed(0)
+    pool_a = (torch.rand(chunk, m, generator=g) < 0.3).float()
+    pool_b = (torch.rand(chunk, m, generator=g) < 0.5).float()
+    pool_a[:, : m // 2] = torch.maximum(pool_a[:, : m // 2], pool_b[:, : m // 2])  # correlate
+
+    def chunks():
+        done = 0
+        while done < s:
+            n = min(chunk, s - done)
+            yield pool_b[:n], pool_a[:n]
+            done += n
+
+    t0 = time.perf_counter()
+    if kind == "estimator":
+        ops = ProductBasis.singles(m)
+        pair = mcrg_pairs(chunks(), ops, ops, n_blocks=16,
+                          contiguous_blocks=-(-s // chunk))
+        assert bool(torch.isfinite(pair.T).all())
+    elif kind == "floor":  # float64 products, as a plain float64 estimator would do
+        acc = [torch.zeros(m, m, dtype=torch.float64) for _ in range(3)]
+        for b, a in chunks():
+            a64, b64 = a.double(), b.double()
+            acc[0] += a64.T @ a64
+            acc[1] += a64.T @ b64
+            acc[2] += b64.T @ b64
+    elif kind == "floor32":  # the same products in float32
+        acc = [torch.zeros(m, m) for _ in range(3)]
+        for b, a in chunks():
+            acc[0] += a.T @ a
+            acc[1] += a.T @ b
+            acc[2] += b.T @ b
+    elif kind == "network":
+        net = DeepRBM.random([64, m, m, 10], generator=g, dtype=torch.float32)
+        x = torch.rand(1, 64, generator=g)
+        mcrg_network(net, x, "singles", s, generator=1, pair_layers=[1], chunk=chunk)
+    else:
+        raise ValueError(kind)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"kind": kind, "S": s, "m": m, "seconds": dt, "peak_rss_mib": peak / 1024,
+            "rss_increase_mib": (peak - base_rss) / 1024}
+
+
+def _run_sub(kind: str, s: int, m: int, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, __file__, "--one", kind, str(s), str(m), str(threads)],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--one", nargs=4)
+    args = ap.parse_args()
+    if args.one:
+        kind, s, m, th = args.one
+        print(json.dumps(_one(kind, int(s), int(m), int(th))))
+        return
+    rows = []
+    for s, m in QUICK if args.quick else CONFIGS:
+        est = _run_sub("estimator", s, m, args.threads)
+        flo = _run_sub("floor", s, m, args.threads)
+        f32 = _run_sub("floor32", s, m, args.threads)
+        row = {"S": s, "m": m, "estimator_s": est["seconds"], "floor_f64_s": flo["seconds"],
+               "floor_f32_s": f32["seconds"], "ratio_to_f64_floor": est["seconds"] / flo["seconds"],
+               "ratio_to_f32_floor": est["seconds"] / f32["seconds"],
+               "estimator_peak_rss_mib": est["peak_rss_mib"],
+               "floor_peak_rss_mib": flo["peak_rss_mib"]}
+        if m <= 300:
+            net = _run_sub("network", s, m, args.threads)
+            row["network_chain_s"] = net["seconds"]
+            row["network_peak_rss_mib"] = net["peak_rss_mib"]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    doc = {
+        "benchmark": "mcrg estimator vs covariance-product floor",
+        "chunk": CHUNK, "n_blocks": 16, "threads": args.threads,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "loadavg_at_end": os.getloadavg()},
+        "rows": rows,
+    }
+    out = Path(__file__).parent / "results" / "mcrg.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
