@@ -103,6 +103,8 @@ def transfer_rates(clone: Clone, victim_predict: Predict, x: Tensor, labels: Ten
     ok = victim_predict(x).cpu() == labels.cpu()
     xs, ys = x[ok], labels[ok]
     out: dict[str, float] = {"n_correct": int(ok.sum())}
+    if not bool(ok.any()):
+        return {**out, **{m: float("nan") for m in methods}}
     model = clone.model
     k = int(labels.max()) + 1
     for m in methods:

@@ -125,8 +125,8 @@ class Poisoner(ABC):
 
     def config(self) -> dict[str, Any]:
         """Plain-data description (for the poisoning config JSON)."""
-        return {"defence": self.name, "eps": self.eps, "norm": self.norm, "kind": self.kind,
-                "keep_margin": self.keep_margin}
+        return {"defence": self.name, "eps": self.eps, "norm": self.norm,
+                "output_domain": self.kind, "keep_margin": self.keep_margin}
 
 
 class NoDefence(Poisoner):

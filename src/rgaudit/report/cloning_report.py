@@ -1,0 +1,104 @@
+"""Markdown report and curves of a cloning study (:mod:`rgaudit.experiments.cloning`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _f(v: Any, fmt: str = ".3f") -> str:
+    """Format a number, or an em dash for a missing (None/NaN) value."""
+    return "—" if v is None or v != v else format(v, fmt)
+
+
+def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(result["rows"])
+
+
+def markdown(result: dict[str, Any], command: str | None = None) -> str:
+    """A Markdown table: one line per (defence, ε, queries, attacker)."""
+    s = result["settings"]
+    v = result["victim"]
+    lines = ["# Cloning study", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"Victim widths {v['widths']}, evaluation accuracy {v['eval_accuracy']:.3f} "
+              f"({v['n_eval']} held-out inputs); query pool {v['n_pool']}; budget norm "
+              f"{s['norm']}; transfer at L2 ε_adv = {s['eps_adv']}; seed {s['seed']}; "
+              f"{result.get('seconds', 0):.0f} s.", "",
+              "| defence | ε | queries | attacker | clone acc | fidelity | transfer FIM | "
+              "transfer FGM | top-1 kept | mean L1 | mean KL |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in _rows(result):
+        t, u = r["transfer"], r["utility"]
+        lines.append(
+            f"| {r['defence']} | {r['eps']:g} | {r['n_queries']} | {r['attacker']} | "
+            f"{_f(r['accuracy'])} | {_f(r['fidelity'])} | {_f(t.get('fim'))} | "
+            f"{_f(t.get('fgm'))} | {_f(u['top1_preserved'])} | "
+            f"{_f(u['mean_l1'], '.4f')} | {_f(u['mean_kl'], '.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "cloning") -> list[Path]:
+    """Clone fidelity versus ε (per attacker) and versus the number of queries.
+
+    Returns
+    -------
+    list of Path
+        The PNG files written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = _rows(result)
+    written: list[Path] = []
+    attackers = sorted({r["attacker"] for r in rows})
+    defences = [d for d in result["settings"]["defences"] if d != "none"]
+    n_max = max(r["n_queries"] for r in rows)
+    base = {r["attacker"]: r["fidelity"] for r in rows
+            if r["defence"] == "none" and r["n_queries"] == n_max}
+    fig, axes = plt.subplots(1, len(attackers), figsize=(3.2 * len(attackers), 3.0),
+                             squeeze=False, sharey=True)
+    for ax, att in zip(axes[0], attackers, strict=True):
+        for d in defences:
+            pts = sorted((r["eps"], r["fidelity"]) for r in rows
+                         if r["defence"] == d and r["attacker"] == att and r["n_queries"] == n_max)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=d)
+        if att in base:
+            ax.axhline(base[att], color="k", ls=":", label="none")
+        ax.set_title(att, fontsize=9)
+        ax.set_xlabel(f"ε ({result['settings']['norm']})")
+    axes[0][0].set_ylabel("fidelity")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / f"{prefix}_fidelity_vs_eps.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+    ns = sorted({r["n_queries"] for r in rows})
+    if len(ns) > 1:
+        eps_max = max(r["eps"] for r in rows)
+        fig, axes = plt.subplots(1, len(attackers), figsize=(3.2 * len(attackers), 3.0),
+                                 squeeze=False, sharey=True)
+        for ax, att in zip(axes[0], attackers, strict=True):
+            for d in result["settings"]["defences"]:
+                e = 0.0 if d == "none" else eps_max
+                pts = sorted((r["n_queries"], r["accuracy"]) for r in rows
+                             if r["defence"] == d and r["attacker"] == att and r["eps"] == e)
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=d)
+            ax.set_title(att, fontsize=9)
+            ax.set_xlabel("queries")
+        axes[0][0].set_ylabel(f"clone accuracy (ε = {eps_max:g})")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        p = out_dir / f"{prefix}_accuracy_vs_queries.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    return written
