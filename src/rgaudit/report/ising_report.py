@@ -119,7 +119,7 @@ def plot_exponents(results: dict[str, dict[str, Any]], path: str | Path) -> Path
             ax.set_xlabel("blocking level")
             ax.set_ylabel(SECTORS[sector][1])
             ax.set_title(f"{label}: {sector}")
-            lo, hi = (0.85, 1.1) if sector == "even" else (1.80, 1.9)
+            lo, hi = (0.85, 1.1) if sector == "even" else (1.86, 1.89)
             ax.set_ylim(lo, hi)
             ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
