@@ -150,3 +150,23 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "comma-separated integers" in text(bad)
     bad = runner.invoke(app, ["train", "--data", "nope", "--out", str(tmp_path / "m")])
     assert bad.exit_code == 1 and "unknown data set" in text(bad)
+
+
+def test_sampled_objective_runs_and_uses_binary_units() -> None:
+    from rgaudit.train.finetune import sampled_logits
+
+    net = DeepRBM.random([9, 6, 5, 2], dtype=torch.float32,
+                         generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 9, generator=torch.Generator().manual_seed(1))
+    z = sampled_logits(net, x, 3, torch.Generator().manual_seed(2))
+    assert z.shape == (4, 3, 2)
+    z.sum().backward()
+    assert net.layer(1).W.grad is not None and net.layer(1).W.grad.abs().sum() > 0
+    # forward values are the top logits of the binary chain that sample_up draws
+    h2 = net.sample_up(x, 3, torch.Generator().manual_seed(2), upto=2)[-1]
+    assert set(h2.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(z.detach(), net.layer(3).logits_up(h2).detach())
+    cfg = replace(TINY, widths=(9, 6, 2),
+                  finetune=FinetuneConfig(epochs=2, objective="sampled", n_chains=2))
+    _, report = train_default(load_dataset("bars:3:40"), cfg)
+    assert report["training"]["finetune"]["objective"] == "sampled"

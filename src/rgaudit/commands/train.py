@@ -69,8 +69,8 @@ def register(app: typer.Typer) -> None:
         pretrain_epochs: int = typer.Option(None, help="CD epochs per layer (default 10)"),
         pcd: bool = typer.Option(False, help="Persistent CD instead of CD-k"),
         k: int = typer.Option(1, help="Gibbs steps per CD update"),
-        objective: str = typer.Option("sampled", help="Fine-tuning objective: sampled "
-                                      "(straight-through binary chains) or mean_field"),
+        objective: str = typer.Option("mean_field", help="Fine-tuning objective: mean_field "
+                                      "or sampled (straight-through binary chains)"),
         eval_samples: int = typer.Option(1000, help="Chains per test input for the "
                                          "stochastic accuracy"),
         seed: int = typer.Option(0, help="Seed of every random choice in training"),

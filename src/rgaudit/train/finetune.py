@@ -2,12 +2,15 @@
 
 Two objectives:
 
-- ``"mean_field"``: the deterministic surrogate ``p_k = σ(W_k p_{k-1} + a_k)``;
-- ``"sampled"`` (default): the network as it is used — binary hidden units sampled layer by
+- ``"mean_field"`` (default): the deterministic surrogate ``p_k = σ(W_k p_{k-1} + a_k)``;
+- ``"sampled"``: the network as it is used — binary hidden units sampled layer by
   layer, ``n_chains`` chains per input — with the straight-through gradient estimator (forward
   pass uses the {0,1} sample, backward pass the derivative of its probability). This trains the
-  stochastic classifier that :meth:`DeepRBM.predict_proba` evaluates, so the sampled accuracy
-  does not fall below the mean-field one.
+  stochastic classifier that :meth:`DeepRBM.predict_proba` evaluates.
+
+On digits (64-100-100-10, seeds 0-2) the mean-field objective gave the same or slightly higher
+*stochastic* test accuracy than the sampled one (98.0-98.2% vs 97.6-97.8%, 1000 chains) at lower
+cost, so it is the default; see docs/training.md.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class FinetuneConfig:
     epochs: int = 40
     lr: float = 1e-2
     batch_size: int = 64
-    objective: str = "sampled"
+    objective: str = "mean_field"
     n_chains: int = 4
     loss: str = "bce"
     weight_decay: float = 0.0

@@ -94,7 +94,7 @@ def train_default(dataset: Dataset, config: TrainConfig | None = None, *,
 
     Steps: (1) CD/PCD pretraining of layers ``1 … N-1`` on mean-field activations;
     (2) logistic-regression fit of the output layer ``σ(W_N h + a_N)`` to one-hot labels;
-    (3) fine-tuning of the whole stack (default: sampled binary chains, straight-through);
+    (3) fine-tuning of the whole stack (default: the mean-field surrogate);
     (4) test accuracies, mean-field and stochastic (``config.eval_samples`` chains).
 
     Parameters
