@@ -18,7 +18,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "diagnose",
+    "audit",
+    "cloning",
+    "relu",
+    "ising",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"rgaudit.commands.{_name}").register(app)
