@@ -114,6 +114,9 @@ def test_ensure_default_model_trains_once_then_loads(tmp_path: Path) -> None:
     assert torch.equal(fixed.layer(1).W, net.layer(1).W)  # same seed, same weights
     _, cfg4 = ensure_default_model(path, seed=1, config=TINY)  # other seed: retrain
     assert cfg4["seed"] == 1
+    other = replace(TINY, finetune=FinetuneConfig(epochs=1))  # other settings: retrain
+    _, cfg5 = ensure_default_model(path, seed=1, config=other)
+    assert cfg5["training"]["finetune"]["epochs"] == 1
 
 
 def test_cli_train_and_info(tmp_path: Path) -> None:

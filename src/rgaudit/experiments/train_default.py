@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -39,8 +40,17 @@ def train_and_save(path: str | os.PathLike, *, data: str = DEFAULT_DATA,
     return load_model(path, device=net.device)
 
 
-def _matches(cfg: dict[str, Any], data: str, seed: int) -> bool:
-    return cfg.get("dataset_spec") == data and cfg.get("seed") == seed and "accuracy" in cfg
+def _mismatch(cfg: dict[str, Any], data: str, config: TrainConfig) -> str | None:
+    """Why a saved model is not the one requested (None if it is)."""
+    if cfg.get("dataset_spec") != data:
+        return f"dataset {cfg.get('dataset_spec')!r} instead of {data!r}"
+    if cfg.get("seed") != config.seed:
+        return f"seed {cfg.get('seed')!r} instead of {config.seed}"
+    if cfg.get("training") != json.loads(json.dumps(config.to_dict())):
+        return "other training settings"
+    if "accuracy" not in cfg:
+        return "no recorded accuracy"
+    return None
 
 
 def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
@@ -49,9 +59,10 @@ def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
     """Return the default trained network, training and saving it when needed.
 
     The folder at ``path`` is a cache: if it holds a valid model (hash, tensors and shapes
-    check out) trained on ``data`` with ``seed``, it is loaded; otherwise (missing, corrupted,
-    or trained with other settings) the model is trained with :class:`TrainConfig` defaults
-    (``seed`` overriding) and saved there, replacing what was there.
+    check out) trained on ``data`` with exactly the requested settings (``config`` or the
+    :class:`TrainConfig` defaults, with ``seed``), it is loaded; otherwise (missing, corrupted,
+    other data, seed or settings) the model is trained and saved there, replacing what was
+    there. So ``ensure_default_model(seed=0)`` always yields the same network.
 
     Parameters
     ----------
@@ -71,16 +82,15 @@ def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
         The model's ``config.json`` (widths, dataset, seed, accuracies, training settings).
     """
     path = Path(path)
+    config = replace(config or TrainConfig(), seed=int(seed))
     if path.exists():
         try:
             net, cfg = load_model(path)
         except ModelFileError as err:
             log.warning("retraining the default model: %s", err)
         else:
-            if _matches(cfg, data, seed):
+            why = _mismatch(cfg, data, config)
+            if why is None:
                 return net, cfg
-            log.warning("retraining the default model: %s was trained with dataset %r, seed %r",
-                        path, cfg.get("dataset_spec"), cfg.get("seed"))
-    base = config or TrainConfig()
-    config = replace(base, seed=int(seed))
+            log.warning("retraining the default model: %s was trained with %s", path, why)
     return train_and_save(path, data=data, config=config, progress=progress)
