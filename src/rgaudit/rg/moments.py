@@ -147,8 +147,8 @@ class CovarianceAccumulator:
             self.sab[k] += (at @ b32).to(torch.float64)
             if self.sbb is not None:
                 self.sbb[k] += (b32.transpose(-1, -2) @ b32).to(torch.float64)
-            self.sa[k] += a32.sum(dim=-2, dtype=torch.float64)
-            self.sb[k] += b32.sum(dim=-2, dtype=torch.float64)
+            self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
+            self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
             self._check_finite(a, b)
             a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
@@ -241,9 +241,11 @@ def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
     """Whether all products and chunk sums of ``a``, ``b`` are exact integers in float32."""
     if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         return False
-    amax = float(a.abs().max()) if a.numel() else 0.0
-    bmax = float(b.abs().max()) if b.numel() else 0.0
-    big = max(amax, bmax)
+    big = 0.0
+    for t in (a, b):
+        if t.numel():
+            lo, hi = torch.aminmax(t)
+            big = max(big, abs(float(lo)), abs(float(hi)))
     if not big * big * n < 2**24:  # also rejects NaN and inf
         return False
     return bool(torch.equal(a, a.round()) and torch.equal(b, b.round()))
