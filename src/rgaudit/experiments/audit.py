@@ -128,7 +128,9 @@ def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJ
 def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
     pairs = []
     for p in res.computed():
-        spec = pair_spectra(p)[:n_diag]
+        # layers k and k+1 of an untied network carry different units: no shared operator set,
+        # so only the Fisher-normalised values are meaningful (DESIGN.md fact 3)
+        spec = pair_spectra(p, shared_basis=False)[:n_diag]
         pairs.append({
             "pair": f"{p.index}->{p.index + 1}",
             "n_ops": [len(p.names_prev), len(p.names_next)],

@@ -1,0 +1,145 @@
+"""Depth study: DeepRBMs of depth 2–6 on the same data, trained with small fast settings.
+
+For each depth ``N`` (widths ``(d, w, …, w, n_classes)``), on the same correctly classified test
+inputs: the top eigenvalue of the direct Monte Carlo FIM (with jackknife error), the top
+Fisher-normalised singular value of every MCRG layer pair (singles basis; DESIGN.md fact 3 —
+information kept ≈ 1 versus lost < 1), and the minimal flipping L2 budget along the direct-FIM
+direction, judged on the stochastic network. No file I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
+from rgaudit.attacks.fim import fim_direction
+from rgaudit.fisher.direct import direct_fim
+from rgaudit.fisher.eig import top_eigenpairs
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.mcrg import mcrg_network
+from rgaudit.rg.spectra import pair_spectra
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class DepthConfig:
+    """Settings of the depth study.
+
+    Attributes
+    ----------
+    depths : tuple of int
+        Numbers of RBM layers ``N``.
+    width : int
+        Hidden width.
+    pretrain_epochs, finetune_epochs : int
+        Small, fast training settings (``rgaudit.train``).
+    n_inputs, mcrg_samples, direct_samples, judge_samples : int
+    eps_max : float
+        Top of the L2 bisection bracket.
+    seed : int
+    """
+
+    depths: tuple[int, ...] = (2, 3, 4, 5, 6)
+    width: int = 64
+    pretrain_epochs: int = 5
+    finetune_epochs: int = 30
+    n_inputs: int = 10
+    mcrg_samples: int = 2000
+    direct_samples: int = 4000
+    judge_samples: int = 500
+    eps_max: float = 6.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DepthResult:
+    """Per-depth rows (plain data)."""
+
+    config: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train_depth(dataset: Any, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:
+    """Train one network of ``depth`` RBM layers with rgaudit.train's pipeline (fast settings)."""
+    from rgaudit.train.pipeline import TrainConfig, train_default
+
+    base = TrainConfig()
+    widths = (dataset.n_features, *([cfg.width] * (depth - 1)), dataset.n_classes)
+    tc = replace(base, widths=widths, seed=cfg.seed,
+                 pretrain=replace(base.pretrain, epochs=cfg.pretrain_epochs),
+                 finetune=replace(base.finetune, epochs=cfg.finetune_epochs),
+                 eval_samples=200)
+    return train_default(dataset, tc)
+
+
+def run_depth_study(dataset: Any, cfg: DepthConfig | None = None, *,
+                    progress: Callable[[str], None] | None = None,
+                    trainer: Callable[[Any, int, DepthConfig], tuple[DeepRBM, dict]] | None = None
+                    ) -> DepthResult:
+    """Train and audit one network per depth.
+
+    Parameters
+    ----------
+    dataset : rgaudit.data.Dataset
+    cfg : DepthConfig, optional
+    progress : callable, optional
+    trainer : callable, optional
+        ``(dataset, depth, cfg) → (net, report)``; default :func:`train_depth`.
+
+    Returns
+    -------
+    DepthResult
+    """
+    cfg = cfg or DepthConfig()
+    progress = progress or (lambda s: None)
+    trainer = trainer or train_depth
+    out = DepthResult(cfg.to_dict())
+    for depth in cfg.depths:
+        t0 = time.perf_counter()
+        progress(f"depth {depth}: training")
+        net, rep = trainer(dataset, depth, cfg)
+        net = net.to(torch.float64)
+        judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
+        X = dataset.X_test.to(net.dtype)
+        pool = min(X.shape[0], 4 * cfg.n_inputs)
+        pred = judge(X[:pool])
+        ok = torch.nonzero(pred == dataset.y_test[:pool]).flatten()[: cfg.n_inputs]
+        x, y = X[ok], dataset.y_test[ok]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        progress(f"depth {depth}: FIM and MCRG")
+        D = direct_fim(net, x, cfg.direct_samples, gen)
+        top = top_eigenpairs(D.fim, 1, replicates=D.replicates)
+        sv_top: list[float] = []
+        if depth >= 2:
+            res = mcrg_network(net, x, "singles", cfg.mcrg_samples, generator=gen)
+            for p in res.computed():
+                sv_top.append(float(torch.stack([s.fisher[0] for s in pair_spectra(p)]).median()))
+        progress(f"depth {depth}: minimal ε")
+        v = fim_direction(D.fim, D.unit_prob_grad(y), 1).to(x.dtype)
+        me = minimal_eps(judge, x, y, v, norm="l2", eps_max=cfg.eps_max, steps=8)
+        eps = torch.where(torch.isfinite(me.eps), me.eps, torch.full_like(me.eps, 1e300))
+        med = float(eps.median())
+        out.rows.append({
+            "depth": depth, "widths": list(net.widths),
+            "accuracy": (rep.get("accuracy") or {}).get("stochastic", {}).get("accuracy"),
+            "top_eig": top.values[:, 0].tolist(), "top_eig_err": top.stderr[:, 0].tolist(),
+            "top_eig_median": float(top.values[:, 0].median()),
+            "top_eig_err_median": float(top.stderr[:, 0].median()),
+            "fisher_sv_top": sv_top,
+            "min_eps": [float(e) for e in me.eps],
+            "min_eps_median": med if med < 1e299 else float("inf"),
+            "seconds": time.perf_counter() - t0,
+        })
+    return out
