@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs build dist
