@@ -42,7 +42,7 @@ def test_quick_audit_cli_writes_valid_json(tmp_path):
     res = CliRunner().invoke(app, [
         "audit", "--model", str(model), "--inputs", "4", "--out", str(tmp_path / "runs"),
         "--mcrg-samples", "800", "--direct-samples", "800", "--judge-samples", "200",
-        "--large-basis", "pairs:8"])
+        "--large-basis", "pairs:8", "--no-depth"])
     assert res.exit_code == 0, res.output
     run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
     doc = read_result(run_dir / "audit.json", "audit")

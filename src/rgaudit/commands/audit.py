@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         judge_samples: int = typer.Option(None, "--judge-samples",
                                           help="Chains per stochastic judgement."),
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
+        depth: bool = typer.Option(True, "--depth/--no-depth",
+                                   help="Also run the depth study (depth 2–6, fast training)."),
     ) -> None:
         """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
         from rgaudit.experiments.audit import AuditConfig, run_audit
@@ -79,9 +81,16 @@ def register(app: typer.Typer) -> None:
             task = prog.add_task("audit", total=None)
             result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
                                progress=lambda s: prog.update(task, description=s))
+            payload = result.to_dict()
+            if depth:
+                from rgaudit.experiments.depth import DepthConfig, run_depth_study
+
+                payload["depth"] = run_depth_study(
+                    ds, DepthConfig(seed=seed),
+                    progress=lambda s: prog.update(task, description=s)).to_dict()
         run_dir = new_run_dir(out, "audit")
-        paths = write_audit_report(result, run_dir)
-        table = Table(title="minimal flipping ε (L2, median [q1, q3])")
+        paths = write_audit_report(payload, run_dir)
+        table = Table(title="minimal flipping ε (L2): median, quartiles")
         for col in ("method", "median", "q1", "q3", "flipped"):
             table.add_column(col)
         for name, r in result.attacks["l2"].items():

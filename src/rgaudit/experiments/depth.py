@@ -23,6 +23,7 @@ from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
+from rgaudit.train.pipeline import torch_threads
 
 Tensor = torch.Tensor
 
@@ -43,6 +44,8 @@ class DepthConfig:
     eps_max : float
         Top of the L2 bisection bracket.
     seed : int
+    threads : int or None
+        Torch CPU threads (see :class:`rgaudit.experiments.audit.AuditConfig`).
     """
 
     depths: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -55,6 +58,7 @@ class DepthConfig:
     judge_samples: int = 500
     eps_max: float = 6.0
     seed: int = 0
+    threads: int | None = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,8 +107,12 @@ def run_depth_study(dataset: Any, cfg: DepthConfig | None = None, *,
     DepthResult
     """
     cfg = cfg or DepthConfig()
-    progress = progress or (lambda s: None)
-    trainer = trainer or train_depth
+    with torch_threads(cfg.threads):
+        return _run(dataset, cfg, progress or (lambda s: None), trainer or train_depth)
+
+
+def _run(dataset: Any, cfg: DepthConfig, progress: Callable[[str], None],
+         trainer: Callable[[Any, int, DepthConfig], tuple[DeepRBM, dict]]) -> DepthResult:
     out = DepthResult(cfg.to_dict())
     for depth in cfg.depths:
         t0 = time.perf_counter()
