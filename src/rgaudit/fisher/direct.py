@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F_
 
-from rgaudit.fisher.exact import all_states
 from rgaudit.fisher.first_layer import first_layer_score
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.exact import all_states
 from rgaudit.rg.moments import jackknife_stderr
 
 Tensor = torch.Tensor

@@ -1,65 +1,25 @@
 """Exact input FIM of a tiny DeepRBM by enumerating every hidden and output state.
 
-``q_1(h|x) = t_1(h|x)``, ``q_k = Σ_{h'} t_k(h|h') q_{k-1}(h'|x)`` (eq. 2) is computed as a chain of
-``2^{n_k} × 2^{n_{k-1}}`` transition matrices in log space (float64), and the FIM
+``log q_k(h|x)`` for every layer comes from the RG engine's exact enumeration
+(:func:`rgaudit.rg.exact.exact_chain`: float64, log space, differentiable in ``x``), and
 
     F(x) = Σ_y q_N(y|x) ∇_x log q_N(y|x) ∇_x log q_N(y|x)ᵀ
 
-comes from forward-mode autograd of ``log q_N``. Practical for all hidden and output layers up
-to about 12 units (``2^12 × 2^12`` transition matrices).
+from forward-mode autograd of ``log q_N``. Practical for hidden and output layers up to about
+12–14 units (``2^n × 2^n`` transition matrices).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F_
 
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.exact import MAX_EXACT_UNITS, all_states, exact_chain, log_kernel
 
 Tensor = torch.Tensor
 
-MAX_UNITS = 14
-
-
-def all_states(n: int, *, dtype: torch.dtype = torch.float64,
-               device: torch.device | str = "cpu") -> Tensor:
-    """Every {0,1} vector of length ``n``; row ``s`` holds the bits of ``s`` (unit 0 = LSB).
-
-    Returns
-    -------
-    Tensor of shape (2^n, n)
-    """
-    if n > MAX_UNITS:
-        raise ValueError(f"refusing to enumerate 2^{n} states (limit 2^{MAX_UNITS}); use the "
-                         "Monte Carlo estimators for wide layers")
-    s = torch.arange(2**n, device=device)
-    return ((s.unsqueeze(-1) >> torch.arange(n, device=device)) & 1).to(dtype)
-
-
-def _check_tiny(net: DeepRBM) -> None:
-    wide = [w for w in net.widths[1:] if w > MAX_UNITS]
-    if wide:
-        raise ValueError(f"exact enumeration needs every hidden/output layer ≤ {MAX_UNITS} units; "
-                         f"widths are {net.widths}")
-
-
-def log_transition(net: DeepRBM, k: int) -> Tensor:
-    """``log t_k(h_k | h_{k-1})`` for all states, shape (2^{n_k}, 2^{n_{k-1}}), float64 (k ≥ 2)."""
-    lay = net.layer(k)
-    W, a = lay.W.to(torch.float64), lay.a.to(torch.float64)
-    lo = all_states(lay.n_in, device=W.device)
-    hi = all_states(lay.n_out, device=W.device)
-    z = lo @ W.T + a                                     # (S_lo, n_out)
-    return hi @ z.T - F_.softplus(z).sum(-1)             # (S_hi, S_lo)
-
-
-def log_q_first(net: DeepRBM, x: Tensor) -> Tensor:
-    """``log q_1(h|x) = log t_1(h|x)`` for all states; x (n, d) → (n, 2^{n_1})."""
-    lay = net.layer(1)
-    W, a = lay.W.to(torch.float64), lay.a.to(torch.float64)
-    z = x.to(torch.float64) @ W.T + a                    # (n, n_1)
-    hs = all_states(lay.n_out, device=W.device)
-    return z @ hs.T - F_.softplus(z).sum(-1, keepdim=True)
+__all__ = ["all_states", "exact_fim", "exact_log_q", "exact_output_log_q",
+           "exact_pair_distribution"]
 
 
 def exact_log_q(net: DeepRBM, x: Tensor) -> list[Tensor]:
@@ -68,17 +28,14 @@ def exact_log_q(net: DeepRBM, x: Tensor) -> list[Tensor]:
     Parameters
     ----------
     net : DeepRBM
-        Every hidden and output layer must have at most ``MAX_UNITS`` units.
+        Every hidden and output layer must have at most ``MAX_EXACT_UNITS`` units.
     x : Tensor of shape (n, d)
     """
-    _check_tiny(net)
-    lq = log_q_first(net, x)
-    out = [lq]
-    for k in range(2, net.depth + 1):
-        lt = log_transition(net, k)                      # (S_k, S_{k-1})
-        lq = torch.logsumexp(lt.unsqueeze(0) + lq.unsqueeze(1), dim=-1)
-        out.append(lq)
-    return out
+    wide = [w for w in net.widths[1:] if w > MAX_EXACT_UNITS]
+    if wide:
+        raise ValueError(f"exact enumeration needs every hidden/output layer ≤ "
+                         f"{MAX_EXACT_UNITS} units; widths are {net.widths}")
+    return [lq for lq in exact_chain(net, x.to(torch.float64))[1:] if lq is not None]
 
 
 def exact_output_log_q(net: DeepRBM, x: Tensor) -> Tensor:
@@ -92,7 +49,7 @@ def exact_fim(net: DeepRBM, x: Tensor) -> Tensor:
     Parameters
     ----------
     net : DeepRBM
-        Tiny network (hidden and output layers ≤ ``MAX_UNITS`` units).
+        Tiny network (hidden and output layers ≤ ``MAX_EXACT_UNITS`` units).
     x : Tensor of shape (n, d) or (d,)
 
     Returns
@@ -123,4 +80,4 @@ def exact_pair_distribution(net: DeepRBM, x: Tensor, k: int) -> Tensor:
     if not 1 <= k < net.depth:
         raise ValueError(f"pair index k must be in 1..{net.depth - 1}, got {k}")
     lq = exact_log_q(net, x)[k - 1]
-    return (log_transition(net, k + 1).unsqueeze(0) + lq.unsqueeze(1)).exp()
+    return (log_kernel(net.layer(k + 1)).unsqueeze(0) + lq.unsqueeze(1)).exp()
