@@ -76,14 +76,16 @@ def register(app: typer.Typer) -> None:
                                           "(repeatable)."),
         eps: str = typer.Option("0.1,0.3", "--eps", help="Budgets, comma-separated."),
         norm: str = typer.Option("l1", "--norm", help="l1, l2 or kl."),
-        queries: str = typer.Option("250", "--queries", help="Numbers of queries, "
+        queries: str = typer.Option("240", "--queries", help="Numbers of queries, "
                                     "comma-separated."),
         attacker: list[str] = typer.Option(None, "--attacker", help="Attackers (repeatable; "
                                            "default all)."),
         data: str = typer.Option("digits", "--data", help="Data set spec."),
         eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks."),
-        epochs: int = typer.Option(150, "--epochs", min=1, help="Epochs of MLP/ART clones."),
-        sweeps: int = typer.Option(8, "--sweeps", min=1, help="Eq. 14 sweeps of the RBM clone."),
+        epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs of MLP/ART clones."),
+        sweeps: int = typer.Option(5, "--sweeps", min=1,
+                                   help="Max eq. 14 sweeps of the RBM clone (after its CD "
+                                   "pretraining on the queries)."),
         seed: int = typer.Option(0, "--seed"),
         out: Path = typer.Option(..., "--out", help="Output folder."),
     ) -> None:

@@ -37,9 +37,10 @@ import torch
 from torch.nn import functional as F_
 
 from rgaudit.defence.generation import exact_log_q_down, exact_log_q_up
-from rgaudit.fisher.exact import MAX_UNITS, all_states
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.nets.rbm import RBM, bernoulli
+from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
+from rgaudit.rg.exact import all_states
 
 Tensor = torch.Tensor
 
@@ -67,6 +68,14 @@ class LayerwiseConfig:
         Convergence threshold on the largest relative parameter change per sweep.
     exact : bool
         Exact positive and negative phases by enumeration (tiny networks).
+    exact_small : bool
+        Use the exact negative phase for any layer whose smaller side has at most
+        ``MAX_UNITS`` units (enumerating that side; e.g. a 10-unit output layer), PCD otherwise.
+    pair_samples : int
+        Chains per data point for the positive phase (PCD mode). The last step of each chain
+        enters as its conditional probabilities (Rao-Blackwellised), and the chains are
+        averaged: an unbiased, lower-variance estimate of ``E[h_{k-1} | x]`` and
+        ``E[h_k | y]``, which is all the (bilinear) positive phase needs.
     """
 
     max_sweeps: int = 10
@@ -78,6 +87,8 @@ class LayerwiseConfig:
     weight_decay: float = 1e-4
     tol: float = 1e-2
     exact: bool = False
+    pair_samples: int = 1
+    exact_small: bool = True
 
 
 @dataclass
@@ -128,8 +139,15 @@ def _check(net: DeepRBM, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 # -- pairs ------------------------------------------------------------------------------------
 @torch.no_grad()
 def sample_pairs(net: DeepRBM, k: int, x: Tensor, y: Tensor,
-                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """One pair ``(h_{k-1}, h_k)`` per data point: upward chain of ``x``, downward chain of ``y``.
+                 generator: torch.Generator | None,
+                 n_samples: int = 1) -> tuple[Tensor, Tensor]:
+    """Monte Carlo ``E[h_{k-1} | x]`` (upward chain) and ``E[h_k | y]`` (downward chain).
+
+    ``n_samples`` chains per data point; units are sampled up to the layer below (above) the
+    target, whose conditional probabilities are then averaged over the chains
+    (Rao-Blackwellisation). Given ``(x, y)`` the two chains are independent and the positive
+    phase is bilinear in ``(h_{k-1}, h_k)``, so these means give an unbiased positive phase.
+    ``h_0 = x`` and ``h_N = y`` are returned as they are.
 
     Returns
     -------
@@ -137,11 +155,20 @@ def sample_pairs(net: DeepRBM, k: int, x: Tensor, y: Tensor,
     upper : Tensor of shape (n, n_k)
     """
     dt = net.dtype
-    lower = x.to(dt) if k == 1 else net.sample_up(x.to(dt), 1, generator, upto=k - 1)[-1][:, 0]
+    if k == 1:
+        lower = x.to(dt)
+    else:
+        below = x.to(dt) if k == 2 else net.sample_up(x.to(dt), n_samples, generator,
+                                                      upto=k - 2)[-1]
+        lower = net.layer(k - 1).prob_up(below)
+        lower = lower.mean(1) if lower.dim() == 3 else lower
     if k == net.depth:
         upper = y.to(dt)
     else:
-        upper = net.sample_down(y.to(dt), 1, generator, downto=k)[-1][:, 0]
+        above = y.to(dt) if k == net.depth - 1 else net.sample_down(y.to(dt), n_samples,
+                                                                    generator, downto=k + 1)[-1]
+        upper = net.layer(k + 1).prob_down(above)
+        upper = upper.mean(1) if upper.dim() == 3 else upper
     return lower.to(torch.float64), upper.to(torch.float64)
 
 
@@ -180,13 +207,19 @@ def _log_z(rbm: RBM) -> Tensor:
 
 
 def _model_stats_exact(rbm: RBM) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact ``E[h vᵀ]``, ``E[h]``, ``E[v]`` under ``t(h, v)`` (enumerating ``v``)."""
+    """Exact ``E[h vᵀ]``, ``E[h]``, ``E[v]`` under ``t(h, v)``, enumerating the smaller side."""
     W, a, b = (p.detach().to(torch.float64) for p in (rbm.W, rbm.a, rbm.b))
-    v = all_states(rbm.n_in, device=W.device)
-    z = v @ W.T + a
-    p = torch.softmax(v @ b + F_.softplus(z).sum(-1), 0)       # (S_v,)
-    ph = torch.sigmoid(z)                                      # (S_v, n_out)
-    return (p[:, None] * ph).T @ v, p @ ph, p @ v
+    if rbm.n_in <= rbm.n_out:
+        v = all_states(rbm.n_in, device=W.device)
+        z = v @ W.T + a
+        p = torch.softmax(v @ b + F_.softplus(z).sum(-1), 0)       # (S_v,)
+        ph = torch.sigmoid(z)                                      # (S_v, n_out)
+        return (p[:, None] * ph).T @ v, p @ ph, p @ v
+    h = all_states(rbm.n_out, device=W.device)
+    z = h @ W + b
+    p = torch.softmax(h @ a + F_.softplus(z).sum(-1), 0)           # (S_h,)
+    pv = torch.sigmoid(z)                                          # (S_h, n_in)
+    return h.T @ (p[:, None] * pv), p @ h, p @ pv
 
 
 def layer_objective(rbm: RBM, lower: Tensor, upper: Tensor) -> float:
@@ -217,13 +250,14 @@ def _fit_layer(rbm: RBM, lower: Tensor, upper: Tensor, chains: Tensor, cfg: Laye
     """Gradient ascent of the fully-observed likelihood; returns the updated chains."""
     n = len(lower)
     dt = rbm.W.dtype
+    exact_neg = cfg.exact or (cfg.exact_small and min(rbm.n_in, rbm.n_out) <= MAX_UNITS)
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator, device=lower.device)
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
             v, h = lower[idx], upper[idx]
             pos_hv, pos_h, pos_v = h.T @ v / len(idx), h.mean(0), v.mean(0)
-            if cfg.exact:
+            if exact_neg:
                 neg_hv, neg_h, neg_v = _model_stats_exact(rbm)
             else:
                 for _ in range(cfg.gibbs_steps):
@@ -269,9 +303,10 @@ def train_layerwise(
     cfg = config or LayerwiseConfig()
     x, y = _check(net, x, y)
     res = LayerwiseResult(config=asdict(cfg))
-    chains = [bernoulli(torch.full((cfg.n_chains, net.widths[k - 1]), 0.5, dtype=torch.float64,
-                                   device=net.device), generator)
-              for k in range(1, net.depth + 1)]
+    # persistent chains of layer k start (on its first visit) from Bernoulli samples of that
+    # visit's lower pairs: starting them at Bernoulli(1/2) gives a far-from-equilibrium negative
+    # phase that wrecks a non-random starting point in the first updates
+    chains: list[Tensor | None] = [None] * net.depth
     for sweep in range(cfg.max_sweeps):
         changes, objs = [], []
         for k in range(1, net.depth + 1):
@@ -280,7 +315,11 @@ def train_layerwise(
             if cfg.exact:
                 lower, upper = exact_pair_means(net, k, x, y)
             else:
-                lower, upper = sample_pairs(net, k, x, y, generator)
+                lower, upper = sample_pairs(net, k, x, y, generator, cfg.pair_samples)
+            if chains[k - 1] is None:
+                idx = torch.randint(0, len(lower), (cfg.n_chains,), generator=generator,
+                                    device=lower.device)
+                chains[k - 1] = bernoulli(lower[idx], generator)
             chains[k - 1] = _fit_layer(rbm, lower, upper, chains[k - 1], cfg, generator)
             after = _params(rbm).to(torch.float64)
             changes.append(float((after - before).norm() / before.norm().clamp_min(1e-12)))

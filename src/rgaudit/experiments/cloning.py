@@ -14,14 +14,13 @@ returned as plain result objects; no file I/O here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from rgaudit.defence.baselines import DEFENCES, make_poisoner
-from rgaudit.defence.cloning_attacks import ATTACKERS, clone_attack
-from rgaudit.defence.layerwise import LayerwiseConfig
+from rgaudit.defence.cloning_attacks import ATTACKERS, CLONE_LAYERWISE, clone_attack
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.nets.deep_rbm import DeepRBM
 
@@ -50,14 +49,14 @@ class CloningSettings:
     defences: tuple[str, ...] = ("none", "rg", "random", "reverse-sigmoid", "mad")
     eps: tuple[float, ...] = (0.1, 0.3)
     norm: str = "l1"
-    n_queries: tuple[int, ...] = (250,)
+    n_queries: tuple[int, ...] = (240,)
     attackers: tuple[str, ...] = ATTACKERS
     eps_adv: float = 1.0
     transfer_methods: tuple[str, ...] = ("fim", "fgm")
     pool_fraction: float = 0.55
     estimator: str = "mean-field"
-    mlp_epochs: int = 150
-    layerwise_sweeps: int = 8
+    mlp_epochs: int = 100
+    layerwise_sweeps: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,7 +140,7 @@ def run_cloning(
                                    "answers": "normalised sigmoid of mean-field logits"})
     cells = [("none", 0.0)] if "none" in s.defences else []
     cells += [(d, float(e)) for d in s.defences if d != "none" for e in s.eps]
-    lw = LayerwiseConfig(max_sweeps=s.layerwise_sweeps, epochs=3, lr=0.05, tol=1e-2)
+    lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
     for defence, eps in cells:
         poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
                                  n_inputs=X.shape[1], **({"estimator": s.estimator}
