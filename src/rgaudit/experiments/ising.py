@@ -209,44 +209,13 @@ def leading_eigenvalues(c: Tensor, d: Tensor, k: int = 2) -> Tensor:
     return out
 
 
-def d_replicates(pair: LayerPair) -> Tensor:
-    """Leave-one-block-out ``D`` of an engine pair, shape (n_rep, m_next, m_prev).
-
-    The engine stores ``T`` and ``C_next`` replicates but not ``D``; since every replicate was
-    solved as ``(C_r + λ I) T_r = D_r`` on the kept operators (λ = 0 unless regularised), ``D_r``
-    is recovered exactly as ``(C_r + λ I) T_r``. A replicate regularised on its own would break
-    this identity, so that case is an error.
-    """
-    if pair.batch_shape:
-        raise ValueError("the Ising study expects an unbatched chain")
-    info = pair.solve_info[0]
-    if info.n_replicates_regularised:
-        raise ValueError(
-            f"{info.n_replicates_regularised} jackknife replicates were regularised on their own; "
-            "D replicates cannot be recovered — use more samples per block"
-        )
-    kept = info.kept
-    if kept.numel() != pair.T.shape[0] or pair.kept_prev[0].numel() != pair.T.shape[1]:
-        raise ValueError(
-            f"constant operators on the lattice (dropped {info.dropped.tolist()}): "
-            "use a larger lattice or fewer levels"
-        )
-    c = pair.C_next_replicates
-    eye = torch.eye(c.shape[-1], dtype=c.dtype)
-    return (c + info.lam * eye) @ pair.T_replicates
-
-
-def stability_eigen(
-    pair: LayerPair, d_reps: Tensor, index: list[int], level: int, sector: str
-) -> Eigen:
+def stability_eigen(pair: LayerPair, index: list[int], level: int, sector: str) -> Eigen:
     """Leading eigenvalues of the truncated ``T = C⁻¹D`` on the operators ``index``.
 
     Parameters
     ----------
     pair : LayerPair
         Engine result for levels ``level − 1 → level`` (all operators of both sectors).
-    d_reps : Tensor of shape (n_rep, m, m)
-        :func:`d_replicates` of ``pair``.
     index : list of int
         The operators of the truncation (rows and columns).
     level : int
@@ -264,7 +233,8 @@ def stability_eigen(
         return torch.cat([lam, torch.log(lam[:1].clamp_min(1e-300)) / LN2])
 
     value = fn(pair.C_next, pair.D)
-    reps = torch.stack([fn(c, d) for c, d in zip(pair.C_next_replicates, d_reps, strict=True)])
+    pairs = zip(pair.C_next_replicates, pair.D_replicates, strict=True)
+    reps = torch.stack([fn(c, d) for c, d in pairs])
     err = jackknife_stderr(reps)
     _, info = solve_cov(pair.C_next[ix][:, ix], pair.D[ix][:, ix])
     v, e = value.tolist(), err.tolist()
@@ -359,6 +329,7 @@ def run_ising_mcrg(
         n_blocks=cfg.n_blocks,
         generator=gen,
         progress=progress,
+        contiguous_blocks=True,
     )
     result = IsingMCRGResult(
         cfg,
@@ -371,12 +342,11 @@ def run_ising_mcrg(
     for level in range(1, cfg.levels + 1):
         pair = res.layers[level - 1]
         assert pair is not None
-        d_reps = d_replicates(pair)
         for n_ops in range(1, ne + 1):
-            result.eigen.append(stability_eigen(pair, d_reps, list(range(n_ops)), level, "even"))
+            result.eigen.append(stability_eigen(pair, list(range(n_ops)), level, "even"))
         for n_ops in range(1, no + 1):
             ix = list(range(ne, ne + n_ops))
-            result.eigen.append(stability_eigen(pair, d_reps, ix, level, "odd"))
+            result.eigen.append(stability_eigen(pair, ix, level, "odd"))
         vals, _ = eigen_sorted(pair.T)
         result.engine_spectra.append([float(v) for v in vals.real[:4]])
     result.eigen.sort(key=lambda e: (e.sector, e.level, e.n_ops))

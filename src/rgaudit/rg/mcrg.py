@@ -39,6 +39,7 @@ field                    shape                                    meaning
 ``D``                    (*batch, m_{i+1}, m_i)                   ``Cov(O(h_{i+1}), O(h_i))``
 ``C_next_replicates``    (n_rep, *batch, m_{i+1}, m_{i+1})
 ``C_prev_replicates``    (n_rep, *batch, m_i, m_i)
+``D_replicates``         (n_rep, *batch, m_{i+1}, m_i)
 ``mean_next/mean_prev``  (*batch, m)                              operator means
 ``kept_next``            list (one per flattened batch element)   indices of kept next operators
 ``kept_mask_next``       (*batch, m_{i+1}) bool                   same as a mask
@@ -94,6 +95,7 @@ class LayerPair:
     D: Tensor
     C_next_replicates: Tensor
     C_prev_replicates: Tensor
+    D_replicates: Tensor
     mean_next: Tensor
     mean_prev: Tensor
     kept_next: list[Tensor]
@@ -248,6 +250,7 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
         T=shaped(t), T_stderr=shaped(jackknife_stderr(t_r), ()), T_replicates=shaped(t_r, n_rep),
         C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
         C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
+        D_replicates=shaped(d_r, n_rep),
         mean_next=mom.mean_a.to(cpu), mean_prev=mom.mean_b.to(cpu),
         kept_next=[torch.nonzero(m).flatten().to(cpu) for m in mask_n],
         kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],
@@ -296,6 +299,7 @@ def mcrg_chain(
     max_cond: float = 1e10,
     progress: Callable[[int, int], None] | None = None,
     positions: list[int] | None = None,
+    contiguous_blocks: bool = False,
 ) -> MCRGResult:
     """Stability matrices along a chain of stochastic kernels.
 
@@ -329,6 +333,9 @@ def mcrg_chain(
         Called as ``progress(done, total)`` after each chunk.
     positions : list of int, optional
         Labels of the chain positions stored in the result (default ``0..N``).
+    contiguous_blocks : bool, default False
+        Put consecutive chunks into the same jackknife block (contiguous runs of the sample
+        stream) instead of round-robin; use it when ``h0`` is a Markov-chain source.
 
     Returns
     -------
@@ -370,7 +377,8 @@ def mcrg_chain(
     top = max(pairs) + 1
     accs: dict[int, PairAccumulator] = {}
     done = 0
-    for s in plan:
+    for c, s in enumerate(plan):
+        block = min(c * n_blocks // len(plan), n_blocks - 1) if contiguous_blocks else None
         h = source(s, generator)
         if batch_shape is None:
             batch_shape = tuple(h.shape[:-2])
@@ -384,7 +392,7 @@ def mcrg_chain(
             if i not in accs:
                 accs[i] = PairAccumulator(bases[i], bases[i + 1], n_blocks=n_blocks,  # type: ignore[arg-type]
                                           batch_shape=batch_shape, device=dev)
-            accs[i].update_values(values[i], values[i + 1])
+            accs[i].update_values(values[i], values[i + 1], block)
         done += s
         if progress is not None:
             progress(done, int(n_samples))
