@@ -27,9 +27,16 @@ from typing import Any
 
 import torch
 
-from rgaudit.fisher.exact import MAX_UNITS, all_states
 from rgaudit.nets.deep_rbm import DeepRBM
-from rgaudit.rg.exact import couplings_from_logq, exact_chain, log_first, log_kernel, propagate
+from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
+from rgaudit.rg.exact import (
+    all_states,
+    couplings_from_logq,
+    exact_chain,
+    log_first,
+    log_kernel,
+    propagate,
+)
 from rgaudit.rg.operators import complete_products
 from rgaudit.rg.solve import solve_cov
 
