@@ -273,31 +273,37 @@ def test_command_writes_result_and_table(tmp_path) -> None:
     def _other() -> None:  # a second command keeps typer in multi-command mode
         pass
 
-    res = CliRunner().invoke(
-        app,
-        [
-            "ising",
-            "--L",
-            "16",
-            "--levels",
-            "2",
-            "--sweeps",
-            "40",
-            "--chains",
-            "4",
-            "--sweeps-per-chunk",
-            "2",
-            "--blocks",
-            "10",
-            "--even",
-            "2",
-            "--odd",
-            "1",
-            "--no-plot",
-            "--out",
-            str(tmp_path),
-        ],
-    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the command runs with --threads 1 and must restore this
+    try:
+        res = CliRunner().invoke(
+            app,
+            [
+                "ising",
+                "--L",
+                "16",
+                "--levels",
+                "2",
+                "--sweeps",
+                "40",
+                "--chains",
+                "4",
+                "--sweeps-per-chunk",
+                "2",
+                "--blocks",
+                "10",
+                "--even",
+                "2",
+                "--odd",
+                "1",
+                "--no-plot",
+                "--out",
+                str(tmp_path),
+            ],
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "result.json").exists() and (tmp_path / "table.md").exists()
     assert "level" in (tmp_path / "table.md").read_text()

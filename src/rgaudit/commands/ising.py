@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,6 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
 from rgaudit.report.io import atomic_write_text, write_result
 from rgaudit.report.ising_report import plot_exponents, render_markdown
+from rgaudit.train.pipeline import torch_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -53,10 +53,9 @@ def register(app: typer.Typer) -> None:
             cfg.validate()
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        torch.set_num_threads(threads)
         console = Console(stderr=True)
         payload: dict = {}
-        with Progress(
+        with torch_threads(threads), Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TimeElapsedColumn(),

@@ -27,6 +27,8 @@ of exactly these queries, so all attackers see the same answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,15 +134,33 @@ def _art_clone(kind: str, use_prob: bool, x: Tensor, y: Tensor, *, hidden: int, 
                               clip_values=(0.0, 1.0))
     common = {"batch_size_fit": 64, "batch_size_query": len(X), "nb_epochs": epochs,
               "nb_stolen": len(X), "use_probability": use_prob}
-    # ART samples with numpy's global RNG: seed it from our generator for reproducibility
-    np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # noqa: NPY002
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     if kind == "knockoff":
         att = KnockoffNets(victim, sampling_strategy="random", verbose=False, **common)
     else:
         att = CopycatCNN(victim, **common)
-    att.extract(X, thieved_classifier=thief)
+    # ART draws from numpy's and torch's global generators: seed them from ours for
+    # reproducibility, inside a scope that restores the caller's global state afterwards.
+    seeds = torch.randint(0, 2**31 - 1, (2,), generator=generator).tolist()
+    with scoped_global_rng(int(seeds[0]), int(seeds[1])):
+        att.extract(X, thieved_classifier=thief)
     return model.eval()
+
+
+@contextmanager
+def scoped_global_rng(np_seed: int, torch_seed: int) -> Iterator[None]:
+    """Seed numpy's and torch's global generators for a block, then restore their states.
+
+    For third-party code (ART) that only reads the global generators; rgaudit's own code always
+    takes an explicit generator.
+    """
+    np_state = np.random.get_state()  # noqa: NPY002
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(np_seed)  # noqa: NPY002
+        torch.manual_seed(torch_seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
 
 
 @torch.no_grad()
