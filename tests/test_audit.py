@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import typer
 from typer.testing import CliRunner
@@ -59,3 +60,38 @@ def test_quick_audit_cli_writes_valid_json(tmp_path):
                                    "--inputs", "3", "--judge-samples", "200"])
     assert res.exit_code == 0, res.output
     assert "flip rate" in res.output
+
+
+def test_data_split_comes_from_the_model_not_the_seed(tmp_path):
+    """--seed must not change the train/test split: it is read from the model's config."""
+    from rich.console import Console
+
+    from rgaudit.commands.audit import _load, data_for_model
+
+    ds3 = load_dataset("digits", seed=3)
+    from rgaudit.nets.io import load_model
+
+    net, _ = load_model(_tiny_model(tmp_path))
+    path = save_model(net, tmp_path / "split3", metadata={
+        "dataset_spec": "digits", "dataset": ds3.to_dict()})
+    _, info, ds = _load(path, None, "cpu", Console(quiet=True))
+    assert info["split_seed"] == 3 and info["split_seed_source"] == "model config"
+    assert torch.equal(ds.X_test, ds3.X_test)
+    # no model test image is a training image of the model's split
+    train = {tuple(r.tolist()) for r in ds3.X_train}
+    assert sum(tuple(r.tolist()) in train for r in ds.X_test) < 0.05 * ds.X_test.shape[0]
+    assert data_for_model({"dataset_spec": "digits", "dataset": {"split_seed": 0}},
+                          "digits") == ("digits", 0, "model config")
+    with pytest.raises(typer.BadParameter, match="disagrees"):
+        data_for_model({"dataset_spec": "digits", "dataset": {"split_seed": 0}}, "bars:8")
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _noop() -> None:
+        pass
+
+    res = CliRunner().invoke(app, ["attack", str(path), "--method", "random", "--eps", "0.5",
+                                   "--inputs", "2", "--judge-samples", "50", "--seed", "1",
+                                   "--data", "bars:8"])
+    assert res.exit_code != 0 and "disagrees" in res.output

@@ -14,9 +14,47 @@ METHODS = ("fim", "fgm", "pgd", "deepfool", "random")
 FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")
 
 
-def _load(model: Path | None, data: str, seed: int, device: str, console: Console
+def data_for_model(cfg: dict[str, Any], data: str | None) -> tuple[str, int, str]:
+    """The data spec and train/test split seed the model was trained on.
+
+    The split seed is taken from the model's ``config.json`` (``dataset.split_seed``), never
+    from the audit's ``--seed``: another split would put the model's training images among the
+    "test" inputs. ``data`` (the user's ``--data``, or None) must agree with the recorded spec.
+
+    Returns
+    -------
+    spec : str
+    split_seed : int
+    source : str
+        Where the split seed came from (``"model config"`` or ``"default 0 (model records
+        none)"``).
+
+    Raises
+    ------
+    typer.BadParameter
+        ``data`` disagrees with the data set the model records.
+    """
+    recorded = cfg.get("dataset_spec")
+    ds_info = cfg.get("dataset") or {}
+    if recorded is None and ds_info.get("name") is not None:
+        recorded = ds_info.get("name")
+    if data is not None and recorded is not None and str(data).strip() != str(recorded):
+        raise typer.BadParameter(
+            f"--data {data!r} disagrees with the model, which was trained on {recorded!r}; "
+            "pass the model's data set (or leave --data out)")
+    spec = str(data if data is not None else (recorded or "digits")).strip()
+    if "split_seed" in ds_info:
+        return spec, int(ds_info["split_seed"]), "model config"
+    return spec, 0, "default 0 (model records none)"
+
+
+def _load(model: Path | None, data: str | None, device: str, console: Console
           ) -> tuple[Any, dict[str, Any], Any]:
-    """Load (or, with no --model, train the default) network and the test data."""
+    """Load (or, with no --model, train the default) network and its test data.
+
+    The data set and its train/test split come from the model's config (see
+    :func:`data_for_model`); the audit's ``--seed`` does not touch the split.
+    """
     from rgaudit.data import load_dataset
     from rgaudit.device import resolve_device
     from rgaudit.nets.io import load_model
@@ -28,6 +66,9 @@ def _load(model: Path | None, data: str, seed: int, device: str, console: Consol
         except ImportError as err:
             raise typer.BadParameter("no --model given and the default-model trainer is not "
                                      "available in this install") from err
+        if data is not None and data.strip() != "digits":
+            raise typer.BadParameter(f"--data {data!r} without --model: the default model is "
+                                     "trained on 'digits'; pass --model for other data")
         console.print("no --model: using the default digits model (trained if absent)")
         net, cfg = ensure_default_model()
         net = net.to(dev)
@@ -35,11 +76,13 @@ def _load(model: Path | None, data: str, seed: int, device: str, console: Consol
     else:
         net, cfg = load_model(model, device=dev)
         path = str(model)
-    ds = load_dataset(data, seed=seed)
+    spec, split_seed, source = data_for_model(cfg, data)
+    ds = load_dataset(spec, seed=split_seed)
     if ds.X_test.shape[1] != net.widths[0]:
-        raise typer.BadParameter(f"data {data!r} has {ds.X_test.shape[1]} features but the "
+        raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
                                  f"model expects {net.widths[0]}")
-    info = {"path": path, "dataset": data, "accuracy": cfg.get("accuracy")}
+    info = {"path": path, "dataset": spec, "split_seed": split_seed,
+            "split_seed_source": source, "accuracy": cfg.get("accuracy")}
     return net, info, ds
 
 
@@ -50,9 +93,11 @@ def register(app: typer.Typer) -> None:
     def audit(
         model: Path = typer.Option(None, "--model", help="Model folder (default: train/load "
                                    "models/default)."),
-        data: str = typer.Option("digits", "--data", help="Data set spec (rgaudit.data)."),
+        data: str = typer.Option(None, "--data", help="Data set spec (rgaudit.data); default "
+                                 "and required match: the model's own (its split seed too)."),
         inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the audit's random numbers (not "
+                                 "the data split: that is the model's)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         out: Path = typer.Option(Path("runs"), "--out", help="Parent of the new run folder."),
         mcrg_samples: int = typer.Option(None, "--mcrg-samples", help="MCRG chains per input."),
@@ -70,7 +115,7 @@ def register(app: typer.Typer) -> None:
         from rgaudit.report.io import new_run_dir
 
         console = Console()
-        net, info, ds = _load(model, data, seed, device, console)
+        net, info, ds = _load(model, data, device, console)
         cfg = AuditConfig(n_inputs=inputs, seed=seed)
         for name, val in (("mcrg_samples", mcrg_samples), ("direct_samples", direct_samples),
                           ("judge_samples", judge_samples), ("large_basis", large_basis)):
@@ -109,7 +154,7 @@ def register(app: typer.Typer) -> None:
         norm: str = typer.Option("l2", "--norm", help="l2 or linf."),
         fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
                                 + "|".join(FIM_ESTIMATORS)),
-        data: str = typer.Option("digits", "--data"),
+        data: str = typer.Option(None, "--data", help="Data set spec; must match the model's."),
         inputs: int = typer.Option(20, "--inputs", min=1),
         samples: int = typer.Option(4000, "--samples", help="Chains per input for FIMs."),
         judge_samples: int = typer.Option(1000, "--judge-samples"),
@@ -131,7 +176,7 @@ def register(app: typer.Typer) -> None:
         if fim not in FIM_ESTIMATORS:
             raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
         console = Console()
-        net, _, ds = _load(model, data, seed, device, console)
+        net, _, ds = _load(model, data, device, console)
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, _ = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
