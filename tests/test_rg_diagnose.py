@@ -31,6 +31,9 @@ def test_run_diagnose_studies_and_markdown():
     assert ("samples", "pairs", 1) in studies
     for s in res.spectra:
         assert (s.fisher <= 1 + 1e-9).all()
+        # untied 6 → 6 pair: equal names h0…h5 on both layers, but no shared operator set
+        assert s.eig_abs is None
+    assert res.depth == [] and res.settings["tied"] is False
     assert res.fixed_points is not None and res.fixed_points.kl_class.shape == (2, 2)
     d = res.to_dict()
     assert d["settings"]["n_samples"] == 2048
@@ -68,3 +71,12 @@ def test_diagnose_command_writes_outputs(tmp_path, monkeypatch):
     doc = json.loads((out / "result.json").read_text())
     assert doc["kind"] == "diagnose" and doc["settings"]["ops"] == "pairs"
     assert (out / "report.md").exists() and (out / "rg_spectra.png").exists()
+
+
+def test_run_diagnose_tied_net_reports_raw_eigenvalues():
+    net = DeepRBM.random([5, 5, 5, 5], tied=True, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(2, 5, generator=torch.Generator().manual_seed(3))
+    res = run_diagnose(net, x, None, ops="singles", n_samples=1024, basis_specs=["singles"],
+                       sample_counts=[512], seed=1)
+    assert all(s.eig_abs is not None for s in res.spectra)
+    assert len(res.depth) == 1

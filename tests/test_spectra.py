@@ -66,7 +66,7 @@ def test_tied_one_unit_eigenvalue_and_counts():
     t_star = 1 / (1 + math.exp(-(w + a))) - 1 / (1 + math.exp(-a))
     res = mcrg_network(net, torch.tensor([[0.5]], dtype=F64), "singles", 100_000, generator=5,
                        pair_layers=[7])
-    (sp,) = pair_spectra(res.layers[7])
+    (sp,) = pair_spectra(res.layers[7], shared_basis=True)
     assert sp.eig is not None and abs(float(sp.eig[0].real) - t_star) < 3 * float(sp.eig_abs_err[0])
     assert sp.counts["eig>1"].value == 0 and sp.counts["eig>1"].hi == 0
     # one unit: the Fisher-normalised value is the |correlation| of consecutive units
@@ -81,3 +81,24 @@ def test_fisher_value_one_for_a_copying_kernel():
     c = torch.cov(h.T, correction=0)
     s = fisher_singular_values(torch.eye(3, dtype=F64), c, c)
     torch.testing.assert_close(s, torch.ones(3, dtype=F64))
+
+
+def test_raw_eigenvalues_only_for_shared_operator_sets():
+    """DESIGN fact 3: an untied net with equal widths gets no raw eigenvalues (the operator names
+    ``h0, h1, …`` agree on every layer, but the units are different); a tied net does."""
+    x = torch.rand(2, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
+    untied, _ = _net([5, 4, 4, 4], 3)
+    res = mcrg_network(untied, x, "singles", 2048, generator=1)
+    assert res.layers[1].names_next == res.layers[1].names_prev  # the trap: same names
+    for sp in pair_spectra(res.layers[1]):  # default: not shared
+        assert sp.eig is None and sp.eig_abs_err is None and "eig>1" not in sp.counts
+        assert "eig_real" not in sp.to_dict()
+    for spectra in result_spectra(res, shared_basis=untied.tied).values():
+        assert all(sp.eig is None for sp in spectra)
+    tied = DeepRBM.random([4, 4, 4, 4], tied=True, dtype=F64,
+                          generator=torch.Generator().manual_seed(4))
+    xt = torch.rand(2, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    res_t = mcrg_network(tied, xt, "singles", 2048, generator=2)
+    for spectra in result_spectra(res_t, shared_basis=tied.tied).values():
+        for sp in spectra:
+            assert sp.eig is not None and sp.eig.shape == (4,) and "eig>1" in sp.counts

@@ -90,11 +90,16 @@ class SpectrumSummary:
         return out
 
 
-def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10) -> list[SpectrumSummary]:
-    """One :class:`SpectrumSummary` per computed pair of ``res``."""
+def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
+              shared_basis: bool = False) -> list[SpectrumSummary]:
+    """One :class:`SpectrumSummary` per computed pair of ``res``.
+
+    ``shared_basis`` (pass ``net.tied``): whether adjacent layers carry one operator set, the
+    only case where raw eigenvalues ``|Λ|`` are reported (DESIGN.md fact 3).
+    """
     out = []
     for pair in res.computed():
-        sps = pair_spectra(pair)
+        sps = pair_spectra(pair, shared_basis=shared_basis)
         k = min(top, min(len(s.fisher) for s in sps))
         fisher = torch.stack([s.fisher[:k] for s in sps])
         ferr = torch.stack([s.fisher_err[:k] for s in sps])
@@ -137,10 +142,17 @@ class DepthStep:
                 "rel_change_err": self.rel_change_err}
 
 
-def depth_convergence(res: MCRGResult) -> list[DepthStep]:
-    """Relative change of ``T`` between successive pairs that share operator sets and shapes."""
+def depth_convergence(res: MCRGResult, *, shared_basis: bool = False) -> list[DepthStep]:
+    """Relative change of ``T`` between successive pairs that share operator sets and shapes.
+
+    Only meaningful when successive layers carry one operator set (``shared_basis``: a
+    weight-tied network); for an untied network entry-wise comparison of ``T`` depends on how
+    the units of each layer are labelled, and nothing is returned.
+    """
     pairs = res.computed()
-    out = []
+    out: list[DepthStep] = []
+    if not shared_basis:
+        return out
     for a, b in zip(pairs[:-1], pairs[1:], strict=True):
         if b.index != a.index + 1 or a.T.shape != b.T.shape or a.names_next != b.names_next \
                 or a.names_prev != b.names_prev:
@@ -335,6 +347,7 @@ def run_diagnose(
         "ops": ops, "n_samples": n_samples, "basis_specs": basis_specs,
         "sample_counts": sample_counts, "n_inputs": int(x.shape[0]), "seed": seed,
         "device": str(dev), "n_blocks": n_blocks, "widths": list(net.widths),
+        "tied": bool(getattr(net, "tied", False)),
         "labels": None if labels is None else torch.as_tensor(labels).tolist()})
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
@@ -349,17 +362,18 @@ def run_diagnose(
 
     main = mcrg_network(net, x, ops, n_samples, generator=gen(0), device=dev, n_blocks=n_blocks,
                         progress=stage(f"main {ops} S={n_samples}"))
-    result.spectra += summarise(main, "main", ops)
-    result.depth = depth_convergence(main)
+    tied = bool(getattr(net, "tied", False))
+    result.spectra += summarise(main, "main", ops, shared_basis=tied)
+    result.depth = depth_convergence(main, shared_basis=tied)
     s_basis = max(n_samples // 4, 2 * n_blocks)
     for k, spec in enumerate(basis_specs):
         res = mcrg_network(net, x, spec, s_basis, generator=gen(100 + k), device=dev,
                            n_blocks=n_blocks, progress=stage(f"basis {spec} S={s_basis}"))
-        result.spectra += summarise(res, "basis", spec)
+        result.spectra += summarise(res, "basis", spec, shared_basis=tied)
     for k, s in enumerate(sample_counts):
         res = mcrg_network(net, x, ops, s, generator=gen(200 + k), device=dev,
                            n_blocks=n_blocks, progress=stage(f"samples {ops} S={s}"))
-        result.spectra += summarise(res, "samples", ops)
+        result.spectra += summarise(res, "samples", ops, shared_basis=tied)
     if fixed_point_inputs is not None:
         if net.widths[-1] > 12:
             result.notes.append(f"fixed-point study skipped: output layer has "

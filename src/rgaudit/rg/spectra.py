@@ -170,16 +170,18 @@ class PairSpectrum:
         return out
 
 
-def pair_spectra(pair: Any, *, shared_basis: bool | None = None, threshold: float = 0.9,
+def pair_spectra(pair: Any, *, shared_basis: bool = False, threshold: float = 0.9,
                  n_sigma: float = 2.0) -> list[PairSpectrum]:
     """Spectra of every batch element of a :class:`~rgaudit.rg.mcrg.LayerPair`.
 
     Parameters
     ----------
     pair : LayerPair
-    shared_basis : bool, optional
-        Whether both layers carry one operator set (raw eigenvalues are meaningful). Default:
-        the operator names agree.
+    shared_basis : bool, default False
+        Whether both layers carry ONE operator set, so that raw eigenvalues of ``T`` are
+        meaningful (DESIGN.md fact 3): pass ``net.tied`` for a network, ``True`` for a lattice
+        blocking. Matching operator *names* are not evidence: a ``ProductBasis`` names its
+        operators ``h0, h1, …`` on every layer, whether or not the units are the same.
     threshold : float, default 0.9
         Fisher-normalised values above it count as "information kept".
     n_sigma : float, default 2.0
@@ -189,8 +191,6 @@ def pair_spectra(pair: Any, *, shared_basis: bool | None = None, threshold: floa
     -------
     list of PairSpectrum, one per flattened batch element.
     """
-    if shared_basis is None:
-        shared_basis = list(pair.names_next) == list(pair.names_prev)
     mn, mp = pair.T.shape[-2:]
     nb = math.prod(pair.batch_shape)
     nrep = pair.T_replicates.shape[0]
