@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -12,9 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
+from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
 from rgaudit.report.relu_plots import render_markdown, write_plots
-
-SCHEMA_VERSION = 1
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -38,31 +36,20 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     return tuple(out)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(result: dict, out: Path) -> list[Path]:
     """Write ``result.json``, ``report.md`` and the PNGs into ``out``, each via temp-and-rename."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {"schema_version": SCHEMA_VERSION, "kind": "relu-scaling", **result}
-    text = json.dumps(payload, indent=1, allow_nan=False).encode()
-    md = render_markdown(payload).encode()
+    md = render_markdown(payload)
     with tempfile.TemporaryDirectory(dir=out, prefix=".plots-") as tmp:
         pngs = write_plots(payload, Path(tmp))
         written = []
         for p in pngs:
             os.replace(p, out / p.name)
             written.append(out / p.name)
-    _write_atomic(out / "report.md", md)
-    _write_atomic(out / "result.json", text)  # last: its presence means the run completed
+    atomic_write_text(out / "report.md", md)
+    # last: its presence means the run completed
+    write_result(out / "result.json", "relu-scaling", result)
     return [out / "result.json", out / "report.md", *written]
 
 
