@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rgaudit.attacks.base import Attack, project
+from rgaudit.attacks.base import Attack, project, unit_step
 from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack, IteratedFIMAttack
@@ -118,3 +118,48 @@ def test_fact6_scalar_output_fim_attack_is_the_gradient_attack():
     g = grad(x, y)
     assert (abs_cosine(v, g) > 1 - 1e-10).all()
     assert ((v * g).sum(-1) < 0).all()          # lowers the scalar output's probability
+
+
+def test_judge_gap_z_uses_per_chain_differences(setup):
+    """gap_z equals (p_top − p_second) / se of the per-chain differences, computed directly."""
+    net, _, x, _ = setup
+    judge = StochasticJudge(net, n_samples=300, seed=5, chunk=70)
+    ver = judge.verdict(x)
+    for i in range(x.shape[0]):
+        g = torch.Generator().manual_seed(judge.input_seed(i))
+        hs = net.sample_up(x[i:i + 1], 300, g, upto=net.depth - 1)
+        p = net.layer(net.depth).prob_up(hs[-1])[0].to(torch.float64)      # (S, C)
+        a, b = p.mean(0).topk(2).indices
+        d = p[:, a] - p[:, b]
+        z = d.mean() / (d.std() / 300**0.5)
+        assert int(ver.pred[i]) == int(a)
+        assert torch.allclose(ver.proba[i], p.mean(0), rtol=0, atol=1e-12)
+        assert abs(float(ver.gap_z[i]) - float(z)) < 1e-8 * max(1.0, abs(float(z)))
+
+
+def test_judge_verdicts_do_not_depend_on_batch_composition(setup):
+    net, _, x, _ = setup
+    judge = StochasticJudge(net, n_samples=200, seed=3)
+    full = judge.for_inputs([10, 11, 12, 13, 14, 15]).verdict(x)
+    sub = judge.for_inputs([13, 11]).verdict(x[[3, 1]])
+    assert torch.equal(full.pred[[3, 1]], sub.pred)
+    assert torch.equal(full.proba[[3, 1]], sub.proba)
+
+
+def test_minimal_eps_records_the_applied_perturbation(setup):
+    net, mf, x, y = setup
+    judge = StochasticJudge(net, n_samples=200, seed=0)
+    y0 = judge(x)
+    v = FIMAttack(fim_fn=lambda z: mean_field_fim(net, z), grad_fn=_grad_true(mf)).direction(x, y0)
+    for norm in ("l2", "linf"):
+        res = minimal_eps(judge, x, y0, v, norm=norm, eps_max=6.0, steps=6)
+        assert res.clean_correct.all()
+        fin = torch.isfinite(res.eps)
+        assert fin.any()
+        d = ((x + res.eps.clamp(max=6).unsqueeze(-1) * unit_step(v, norm)).clamp(0, 1) - x)
+        assert torch.allclose(res.actual_l2[fin], d.norm(dim=1)[fin])
+        assert torch.allclose(res.actual_linf[fin], d.abs().amax(1)[fin])
+        nominal = res.eps[fin]
+        actual = res.actual_linf[fin] if norm == "linf" else res.actual_l2[fin]
+        assert (actual <= nominal + 1e-12).all()
+        assert torch.isinf(res.actual_l2[~fin]).all()

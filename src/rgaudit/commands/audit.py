@@ -179,7 +179,8 @@ def register(app: typer.Typer) -> None:
         net, _, ds = _load(model, data, device, console)
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
-        x, y, _ = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
+        x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
+        judge = judge.for_inputs(sel["indices"])
         clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
         if method == "fim":
             cfg = AuditConfig(mcrg_samples=samples, direct_samples=samples, seed=seed)

@@ -121,12 +121,18 @@ def _quartiles(v: Tensor) -> dict[str, float]:
 
 def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJudge
                   ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """The first ``n`` inputs (in order) that the stochastic network classifies correctly."""
+    """The first ``n`` inputs (in order) that the stochastic network classifies correctly.
+
+    The judge keys its random numbers by test-set index (:meth:`StochasticJudge.for_inputs`),
+    so the verdicts here are exactly those of ``judge.for_inputs(indices)`` at ε = 0 on the
+    selected inputs (use that judge for the attacks).
+    """
     pool = min(X.shape[0], max(4 * n, n + 20))
-    pred = judge(X[:pool])
+    pred = judge.for_inputs(range(pool))(X[:pool])
     ok = torch.nonzero(pred.cpu() == y[:pool].cpu()).flatten()[:n]
     if ok.numel() == 0:
-        raise ValueError("the network classifies none of the test inputs correctly")
+        raise ValueError("the network classifies none of the test inputs correctly; check "
+                         "that --data (and its train/test split) matches the model's data set")
     acc = float((pred.cpu() == y[:pool].cpu()).double().mean())
     return X[ok], y[ok], {"indices": ok.tolist(), "pool": pool, "pool_accuracy": acc}
 
@@ -237,6 +243,11 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
             per[atk.name] = {
                 "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
                 "min_eps": [float(e) for e in me.eps], "min_eps_summary": _quartiles(me.eps),
+                "min_eps_actual_l2": [float(e) for e in me.actual_l2],
+                "min_eps_actual_linf": [float(e) for e in me.actual_linf],
+                "min_eps_actual_summary": _quartiles(
+                    me.actual_l2 if norm == "l2" else me.actual_linf),
+                "clean_correct": me.clean_correct.tolist(),
                 "confident": me.confident.tolist(), "seconds": time.perf_counter() - t0,
             }
         out[norm] = per
@@ -280,6 +291,7 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     X = X_test.to(device=net.device, dtype=net.dtype)
     progress("selecting correctly classified inputs")
     x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)
+    judge = judge.for_inputs(sel["indices"])     # per-input random numbers, as in selection
     t0 = time.perf_counter()
     fims, finfo, dfim, res_s = compute_fims(net, x, cfg, gen, progress)
     timings["fim"] = time.perf_counter() - t0

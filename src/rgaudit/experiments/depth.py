@@ -122,9 +122,10 @@ def _run(dataset: Any, cfg: DepthConfig, progress: Callable[[str], None],
         judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
         X = dataset.X_test.to(net.dtype)
         pool = min(X.shape[0], 4 * cfg.n_inputs)
-        pred = judge(X[:pool])
+        pred = judge.for_inputs(range(pool))(X[:pool])
         ok = torch.nonzero(pred == dataset.y_test[:pool]).flatten()[: cfg.n_inputs]
         x, y = X[ok], dataset.y_test[ok]
+        judge = judge.for_inputs(ok)     # per-input random numbers keyed by test-set index
         gen = torch.Generator().manual_seed(cfg.seed)
         progress(f"depth {depth}: FIM and MCRG")
         D = direct_fim(net, x, cfg.direct_samples, gen)
@@ -147,6 +148,7 @@ def _run(dataset: Any, cfg: DepthConfig, progress: Callable[[str], None],
             "top_eig_err_median": float(top.stderr[:, 0].median()),
             "fisher_sv_top": sv_top,
             "min_eps": [float(e) for e in me.eps],
+            "min_eps_actual_l2": [float(e) for e in me.actual_l2],
             "min_eps_median": med if med < 1e299 else float("inf"),
             "seconds": time.perf_counter() - t0,
         })

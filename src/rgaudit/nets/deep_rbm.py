@@ -14,6 +14,7 @@ Layer ``k`` (1-based, as in the papers) is the RBM ``t_k(h_k, h_{k-1})``; ``h_0 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -224,6 +225,27 @@ class DeepRBM(nn.Module):
         if return_stderr:
             return ProbaEstimate(mean, se, int(n_samples))
         return mean
+
+    @torch.no_grad()
+    def predict_proba_chains(
+        self, x: Tensor, n_samples: int = 1000, generator: torch.Generator | None = None,
+        *, chunk: int = 250,
+    ) -> Iterator[Tensor]:
+        """Per-chain top conditionals ``σ(W_N h_{N-1} + a_N)``, chunk by chunk.
+
+        Yields float64 tensors of shape (n_inputs, m, n_N) (``m ≤ chunk``, ``Σ m = n_samples``)
+        drawn exactly as :meth:`predict_proba` draws them (same generator → same chains), so
+        callers can form any per-chain statistic (e.g. differences of two classes) in one pass.
+        """
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be positive, got {n_samples}")
+        xb, _ = self._as_batch(x, self.widths[0])
+        done = 0
+        while done < n_samples:
+            m = min(chunk, n_samples - done)
+            hs = self.sample_up(xb, m, generator, upto=self.depth - 1)
+            yield self.layer(self.depth).prob_up(hs[-1]).to(torch.float64)
+            done += m
 
     def predict(
         self, x: Tensor, n_samples: int = 1000, generator: torch.Generator | None = None,
