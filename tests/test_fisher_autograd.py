@@ -67,3 +67,35 @@ def test_fact6_scalar_output_fim_is_rank_one_along_gradient():
     assert abs_cosine(top.vectors[:, 0], grad[0]) > 1 - 1e-10
     p = torch.sigmoid(m(x))[0, 0]
     torch.testing.assert_close(F, p * (1 - p) * grad.T @ grad)
+
+
+def test_mean_field_fim_is_float64_for_a_float32_net():
+    from rgaudit.nets.deep_rbm import DeepRBM
+
+    net32 = DeepRBM.random([10, 6, 3], generator=torch.Generator().manual_seed(1),
+                           dtype=torch.float32)
+    net64 = DeepRBM.random([10, 6, 3], dtype=torch.float64)
+    net64.load_state_dict({k: v.double() for k, v in net32.state_dict().items()})
+    x = torch.rand(2, 10, generator=torch.Generator().manual_seed(2))
+    F = mean_field_fim(net32, x)
+    assert F.dtype == torch.float64 and net32.dtype == torch.float32
+    torch.testing.assert_close(F, mean_field_fim(net64, x.double()), rtol=1e-12, atol=0)
+
+
+def test_spectrum_summary_counts_only_eigenvalues_above_the_noise_floor():
+    d = 6
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.float64))
+    w = torch.tensor([1.0, 0.1, 1e-3, 2e-5, -1e-5, -3e-5], dtype=torch.float64)
+    F = Q @ torch.diag(w) @ Q.T
+    s = spectrum_summary(F)
+    assert s.eigenvalues[-1] < 0                       # not clamped
+    assert abs(s.noise_floor - 3e-5) < 1e-15
+    assert s.n_significant == 3 and s.n_stiff == 2
+    assert abs(s.decades - 3.0) < 1e-9
+    # with replicates: an eigenvalue within n_sigma jackknife σ of the floor is not significant
+    reps = torch.stack([Q @ torch.diag(w + torch.tensor([0, 0, e, 0, 0, 0],
+                                                        dtype=torch.float64)) @ Q.T
+                        for e in (-1e-3, 1e-3, -1e-3, 1e-3)])
+    s2 = spectrum_summary(F, replicates=reps, n_sigma=3.0)
+    assert s2.stderr is not None and s2.n_significant == 2

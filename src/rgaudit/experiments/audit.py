@@ -19,6 +19,7 @@ No file I/O: the result is plain data (:meth:`AuditResult.to_dict`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -155,73 +156,131 @@ def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
     return {"basis": "singles", "pairs": pairs}
 
 
+FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")
+TOP_K = 5           # top FIM eigenvalues reported with jackknife errors
+SPECTRUM_SIGMA = 3.0  # significance: λ > noise floor + 3 jackknife σ
+
+
+def _spectrum_info(F: Tensor, reps: Tensor | None) -> dict[str, Any]:
+    """Top-k eigenvalues (jackknife errors) and noise-aware spectrum summaries over inputs."""
+    top = top_eigenpairs(F, TOP_K, replicates=reps)
+    spec = [spectrum_summary(F[i], replicates=None if reps is None else reps[:, i],
+                             n_sigma=SPECTRUM_SIGMA) for i in range(F.shape[0])]
+
+    def med(vals: list[float]) -> float:
+        return float(torch.tensor(vals, dtype=torch.float64).median())
+
+    logs = torch.tensor([s.log10 for s in spec], dtype=torch.float64).median(0).values
+    return {
+        "top_eigs": top.values.tolist(),
+        "top_eigs_err": None if top.stderr is None else top.stderr.tolist(),
+        "top_eig": top.values[:, 0].tolist(),
+        "top_eig_err": None if top.stderr is None else top.stderr[:, 0].tolist(),
+        "spectrum_log10_median": [float(v) if math.isfinite(v) else None for v in logs.tolist()],
+        "noise_floor_median": med([s.noise_floor for s in spec]),
+        "noise_floor_rel_median": med([s.noise_floor / s.eigenvalues[0]
+                                       if s.eigenvalues[0] > 0 else float("inf") for s in spec]),
+        "n_significant_median": med([s.n_significant for s in spec]),
+        "n_stiff_median": med([s.n_stiff for s in spec]),
+        "decades_median": med([s.decades for s in spec]),
+        "effective_rank_median": med([s.effective_rank for s in spec]),
+        "significance": (f"λ > |λ_min| + {SPECTRUM_SIGMA:g} jackknife σ" if reps is not None
+                         else "λ > |λ_min| (no sampling error: deterministic)"),
+    }
+
+
 def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator,
-                 progress: Progress) -> tuple[dict[str, Tensor], dict[str, Any], Any, Any]:
-    """FIMs of every estimator for inputs x (n, d); returns (fims, info, direct, mcrg_singles)."""
+                 progress: Progress, *, only: tuple[str, ...] | None = None
+                 ) -> tuple[dict[str, Tensor], dict[str, Any], Any, Any]:
+    """FIMs for inputs x (n, d); returns (fims, info, direct, mcrg_singles).
+
+    ``only`` restricts the estimators computed (default: all of :data:`FIM_ESTIMATORS`); the
+    direct FIM is always computed, since its ``∇_x P(true|x)`` fixes the attack sign and its
+    top eigenvector is the reference of the cosines (it is returned in ``fims`` only when
+    asked for). Every reported eigenvalue of a Monte Carlo FIM carries a jackknife error; the
+    direct FIM is an unbiased U-statistic and can be indefinite, so spectra count only
+    eigenvalues above its noise floor ``|λ_min|`` (see :func:`spectrum_summary`).
+    """
+    wanted = FIM_ESTIMATORS if only is None else tuple(only)
+    bad = [w for w in wanted if w not in FIM_ESTIMATORS]
+    if bad:
+        raise ValueError(f"unknown FIM estimators {bad}; use {FIM_ESTIMATORS}")
     fims: dict[str, Tensor] = {}
+    reps: dict[str, Tensor | None] = {}
     info: dict[str, Any] = {}
     W1 = net.layer(1).W.detach()
     res_s = None
     for label, basis in (("rg-singles", "singles"), ("rg-large", cfg.large_basis)):
+        if label not in wanted:
+            continue
         progress(f"MCRG chain FIM ({basis})")
         t0 = time.perf_counter()
         res = mcrg_network(net, x, basis, cfg.mcrg_samples, generator=gen)
         ch = fim_from_mcrg(res, W1)
-        fims[label] = ch.fim
-        top = top_eigenpairs(ch.fim, 1, replicates=ch.replicates)
+        fims[label], reps[label] = ch.fim, ch.replicates
         info[label] = {"basis": basis, "samples": cfg.mcrg_samples, **(ch.meta or {}),
-                       "top_eig": top.values[:, 0].tolist(),
-                       "top_eig_err": top.stderr[:, 0].tolist(),
                        "seconds": time.perf_counter() - t0}
         if basis == "singles":
             res_s = res
     progress("direct Monte Carlo FIM")
     t0 = time.perf_counter()
     dfim = direct_fim(net, x, cfg.direct_samples, gen)
-    fims["direct"] = dfim.fim
-    top = top_eigenpairs(dfim.fim, 1, replicates=dfim.replicates)
-    info["direct"] = {"samples": dfim.n_samples, "top_eig": top.values[:, 0].tolist(),
-                      "top_eig_err": top.stderr[:, 0].tolist(),
-                      "seconds": time.perf_counter() - t0}
-    progress("mean-field autograd FIM")
-    t0 = time.perf_counter()
-    fims["mean-field"] = mean_field_fim(net, x).to(torch.float64)
-    info["mean-field"] = {"kind": "bernoulli",
-                          "top_eig": torch.linalg.eigvalsh(fims["mean-field"])[:, -1].tolist(),
-                          "seconds": time.perf_counter() - t0}
-    ref = top_eigenpairs(fims["direct"], 1).vectors[..., 0]
+    if "direct" in wanted:
+        fims["direct"], reps["direct"] = dfim.fim, dfim.replicates
+        info["direct"] = {"samples": dfim.n_samples, "seconds": time.perf_counter() - t0,
+                          "note": "unbiased U-statistic: indefinite at finite samples"}
+    if "mean-field" in wanted:
+        progress("mean-field autograd FIM")
+        t0 = time.perf_counter()
+        fims["mean-field"], reps["mean-field"] = mean_field_fim(net, x), None   # float64 copy
+        info["mean-field"] = {"kind": "bernoulli", "dtype": "float64",
+                              "seconds": time.perf_counter() - t0}
+    ref = top_eigenpairs(dfim.fim, 1).vectors[..., 0]
     for name, F in fims.items():
         v = top_eigenpairs(F, 1).vectors[..., 0]
         cos = abs_cosine(v, ref)
+        info[name].update(_spectrum_info(F, reps[name]))
         info[name]["cos_top_vs_direct"] = cos.tolist()
         info[name]["median_cos_top_vs_direct"] = float(cos.median())
-        spec = [spectrum_summary(Fi) for Fi in F]
-        info[name]["spectrum_log10_median"] = torch.tensor(
-            [[max(v, -16.0) for v in s.log10] for s in spec]).median(0).values.tolist()
-        info[name]["n_stiff_median"] = float(torch.tensor([s.n_stiff for s in spec]).median())
         info[name]["top_vectors"] = v[: min(4, v.shape[0])].tolist()
     return fims, info, dfim, res_s
 
 
-def _methods(net: DeepRBM, fims: dict[str, Tensor], grad_true: Tensor, x: Tensor, norm: str,
-             cfg: AuditConfig, n_classes: int) -> list[Attack]:
-    clf = art_classifier(net.mean_field(), x.shape[1], n_classes)
+def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
+                 grad_true: Tensor, seed: int, pgd_iter: int = 20,
+                 methods: tuple[str, ...] = ("fim", "fgm", "pgd", "deepfool", "random")
+                 ) -> list[Attack]:
+    """The attacks of the audit (one factory for ``rgaudit audit`` and ``rgaudit attack``).
 
-    def const(F: Tensor) -> Callable[[Tensor], Tensor]:
-        def fn(z: Tensor) -> Tensor:
-            if z.shape != x.shape or not torch.equal(z, x):
-                raise ValueError("precomputed FIMs only serve the audited inputs")
-            return F
-        return fn
+    FIM attacks (one per entry of ``fims``) use precomputed FIMs of the inputs ``x`` and the
+    true-class gradient ``grad_true``; FGM/FGSM, PGD (``pgd_iter`` iterations) and DeepFool act
+    on the mean-field surrogate; the random directions come from a generator seeded
+    ``seed + 7``.
+    """
+    out: list[Attack] = []
+    if "fim" in methods:
+        def const(F: Tensor) -> Callable[[Tensor], Tensor]:
+            def fn(z: Tensor) -> Tensor:
+                if z.shape != x.shape or not torch.equal(z, x):
+                    raise ValueError("precomputed FIMs only serve the audited inputs")
+                return F
+            return fn
 
-    def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
-        return grad_true.to(z.dtype)
+        def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
+            return grad_true.to(z.dtype)
 
-    out: list[Attack] = [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm,
-                                   name=f"fim-{k}") for k, F in fims.items()]
-    out += [FGM(classifier=clf, norm=norm), PGD(classifier=clf, norm=norm, max_iter=cfg.pgd_iter),
-            DeepFool(classifier=clf, norm=norm),
-            RandomDirection(generator=torch.Generator().manual_seed(cfg.seed + 7), norm=norm)]
+        out += [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm, name=f"fim-{k}")
+                for k, F in fims.items()]
+    if {"fgm", "pgd", "deepfool"} & set(methods):
+        clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
+        if "fgm" in methods:
+            out.append(FGM(classifier=clf, norm=norm))
+        if "pgd" in methods:
+            out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
+        if "deepfool" in methods:
+            out.append(DeepFool(classifier=clf, norm=norm))
+    if "random" in methods:
+        out.append(RandomDirection(generator=torch.Generator().manual_seed(seed + 7), norm=norm))
     return out
 
 
@@ -229,10 +288,10 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
                 judge: StochasticJudge, cfg: AuditConfig, progress: Progress) -> dict[str, Any]:
     """Flip-rate curves and minimal flipping ε of every method, L2 and L∞."""
     out: dict[str, Any] = {}
-    n_classes = net.widths[-1]
     for norm, grid in (("l2", cfg.eps_l2), ("linf", cfg.eps_linf)):
         per: dict[str, Any] = {}
-        for atk in _methods(net, fims, grad_true, x, norm, cfg, n_classes):
+        for atk in make_attacks(net, x, norm, fims=fims, grad_true=grad_true, seed=cfg.seed,
+                                pgd_iter=cfg.pgd_iter):
             progress(f"attack {atk.name} ({norm})")
             t0 = time.perf_counter()
             res = atk(x, y, epsilons=list(grid), judge=judge)
@@ -242,6 +301,9 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
                              steps=cfg.bisect_steps)
             per[atk.name] = {
                 "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
+                "min_eps_along": ("the direction PGD found at ε_max (bisection along it; "
+                                  "not PGD re-run per ε)" if atk.name == "pgd"
+                                  else "the method's direction"),
                 "min_eps": [float(e) for e in me.eps], "min_eps_summary": _quartiles(me.eps),
                 "min_eps_actual_l2": [float(e) for e in me.actual_l2],
                 "min_eps_actual_linf": [float(e) for e in me.actual_linf],

@@ -19,6 +19,7 @@ vector-Jacobian product (``torch.func.vjp``), and the top eigenpairs come from L
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Literal
 
@@ -78,9 +79,15 @@ def dense_fim(model: Model, x: Tensor, kind: OutputKind = "softmax") -> Tensor:
 
 
 def mean_field_fim(net: torch.nn.Module, x: Tensor) -> Tensor:
-    """Dense Bernoulli FIM of a DeepRBM's mean-field surrogate; x (n, d) → (n, d, d)."""
+    """Dense Bernoulli FIM of a DeepRBM's mean-field surrogate; x (n, d) → (n, d, d), float64.
+
+    Computed on a float64 copy of the network (a float32 model is not changed): the FIM's
+    small eigenvalues and its top eigenvector would otherwise carry float32 roundoff.
+    """
     mf = net.mean_field() if hasattr(net, "mean_field") else net
-    return dense_fim(mf, x.to(dtype=next(mf.parameters()).dtype), "bernoulli")
+    if next(mf.parameters()).dtype != torch.float64:
+        mf = copy.deepcopy(mf).to(torch.float64)
+    return dense_fim(mf, x.detach().to(torch.float64), "bernoulli")
 
 
 def fim_operator(model: Model, x: Tensor, kind: OutputKind = "softmax"

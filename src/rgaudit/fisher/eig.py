@@ -77,20 +77,35 @@ def abs_cosine(u: Tensor, v: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class SpectrumSummary:
-    """Log-scale summary of one FIM spectrum.
+    """Log-scale summary of one FIM spectrum, counting only eigenvalues above the noise.
+
+    A Monte Carlo FIM need not be positive semi-definite: the direct estimator
+    (:mod:`rgaudit.fisher.direct`) is an unbiased U-statistic and is indefinite at finite
+    sample size. Its most negative eigenvalue measures the noise: ``noise_floor = |λ_min|``
+    (0 when ``λ_min ≥ 0``). An eigenvalue is *significant* when it exceeds the noise floor by
+    ``n_sigma`` jackknife standard errors (when replicates are given) and is above the
+    numerical floor ``floor·λ_max``. Stiff counts, decades and the effective rank use only the
+    significant eigenvalues; nothing is clamped.
 
     Attributes
     ----------
     eigenvalues : list of float
-        Descending, clipped at 0.
+        Descending, as computed (negative ones kept).
+    stderr : list of float or None
+        Jackknife standard error of each (sorted) eigenvalue.
     log10 : list of float
-        ``log10(λ / λ_max)`` (``-inf`` → ``None`` in JSON).
+        ``log10(λ / λ_max)`` for significant eigenvalues, ``-inf`` for the others.
+    noise_floor : float
+        ``max(0, −λ_min)``.
+    n_significant : int
     n_stiff : int
-        Eigenvalues within ``stiff_decades`` decades of the largest.
+        Significant eigenvalues within ``stiff_decades`` decades of the largest.
     decades : float
-        ``log10(λ_max / λ_min⁺)`` over the positive eigenvalues above the numerical floor.
+        ``log10(λ_max / λ_min_significant)``.
     effective_rank : float
-        ``exp`` of the entropy of ``λ / Σλ``.
+        ``exp`` of the entropy of ``λ / Σλ`` over the significant eigenvalues.
+    n_sigma : float
+        The significance threshold used (in jackknife σ above the noise floor).
     """
 
     eigenvalues: list[float]
@@ -98,28 +113,60 @@ class SpectrumSummary:
     n_stiff: int
     decades: float
     effective_rank: float
+    noise_floor: float = 0.0
+    n_significant: int = 0
+    stderr: list[float] | None = None
+    n_sigma: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"eigenvalues": self.eigenvalues, "log10_rel": self.log10,
-                "n_stiff": self.n_stiff, "decades": self.decades,
+        return {"eigenvalues": self.eigenvalues, "stderr": self.stderr, "log10_rel": self.log10,
+                "noise_floor": self.noise_floor, "n_significant": self.n_significant,
+                "n_sigma": self.n_sigma, "n_stiff": self.n_stiff, "decades": self.decades,
                 "effective_rank": self.effective_rank}
 
 
-def spectrum_summary(F: Tensor, *, stiff_decades: float = 2.0, floor: float = 1e-12
-                     ) -> SpectrumSummary:
-    """Summarise the spectrum of one symmetric matrix ``F`` of shape (d, d)."""
-    w = torch.linalg.eigvalsh(0.5 * (F + F.T).to(torch.float64)).flip(0).clamp_min(0)
+def spectrum_summary(F: Tensor, *, replicates: Tensor | None = None, n_sigma: float = 3.0,
+                     stiff_decades: float = 2.0, floor: float = 1e-12) -> SpectrumSummary:
+    """Summarise the spectrum of one symmetric matrix ``F`` of shape (d, d).
+
+    Parameters
+    ----------
+    F : Tensor of shape (d, d)
+    replicates : Tensor of shape (n_blocks, d, d), optional
+        Jackknife replicates of ``F``: give each sorted eigenvalue a standard error.
+    n_sigma : float, default 3
+        Significant: ``λ > noise_floor + n_sigma·σ_λ`` (σ = 0 without replicates).
+    stiff_decades : float, default 2
+    floor : float, default 1e-12
+        Numerical floor relative to ``λ_max`` (exact matrices have no noise floor but roundoff).
+    """
+    w = torch.linalg.eigvalsh(0.5 * (F + F.T).to(torch.float64)).flip(0)
+    se = None
+    if replicates is not None:
+        R = 0.5 * (replicates + replicates.transpose(-1, -2)).to(torch.float64)
+        se = jackknife_stderr(torch.linalg.eigvalsh(R).flip(-1))
     top = float(w[0]) if w.numel() else 0.0
+    noise = max(0.0, -float(w[-1])) if w.numel() else 0.0
     if top <= 0:
-        return SpectrumSummary(w.tolist(), [float("-inf")] * w.numel(), 0, 0.0, 0.0)
-    rel = (w / top).tolist()
-    log10 = [math.log10(r) if r > 0 else float("-inf") for r in rel]
-    pos = w[w > floor * top]
+        return SpectrumSummary(w.tolist(), [float("-inf")] * w.numel(), 0, 0.0, 0.0, noise, 0,
+                               None if se is None else se.tolist(), float(n_sigma))
+    thr = noise + (float(n_sigma) * se if se is not None else torch.zeros_like(w))
+    sig = (w > thr) & (w > floor * top)
+    log10 = [math.log10(float(v) / top) if ok else float("-inf")
+             for v, ok in zip(w.tolist(), sig.tolist(), strict=True)]
+    pos = w[sig]
+    if pos.numel() == 0:
+        return SpectrumSummary(w.tolist(), log10, 0, 0.0, 0.0, noise, 0,
+                               None if se is None else se.tolist(), float(n_sigma))
     p = pos / pos.sum()
     return SpectrumSummary(
         eigenvalues=w.tolist(),
         log10=log10,
-        n_stiff=int((w >= top * 10 ** (-stiff_decades)).sum()),
+        n_stiff=int((pos >= top * 10 ** (-stiff_decades)).sum()),
         decades=float(math.log10(top / float(pos[-1]))),
         effective_rank=float(torch.exp(-(p * p.log()).sum())),
+        noise_floor=noise,
+        n_significant=int(pos.numel()),
+        stderr=None if se is None else se.tolist(),
+        n_sigma=float(n_sigma),
     )

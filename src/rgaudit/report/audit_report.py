@@ -36,9 +36,11 @@ def plot_fim_spectra(fim: dict[str, Any], path: Path) -> Path:
     for name, info in fim.items():
         s = info.get("spectrum_log10_median")
         if s:
+            # only eigenvalues significantly above the noise floor |λ_min| are drawn
+            s = [float("nan") if v is None or not math.isfinite(v) else v for v in s]
             ax.plot(range(1, len(s) + 1), s, marker=".", label=name)
     ax.set_xlabel("eigenvalue rank")
-    ax.set_ylabel("log10(λ / λ_max), median over inputs")
+    ax.set_ylabel("log10(λ / λ_max), median over inputs\n(significant eigenvalues only)")
     ax.set_xscale("log")
     ax.legend(fontsize=8)
     ax.set_title("Input FIM spectra: stiff vs sloppy")
@@ -84,18 +86,21 @@ def plot_flip_rates(attacks: dict[str, Any], path: Path) -> Path:
 
 
 def plot_min_eps(attacks: dict[str, Any], path: Path) -> Path:
-    """Box plots of the minimal flipping ε (unflipped inputs drawn at the grid's top)."""
+    """Box plots of the applied minimal flipping perturbation ‖clip(x + ε s) − x‖ (unflipped
+    inputs drawn at the grid's top; older results without it: the nominal ε)."""
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.6), squeeze=False)
     for ax, (norm, per) in zip(axes[0], attacks.items(), strict=True):
         names = list(per)
         data = []
         for n in names:
             top = per[n]["epsilons"][-1]
-            data.append([e if e is not None and math.isfinite(e) else top
-                         for e in per[n]["min_eps"]])
+            key = f"min_eps_actual_{norm}"
+            vals = per[n].get(key) or per[n]["min_eps"]
+            data.append([e if e is not None and math.isfinite(e) else top for e in vals])
         ax.boxplot(data)
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(f"minimal flipping ε ({norm})")
+        labels = [n + " (ε_max dir.)" if n == "pgd" else n for n in names]
+        ax.set_xticks(range(1, len(names) + 1), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(f"applied minimal flipping ‖δ‖ ({norm})")
     return _save(fig, path)
 
 
@@ -154,22 +159,43 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
         lines.append(f"| {p['pair']} | {p['n_ops']} | {top} | {p['n_kept_fisher~1']} | "
                      f"{p['regularised']} |")
     lines += ["", "## Input FIM", "",
+              "Top eigenvalue: median over inputs, ± median jackknife error. Spectra count only "
+              "eigenvalues significantly above the noise floor |λ_min| (the direct FIM is an "
+              "unbiased U-statistic and can be indefinite).", "",
               "| estimator | median top eigenvalue | median \\|cos\\| top eigvec vs direct | "
-              "median # stiff (2 decades) | seconds |", "|---|---|---|---|---|"]
+              "noise floor / λ_max | # significant | # stiff (2 decades) | decades | "
+              "eff. rank | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for name, info in payload["fim"].items():
         te = sorted(info["top_eig"])
-        lines.append(f"| {name} | {_fmt(te[len(te) // 2])} | "
-                     f"{_fmt(info['median_cos_top_vs_direct'])} | {_fmt(info['n_stiff_median'])}"
-                     f" | {_fmt(info['seconds'])} |")
+        err = info.get("top_eig_err")
+        pm = f" ± {_fmt(sorted(err)[len(err) // 2], 2)}" if err else " (exact)"
+        lines.append(f"| {name} | {_fmt(te[len(te) // 2])}{pm} | "
+                     f"{_fmt(info['median_cos_top_vs_direct'])} | "
+                     f"{_fmt(info.get('noise_floor_rel_median'), 2)} | "
+                     f"{_fmt(info.get('n_significant_median'))} | {_fmt(info['n_stiff_median'])}"
+                     f" | {_fmt(info.get('decades_median'), 2)} | "
+                     f"{_fmt(info.get('effective_rank_median'), 2)} | {_fmt(info['seconds'])} |")
     for norm, per in payload["attacks"].items():
         lines += ["", f"## Minimal flipping ε ({norm})", "",
-                  "| method | median | q1 | q3 | flipped / n |", "|---|---|---|---|---|"]
+                  "Nominal: the budget ε of the bisection; applied: the norm of the perturbation "
+                  "after clipping to [0, 1] (compare methods on this). PGD: bisection along the "
+                  "direction PGD found at ε_max.", "",
+                  "| method | nominal median | q1 | q3 | applied median | q1 | q3 | flipped / n |",
+                  "|---|---|---|---|---|---|---|---|"]
         # "> ε_max": more than a quarter (q3), half (median)… of the inputs did not flip
         for name, r in per.items():
-            s = r["min_eps_summary"]
             top = f"> {r['epsilons'][-1]:g}"
-            q = [top if s[k] is None else _fmt(s[k]) for k in ("median", "q1", "q3")]
-            lines.append(f"| {name} | {q[0]} | {q[1]} | {q[2]} | {s['n_flipped']} / {s['n']} |")
+            row = []
+            for key in ("min_eps_summary", "min_eps_actual_summary"):
+                s = r.get(key)
+                if s is None:
+                    row += ["–"] * 3
+                    continue
+                row += [top if s[k] is None or s[k] == float("inf") else _fmt(s[k])
+                        for k in ("median", "q1", "q3")]
+            s = r["min_eps_summary"]
+            label = name + (" (along ε_max direction)" if name == "pgd" else "")
+            lines.append(f"| {label} | " + " | ".join(row) + f" | {s['n_flipped']} / {s['n']} |")
     lines += ["", f"Timings (s): {payload.get('timings')}", ""]
     for img in images or []:
         lines.append(f"![{img}]({img})")
