@@ -185,3 +185,35 @@ def test_integer_operators_are_summed_exactly():
     ref = torch.cov(torch.cat([a, b], 1).double().T, correction=0)
     torch.testing.assert_close(m.c_aa, ref[:5, :5], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(m.c_ab, ref[:5, 5:], rtol=1e-12, atol=1e-15)
+
+
+def test_bias_corrected_fisher_values_match_exact():
+    """Jackknife bias-corrected Fisher-normalised values (canonical correlations) agree with the
+    exact ones within their errors; the plug-in values are biased upwards at this S.
+
+    Leading two values (well separated from each other and from 0, where rank pairing of the
+    replicates is smooth), ``pairs`` basis (15 and 10 operators), S = 2000, 6 networks × 2 pairs ×
+    2 inputs = 48 values. Measured (generator offsets 10…50): mean z² 0.7–1.7 bias-corrected,
+    1.1–2.4 plug-in; mean z −0.2…0.3 corrected, 0.5–1.1 plug-in.
+    """
+    from rgaudit.rg.spectra import fisher_singular_values, pair_spectra
+
+    k = 2
+    z_bc, z_raw, n_rep = [], [], N_BLOCKS
+    for seed in range(6):
+        net, x = _net([6, 5, 5, 4], seed, scale=2.0)
+        ops = [None] + [ProductBasis.pairs(w) for w in net.widths[1:]]
+        exact = exact_network_pairs(net, x, ops=ops)
+        res = mcrg_network(net, x, ops, 2000, generator=seed + 10, n_blocks=N_BLOCKS)
+        for i in (1, 2):
+            n_rep = res.layers[i].n_replicates
+            for b, sp in enumerate(pair_spectra(res.layers[i])):
+                e = exact[i]
+                s_exact = fisher_singular_values(e.T[b], e.C_next[b], e.C_prev[b])[:k]
+                z_bc.append(torch.stack([sp.fisher[:k], sp.fisher_err[:k], s_exact]))
+                z_raw.append((sp.fisher_raw[:k] - s_exact) / sp.fisher_err[:k])
+    est, err, exact_s = torch.stack(z_bc).unbind(1)
+    _agrees_within_errors(est, err, exact_s, n_rep)
+    z_c = ((est - exact_s) / err).flatten()
+    # the correction lowers the values: the plug-in ones sit above the exact values on average
+    assert float(torch.cat(z_raw).mean()) > float(z_c.mean())

@@ -30,7 +30,7 @@ def test_run_diagnose_studies_and_markdown():
     assert ("main", "pairs", 1) in studies and ("basis", "singles", 2) in studies
     assert ("samples", "pairs", 1) in studies
     for s in res.spectra:
-        assert (s.fisher <= 1 + 1e-9).all()
+        assert (s.fisher_raw <= 1 + 1e-9).all() and s.fisher.shape == s.fisher_raw.shape
         # untied 6 → 6 pair: equal names h0…h5 on both layers, but no shared operator set
         assert s.eig_abs is None
     assert res.depth == [] and res.settings["tied"] is False

@@ -19,15 +19,34 @@ def _net(widths, seed, **kw):
     return net, torch.rand(2, widths[0], generator=g, dtype=F64)
 
 
-def test_sampled_fisher_values_do_not_exceed_one_beyond_error():
+def test_plugin_fisher_values_are_canonical_correlations():
+    """Deterministic property, not a statistical test: plug-in values are canonical correlations
+    of ONE covariance matrix, so they lie in [0, 1] up to rounding whatever the sample. (The
+    statistical check against exact values is in tests/test_mcrg.py.)"""
     for seed in (0, 1):
         net, x = _net([6, 5, 5, 4], seed, scale=2.0)
         res = mcrg_network(net, x, "pairs", 20_000, generator=seed)
         for spectra in result_spectra(res).values():
             for sp in spectra:
-                assert (sp.fisher <= 1 + 2 * sp.fisher_err + 1e-12).all()
-                assert (sp.fisher >= 0).all()
-                assert torch.all(sp.fisher[:-1] >= sp.fisher[1:])
+                assert (sp.fisher_raw <= 1 + 1e-10).all() and (sp.fisher_raw >= 0).all()
+                assert torch.all(sp.fisher_raw[:-1] >= sp.fisher_raw[1:])
+                # reported values = jackknife bias-corrected: lowered, same rank order source
+                assert sp.fisher.shape == sp.fisher_raw.shape
+                assert not sp.flags and sp.floored_prev == 0 and math.isfinite(sp.cond_prev)
+
+
+def test_kept_count_criterion_is_fixed_threshold_with_range():
+    """``fisher~1`` counts bias-corrected s ≥ 1 − δ; lo/hi shift by ∓ n_sigma errors."""
+    from rgaudit.rg.spectra import _count
+
+    v = torch.tensor([0.99, 0.96, 0.93, 0.5], dtype=F64)
+    e = torch.tensor([0.001, 0.02, 0.02, 0.01], dtype=F64)
+    reps = v + 0.01 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    c = _count(v, e, reps, 0.95, 2.0, "s ≥ 0.95", inclusive=True)
+    assert (c.value, c.lo, c.hi) == (2, 1, 3)
+    # as the error → 0 the range collapses onto the value (no drift with S)
+    c0 = _count(v, 0 * e, reps, 0.95, 2.0, "s ≥ 0.95", inclusive=True)
+    assert c0.lo == c0.value == c0.hi == 2
 
 
 def test_fisher_values_invariant_to_relabelling_units():
@@ -72,6 +91,7 @@ def test_tied_one_unit_eigenvalue_and_counts():
     # one unit: the Fisher-normalised value is the |correlation| of consecutive units
     assert 0 < float(sp.fisher[0]) < 1
     assert set(sp.counts) == {"eig>1", "fisher~1", "fisher>0.9"}
+    assert "1 − 0.05" in sp.counts["fisher~1"].criterion
     assert "fisher" in sp.to_dict()
 
 

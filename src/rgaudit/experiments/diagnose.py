@@ -43,7 +43,8 @@ class SpectrumSummary:
     n_ops : tuple of int
         Operators of the lower and upper layer.
     fisher, fisher_err : Tensor of shape (n_inputs, k)
-        Top ``k`` Fisher-normalised singular values and jackknife errors.
+        Top ``k`` Fisher-normalised singular values, jackknife bias-corrected (reported), and
+        their jackknife errors.
     eig_abs, eig_abs_err : Tensor of shape (n_inputs, k) or None
         Top ``|Λ|`` (shared operator sets only).
     counts : dict of str to list of dict
@@ -53,6 +54,15 @@ class SpectrumSummary:
         Number of inputs whose solve was regularised.
     dropped : list of int
         Dropped (constant) upper-layer operators per input.
+    fisher_raw : Tensor of shape (n_inputs, k) or None
+        Plug-in values (canonical correlations, in [0, 1], biased upwards at finite S).
+    max_cond_prev : float
+        Largest condition number of the lower-layer covariance ``C_prev`` (kept block).
+    floored : int
+        Inputs whose ``C_prev^{-1/2}`` or ``C_next^{1/2}`` needed the eigenvalue floor
+        (pseudo-inverse on near-constant directions).
+    replicates_regularised : int
+        Jackknife replicates (summed over inputs) regularised on their own.
     """
 
     study: str
@@ -68,12 +78,20 @@ class SpectrumSummary:
     max_cond: float
     regularised: int
     dropped: list[int]
+    fisher_raw: Tensor | None = None
+    max_cond_prev: float = float("nan")
+    floored: int = 0
+    replicates_regularised: int = 0
 
-    def mean_fisher(self) -> tuple[Tensor, Tensor]:
-        """Input-averaged top values and the standard error of that average, shape (k,)."""
-        n = self.fisher.shape[0]
-        mean = self.fisher.mean(0)
-        spread = self.fisher.std(0, correction=1) / math.sqrt(n) if n > 1 else 0 * mean
+    def mean_fisher(self, raw: bool = False) -> tuple[Tensor, Tensor]:
+        """Input-averaged top values and the standard error of that average, shape (k,).
+
+        ``raw=True`` averages the plug-in values instead of the bias-corrected ones.
+        """
+        vals = self.fisher_raw if raw and self.fisher_raw is not None else self.fisher
+        n = vals.shape[0]
+        mean = vals.mean(0)
+        spread = vals.std(0, correction=1) / math.sqrt(n) if n > 1 else 0 * mean
         stat = (self.fisher_err**2).sum(0).sqrt() / n
         return mean, torch.maximum(spread, stat)
 
@@ -84,7 +102,10 @@ class SpectrumSummary:
                "fisher": self.fisher, "fisher_err": self.fisher_err,
                "fisher_mean": mean, "fisher_mean_err": err, "counts": self.counts,
                "max_cond": self.max_cond, "regularised": self.regularised,
-               "dropped": self.dropped}
+               "dropped": self.dropped, "fisher_raw": self.fisher_raw,
+               "fisher_raw_mean": self.mean_fisher(raw=True)[0],
+               "max_cond_prev": self.max_cond_prev, "floored": self.floored,
+               "replicates_regularised": self.replicates_regularised}
         if self.eig_abs is not None:
             out.update(eig_abs=self.eig_abs, eig_abs_err=self.eig_abs_err)
         return out
@@ -102,6 +123,7 @@ def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
         sps = pair_spectra(pair, shared_basis=shared_basis)
         k = min(top, min(len(s.fisher) for s in sps))
         fisher = torch.stack([s.fisher[:k] for s in sps])
+        fisher_raw = torch.stack([s.fisher_raw[:k] for s in sps])
         ferr = torch.stack([s.fisher_err[:k] for s in sps])
         eig = eig_err = None
         if sps[0].eig is not None:
@@ -117,7 +139,11 @@ def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
             n_ops=(len(pair.names_prev), len(pair.names_next)), fisher=fisher, fisher_err=ferr,
             eig_abs=eig, eig_abs_err=eig_err, counts=counts, max_cond=pair.max_cond,
             regularised=sum(bool(i.regularised) for i in pair.solve_info),
-            dropped=[int(i.dropped.numel()) for i in pair.solve_info]))
+            dropped=[int(i.dropped.numel()) for i in pair.solve_info], fisher_raw=fisher_raw,
+            max_cond_prev=max(s.cond_prev for s in sps),
+            floored=sum(bool(s.flags) for s in sps),
+            replicates_regularised=sum(int(i.n_replicates_regularised)
+                                       for i in pair.solve_info)))
     return out
 
 
@@ -388,6 +414,13 @@ def run_diagnose(
                 progress("fixed points", 1, 1)
     if any(s.regularised for s in result.spectra):
         result.notes.append("some solves were regularised (see max_cond / regularised)")
+    if any(s.replicates_regularised for s in result.spectra):
+        result.notes.append("some jackknife replicates were regularised on their own "
+                            "(replicates_regularised): their errors include that regulariser")
+    if any(s.floored for s in result.spectra):
+        result.notes.append("some covariances were singular in the Fisher normalisation: "
+                            "C^(-1/2) used an eigenvalue floor (pseudo-inverse) there (floored, "
+                            "max_cond_prev)")
     result.notes.append("truncated operator bases are approximations: compare the basis and "
                         "sample studies before reading a spectrum (DESIGN fact 2)")
     return result

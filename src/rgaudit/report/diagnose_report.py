@@ -97,16 +97,19 @@ def plot_fixed_points(result: DiagnoseResult, path: str | os.PathLike) -> Path |
 
 def _spectrum_rows(spectra: list[SpectrumSummary], top: int) -> list[str]:
     rows = ["| study | pair | basis | ops (lower, upper) | S | " +
-            " | ".join(f"s_{i + 1}" for i in range(top)) + " | #s~1 | max cond | reg. |",
-            "|---|---|---|---|---|" + "---|" * top + "---|---|---|"]
+            " | ".join(f"s_{i + 1}" for i in range(top)) +
+            " | raw s_1 | #kept | max cond | reg. | floor |",
+            "|---|---|---|---|---|" + "---|" * top + "---|---|---|---|---|"]
     for s in spectra:
         mean, err = s.mean_fisher()
+        raw = s.mean_fisher(raw=True)[0]
         vals = [_fmt(float(mean[i]), float(err[i])) if i < len(mean) else "" for i in range(top)]
-        n1 = [c["value"] for c in s.counts.get("fisher~1", [])]
+        kept = s.counts.get("fisher~1", [])
+        rng = (f"{min(c['lo'] for c in kept)}–{max(c['hi'] for c in kept)}" if kept else "-")
         rows.append(f"| {s.study} | T^({s.pair + 1}) | {s.basis} | {s.n_ops[0]}, {s.n_ops[1]} | "
                     f"{s.n_samples} | " + " | ".join(vals) +
-                    f" | {min(n1) if n1 else '-'}–{max(n1) if n1 else '-'} | {s.max_cond:.3g} | "
-                    f"{s.regularised} |")
+                    f" | {float(raw[0]):.3f} | {rng} | {s.max_cond:.3g} | "
+                    f"{s.regularised} | {s.floored} |")
     return rows
 
 
@@ -121,11 +124,13 @@ def render_markdown(result: DiagnoseResult, images: list[str] | None = None, *,
         f"{st.get('n_blocks')} jackknife blocks, seed {st.get('seed')}, device {st.get('device')}.",
         "",
         "Fisher-normalised singular values s of `C_{k+1}^{1/2} T C_k^{-1/2}` (canonical "
-        "correlations between the operators of adjacent layers, in [0, 1]), averaged over inputs "
-        "(error: larger of the input spread and the propagated jackknife error). "
-        "`#s~1`: per-input range of the number of s within 2σ of 1. Finite samples bias the "
-        "leading s upwards (spurious correlations among many operators): read them against the "
-        "sample study.", "",
+        "correlations between the operators of adjacent layers), jackknife bias-corrected "
+        "(`n θ − (n−1) θ̄`; `raw s_1`: the plug-in leading value, in [0, 1] but biased upwards "
+        "at finite S), averaged over inputs (error: larger of the input spread and the "
+        "propagated jackknife error). `#kept`: range over inputs of the number of "
+        "bias-corrected s ≥ 0.95 ('information kept'), lo = s − 2σ ≥ 0.95, hi = s + 2σ ≥ 0.95. "
+        "`reg.`: inputs whose solve was regularised; `floor`: inputs whose Fisher normalisation "
+        "needed an eigenvalue floor (pseudo-inverse) of a singular covariance.", "",
         *_spectrum_rows(result.spectra, top), "",
     ]
     if result.depth:
