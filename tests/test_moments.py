@@ -91,3 +91,20 @@ def test_solve_regularises_and_flags_singular_covariance():
     assert torch.isfinite(t).all()
     with pytest.raises(ValueError, match="every operator is constant"):
         solve_cov(torch.zeros(2, 2, dtype=torch.float64), d)
+
+
+def test_replicate_condition_numbers_checked_like_the_full_sample():
+    from rgaudit.rg.solve import solve_replicates
+
+    c = torch.eye(3, dtype=torch.float64)
+    d = torch.ones(3, 2, dtype=torch.float64)
+    _, info = solve_cov(c, d, max_cond=1e6)
+    assert not info.regularised
+    reps = c.repeat(4, 1, 1)
+    reps[2, 2, 2] = 1e-8            # finite solve, but cond 1e8 > max_cond: must be regularised
+    x, info_r = solve_replicates(reps, d.repeat(4, 1, 1), info, max_cond=1e6)
+    assert info_r.n_replicates_regularised == 1
+    assert info_r.max_cond_replicates == pytest.approx(1e8)
+    assert torch.isfinite(x).all() and float(x[2, 2].abs().max()) < 1e7  # not 1e8
+    torch.testing.assert_close(x[0], d)
+    assert info_r.to_dict()["n_replicates_regularised"] == 1

@@ -45,6 +45,7 @@ class SolveInfo:
     regularised: bool
     lam: float
     n_replicates_regularised: int = 0
+    max_cond_replicates: float = float("nan")
 
     def to_dict(self) -> dict:
         """Plain-data form for JSON results (a condition number of ``inf`` becomes ``None``)."""
@@ -55,6 +56,8 @@ class SolveInfo:
             "regularised": bool(self.regularised),
             "lambda": float(self.lam),
             "n_replicates_regularised": int(self.n_replicates_regularised),
+            "max_cond_replicates": (float(self.max_cond_replicates)
+                                    if math.isfinite(self.max_cond_replicates) else None),
         }
 
 
@@ -144,9 +147,11 @@ def solve_replicates(
 
     Every replicate keeps the operators ``info.kept`` and the regulariser ``info.lam`` of the
     full-sample solve, so that replicate shapes agree and the jackknife measures the spread of
-    one estimator. A replicate whose kept block is singular (an operator that varies in only one
-    block) is solved with the regulariser ``trace(C)/m / max_cond``; the count of such replicates
-    is reported in the returned info.
+    one estimator. When the full sample was solved without regulariser, each replicate's kept
+    block is checked like the full sample: a replicate whose condition number exceeds
+    ``max_cond`` (or whose solve fails) is solved with its own regulariser
+    ``trace(C_r)/m / max_cond``; such replicates are counted in ``n_replicates_regularised`` and
+    the largest replicate condition number is reported as ``max_cond_replicates``.
 
     Parameters
     ----------
@@ -160,18 +165,26 @@ def solve_replicates(
     -------
     x : Tensor of shape (n_rep, m_kept, p)
     info : SolveInfo
-        ``info`` with ``n_replicates_regularised`` filled in.
+        ``info`` with ``n_replicates_regularised`` and ``max_cond_replicates`` filled in.
     """
     kept = info.kept.to(c.device)
     ck = c[:, kept][:, :, kept]
     dk = d[:, kept]
     eye = torch.eye(ck.shape[-1], dtype=ck.dtype, device=ck.device)
+    evals = torch.linalg.eigvalsh(ck)
+    top = evals[:, -1].clamp_min(1e-300)
+    low = evals[:, 0]
+    cond_r = torch.where(low > 0, top / low.clamp_min(1e-300),
+                         torch.full_like(low, float("inf")))
+    ill = ~(cond_r <= max_cond)
     if info.lam > 0:
         ck = ck + info.lam * eye
+        ill = torch.zeros_like(ill)  # the full-sample regulariser is applied to every replicate
     x, status = torch.linalg.solve_ex(ck, dk)
-    bad = (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
+    bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
         lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
         x_r = torch.linalg.solve(ck + lam_r[:, None, None] * eye, dk)
         x = torch.where(bad[:, None, None], x_r, x)
-    return x, replace(info, n_replicates_regularised=int(bad.sum()))
+    return x, replace(info, n_replicates_regularised=int(bad.sum()),
+                      max_cond_replicates=float(cond_r.max()))
