@@ -217,3 +217,9 @@ def test_bias_corrected_fisher_values_match_exact():
     z_c = ((est - exact_s) / err).flatten()
     # the correction lowers the values: the plug-in ones sit above the exact values on average
     assert float(torch.cat(z_raw).mean()) > float(z_c.mean())
+
+
+def test_single_layer_network_message_is_useful():
+    net = DeepRBM.random([5, 3], generator=torch.Generator().manual_seed(0), dtype=F64)
+    with pytest.raises(ValueError, match="single layer: no hidden-layer pair.*≥ 2 layers"):
+        mcrg_network(net, torch.rand(5, dtype=F64), "singles", 512)

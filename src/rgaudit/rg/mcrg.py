@@ -531,7 +531,9 @@ def mcrg_network(
         raise ValueError("inputs contain NaN or inf")
     pairs = list(range(1, n_layers)) if pair_layers is None else sorted(set(pair_layers))
     if not pairs:
-        raise ValueError("a one-layer network has no pair of hidden layers; pass pair_layers=[0]")
+        raise ValueError("the network has a single layer: no hidden-layer pair to analyse; use a "
+                         "network with ≥ 2 layers (from Python, pair_layers=[0] analyses the "
+                         "input → layer 1 kernel, whose input does not fluctuate)")
     needed = sorted({j for i in pairs for j in (i, i + 1)})
     if isinstance(bases, (str, Operators)) or bases is None:
         spec_list: list[Any] = [bases] * (n_layers + 1)

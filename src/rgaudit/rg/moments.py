@@ -287,10 +287,7 @@ def jackknife(acc: CovarianceAccumulator, fn: Callable[[Moments], Tensor]) -> Ja
     """
     value = fn(acc.moments())
     reps = torch.stack([fn(m) for m in acc.leave_one_out()])
-    nb = reps.shape[0]
-    mean = reps.mean(dim=0)
-    var = (nb - 1) / nb * ((reps - mean) ** 2).sum(dim=0)
-    return JackknifeEstimate(value, var.sqrt(), reps)
+    return JackknifeEstimate(value, jackknife_stderr(reps), reps)
 
 
 def jackknife_stderr(replicates: Tensor) -> Tensor:
