@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F_
 
 from rgaudit.fisher.first_layer import first_layer_score
 from rgaudit.nets.deep_rbm import DeepRBM
-from rgaudit.rg.exact import all_states
+from rgaudit.rg.exact import all_states, log_first
 from rgaudit.rg.moments import jackknife_stderr
 
 Tensor = torch.Tensor
@@ -71,11 +70,12 @@ class DirectFIM:
         return (mask.unsqueeze(-1) * self.grad_q).sum(1)
 
 
-def _output_probs(net: DeepRBM, h_prev: Tensor, states: Tensor) -> Tensor:
-    """``t_N(y | h_{N-1})`` for all states: h_prev (n, S, n_{N-1}) → (n, S, Y), float64."""
-    lay = net.layer(net.depth)
-    z = lay.logits_up(h_prev).to(torch.float64)
-    return (z @ states.T - F_.softplus(z).sum(-1, keepdim=True)).exp()
+def _output_probs(net: DeepRBM, h_prev: Tensor) -> Tensor:
+    """``t_N(y | h_{N-1})`` for all states: h_prev (n, S, n_{N-1}) → (n, S, Y), float64.
+
+    The formula is :func:`rgaudit.rg.exact.log_first` (shared with the exact enumeration).
+    """
+    return log_first(net.layer(net.depth), h_prev, max_units=MAX_OUTPUT_UNITS).exp()
 
 
 def _weighted_outer(g: Tensor, q: Tensor) -> Tensor:
@@ -192,7 +192,7 @@ def _direct_batch(net: DeepRBM, x: Tensor, states: Tensor, per_block: int, n_blo
     while done < pilot:
         m = min(chunk, pilot - done)
         hs = net.sample_up(x, m, generator, upto=N - 1)
-        base += _output_probs(net, hs[-1], states).sum(1)
+        base += _output_probs(net, hs[-1]).sum(1)
         done += m
     if pilot:
         base /= pilot
@@ -203,7 +203,7 @@ def _direct_batch(net: DeepRBM, x: Tensor, states: Tensor, per_block: int, n_blo
         while done < per_block:
             m = min(chunk, per_block - done)
             hs = net.sample_up(x, m, generator, upto=N - 1)
-            t = _output_probs(net, hs[-1], states)                 # (n, m, Y)
+            t = _output_probs(net, hs[-1])                 # (n, m, Y)
             s = first_layer_score(net, x, hs[1])                   # (n, m, d)
             qb[b] += t.sum(1)
             gb[b] += (t - base.unsqueeze(1)).transpose(-1, -2) @ s
@@ -219,9 +219,7 @@ def _depth_one(net: DeepRBM, x: Tensor, states: Tensor, single: bool) -> DirectF
     W = lay.W.detach().to(torch.float64)
     p = lay.prob_up(x).to(torch.float64)
     fim = W.T @ ((p * (1 - p)).unsqueeze(-1) * W)
-    logq = x.to(torch.float64) @ W.T + lay.a.to(torch.float64)
-    lq = logq @ states.T - F_.softplus(logq).sum(-1, keepdim=True)
-    q = lq.exp()
+    q = log_first(lay, x, max_units=MAX_OUTPUT_UNITS).exp()
     g = q.unsqueeze(-1) * ((states.unsqueeze(0) - p.unsqueeze(1)) @ W)
     z = torch.zeros_like(fim)
     reps = torch.stack([fim, fim, fim])

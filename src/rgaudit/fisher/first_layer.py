@@ -29,23 +29,6 @@ Tensor = torch.Tensor
 OperatorFn = Callable[[Tensor], Tensor]
 
 
-def basis_subsets(basis: Any) -> list[tuple[int, ...]]:
-    """The unit subsets of a product basis, one tuple of unit indices per operator.
-
-    Accepts a sequence of index tuples, or a basis object exposing ``subsets``/``products``/
-    ``terms`` (a sequence of index tuples) or ``masks`` (bool tensor of shape (m, n)).
-    """
-    for name in ("subsets", "products", "terms"):
-        if hasattr(basis, name):
-            return [tuple(int(i) for i in s) for s in getattr(basis, name)]
-    if hasattr(basis, "masks"):
-        M = torch.as_tensor(basis.masks).bool()
-        return [tuple(torch.nonzero(r).flatten().tolist()) for r in M]
-    if isinstance(basis, Sequence):
-        return [tuple(int(i) for i in s) for s in basis]
-    raise TypeError(f"cannot read operator subsets from {type(basis).__name__}")
-
-
 def dg1_dx_analytic(W1: Tensor, subsets: Sequence[Sequence[int]] | None = None) -> Tensor:
     """Analytic ``∂g^(1)/∂x``: ``−W_1`` on single-unit operators, 0 on higher products.
 
