@@ -23,3 +23,18 @@ def test_scoped_global_rng_seeds_inside_and_restores_outside():
     with scoped_global_rng(1, 2):
         np.testing.assert_array_equal(np.random.rand(2), inside_n)  # noqa: NPY002
         torch.testing.assert_close(torch.rand(2), inside_t)
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    import os
+
+    from rgaudit.report.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "{}"
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
