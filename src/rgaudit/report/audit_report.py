@@ -146,12 +146,61 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
+def _median(values: list[float]) -> float | None:
+    v = sorted(x for x in values if x is not None)
+    return v[len(v) // 2] if v else None
+
+
+def _summary(payload: dict[str, Any]) -> list[str]:
+    """Plain-language findings, each computed from the numbers in ``payload``."""
+    out = ["## Summary", ""]
+    pairs = payload.get("diagnosis", {}).get("pairs", [])
+    tops = [row[0] for p in pairs for row in (p.get("fisher_sv") or []) if row]
+    kept = sum(sum(p.get("n_kept_fisher~1") or []) for p in pairs)
+    if tops:
+        verdict = (f"{kept} (pair, input) directions keep their Fisher information (s ≥ 0.95): "
+                   "relevant directions are present" if kept else
+                   "no hidden-layer pair keeps Fisher information along any direction "
+                   "(criterion s ≥ 0.95): no relevant direction detected")
+        out.append(f"- **Relevant directions:** {verdict}; largest Fisher-normalised singular "
+                   f"value {_fmt(max(tops))} over {len(pairs)} layer pairs and the diagnosed "
+                   "inputs. This is a statement about these inputs and this operator basis.")
+    fim = payload.get("fim", {})
+    if "rg-singles" in fim and "direct" in fim:
+        out.append(f"- **RG-chain FIM vs direct Monte Carlo FIM:** median |cos| of the top "
+                   f"eigenvectors {_fmt(fim['rg-singles'].get('median_cos_top_vs_direct'))} "
+                   "(singles basis).")
+    images = payload.get("inputs", {}).get("images") or []
+    norm = _median([math.sqrt(sum(float(v) ** 2 for v in img)) for img in images])
+    l2 = payload.get("attacks", {}).get("l2", {})
+    rows = []
+    for name, r in l2.items():
+        summ = r.get("min_eps_actual_summary") or r.get("min_eps_summary") or {}
+        med = summ.get("median")
+        if med is not None and not math.isinf(med):
+            rows.append((med, name))
+    if rows:
+        rows.sort()
+        best = ", ".join(f"{n} {_fmt(m)}" for m, n in rows[:4])
+        rel = f" (median input norm ‖x‖₂ = {_fmt(norm)})" if norm else ""
+        out.append(f"- **Smallest flipping perturbations** (median applied L2, lowest first): "
+                   f"{best}{rel}.")
+        rg = next((m for m, n in rows if n == "fim-rg-singles"), None)
+        if rg is not None:
+            rank = [n for _, n in rows].index("fim-rg-singles") + 1
+            out.append(f"- **RG-FIM direction:** rank {rank} of {len(rows)} methods that flipped "
+                       "at least half of the inputs; see the tables for quartiles.")
+    out.append("")
+    return out
+
+
 def render_markdown(payload: dict[str, Any], images: list[str] | None = None) -> str:
     """The audit as Markdown (tables of FIM agreement and minimal ε)."""
     lines = ["# rgaudit audit", "", f"Model widths: {payload['model'].get('widths')}  ",
              f"Inputs attacked: {len(payload['inputs']['labels'])} (correctly classified by the "
-             f"stochastic network; pool accuracy {_fmt(payload['inputs']['pool_accuracy'])})", "",
-             "## Diagnosis: Fisher-normalised stability spectra (singles basis)", "",
+             f"stochastic network; pool accuracy {_fmt(payload['inputs']['pool_accuracy'])})", ""]
+    lines += _summary(payload)
+    lines += ["## Diagnosis: Fisher-normalised stability spectra (singles basis)", "",
              "| pair | ops (prev, next) | top s (input 1) | # s≈1 per input | regularised |",
              "|---|---|---|---|---|"]
     for p in payload["diagnosis"]["pairs"]:
@@ -196,7 +245,9 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
             s = r["min_eps_summary"]
             label = name + (" (along ε_max direction)" if name == "pgd" else "")
             lines.append(f"| {label} | " + " | ".join(row) + f" | {s['n_flipped']} / {s['n']} |")
-    lines += ["", f"Timings (s): {payload.get('timings')}", ""]
+    timings = payload.get("timings") or {}
+    lines += ["", "Timings: " + ", ".join(f"{k} {float(v):.1f} s" for k, v in timings.items()),
+              ""]
     for img in images or []:
         lines.append(f"![{img}]({img})")
     return "\n".join(lines) + "\n"
