@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from scipy import stats
+from stat_checks import agrees_within_errors
 
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import exact_network_pairs
@@ -22,22 +22,6 @@ def _net(widths, seed, **kw):
     return net, x
 
 
-def _agrees_within_errors(est, err, exact, n_rep):
-    """Aggregate and multiplicity-aware check of ``z = (est − exact)/err``.
-
-    With ``n_rep`` jackknife blocks, ``z`` is roughly Student-t with ``n_rep − 1`` degrees of
-    freedom: ``E[z²] = ν/(ν−2)`` (1.15 for 16 blocks). Entries of T are correlated, so the mean of
-    z² is checked against twice its nominal value; the largest |z| against the Bonferroni
-    quantile for family-wise error 1% over all entries.
-    """
-    z = ((est - exact) / err).flatten()
-    nu = n_rep - 1
-    mean_z2 = float((z**2).mean())
-    z_max = float(stats.t.isf(0.01 / (2 * z.numel()), nu))
-    assert mean_z2 < 2 * nu / (nu - 2), f"mean z² = {mean_z2:.2f}"
-    assert float(z.abs().max()) < z_max, f"max |z| = {float(z.abs().max()):.2f} ≥ {z_max:.2f}"
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_complete_basis_T_from_samples_matches_exact(seed):
     net, x = _net([6, 4, 4, 3], seed)
@@ -50,7 +34,7 @@ def test_complete_basis_T_from_samples_matches_exact(seed):
         assert pair.T_replicates.shape == (N_BLOCKS, *pair.T.shape)
         assert (pair.T_stderr > 0).all()
         assert not pair.any_regularised
-        _agrees_within_errors(pair.T, pair.T_stderr, exact[i].T, pair.n_replicates)
+        agrees_within_errors(pair.T, pair.T_stderr, exact[i].T, pair.n_replicates)
 
 
 def test_down_direction_matches_exact():
@@ -61,7 +45,7 @@ def test_down_direction_matches_exact():
     assert res.positions == [3, 2, 1, 0]
     for i in (1, 2):
         p = res.layers[i]
-        _agrees_within_errors(p.T, p.T_stderr, exact[i].T, p.n_replicates)
+        agrees_within_errors(p.T, p.T_stderr, exact[i].T, p.n_replicates)
 
 
 def test_one_unit_tied_network_gives_T_star():
@@ -168,7 +152,7 @@ def test_cuda_path_matches_exact():
     for i in (1, 2):
         p = res.layers[i]
         assert p.T.device.type == "cpu"
-        _agrees_within_errors(p.T, p.T_stderr, exact[i].T.cpu(), p.n_replicates)
+        agrees_within_errors(p.T, p.T_stderr, exact[i].T.cpu(), p.n_replicates)
 
 
 def test_integer_operators_are_summed_exactly():
@@ -213,7 +197,7 @@ def test_bias_corrected_fisher_values_match_exact():
                 z_bc.append(torch.stack([sp.fisher[:k], sp.fisher_err[:k], s_exact]))
                 z_raw.append((sp.fisher_raw[:k] - s_exact) / sp.fisher_err[:k])
     est, err, exact_s = torch.stack(z_bc).unbind(1)
-    _agrees_within_errors(est, err, exact_s, n_rep)
+    agrees_within_errors(est, err, exact_s, n_rep)
     z_c = ((est - exact_s) / err).flatten()
     # the correction lowers the values: the plug-in ones sit above the exact values on average
     assert float(torch.cat(z_raw).mean()) > float(z_c.mean())
