@@ -42,6 +42,7 @@ from rgaudit.defence.generation import (
     generation_mcrg,
 )
 from rgaudit.fisher.chain import ChainFIM, chain_fim, chain_fim_jackknife
+from rgaudit.fisher.exact import fim_from_log_probs
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -63,15 +64,10 @@ def exact_generation_fim(net: DeepRBM, y: Tensor) -> Tensor:
     Tensor of shape (n, n_N, n_N) (or (n_N, n_N)), float64
     """
     yb, single = _as_outputs(net, y)
-    out = []
-    for yi in yb:
-        def f(v: Tensor) -> Tensor:
-            return exact_log_q_down(net, v.unsqueeze(0))[-1][0]
-        J = torch.func.jacfwd(f)(yi)                       # (2^{n_0}, n_N)
-        q = f(yi).exp()
-        Fi = J.T @ (q.unsqueeze(-1) * J)
-        out.append(0.5 * (Fi + Fi.T))
-    F = torch.stack(out).detach()
+    def log_q(v: Tensor) -> Tensor:
+        return exact_log_q_down(net, v.unsqueeze(0))[-1][0]   # (2^{n_0},)
+
+    F = torch.stack([fim_from_log_probs(log_q, yi) for yi in yb]).detach()
     return F[0] if single else F
 
 

@@ -11,6 +11,8 @@ from forward-mode autograd of ``log q_N``. Practical for hidden and output layer
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from rgaudit.nets.deep_rbm import DeepRBM
@@ -58,16 +60,31 @@ def exact_fim(net: DeepRBM, x: Tensor) -> Tensor:
     """
     single = x.dim() == 1
     xb = (x.unsqueeze(0) if single else x).to(device=net.device, dtype=torch.float64)
-    out = []
-    for xi in xb:
-        def f(v: Tensor) -> Tensor:
-            return exact_output_log_q(net, v.unsqueeze(0))[0]
-        J = torch.func.jacfwd(f)(xi)                     # (2^{n_N}, d)
-        q = f(xi).exp()
-        Fi = J.T @ (q.unsqueeze(-1) * J)
-        out.append(0.5 * (Fi + Fi.T))
-    Fx = torch.stack(out).detach()
+    def log_q(v: Tensor) -> Tensor:
+        return exact_output_log_q(net, v.unsqueeze(0))[0]
+
+    Fx = torch.stack([fim_from_log_probs(log_q, xi) for xi in xb]).detach()
     return Fx[0] if single else Fx
+
+
+def fim_from_log_probs(log_q: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:
+    """Fisher information ``Σ_s q_s ∇log q_s ∇log q_sᵀ`` of an enumerated distribution.
+
+    Parameters
+    ----------
+    log_q : callable
+        Maps parameters ``theta`` of shape (p,) to the log-probabilities of every state,
+        shape (n_states,); differentiable (forward-mode autograd).
+    theta : Tensor of shape (p,)
+
+    Returns
+    -------
+    Tensor of shape (p, p), symmetrised.
+    """
+    J = torch.func.jacfwd(log_q)(theta)                 # (n_states, p)
+    q = log_q(theta).exp()
+    F = J.T @ (q.unsqueeze(-1) * J)
+    return 0.5 * (F + F.T)
 
 
 def exact_pair_distribution(net: DeepRBM, x: Tensor, k: int) -> Tensor:
