@@ -37,3 +37,15 @@ def test_summary_reports_relevant_directions_when_kept():
     md = render_markdown(_payload([2], 0.99))
     assert "2 (pair, input) directions keep their Fisher information" in md
     assert "no relevant direction" not in md
+
+
+def test_html_report_renders_tables_and_inlines_plots(tmp_path):
+    from rgaudit.report.audit_report import render_html
+
+    png = tmp_path / "plot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    md = render_markdown(_payload([0], 0.8), [png.name])
+    page = render_html(md, [png])
+    assert page.count("<table>") >= 2
+    assert 'src="data:image/png;base64,' in page
+    assert 'src="plot.png"' not in page  # nothing points outside the page
