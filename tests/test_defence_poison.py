@@ -88,3 +88,48 @@ def test_bad_arguments() -> None:
         poison_step(np.array([0.6, 0.4]), np.array([1.0, -1.0]), 0.1, "linf", "simplex")
     with pytest.raises(ValueError, match="sum to 1"):
         make_poisoner("random", eps=0.1, norm="l1", kind="simplex")(torch.tensor([[0.5, 0.6]]))
+
+
+@pytest.mark.parametrize("norm,eps", [("l1", 0.3), ("l2", 0.2), ("kl", 0.05)])
+def test_rg_poison_does_the_most_fisher_damage(norm: str, eps: float) -> None:
+    """The RG poison maximises the realised ``δyᵀF̃δy`` over a candidate set that contains every
+    vertex direction ``e_k − y`` — MAD's kind of direction, stepped by the same ``poison_step``
+    with the same sign rule — so it is ≥ MAD on every query. Random Gaussian directions are not
+    in the set, so against random noise only the median is compared (and it wins clearly)."""
+    gen = torch.Generator().manual_seed(5)
+    n, m = 40, 5
+    net = DeepRBM.random([8, 6, m], generator=gen, scale=2.0)
+    y = torch.softmax(torch.randn(n, m, generator=gen, dtype=torch.float64) * 2, -1)
+    x = torch.rand(n, 8, generator=gen, dtype=torch.float64)
+    rg = make_poisoner("rg", eps=eps, norm=norm, kind="simplex", net=net)
+    F = rg.fims(y).numpy()
+
+    def damage(defence: str) -> np.ndarray:
+        p = rg if defence == "rg" else make_poisoner(defence, eps=eps, norm=norm,
+                                                     kind="simplex", n_inputs=8)
+        res = p(y, x, torch.Generator().manual_seed(2))
+        d = (res.y_poisoned - res.y).numpy()
+        assert np.array_equal(res.y_poisoned.argmax(-1), y.argmax(-1))
+        assert np.all(res.deviations(norm, "simplex") <= eps * (1 + 1e-9) + 1e-15)
+        return np.einsum("ni,nij,nj->n", d, F, d)
+
+    q_rg, q_mad, q_rand = damage("rg"), damage("mad"), damage("random")
+    assert np.all(q_rg >= q_mad * (1 - 1e-12))
+    assert np.median(q_rg) > np.median(q_rand)
+    assert np.median(q_rg) > np.median(q_mad)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_step_rejects_non_finite_direction(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        poison_step(np.array([0.5, 0.3, 0.2]), np.array([bad, 1.0, -1.0]), 0.1, "l1", "simplex")
+
+
+@pytest.mark.parametrize("scale", [1e-320, 1e-300, 1.0, 1e300, 1e308])
+def test_step_is_scale_free_in_the_direction(scale: float) -> None:
+    y = np.array([0.5, 0.3, 0.2])
+    v = np.array([1.0, -1.0, 0.0]) * scale
+    z, info = poison_step(y, v, 0.3, "l1", "simplex", flip=False)
+    assert np.all(np.isfinite(z)) and info.limit == "budget"
+    np.testing.assert_allclose(z, [0.65, 0.15, 0.2], atol=1e-9)
+    assert info.scale == pytest.approx(0.15 * np.sqrt(2), rel=1e-6)   # unit-L2 direction

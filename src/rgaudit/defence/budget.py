@@ -170,7 +170,9 @@ def poison_step(
     y : ndarray of shape (m,)
         The honest output (entries in [0, 1]; summing to 1 if ``kind="simplex"``).
     v : ndarray of shape (m,)
-        Proposed direction (any scale; the sign giving the longer feasible step is used).
+        Proposed direction (any finite scale: it is rescaled, projected onto the feasible cone
+        and normalised to unit L2; the sign giving the longer feasible step is used when
+        ``flip``). A non-finite entry raises ``ValueError``.
     eps : float
         Budget (≥ 0) in ``norm``.
     norm : {"l1", "l2", "kl"}
@@ -199,15 +201,24 @@ def poison_step(
         raise ValueError(f"keep_margin must lie in (0, 1), got {keep_margin}")
     if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
         raise ValueError("outputs must be finite and lie in [0, 1]")
+    v = np.asarray(v, dtype=np.float64)
+    if v.shape != y.shape:
+        raise ValueError(f"the direction v must have the shape of y {y.shape}, got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("the direction v must be finite (got NaN or inf entries)")
+    vmax = float(np.abs(v).max())
+    v = v / vmax if vmax > 0 else v                      # safe for huge and subnormal entries
     top = int(np.argmax(y))
     ordered = np.sort(y)
     if ordered[-1] == ordered[-2]:
         return y.copy(), StepInfo(0.0, "tie")
     best_s, best_z, best_dev, best_d = 0.0, y.copy(), 0.0, np.zeros_like(y)
     for sign in ((1.0, -1.0) if flip else (1.0,)):
-        d = project_direction(y, sign * np.asarray(v, np.float64), kind)
-        if not np.any(d) or eps == 0:
+        d = project_direction(y, sign * v, kind)
+        d_norm = float(np.sqrt((d * d).sum()))
+        if not d_norm > 1e-300 or eps == 0:
             continue
+        d = d / d_norm                                   # unit L2 projected direction
         s, z = _largest_feasible(y, d, eps, norm, kind, top, keep_margin)
         dev = deviation(y, z, norm, kind)
         if dev > best_dev:
