@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import typer
 from typer.testing import CliRunner
@@ -52,3 +53,41 @@ def test_bad_norm_is_a_clear_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(_app(), ["protect", str(model), "--norm", "linf", "--out",
                                       str(tmp_path / "p.json")])
     assert res.exit_code != 0 and "norm" in res.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--queries", "0"], "positive"),
+    (["--queries", "-5"], "positive"),
+    (["--queries", "2.5"], "integers"),
+    (["--eps", "nan"], "finite"),
+    (["--eps", "inf"], "finite"),
+    (["--eps", "0.1,-0.2"], "non-negative"),
+    (["--eps-adv", "0"], "eps-adv"),
+    (["--eps-adv", "nan"], "eps-adv"),
+    (["--data", "no-such-data"], "cannot load data set"),      # DatasetError → clean error
+])
+def test_clone_attack_rejects_bad_inputs(tmp_path: Path, args: list[str], msg: str) -> None:
+    net = DeepRBM.random([64, 4, 10], generator=torch.Generator().manual_seed(0))
+    model = save_model(net, tmp_path / "m")
+    res = CliRunner().invoke(_app(), ["clone-attack", str(model), *args, "--out",
+                                      str(tmp_path / "run")])
+    assert res.exit_code == 2                                  # typer usage error, no traceback
+    assert msg in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_clone_attack_checks_feature_count(tmp_path: Path) -> None:
+    net = DeepRBM.random([20, 4, 10], generator=torch.Generator().manual_seed(0))
+    model = save_model(net, tmp_path / "m")
+    res = CliRunner().invoke(_app(), ["clone-attack", str(model), "--data", "digits",
+                                      "--out", str(tmp_path / "run")])
+    assert res.exit_code != 0 and "features" in " ".join(res.output.split()), res.output
+
+
+def test_protect_fails_early_for_an_unusable_estimator(tmp_path: Path) -> None:
+    net = DeepRBM.random([64, 30, 10], generator=torch.Generator().manual_seed(0))
+    model = save_model(net, tmp_path / "m")
+    res = CliRunner().invoke(_app(), ["protect", str(model), "--estimator", "chain", "--out",
+                                      str(tmp_path / "p.json")])
+    assert res.exit_code != 0 and "cannot poison" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "p.json").exists()

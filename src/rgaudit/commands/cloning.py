@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,18 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         vals = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from err
-    if not vals or any(v < 0 for v in vals):
-        raise typer.BadParameter(f"{what} must be non-negative numbers, got {text!r}")
+    if not vals or any(not (math.isfinite(v) and v >= 0) for v in vals):
+        raise typer.BadParameter(f"{what} must be finite non-negative numbers, got {text!r}")
+    return vals
+
+
+def _positive_ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from err
+    if not vals or any(v <= 0 for v in vals):
+        raise typer.BadParameter(f"{what} must be positive integers, got {text!r}")
     return vals
 
 
@@ -60,6 +71,18 @@ def register(app: typer.Typer) -> None:
             poisoner = RGPoisoner(net, eps=eps, norm=norm, kind="simplex", estimator=estimator)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
+        # dry run on one input, so an unusable estimator fails here rather than at serving time
+        import torch
+
+        from rgaudit.experiments.cloning import victim_answers
+
+        x0 = torch.full((1, net.widths[0]), 0.5, dtype=torch.float64)
+        try:
+            poisoner(victim_answers(net, x0), x0, torch.Generator().manual_seed(0))
+        except Exception as err:  # noqa: BLE001 - any failure means the config is unusable
+            raise typer.BadParameter(
+                f"the {estimator!r} estimator cannot poison this model's answers "
+                f"({type(err).__name__}: {err}); use --estimator mean-field") from err
         path = write_result(out, "poisoning-config", {
             "model": model, "model_sha256": cfg.get("weights_sha256"),
             "answers": "normalised sigmoid of mean-field logits",
@@ -80,8 +103,10 @@ def register(app: typer.Typer) -> None:
                                     "comma-separated."),
         attacker: list[str] = typer.Option(None, "--attacker", help="Attackers (repeatable; "
                                            "default all)."),
-        data: str = typer.Option("digits", "--data", help="Data set spec."),
-        eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks."),
+        data: str = typer.Option(None, "--data", help="Data set spec (default: the one the "
+                                 "model records; must agree with it)."),
+        eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks "
+                                      "(> 0)."),
         epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs of MLP/ART clones."),
         sweeps: int = typer.Option(5, "--sweeps", min=1,
                                    help="Max eq. 14 sweeps of the RBM clone (after its CD "
@@ -90,23 +115,34 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
+        from rgaudit.commands.audit import data_for_model
         from rgaudit.data import load_dataset
         from rgaudit.defence.cloning_attacks import ATTACKERS
+        from rgaudit.errors import DatasetError
         from rgaudit.experiments.cloning import CloningSettings, run_cloning
         from rgaudit.report.cloning_report import markdown, plot_curves
         from rgaudit.report.io import atomic_write_text, read_result, write_result
 
         console = Console()
+        if not (math.isfinite(eps_adv) and eps_adv > 0):
+            raise typer.BadParameter(f"--eps-adv must be finite and > 0, got {eps_adv}")
         try:
             settings = CloningSettings(
                 defences=tuple(defence), eps=_floats(eps, "--eps"), norm=norm,
-                n_queries=tuple(int(q) for q in _floats(queries, "--queries")),
+                n_queries=_positive_ints(queries, "--queries"),
                 attackers=tuple(attacker) if attacker else ATTACKERS, eps_adv=eps_adv,
                 mlp_epochs=epochs, layerwise_sweeps=sweeps, seed=seed)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        net, _ = _load_model(model)
-        ds = load_dataset(data)
+        net, cfg = _load_model(model)
+        spec, split_seed, seed_source = data_for_model(cfg, data)
+        try:
+            ds = load_dataset(spec, seed=split_seed)
+        except DatasetError as err:
+            raise typer.BadParameter(f"cannot load data set {spec!r}: {err}") from err
+        if ds.X_test.shape[1] != net.widths[0]:
+            raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
+                                     f"model expects {net.widths[0]}")
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("cloning", total=None)
@@ -116,11 +152,16 @@ def register(app: typer.Typer) -> None:
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from err
         out.mkdir(parents=True, exist_ok=True)
-        path = write_result(out / "result.json", "cloning", {"model": model, "data": data,
-                                                             **result.to_dict()})
+        path = write_result(out / "result.json", "cloning", {
+            "model": model, "data": spec, "split_seed": split_seed,
+            "split_seed_source": seed_source, **result.to_dict()})
         doc = read_result(path, "cloning")
         cmd = (f"rgaudit clone-attack {model} " + " ".join(f"--defence {d}" for d in defence)
-               + f" --eps {eps} --norm {norm} --queries {queries} --seed {seed}")
+               + f" --eps {eps} --norm {norm} --queries {queries}"
+               + "".join(f" --attacker {a}" for a in (attacker or []))
+               + (f" --data {data}" if data is not None else "")
+               + f" --epochs {epochs} --sweeps {sweeps} --eps-adv {eps_adv:g} --seed {seed}"
+               + f" --out {out}")
         atomic_write_text(out / "report.md", markdown(doc, cmd))
         plots = plot_curves(doc, out)
         console.print(f"wrote {path}, {out / 'report.md'} and {len(plots)} plot(s)")

@@ -42,6 +42,29 @@ def victim_predictor(net: DeepRBM) -> Callable[[Tensor], Tensor]:
     return predict
 
 
+def poison_damage(po: Any, F: Tensor) -> dict[str, float]:
+    """Fisher "damage" of poisoned answers: median ``δyᵀ F̃ δy`` (what the RG poison aims to
+    maximise) and median ``|cos(δy, v_top)|`` (``v_top`` the top eigenvector of ``P F̃ P``).
+
+    Parameters
+    ----------
+    po : PoisonedOutputs
+    F : Tensor of shape (n, m, m)
+        Generation FIMs at the honest answers.
+    """
+    from rgaudit.defence.generation_fim import top_directions
+
+    d = (po.y_poisoned - po.y).to(torch.float64).cpu()
+    q = torch.einsum("ni,nij,nj->n", d, F, d)
+    v = top_directions(F, "simplex", 1)[1][..., 0]
+    norm = d.norm(dim=1)
+    cos = (d * v).sum(1).abs() / norm.clamp_min(1e-300)
+    moved = norm > 0
+    return {"median_fisher_damage": float(q.median()),
+            "mean_fisher_damage": float(q.mean()),
+            "median_abs_cos_top": float(cos[moved].median()) if moved.any() else float("nan")}
+
+
 @dataclass(frozen=True)
 class CloningSettings:
     """Settings of a cloning study (all recorded in the result)."""
@@ -83,6 +106,7 @@ class CloningRow:
     fidelity: float
     transfer: dict[str, float]
     utility: dict[str, float]
+    poison: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,6 +157,10 @@ def run_cloning(
     x_pool, x_eval, y_eval = X[:n_pool], X[n_pool:], labels[n_pool:]
     predict = victim_predictor(net)
     honest = victim_answers(net, x_pool)
+    from rgaudit.defence.generation_fim import generation_fim
+
+    F_honest = generation_fim(net, honest.to(net.device), s.estimator).detach().to(
+        "cpu", torch.float64)
     victim_acc = float((predict(x_eval) == y_eval).double().mean())
     result = CloningResult(settings={**asdict(s)},
                            victim={"widths": list(net.widths), "eval_accuracy": victim_acc,
@@ -148,8 +176,9 @@ def run_cloning(
         gen = torch.Generator().manual_seed(s.seed)
         po = poisoner(honest, x_pool, gen)
         for n in s.n_queries:
-            util = victim_utility(type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n],
-                                           po.limits[:n]), "simplex")
+            po_n = type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n], po.limits[:n])
+            util = victim_utility(po_n, "simplex")
+            dmg = poison_damage(po_n, F_honest[:n])
             for attacker in s.attackers:
                 if progress is not None:
                     progress(f"{defence} eps={eps:g} n={n} {attacker}")
@@ -161,6 +190,6 @@ def run_cloning(
                 tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv,
                                     s.transfer_methods)
                 result.rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"],
-                                              q["fidelity"], tr, util))
+                                              q["fidelity"], tr, util, dmg))
     result.seconds = time.perf_counter() - t0
     return result

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:
@@ -32,15 +29,21 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
               f"{s['norm']}; transfer at L2 ε_adv = {s['eps_adv']}; seed {s['seed']}; "
               f"{result.get('seconds', 0):.0f} s.", "",
               "| defence | ε | queries | attacker | clone acc | fidelity | transfer FIM | "
-              "transfer FGM | top-1 kept | mean L1 | mean KL |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "transfer FGM | top-1 kept | mean L1 | mean KL | med δyᵀF̃δy | med |cos| |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(result):
-        t, u = r["transfer"], r["utility"]
+        t, u, p = r["transfer"], r["utility"], r.get("poison") or {}
         lines.append(
             f"| {r['defence']} | {r['eps']:g} | {r['n_queries']} | {r['attacker']} | "
             f"{_f(r['accuracy'])} | {_f(r['fidelity'])} | {_f(t.get('fim'))} | "
             f"{_f(t.get('fgm'))} | {_f(u['top1_preserved'])} | "
-            f"{_f(u['mean_l1'], '.4f')} | {_f(u['mean_kl'], '.4f')} |")
+            f"{_f(u['mean_l1'], '.4f')} | {_f(u['mean_kl'], '.4f')} | "
+            f"{_f(p.get('median_fisher_damage'), '.3f')} | "
+            f"{_f(p.get('median_abs_cos_top'), '.2f')} |")
+    lines += ["", "med δyᵀF̃δy: median over the queries of the Fisher damage of the returned "
+              "answer under the generation FIM F̃ (cloning eq. 20, mean-field) at the honest "
+              "answer — what the RG poison maximises; med |cos|: median |cos(δy, v_top)|, "
+              "v_top the top eigenvector of P F̃ P."]
     return "\n".join(lines) + "\n"
 
 
@@ -61,8 +64,8 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
     n_max = max(r["n_queries"] for r in rows)
     base = {r["attacker"]: r["fidelity"] for r in rows
             if r["defence"] == "none" and r["n_queries"] == n_max}
-    fig, axes = plt.subplots(1, len(attackers), figsize=(3.2 * len(attackers), 3.0),
-                             squeeze=False, sharey=True)
+    fig = Figure(figsize=(3.2 * len(attackers), 3.0))
+    axes = fig.subplots(1, len(attackers), squeeze=False, sharey=True)
     for ax, att in zip(axes[0], attackers, strict=True):
         for d in defences:
             pts = sorted((r["eps"], r["fidelity"]) for r in rows
@@ -78,13 +81,12 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
     fig.tight_layout()
     p = out_dir / f"{prefix}_fidelity_vs_eps.png"
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     written.append(p)
     ns = sorted({r["n_queries"] for r in rows})
     if len(ns) > 1:
         eps_max = max(r["eps"] for r in rows)
-        fig, axes = plt.subplots(1, len(attackers), figsize=(3.2 * len(attackers), 3.0),
-                                 squeeze=False, sharey=True)
+        fig = Figure(figsize=(3.2 * len(attackers), 3.0))
+        axes = fig.subplots(1, len(attackers), squeeze=False, sharey=True)
         for ax, att in zip(axes[0], attackers, strict=True):
             for d in result["settings"]["defences"]:
                 e = 0.0 if d == "none" else eps_max
@@ -99,6 +101,5 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
         fig.tight_layout()
         p = out_dir / f"{prefix}_accuracy_vs_queries.png"
         fig.savefig(p, dpi=110)
-        plt.close(fig)
         written.append(p)
     return written
