@@ -22,6 +22,7 @@ the reference the tests compare against.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,11 +185,20 @@ class ExactGenerationChain:
         Operator covariance of ``q̃_0(·|y)``.
     dg_dy : Tensor of shape (2^{n_{N-1}} − 1, n_N)
         ``∂g̃^(N-1)/∂y`` (complete basis).
+    n_regularised : int
+        Solves ``C T̃ = D`` (one per output and layer) that needed Tikhonov regularisation.
+    n_dropped : int
+        Constant operators dropped over all solves (their rows of ``T̃`` are set to 0).
+    max_cond : float
+        Largest condition number of a solved covariance block.
     """
 
     Ts: list[Tensor]
     C0: Tensor
     dg_dy: Tensor
+    n_regularised: int = 0
+    n_dropped: int = 0
+    max_cond: float = 0.0
 
 
 def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
@@ -218,6 +228,7 @@ def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
 def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChain:
     lqs = exact_log_q_down(net, yb)                         # layers N-1, …, 0
     Ts = []
+    n_reg, n_drop, max_cond = 0, 0, 0.0
     for i, k in enumerate(range(net.depth - 1, 0, -1)):     # T̃^(k): layer k → k-1
         lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
         p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
@@ -225,12 +236,25 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
         O_hi = complete_products(all_states(net.widths[k], device=p.device))
         C = _cov_from_table(torch.diag_embed(p.sum(-1)), O_lo, O_lo)
         D = _cov_from_table(p, O_lo, O_hi)
-        Ts.append(torch.stack([solve_cov(C[j], D[j], max_cond=1e14)[0] for j in range(len(p))]))
+        rows = []
+        for j in range(len(p)):
+            x, info = solve_cov(C[j], D[j], max_cond=1e14)
+            n_reg += int(info.regularised)
+            n_drop += int(info.dropped.numel())
+            max_cond = max(max_cond, float(info.cond))
+            full = torch.zeros(C.shape[-1], D.shape[-1], dtype=x.dtype, device=x.device)
+            full[info.kept] = x                             # dropped (constant) operators: 0
+            rows.append(full)
+        Ts.append(torch.stack(rows))
+    if n_reg or n_drop:
+        warnings.warn(f"exact generation chain: {n_reg} solve(s) regularised, {n_drop} "
+                      f"constant operator(s) dropped (max cond {max_cond:.3g}); the chain FIM "
+                      "may differ from the exact one", RuntimeWarning, stacklevel=3)
     q0 = lqs[-1].exp()
     O0 = complete_products(all_states(net.widths[0], device=q0.device))
     p0 = torch.diag_embed(q0)
     C0 = _cov_from_table(p0, O0, O0)
-    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net))
+    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond)
 
 
 # -- Monte Carlo (the RG engine, direction="down") --------------------------------------------
