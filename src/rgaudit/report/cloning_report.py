@@ -29,7 +29,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
               f"{s['norm']}; transfer at L2 ε_adv = {s['eps_adv']}; seed {s['seed']}; "
               f"{result.get('seconds', 0):.0f} s.", "",
               "| defence | ε | queries | attacker | clone acc | fidelity | transfer FIM | "
-              "transfer FGM | top-1 kept | mean L1 | mean KL | med δyᵀF̃δy | med |cos| |",
+              "transfer FGM | top-1 kept | mean L1 | mean KL | med δyᵀF̃δy | med abs cos |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(result):
         t, u, p = r["transfer"], r["utility"], r.get("poison") or {}
@@ -42,7 +42,7 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
             f"{_f(p.get('median_abs_cos_top'), '.2f')} |")
     lines += ["", "med δyᵀF̃δy: median over the queries of the Fisher damage of the returned "
               "answer under the generation FIM F̃ (cloning eq. 20, mean-field) at the honest "
-              "answer — what the RG poison maximises; med |cos|: median |cos(δy, v_top)|, "
+              "answer — what the RG poison maximises; med abs cos: median |cos(δy, v_top)|, "
               "v_top the top eigenvector of P F̃ P."]
     return "\n".join(lines) + "\n"
 
