@@ -1,4 +1,11 @@
-"""The eq. 14 DeepRBM clone (CD-pretrained on the queries, then eq. 14 sweeps) beats chance."""
+"""The eq. 14 DeepRBM clone's *starting point* (CD on the queries + logistic regression of the
+output layer on the answers' argmax) beats chance, and the eq. 14 sweeps run on top of it.
+
+This is not a test of eq. 14 learning: the start alone is already accurate, and the test passes
+with a learning rate of 0 (docs/cloning.md: the sweeps lower accuracy from this start). That
+eq. 14 training ascends its own objective is tested in tests/test_defence_layerwise.py (exact
+layer objectives rise under PCD sweeps; the exact-negative-phase layer fit is monotone ascent).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,16 @@ from rgaudit.defence.cloning_attacks import clone_attack
 from rgaudit.defence.layerwise import LayerwiseConfig
 
 
-def test_eq14_clone_beats_chance_on_digits() -> None:
+def test_clone_start_beats_chance_on_digits() -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _check_clone_start()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_clone_start() -> None:
     ds = load_dataset("digits")
     X, labels = ds.X_train.to(torch.float64), ds.y_train
     n_q, n_eval, k = 300, 400, 10
@@ -23,7 +38,7 @@ def test_eq14_clone_beats_chance_on_digits() -> None:
     cfg = LayerwiseConfig(max_sweeps=3, epochs=3, lr=0.01, pair_samples=5, tol=0.0)
     clone = clone_attack("rbm-eq14", x, answers, victim_widths=[64, 32, 10],
                          generator=torch.Generator().manual_seed(0), layerwise=cfg)
-    assert clone.info["layerwise"]["sweeps"] == 3          # eq. 14 ran: it is what is measured
+    assert clone.info["layerwise"]["sweeps"] == 3          # the eq. 14 sweeps ran on the start
     acc = float((clone.predict(x_eval) == y_eval).double().mean())
     chance = 1 / k
     margin = 5 * math.sqrt(chance * (1 - chance) / n_eval)  # 5 binomial sd of a chance guesser
