@@ -12,7 +12,7 @@ from typing import Any
 from rgaudit.data import load_dataset
 from rgaudit.errors import ModelFileError
 from rgaudit.nets.deep_rbm import DeepRBM
-from rgaudit.nets.io import load_model, save_model
+from rgaudit.nets.io import load_model, read_config, save_model
 from rgaudit.train.pipeline import TrainConfig, train_default
 from rgaudit.train.progress import Progress, no_progress
 
@@ -20,12 +20,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "models/default"
 DEFAULT_DATA = "digits"
+#: Marker in config.json of a model that :func:`ensure_default_model` trained (and may replace).
+MADE_BY = "ensure_default_model"
 
 
 def train_and_save(path: str | os.PathLike, *, data: str = DEFAULT_DATA,
                    config: TrainConfig | None = None,
-                   progress: Progress | None = None) -> tuple[DeepRBM, dict[str, Any]]:
+                   progress: Progress | None = None,
+                   made_by: str | None = None) -> tuple[DeepRBM, dict[str, Any]]:
     """Train on ``data`` with ``config`` and save to ``path``.
+
+    ``made_by`` is recorded in the config (``ensure_default_model`` marks its own models so it
+    never replaces anything else).
 
     Returns
     -------
@@ -36,7 +42,8 @@ def train_and_save(path: str | os.PathLike, *, data: str = DEFAULT_DATA,
     config = config or TrainConfig()
     dataset = load_dataset(data)
     net, report = train_default(dataset, config, progress=progress or no_progress)
-    save_model(net, path, metadata={**report, "dataset_spec": data})
+    extra = {"made_by": made_by} if made_by else {}
+    save_model(net, path, metadata={**report, "dataset_spec": data, **extra})
     return load_model(path, device=net.device)
 
 
@@ -61,8 +68,10 @@ def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
     The folder at ``path`` is a cache: if it holds a valid model (hash, tensors and shapes
     check out) trained on ``data`` with exactly the requested settings (``config`` or the
     :class:`TrainConfig` defaults, with ``seed``), it is loaded; otherwise (missing, corrupted,
-    other data, seed or settings) the model is trained and saved there, replacing what was
-    there. So ``ensure_default_model(seed=0)`` always yields the same network.
+    other data, seed or settings) the model is trained and saved there. It replaces only a model
+    it wrote itself (marked ``made_by`` in its config): any other folder or model at ``path``
+    raises :class:`~rgaudit.errors.ModelFileError` instead of being overwritten. So
+    ``ensure_default_model(seed=0)`` always yields the same network and never destroys user data.
 
     Parameters
     ----------
@@ -83,14 +92,26 @@ def ensure_default_model(path: str | os.PathLike = DEFAULT_PATH, seed: int = 0,
     """
     path = Path(path)
     config = replace(config or TrainConfig(), seed=int(seed))
-    if path.exists():
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        try:
+            saved = read_config(path)
+        except ModelFileError as err:
+            raise ModelFileError(
+                f"{path} exists but is not a model the default trainer wrote ({err}); "
+                "rgaudit does not overwrite it: move it away, or audit a model with --model"
+            ) from err
+        why: str | None
         try:
             net, cfg = load_model(path)
-        except ModelFileError as err:
-            log.warning("retraining the default model: %s", err)
-        else:
             why = _mismatch(cfg, data, config)
-            if why is None:
-                return net, cfg
-            log.warning("retraining the default model: %s was trained with %s", path, why)
-    return train_and_save(path, data=data, config=config, progress=progress)
+        except ModelFileError as err:
+            why = str(err)
+        if why is None:
+            return net, cfg
+        if saved.get("made_by") != MADE_BY:
+            raise ModelFileError(
+                f"{path} holds a model that the default trainer did not write ({why}); "
+                f"rgaudit does not overwrite it: audit it with --model {path}, or move it away "
+                "to get the default model")
+        log.warning("retraining the default model: %s: %s", path, why)
+    return train_and_save(path, data=data, config=config, progress=progress, made_by=MADE_BY)

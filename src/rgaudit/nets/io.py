@@ -35,6 +35,8 @@ FORMAT = "rgaudit-deeprbm"
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "float64": torch.float64}
 
 
 def _sha256(path: Path) -> str:
@@ -63,11 +65,22 @@ def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] |
         The model folder.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another --out or allow overwriting")
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; choose another --out or allow overwriting")
+        if not path.is_dir():
+            raise FileExistsError(f"{path} is a file, not a model folder; choose another --out")
+        if any(path.iterdir()) and not _is_model_folder(path):
+            raise FileExistsError(
+                f"{path} exists and is not an rgaudit model folder; rgaudit replaces only its "
+                "own models: choose another --out or remove that folder yourself")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    old: Path | None = None
     try:
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: give the model ordinary permissions
         tensors = {f"layers.{i}.{n}": p.detach().to("cpu").contiguous()
                    for i, layer in enumerate(net.layers) for n, p in
                    (("W", layer.W), ("a", layer.a), ("b", layer.b))}
@@ -79,18 +92,34 @@ def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] |
                 raise ValueError(f"metadata key {key!r} clashes with a reserved config key")
             cfg[key] = value
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        for f in (tmp / WEIGHTS, tmp / CONFIG):
+            f.chmod(0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
             tmp.rename(path)
             shutil.rmtree(old, ignore_errors=True)
+            old = None
         else:
             tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not path.exists():
+            old.rename(path)  # put the previous model back
         raise
     return path
+
+
+def _is_model_folder(path: Path) -> bool:
+    """Whether ``path`` holds an rgaudit model config (so that replacing it loses no user data)."""
+    try:
+        cfg = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    allowed = {WEIGHTS, CONFIG}
+    return (isinstance(cfg, dict) and cfg.get("format") == FORMAT
+            and all(p.name in allowed for p in path.iterdir()))
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -114,6 +143,18 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("widths", "tied", "weights_sha256"):
         if key not in cfg:
             raise ModelFileError(f"{cfg_path} lacks the required key {key!r}")
+    widths = cfg["widths"]
+    if (not isinstance(widths, list) or len(widths) < 2
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise ModelFileError(f"{cfg_path}: 'widths' must be a list of at least two positive "
+                             f"integers, found {widths!r}; the config was edited or corrupted")
+    if not isinstance(cfg["tied"], bool):
+        raise ModelFileError(f"{cfg_path}: 'tied' must be true or false, found {cfg['tied']!r}")
+    if cfg["tied"] and len(set(widths)) != 1:
+        raise ModelFileError(f"{cfg_path}: a weight-tied model needs equal widths, found {widths}")
+    if cfg.get("dtype", "float32") not in DTYPES:
+        raise ModelFileError(f"{cfg_path}: 'dtype' must be one of {sorted(DTYPES)}, "
+                             f"found {cfg.get('dtype')!r}")
     return cfg
 
 
@@ -145,7 +186,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFileError(f"{wpath} cannot be read as safetensors: {err}") from err
-    stored_dtype = getattr(torch, str(cfg.get("dtype", "float32")), torch.float32)
+    stored_dtype = DTYPES[cfg.get("dtype", "float32")]
     net = DeepRBM(cfg["widths"], tied=bool(cfg["tied"]), dtype=stored_dtype)
     expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(net.layers)
                 for n, p in (("W", layer.W), ("a", layer.a), ("b", layer.b))}
