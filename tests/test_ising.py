@@ -309,3 +309,21 @@ def test_command_writes_result_and_table(tmp_path) -> None:
     assert "level" in (tmp_path / "table.md").read_text()
     bad = CliRunner().invoke(app, ["ising", "--L", "20", "--levels", "3", "--out", str(tmp_path)])
     assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_rbm_fit_returns_parameters_of_its_own_marginal(seed) -> None:
+    """After the gauge flip (h ↔ 1 − h) the returned (w, a, b) still give the fitted marginal."""
+    from torch.nn import functional as F
+
+    from rgaudit.physics.rbm_kernel import _STATES, fit_block_rbm
+
+    w = torch.full((4,), -2.0, dtype=torch.float64)  # all-up block → h = 0: the flipped gauge
+    b = torch.ones(4, dtype=torch.float64)
+    p = torch.softmax(_STATES @ b + F.softplus(_STATES @ w + 4.0), 0)
+    fit = fit_block_rbm(p * 1e6, generator=torch.Generator().manual_seed(seed))
+    q = torch.softmax(_STATES @ fit.visible_bias
+                      + F.softplus(_STATES @ fit.weights + fit.hidden_bias), 0)
+    kl = float((p * (p.log() - q.log())).sum())
+    assert kl < 1e-8, kl
+    assert float(torch.sigmoid(fit.weights.sum() + fit.hidden_bias)) >= 0.5  # the chosen gauge

@@ -173,7 +173,7 @@ def fit_block_rbm(
         if float(torch.sigmoid(w.sum() + a)) < 0.5:
             # gauge: h ↔ 1 − h leaves the visible marginal unchanged (b → b + w, w → −w,
             # a → −a); pick the orientation in which an all-up block maps to an up block
-            w, a, b = -w, -a, b - w
+            w, a, b = -w, -a, b + w
         ent = float(-(p[p > 0] * p[p > 0].log()).sum())
         mi = kernel_mutual_information(p, torch.sigmoid(_STATES @ w + a))
     return BlockRBMFit(w, a, b, loss, ent, mi, int(hist.sum()))
