@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from rgaudit.errors import RGAuditError
 
 METHODS = ("fim", "fgm", "pgd", "deepfool", "random")
 FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")  # = experiments.audit
@@ -59,7 +62,10 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
     from rgaudit.device import resolve_device
     from rgaudit.nets.io import load_model
 
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from err
     if model is None:
         try:
             from rgaudit.experiments.train_default import ensure_default_model
@@ -74,16 +80,37 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
         net = net.to(dev)
         path = "models/default"
     else:
-        net, cfg = load_model(model, device=dev)
+        try:
+            net, cfg = load_model(model, device=dev)
+        except RGAuditError as err:
+            raise typer.BadParameter(str(err), param_hint="--model") from err
         path = str(model)
     spec, split_seed, source = data_for_model(cfg, data)
-    ds = load_dataset(spec, seed=split_seed)
+    try:
+        ds = load_dataset(spec, seed=split_seed)
+    except RGAuditError as err:
+        raise typer.BadParameter(str(err), param_hint="--data") from err
     if ds.X_test.shape[1] != net.widths[0]:
         raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
                                  f"model expects {net.widths[0]}")
     info = {"path": path, "dataset": spec, "split_seed": split_seed,
             "split_seed_source": source, "accuracy": cfg.get("accuracy")}
     return net, info, ds
+
+
+def check_basis(spec: str) -> str:
+    """Syntax-check an operator basis spec (``singles``, ``pairs:K``, ``order:M``…) up front."""
+    import torch
+
+    from rgaudit.rg.operators import parse_basis
+
+    pilot = (torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    try:
+        # a toy layer of 4 units: the spec's syntax and numbers, not its size, are checked
+        parse_basis(spec, 4, pilot=pilot)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--large-basis") from err
+    return spec.strip()
 
 
 def register(app: typer.Typer) -> None:
@@ -100,10 +127,13 @@ def register(app: typer.Typer) -> None:
                                  "the data split: that is the model's)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         out: Path = typer.Option(Path("runs"), "--out", help="Parent of the new run folder."),
-        mcrg_samples: int = typer.Option(None, "--mcrg-samples", help="MCRG chains per input."),
-        direct_samples: int = typer.Option(None, "--direct-samples",
-                                           help="Direct-FIM chains per input."),
-        judge_samples: int = typer.Option(None, "--judge-samples",
+        mcrg_samples: int = typer.Option(None, "--mcrg-samples", min=32,
+                                         help="MCRG chains per input (≥ 32: 16 jackknife "
+                                         "blocks of ≥ 2)."),
+        direct_samples: int = typer.Option(None, "--direct-samples", min=16,
+                                           help="Direct-FIM chains per input (≥ 16, one per "
+                                           "jackknife block)."),
+        judge_samples: int = typer.Option(None, "--judge-samples", min=1,
                                           help="Chains per stochastic judgement."),
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
@@ -114,6 +144,8 @@ def register(app: typer.Typer) -> None:
         from rgaudit.report.audit_report import write_audit_report
         from rgaudit.report.io import new_run_dir
 
+        if large_basis is not None:
+            large_basis = check_basis(large_basis)
         console = Console()
         net, info, ds = _load(model, data, device, console)
         cfg = AuditConfig(n_inputs=inputs, seed=seed)
@@ -158,11 +190,15 @@ def register(app: typer.Typer) -> None:
         fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
                                 + "|".join(FIM_ESTIMATORS)),
         data: str = typer.Option(None, "--data", help="Data set spec; must match the model's."),
-        inputs: int = typer.Option(20, "--inputs", min=1),
-        samples: int = typer.Option(4000, "--samples", help="Chains per input for FIMs."),
-        judge_samples: int = typer.Option(1000, "--judge-samples"),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("cpu", "--device"),
+        inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack (correctly "
+                                   "classified test inputs, spread over classes)."),
+        samples: int = typer.Option(4000, "--samples", min=32, help="Chains per input for "
+                                    "FIMs (≥ 32: MCRG needs 16 jackknife blocks of ≥ 2)."),
+        judge_samples: int = typer.Option(1000, "--judge-samples", min=1,
+                                          help="Chains per stochastic judgement (flip test)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the attack's random numbers (not "
+                                 "the data split: that is the model's)."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     ) -> None:
         """Attack MODEL with one method at budget --eps; print the flip rate (stochastic net)."""
         import torch
@@ -170,6 +206,8 @@ def register(app: typer.Typer) -> None:
         from rgaudit.attacks.evaluate import StochasticJudge
         from rgaudit.experiments.audit import AuditConfig, compute_fims, make_attacks, select_inputs
 
+        if not math.isfinite(eps):
+            raise typer.BadParameter(f"--eps must be a finite number, got {eps!r}")
         if method not in METHODS:
             raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
         if norm not in ("l2", "linf"):

@@ -9,24 +9,12 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rgaudit.commands.audit import data_for_model
 from rgaudit.device import resolve_device
+from rgaudit.errors import RGAuditError
 from rgaudit.experiments.diagnose import run_diagnose
 from rgaudit.report.diagnose_report import write_report
 from rgaudit.report.io import write_result
-
-
-def _load_data(spec: str) -> Any:
-    """The dataset ``spec`` via ``rgaudit.data.load_dataset`` (imported lazily)."""
-    try:
-        from rgaudit.data import load_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        if spec != "digits":
-            raise typer.BadParameter(f"dataset {spec!r}: rgaudit.data.load_dataset is not "
-                                     "available; only 'digits' can be loaded") from None
-        from rgaudit.data.digits import load_digits
-
-        return load_digits()
-    return load_dataset(spec)
 
 
 def _pick(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Any, Any]:
@@ -45,7 +33,8 @@ def register(app: typer.Typer) -> None:
     @app.command("diagnose")
     def diagnose(
         model: Path = typer.Argument(..., help="Model folder (rgaudit.nets.io format)."),
-        data: str = typer.Option("digits", "--data", help="Dataset spec."),
+        data: str = typer.Option(None, "--data", help="Data set spec; default and required "
+                                 "match: the model's own (its split seed too)."),
         inputs: int = typer.Option(4, "--inputs", min=1, help="Test inputs analysed."),
         ops: str = typer.Option("pairs:256", "--ops",
                                 help="Operator basis: singles, pairs, pairs:K, order:M, full."),
@@ -67,8 +56,20 @@ def register(app: typer.Typer) -> None:
             dev = resolve_device(device)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        net, config = load_model(model, device=dev)
-        ds = _load_data(data)
+        from rgaudit.data import load_dataset
+
+        try:
+            net, config = load_model(model, device=dev)
+        except RGAuditError as err:
+            raise typer.BadParameter(str(err), param_hint="MODEL") from err
+        spec, split_seed, _ = data_for_model(config, data)
+        try:
+            ds = load_dataset(spec, seed=split_seed)
+        except RGAuditError as err:
+            raise typer.BadParameter(str(err), param_hint="--data") from err
+        if ds.X_test.shape[1] != net.widths[0]:
+            raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
+                                     f"model expects {net.widths[0]}", param_hint="--data")
         x_test = torch.as_tensor(ds.X_test, dtype=torch.float32)
         y_test = torch.as_tensor(ds.y_test).long()
         gen = torch.Generator().manual_seed(seed)
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
                                   fixed_point_inputs=fp_x, fixed_point_labels=fp_y,
                                   fixed_point_samples=fp_samples, seed=seed, device=dev,
                                   progress=progress)
-        result.settings.update(model=str(model), data=data,
+        result.settings.update(model=str(model), data=spec, split_seed=split_seed,
                                model_dataset=config.get("dataset"))
         out.mkdir(parents=True, exist_ok=True)
         paths = write_report(result, out)

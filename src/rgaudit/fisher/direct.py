@@ -162,6 +162,9 @@ def direct_fim(
                          f"{MAX_OUTPUT_UNITS} units — use the chain or mean-field FIM")
     if n_blocks < 3:
         raise ValueError(f"n_blocks must be at least 3, got {n_blocks}")
+    if int(n_samples) < n_blocks:
+        raise ValueError(f"n_samples={n_samples} is too small: pass n_samples >= n_blocks "
+                         f"(= {n_blocks}), at least one chain per jackknife block")
     single = x.dim() == 1
     xb = (x.unsqueeze(0) if single else x).to(device=net.device, dtype=net.dtype)
     states = all_states(n_out, device=net.device)

@@ -1,0 +1,122 @@
+"""Bad command-line inputs give a clean usage error up front, never a traceback or a NaN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rgaudit.cli import app
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.nets.io import save_model
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), env={"COLUMNS": "250", "NO_COLOR": "1"})
+
+
+def _clean_error(res, *needles: str, code: int = 2) -> None:
+    """Exit ``code`` without a Python traceback; the message names every needle."""
+    assert res.exit_code == code, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    text = " ".join(res.output.split())
+    for needle in needles:
+        assert needle in text, (needle, res.output)
+
+
+@pytest.fixture(scope="module")
+def bars_model(tmp_path_factory):
+    """A random 16-8-2 network recorded as trained on bars:4 with split seed 0."""
+    net = DeepRBM.random([16, 8, 2], generator=torch.Generator().manual_seed(0), scale=1.0,
+                         dtype=torch.float32)
+    return save_model(net, tmp_path_factory.mktemp("m") / "bars", metadata={
+        "dataset_spec": "bars:4", "dataset": {"name": "bars:4:2000", "split_seed": 0}})
+
+
+# --- diagnose ---------------------------------------------------------------------------------
+
+def test_diagnose_defaults_to_model_data(bars_model, monkeypatch, tmp_path):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(net, x, y, **kw):
+        seen["x"] = x
+        raise Stop
+
+    monkeypatch.setattr("rgaudit.commands.diagnose.run_diagnose", fake)
+    res = _run("diagnose", str(bars_model), "--per-class", "0", "--out", str(tmp_path))
+    assert isinstance(res.exception, Stop), res.output
+    assert seen["x"].shape[1] == 16
+
+
+def test_diagnose_data_mismatch_is_clean(bars_model, tmp_path):
+    res = _run("diagnose", str(bars_model), "--data", "digits", "--out", str(tmp_path))
+    _clean_error(res, "disagrees", "bars:4")
+
+
+def test_diagnose_bad_model_folder_is_clean(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = _run("diagnose", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    _clean_error(res, "MODEL")
+
+
+# --- direct FIM -------------------------------------------------------------------------------
+
+def test_direct_fim_rejects_too_few_samples():
+    from rgaudit.fisher.direct import direct_fim
+
+    net = DeepRBM.random([6, 4, 2], generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="n_samples >= n_blocks"):
+        direct_fim(net, torch.rand(6), 0)
+    with pytest.raises(ValueError, match="n_samples >= n_blocks"):
+        direct_fim(net, torch.rand(6), 15, n_blocks=16)
+
+
+# --- audit / attack ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opt,val", [("--mcrg-samples", "0"), ("--direct-samples", "0"),
+                                     ("--judge-samples", "0"), ("--inputs", "0")])
+def test_audit_sample_minimums(bars_model, opt, val, tmp_path):
+    res = _run("audit", "--model", str(bars_model), opt, val, "--out", str(tmp_path))
+    _clean_error(res, opt)
+
+
+def test_audit_bad_large_basis_before_computing(bars_model, monkeypatch, tmp_path):
+    def boom(*a, **k):
+        raise AssertionError("computation started")
+
+    monkeypatch.setattr("rgaudit.commands.audit._load", boom)
+    for spec in ("bogus", "pairs:x", "order:0", "pairs:0"):
+        res = _run("audit", "--model", str(bars_model), "--large-basis", spec,
+                   "--out", str(tmp_path))
+        _clean_error(res, "--large-basis")
+
+
+def test_audit_bad_model_is_clean(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = _run("audit", "--model", str(tmp_path / "empty"), "--out", str(tmp_path))
+    _clean_error(res, "--model")
+
+
+@pytest.mark.parametrize("eps", ["nan", "inf"])
+def test_attack_rejects_non_finite_eps(bars_model, eps):
+    res = _run("attack", str(bars_model), "--eps", eps)
+    _clean_error(res, "--eps")  # nan fails click's min=0 check, inf the finiteness check
+
+
+@pytest.mark.parametrize("opt", ["--samples", "--judge-samples", "--inputs"])
+def test_attack_sample_minimums(bars_model, opt):
+    res = _run("attack", str(bars_model), "--eps", "1", opt, "0")
+    _clean_error(res, opt)
+
+
+def test_attack_help_documents_every_option():
+    res = _run("attack", "--help")
+    text = " ".join(res.output.split())
+    for phrase in ("Inputs to attack", "Chains per stochastic judgement",
+                   "Seed of the attack", "cpu, cuda"):
+        assert phrase in text
