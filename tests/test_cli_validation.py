@@ -120,3 +120,60 @@ def test_attack_help_documents_every_option():
     for phrase in ("Inputs to attack", "Chains per stochastic judgement",
                    "Seed of the attack", "cpu, cuda"):
         assert phrase in text
+
+
+# --- train / info -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opt", ["--k", "--epochs", "--pretrain-epochs", "--eval-samples",
+                                 "--threads"])
+def test_train_option_minimums(opt, tmp_path):
+    res = _run("train", "--data", "bars:2:40", opt, "-1", "--out", str(tmp_path / "m"))
+    _clean_error(res, opt)
+
+
+def test_train_zero_means_skip_and_zero_k_rejected(tmp_path):
+    assert "0 skips" in " ".join(_run("train", "--help").output.split())
+    _clean_error(_run("train", "--k", "0", "--out", str(tmp_path / "m")), "--k")
+    _clean_error(_run("train", "--threads", "0", "--out", str(tmp_path / "m")), "--threads")
+
+
+def test_train_bad_objective_before_training(monkeypatch, tmp_path):
+    monkeypatch.setattr("rgaudit.data.load_dataset",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded data")))
+    res = _run("train", "--objective", "bogus", "--out", str(tmp_path / "m"))
+    _clean_error(res, "--objective", "mean_field")
+
+
+@pytest.mark.parametrize("widths", ["64,,10", "64,10,", ",64,10", "64,x,10", "64"])
+def test_train_bad_widths(widths, tmp_path):
+    res = _run("train", "--widths", widths, "--out", str(tmp_path / "m"))
+    _clean_error(res, "--widths")
+
+
+def test_parse_widths_rejects_empty_entry():
+    from rgaudit.commands.train import parse_widths
+
+    assert parse_widths("64, 100,10") == (64, 100, 10)
+    with pytest.raises(ValueError, match="empty entry"):
+        parse_widths("64,,10")
+
+
+def test_train_unwritable_out_is_clean():
+    res = _run("train", "--data", "bars:2:40", "--widths", "4,2", "--epochs", "0",
+               "--pretrain-epochs", "0", "--eval-samples", "1", "--out", "/dev/null/x")
+    _clean_error(res, "cannot save", "/dev/null/x", code=1)
+
+
+@pytest.mark.parametrize("meta", [
+    {},
+    {"accuracy": "high", "training": "recipe"},
+    {"accuracy": {"mean_field": 0.9}, "training": {"finetune": 3}},
+    {"accuracy": {"mean_field": {"accuracy": "x"}, "stochastic": {}},
+     "training": {"pretrain": {"k": 1}}},
+])
+def test_info_tolerates_missing_or_mistyped_fields(meta, tmp_path):
+    net = DeepRBM.random([4, 3, 2], generator=torch.Generator().manual_seed(0))
+    path = save_model(net, tmp_path / "m", metadata=meta)
+    res = _run("info", str(path))
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "?" in res.output

@@ -25,8 +25,12 @@ def _fail(message: str) -> typer.Exit:
 
 def parse_widths(text: str) -> tuple[int, ...]:
     """``"64,100,100,10"`` → ``(64, 100, 100, 10)``; raises ValueError with a hint."""
+    parts = text.replace(" ", "").split(",")
+    if any(not p for p in parts):
+        raise ValueError(f"--widths {text!r}: empty entry; give comma-separated integers, "
+                         "e.g. 64,100,100,10")
     try:
-        widths = tuple(int(w) for w in text.replace(" ", "").split(",") if w)
+        widths = tuple(int(w) for w in parts)
     except ValueError as err:
         raise ValueError(f"--widths {text!r}: give comma-separated integers, e.g. "
                          "64,100,100,10") from err
@@ -50,10 +54,19 @@ class RichProgress:
                              description=f"{stage} {extra}".strip())
 
 
-def _accuracy_line(acc: dict[str, Any]) -> str:
-    mf, st = acc["mean_field"], acc["stochastic"]
-    return (f"mean-field {mf['accuracy']:.2%} ± {mf['stderr']:.2%}   stochastic "
-            f"({st.get('n_samples', '?')} chains) {st['accuracy']:.2%} ± {st['stderr']:.2%}")
+def _pct(d: Any, key: str) -> str:
+    """``d[key]`` as a percentage, or ``"?"`` when missing or not a number."""
+    v = d.get(key) if isinstance(d, dict) else None
+    return f"{v:.2%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+
+def _accuracy_line(acc: Any) -> str:
+    """One line of accuracies; ``"?"`` for every missing or mis-typed entry."""
+    acc = acc if isinstance(acc, dict) else {}
+    mf, st = acc.get("mean_field"), acc.get("stochastic")
+    n = st.get("n_samples", "?") if isinstance(st, dict) else "?"
+    return (f"mean-field {_pct(mf, 'accuracy')} ± {_pct(mf, 'stderr')}   stochastic "
+            f"({n} chains) {_pct(st, 'accuracy')} ± {_pct(st, 'stderr')}")
 
 
 def register(app: typer.Typer) -> None:
@@ -65,24 +78,35 @@ def register(app: typer.Typer) -> None:
                                  "npz:FILE"),
         widths: str = typer.Option(None, help="Layer widths n_0,…,n_N; default "
                                    "n_features,100,100,n_classes (64,100,100,10 on digits)"),
-        epochs: int = typer.Option(None, help="Fine-tuning epochs (default 40)"),
-        pretrain_epochs: int = typer.Option(None, help="CD epochs per layer (default 10)"),
+        epochs: int = typer.Option(None, min=0, help="Fine-tuning epochs (default 40; 0 skips "
+                                   "fine-tuning)"),
+        pretrain_epochs: int = typer.Option(None, min=0, help="CD epochs per layer (default "
+                                            "10; 0 skips pretraining: random initial weights)"),
         pcd: bool = typer.Option(False, help="Persistent CD instead of CD-k"),
-        k: int = typer.Option(1, help="Gibbs steps per CD update"),
+        k: int = typer.Option(1, min=1, help="Gibbs steps per CD update"),
         objective: str = typer.Option("mean_field", help="Fine-tuning objective: mean_field "
                                       "or sampled (straight-through binary chains)"),
-        eval_samples: int = typer.Option(1000, help="Chains per test input for the "
+        eval_samples: int = typer.Option(1000, min=1, help="Chains per test input for the "
                                          "stochastic accuracy"),
         seed: int = typer.Option(0, help="Seed of every random choice in training"),
         device: str = typer.Option("cpu", help="cpu, cuda or auto"),
-        threads: int = typer.Option(1, help="CPU threads for torch while training"),
+        threads: int = typer.Option(1, min=1, help="CPU threads for torch while training"),
         out: Path = typer.Option(Path("models/default"), help="Model folder to write"),
     ) -> None:
         """Train a stacked-RBM classifier and save it (safetensors + config.json)."""
         from rgaudit.data import load_dataset
         from rgaudit.nets.io import save_model
+        from rgaudit.train.finetune import OBJECTIVES
         from rgaudit.train.pipeline import train_default
 
+        if objective not in OBJECTIVES:
+            raise typer.BadParameter(f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}",
+                                     param_hint="--objective")
+        if widths:
+            try:
+                parse_widths(widths)
+            except ValueError as err:
+                raise typer.BadParameter(str(err), param_hint="--widths") from err
         try:
             dataset = load_dataset(data)
             shape = (parse_widths(widths) if widths else
@@ -100,7 +124,10 @@ def register(app: typer.Typer) -> None:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=False) as bar:
                 net, report = train_default(dataset, config, progress=RichProgress(bar))
-            path = save_model(net, out, metadata={**report, "dataset_spec": data})
+            try:
+                path = save_model(net, out, metadata={**report, "dataset_spec": data})
+            except OSError as err:
+                raise _fail(f"cannot save the model to --out {str(out)!r}: {err}") from err
         except (RGAuditError, ValueError) as err:
             raise _fail(str(err)) from err
         console.print(f"test accuracy: {_accuracy_line(report['accuracy'])}")
@@ -119,23 +146,27 @@ def register(app: typer.Typer) -> None:
         table = Table(title=str(model), show_header=False)
         table.add_column("key", style="bold")
         table.add_column("value")
-        table.add_row("widths", ",".join(str(w) for w in cfg["widths"]))
-        table.add_row("tied", str(cfg["tied"]))
+        table.add_row("widths", ",".join(str(w) for w in cfg.get("widths", ["?"])))
+        table.add_row("tied", str(cfg.get("tied", "?")))
         ds = cfg.get("dataset")
         table.add_row("dataset", f"{ds.get('name')} ({ds.get('n_train')} train / "
                       f"{ds.get('n_test')} test)" if isinstance(ds, dict) else str(ds))
         table.add_row("seed", str(cfg.get("seed", "?")))
-        if isinstance(cfg.get("accuracy"), dict):
-            table.add_row("accuracy", _accuracy_line(cfg["accuracy"]))
-        if "train_seconds" in cfg:
-            table.add_row("training time", f"{cfg['train_seconds']} s")
-        training = cfg.get("training", {})
-        if training:
-            ft = training.get("finetune", {})
-            pre = training.get("pretrain", {})
-            table.add_row("recipe", f"{'PCD' if pre.get('persistent') else 'CD'}-{pre.get('k')} "
-                          f"× {pre.get('epochs')} epochs, fine-tune {ft.get('objective')} "
-                          f"{ft.get('loss')} × {ft.get('epochs')} epochs")
+        table.add_row("accuracy", _accuracy_line(cfg.get("accuracy")))
+        table.add_row("training time", f"{cfg['train_seconds']} s" if isinstance(
+            cfg.get("train_seconds"), (int, float)) else "?")
+        training = cfg.get("training")
+        if isinstance(training, dict):
+            ft = training.get("finetune")
+            pre = training.get("pretrain")
+            ft = ft if isinstance(ft, dict) else {}
+            pre = pre if isinstance(pre, dict) else {}
+            cd = "?" if "persistent" not in pre else ("PCD" if pre["persistent"] else "CD")
+            table.add_row("recipe", f"{cd}-{pre.get('k', '?')} × {pre.get('epochs', '?')} "
+                          f"epochs, fine-tune {ft.get('objective', '?')} {ft.get('loss', '?')}"
+                          f" × {ft.get('epochs', '?')} epochs")
+        else:
+            table.add_row("recipe", "?")
         table.add_row("rgaudit version", str(cfg.get("rgaudit_version", "?")))
-        table.add_row("weights sha256", str(cfg["weights_sha256"])[:16] + "…")
+        table.add_row("weights sha256", str(cfg.get("weights_sha256", "?"))[:16] + "…")
         console.print(table)
