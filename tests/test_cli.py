@@ -33,3 +33,28 @@ def test_info_on_a_missing_model_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
     assert res.exit_code != 0
     assert "model folder" in res.output or "not" in res.output
+
+
+def test_main_turns_input_errors_into_one_message(monkeypatch, capsys):
+    import rgaudit.cli as cli
+
+    def boom() -> None:
+        raise ValueError("inputs have 16 features, the chain starts with 64 units")
+
+    monkeypatch.setattr(cli, "app", boom)
+    monkeypatch.delenv("RGAUDIT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "error (ValueError): inputs have 16 features" in err and "Traceback" not in err
+    monkeypatch.setenv("RGAUDIT_DEBUG", "1")
+    with pytest.raises(ValueError):
+        cli.main()
+
+
+def test_unknown_device_is_a_clear_error():
+    from rgaudit.device import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")

@@ -6,8 +6,12 @@ Each sub-command lives in ``rgaudit.commands.<name>`` and exposes ``register(app
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import typer
+
+from rgaudit.errors import RGAuditError
 
 app = typer.Typer(
     name="rgaudit",
@@ -40,5 +44,18 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``rgaudit`` script."""
-    app()
+    """Entry point of the ``rgaudit`` script.
+
+    Errors that describe bad input or a bad file (rgaudit's own errors, ``ValueError``,
+    ``OSError``) are printed as one message with exit status 1; set ``RGAUDIT_DEBUG=1`` to see
+    the traceback instead.
+    """
+    try:
+        app()
+    except (RGAuditError, ValueError, OSError) as err:
+        if os.environ.get("RGAUDIT_DEBUG"):
+            raise
+        kind = type(err).__name__
+        print(f"error ({kind}): {err}\n(set RGAUDIT_DEBUG=1 to see the traceback)",
+              file=sys.stderr)
+        raise SystemExit(1) from None

@@ -26,7 +26,11 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
         return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {device!r} requested but CUDA is not available; use --device cpu or auto"
