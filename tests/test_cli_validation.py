@@ -141,13 +141,13 @@ def test_train_bad_objective_before_training(monkeypatch, tmp_path):
     monkeypatch.setattr("rgaudit.data.load_dataset",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded data")))
     res = _run("train", "--objective", "bogus", "--out", str(tmp_path / "m"))
-    _clean_error(res, "--objective", "mean_field")
+    _clean_error(res, "--objective", "mean_field", code=1)
 
 
 @pytest.mark.parametrize("widths", ["64,,10", "64,10,", ",64,10", "64,x,10", "64"])
 def test_train_bad_widths(widths, tmp_path):
     res = _run("train", "--widths", widths, "--out", str(tmp_path / "m"))
-    _clean_error(res, "--widths")
+    _clean_error(res, "--widths", code=1)
 
 
 def test_parse_widths_rejects_empty_entry():
@@ -177,3 +177,39 @@ def test_info_tolerates_missing_or_mistyped_fields(meta, tmp_path):
     res = _run("info", str(path))
     assert res.exit_code == 0, (res.output, res.exception)
     assert "?" in res.output
+
+
+# --- relu-scaling / ising ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,opt", [(["--n-nets", "0"], "--n-nets"),
+                                      (["--max-weight-mib", "0"], "--max-weight-mib"),
+                                      (["--max-weight-mib", "-5"], "--max-weight-mib"),
+                                      (["--width", "0"], "--width")])
+def test_relu_option_minimums(args, opt, tmp_path):
+    _clean_error(_run("relu-scaling", "--quick", *args, "--out", str(tmp_path)), opt)
+
+
+def test_relu_cap_that_skips_every_cell_fails_up_front(monkeypatch, tmp_path):
+    monkeypatch.setattr("rgaudit.commands.relu.run_relu_study",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    res = _run("relu-scaling", "--dims", "4096,16384", "--max-weight-mib", "1",
+               "--out", str(tmp_path))
+    _clean_error(res, "--max-weight-mib", "skips every cell")
+
+
+def test_relu_help_shows_defaults():
+    text = " ".join(_run("relu-scaling", "--help").output.split())
+    for default in ("64,256,1024,4096,16384", "1-8", "(default: 256)", "(default: 24)",
+                    "(default: 600)"):
+        assert default in text, default
+
+
+@pytest.mark.parametrize("args,opt", [(["--threads", "0"], "--threads"),
+                                      (["--even", "9"], "--even"),
+                                      (["--odd", "0"], "--odd"),
+                                      (["--sweeps", "10"], "--sweeps"),
+                                      (["--L", "20", "--levels", "3"], "--L")])
+def test_ising_errors_name_the_option(args, opt, tmp_path):
+    res = _run("ising", *args, "--out", str(tmp_path))
+    _clean_error(res, opt)
+    assert "n_even" not in res.output and "n_sweeps" not in res.output

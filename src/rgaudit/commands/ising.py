@@ -13,24 +13,31 @@ from rgaudit.report.io import atomic_write_text, write_result
 from rgaudit.report.ising_report import plot_exponents, render_markdown
 from rgaudit.train.pipeline import torch_threads
 
+# config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
+_OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
+                 ("n_blocks", "--blocks"), ("n_even", "--even"), ("n_odd", "--odd"))
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``ising`` command to ``app``."""
 
     @app.command("ising")
     def ising(
-        size: int = typer.Option(64, "--L", help="Linear lattice size (divisible by 2^levels)."),
-        levels: int = typer.Option(4, help="Blocking levels (the last lattice must be ≥ 4×4)."),
-        even: int = typer.Option(7, help="Largest even truncation N_c (1–7)."),
-        odd: int = typer.Option(4, help="Largest odd truncation N_c (1–4)."),
-        sweeps: int = typer.Option(2000, help="Measurements per chain."),
-        chains: int = typer.Option(32, help="Independent Swendsen–Wang chains."),
-        thermal: int = typer.Option(200, help="Discarded SW updates per chain."),
-        sweeps_per_chunk: int = typer.Option(25, help="Measurements per chain in one chunk."),
-        blocks: int = typer.Option(20, help="Jackknife blocks."),
+        size: int = typer.Option(64, "--L", min=4,
+                                 help="Linear lattice size (divisible by 2^levels)."),
+        levels: int = typer.Option(4, min=1,
+                                   help="Blocking levels (the last lattice must be ≥ 4×4)."),
+        even: int = typer.Option(7, min=1, max=7, help="Largest even truncation N_c (1–7)."),
+        odd: int = typer.Option(4, min=1, max=4, help="Largest odd truncation N_c (1–4)."),
+        sweeps: int = typer.Option(2000, min=1, help="Measurements per chain."),
+        chains: int = typer.Option(32, min=1, help="Independent Swendsen–Wang chains."),
+        thermal: int = typer.Option(200, min=0, help="Discarded SW updates per chain."),
+        sweeps_per_chunk: int = typer.Option(25, min=1,
+                                             help="Measurements per chain in one chunk."),
+        blocks: int = typer.Option(20, min=2, help="Jackknife blocks."),
         kernel: str = typer.Option("majority", help="majority, rbm or both."),
         seed: int = typer.Option(0, help="Seed of every random stream."),
-        threads: int = typer.Option(1, help="torch CPU threads."),
+        threads: int = typer.Option(1, min=1, help="torch CPU threads."),
         plot: bool = typer.Option(True, help="Write ising_exponents.png."),
         out: Path = typer.Option(Path("runs/ising"), help="Output folder."),
     ) -> None:
@@ -49,10 +56,22 @@ def register(app: typer.Typer) -> None:
             n_blocks=blocks,
             seed=seed,
         )
+        if size % (2**levels) or size >> levels < 4:
+            raise typer.BadParameter(
+                f"--L {size} must be divisible by 2**levels = {2**levels} (--levels {levels}) "
+                "and leave a lattice of at least 4×4", param_hint="--L")
+        if sweeps < sweeps_per_chunk * blocks:
+            raise typer.BadParameter(
+                f"--sweeps {sweeps} gives fewer chunks than --blocks {blocks} "
+                f"(--sweeps-per-chunk {sweeps_per_chunk}); pass --sweeps ≥ "
+                f"{sweeps_per_chunk * blocks}", param_hint="--sweeps")
         try:
             cfg.validate()
         except ValueError as err:
-            raise typer.BadParameter(str(err)) from err
+            msg = str(err)
+            for field, opt in _OPTION_NAMES:
+                msg = msg.replace(field, opt)
+            raise typer.BadParameter(msg) from err
         console = Console(stderr=True)
         payload: dict = {}
         with torch_threads(threads), Progress(

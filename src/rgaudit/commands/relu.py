@@ -36,6 +36,26 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _check_some_cell_fits(config: ReluStudyConfig) -> None:
+    """Fail up front when ``--max-weight-mib`` would skip every (profile, d) cell."""
+    from rgaudit.experiments.relu_scaling import _profile_widths
+    from rgaudit.nets.relu import weight_bytes
+
+    depth = max([0, *config.depths])
+    sizes = []
+    for profile in config.profiles:
+        for d in config.dims:
+            try:
+                sizes.append(weight_bytes(_profile_widths(d, depth, profile, config.width)))
+            except ValueError:
+                return  # the study itself reports bad dims/depths
+    if sizes and min(sizes) > config.max_weight_bytes:
+        raise typer.BadParameter(
+            f"{config.max_weight_bytes / 2**20:.0f} MiB skips every cell: the smallest network "
+            f"needs {min(sizes) / 2**20:.1f} MiB of weights; pass at least "
+            f"{-(-min(sizes) // 2**20)}", param_hint="--max-weight-mib")
+
+
 def write_outputs(result: dict, out: Path) -> list[Path]:
     """Write ``result.json``, ``report.md`` and the PNGs into ``out``, each via temp-and-rename."""
     out.mkdir(parents=True, exist_ok=True)
@@ -61,12 +81,17 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/relu-scaling"), "--out", help="Output folder."),
         seed: int = typer.Option(0, help="Base seed; every sub-study's seed is recorded."),
         device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (same code path)."),
-        dims: str = typer.Option(None, help="Input dims, e.g. '64,256,1024,4096,16384'."),
-        depths: str = typer.Option(None, help="Depths L, e.g. '1-8' (0, linear, always added)."),
-        width: int = typer.Option(None, help="Hidden width of the fixed-width profile."),
-        n_nets: int = typer.Option(None, "--n-nets", help="Networks per (profile, d) cell."),
+        dims: str = typer.Option(None, help="Input dims, e.g. '64,256,1024' "
+                                 "(default: 64,256,1024,4096,16384)."),
+        depths: str = typer.Option(None, help="Depths L, e.g. '1-4' (0, linear, always "
+                                   "added) (default: 1-8)."),
+        width: int = typer.Option(None, min=1, help="Hidden width of the fixed-width profile "
+                                  "(default: 256)."),
+        n_nets: int = typer.Option(None, "--n-nets", min=1,
+                                   help="Networks per (profile, d) cell (default: 24)."),
         max_weight_mib: int = typer.Option(
-            None, "--max-weight-mib", help="Skip cells whose one network needs more weights."),
+            None, "--max-weight-mib", min=1, help="Skip cells whose one network needs more "
+            "weight memory, in MiB (default: 600)."),
         quick: bool = typer.Option(False, "--quick", help="Seconds-long smoke run."),
     ) -> None:
         """Random ReLU networks: one-step attack size vs d, near-linearity, depth, trained MLP."""
@@ -78,6 +103,8 @@ def register(app: typer.Typer) -> None:
         if max_weight_mib is not None:
             over["max_weight_bytes"] = max_weight_mib * 2**20
         config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
+        if max_weight_mib is not None:
+            _check_some_cell_fits(config)
         console = Console()
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

@@ -99,14 +99,14 @@ def register(app: typer.Typer) -> None:
         from rgaudit.train.finetune import OBJECTIVES
         from rgaudit.train.pipeline import train_default
 
+        # checked before the data are loaded and anything is trained
         if objective not in OBJECTIVES:
-            raise typer.BadParameter(f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}",
-                                     param_hint="--objective")
+            raise _fail(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         if widths:
             try:
                 parse_widths(widths)
             except ValueError as err:
-                raise typer.BadParameter(str(err), param_hint="--widths") from err
+                raise _fail(str(err)) from err
         try:
             dataset = load_dataset(data)
             shape = (parse_widths(widths) if widths else
