@@ -50,7 +50,8 @@ def load_bars(n: int = 4, n_samples: int = 2000, *, seed: int = 0, flip: float =
         raise DatasetError(f"bars:{n}:{n_samples}: need side ≥ 2 and at least 4 samples")
     rng = np.random.default_rng(seed)
     X, y = bars_and_stripes(n, n_samples, rng, flip)
-    X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed)
+    X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed,
+                                              what=f"bars:{n}:{n_samples}")
     return make_dataset(f"bars:{n}:{n_samples}", X_tr, y_tr, X_te, y_te, shape=(n, n),
                         n_classes=2, info={"source": "synthetic bars-and-stripes", "seed": seed,
                                            "flip": flip, "test_fraction": test_fraction})

@@ -68,6 +68,9 @@ def check_features(X: np.ndarray, what: str) -> np.ndarray:
     DatasetError
     """
     X = np.asarray(X)
+    if X.dtype == np.bool_:
+        raise DatasetError(f"{what}: boolean array; cast it to float first, e.g. "
+                           "X.astype(numpy.float32)")
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise DatasetError(f"{what}: expected a non-empty (n_samples, n_features) array, got "
                            f"shape {X.shape}; flatten images to one row per sample")
@@ -120,13 +123,37 @@ def check_labels(y: np.ndarray, n_samples: int, what: str,
 
 
 def stratified_split(X: np.ndarray, y: np.ndarray, test_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified train/test split with a fixed seed (scikit-learn's ``train_test_split``)."""
+                     seed: int, what: str = "data"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/test split with a fixed seed (scikit-learn's ``train_test_split``).
+
+    Raises
+    ------
+    DatasetError
+        A class with fewer than 2 samples, or too few samples for one of every class on
+        both sides of the split.
+    """
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_fraction, stratify=stratify,
+    present = counts[counts > 0]
+    n, k = int(y.shape[0]), int(present.size)
+    n_test = int(np.ceil(test_fraction * n))
+    if present.min() < 2:
+        raise DatasetError(f"{what}: class {int(np.flatnonzero(counts == present.min())[0])} "
+                           f"has {int(present.min())} sample(s); the stratified train/test "
+                           "split needs at least 2 per class (give X_test/y_test or more data)")
+    if n_test < k or n - n_test < k:
+        raise DatasetError(f"{what}: {n} samples split {n - n_test} train / {n_test} test "
+                           f"cannot hold all {k} classes on both sides; need at least "
+                           f"{int(np.ceil(k / min(test_fraction, 1 - test_fraction)))} samples")
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_fraction, stratify=y,
                                               random_state=seed)
     return X_tr, y_tr, X_te, y_te
+
+
+def _show(values: np.ndarray, limit: int = 8) -> str:
+    """``{0, 3, 7}`` (at most ``limit`` values, then ``…``)."""
+    items = [str(int(v)) for v in values[:limit]] + (["…"] if values.size > limit else [])
+    return "{" + ", ".join(items) + "}"
 
 
 def make_dataset(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
@@ -141,7 +168,8 @@ def make_dataset(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np
     shape : tuple of int, optional
         Image shape; a square image is assumed when ``n_features`` is a perfect square.
     n_classes : int, optional
-        Defaults to ``max(label) + 1`` over both splits.
+        Defaults to the number of training classes, which must be labelled ``0 … K-1``;
+        every test label must occur among the training labels.
     """
     X_train = check_features(X_train, f"{name} X_train")
     X_test = check_features(X_test, f"{name} X_test")
@@ -150,10 +178,21 @@ def make_dataset(name: str, X_train: np.ndarray, y_train: np.ndarray, X_test: np
                            f"{X_test.shape[1]}; both splits must have the same width")
     y_train = check_labels(y_train, X_train.shape[0], f"{name} y_train", n_classes)
     y_test = check_labels(y_test, X_test.shape[0], f"{name} y_test", n_classes)
+    classes = np.unique(y_train)
+    if classes.size < 2:
+        raise DatasetError(f"{name}: the training labels hold {classes.size} class(es); a "
+                           "classifier needs at least two")
     if n_classes is None:
-        n_classes = int(max(y_train.max(), y_test.max() if y_test.size else 0)) + 1
-    if n_classes < 2:
-        raise DatasetError(f"{name}: only one class present; a classifier needs at least two")
+        if classes[-1] != classes.size - 1:
+            raise DatasetError(
+                f"{name}: training labels are {_show(classes)}, not 0 … {classes.size - 1}; "
+                f"relabel the {classes.size} classes as 0 … {classes.size - 1} "
+                "(e.g. numpy.unique(y, return_inverse=True)[1])")
+        n_classes = int(classes.size)
+    unseen = np.setdiff1d(np.unique(y_test), classes)
+    if unseen.size:
+        raise DatasetError(f"{name}: test label(s) {_show(unseen)} never occur in the training "
+                           "labels; every test class must be trained on")
     d = X_train.shape[1]
     if shape is None:
         side = int(round(d**0.5))

@@ -12,6 +12,7 @@ official split is kept as the train/test split. Pixels are scaled by 1/255 to [0
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if any(d == 0 for d in dims):
         raise DatasetError(f"{path}: zero dimension in header {dims}")
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python ints: no overflow for absurd headers
     if len(data) - header != size:
         raise DatasetError(f"{path}: header says {dims} = {size} bytes of data but the file "
                            f"holds {len(data) - header}; the file is truncated or corrupt")

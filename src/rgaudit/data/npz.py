@@ -24,6 +24,16 @@ from rgaudit.errors import DatasetError
 TEST_FRACTION = 0.25
 
 
+def _shape(arr: np.ndarray, path: Path) -> tuple[int, ...]:
+    """The optional ``shape`` array: 1-D, positive integers."""
+    arr = np.asarray(arr)
+    if (arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer)
+            or int(arr.min()) < 1):
+        raise DatasetError(f"npz:{path}: 'shape' must be a 1-D array of positive integers "
+                           f"(e.g. [28, 28]), got {arr.tolist()!r} of dtype {arr.dtype}")
+    return tuple(int(s) for s in arr)
+
+
 def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
     """Load ``npz:PATH``.
 
@@ -61,7 +71,7 @@ def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRA
     has_test = ("X_test" in arrays, "y_test" in arrays)
     if has_test[0] != has_test[1]:
         raise DatasetError(f"npz:{path}: X_test and y_test must be given together")
-    shape = tuple(int(s) for s in arrays["shape"]) if "shape" in arrays else None
+    shape = _shape(arrays["shape"], path) if "shape" in arrays else None
     name = f"npz:{path}"
     if has_test[0]:
         return make_dataset(name, arrays["X"], arrays["y"], arrays["X_test"], arrays["y_test"],
@@ -69,8 +79,7 @@ def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRA
     # validate before splitting so the messages name the file's arrays
     X = check_features(arrays["X"], f"{name} X")
     y = check_labels(arrays["y"], X.shape[0], f"{name} y")
-    X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed)
+    X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed, what=f"{name} y")
     return make_dataset(name, X_tr, y_tr, X_te, y_te, shape=shape,
-                        n_classes=int(y.max()) + 1,
                         info={"source": str(path), "split": "stratified", "split_seed": seed,
                               "test_fraction": test_fraction})
