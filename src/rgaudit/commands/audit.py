@@ -51,6 +51,35 @@ def data_for_model(cfg: dict[str, Any], data: str | None) -> tuple[str, int, str
     return spec, 0, "default 0 (model records none)"
 
 
+
+def dataset_for_model(net: Any, cfg: dict[str, Any], data: str | None) -> tuple[Any, str, int, str]:
+    """Load the data set the model was trained on (see :func:`data_for_model`) and check it fits.
+
+    Returns
+    -------
+    dataset : rgaudit.data.Dataset
+    spec, split_seed, source
+        As :func:`data_for_model`.
+
+    Raises
+    ------
+    typer.BadParameter
+        The data set disagrees with the model, cannot be loaded, or has the wrong width.
+    """
+    from rgaudit.data import load_dataset
+
+    spec, split_seed, source = data_for_model(cfg, data)
+    try:
+        ds = load_dataset(spec, seed=split_seed)
+    except RGAuditError as err:
+        raise typer.BadParameter(f"cannot load data set {spec!r}: {err}",
+                                 param_hint="--data") from err
+    if ds.X_test.shape[1] != net.widths[0]:
+        raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
+                                 f"model expects {net.widths[0]}", param_hint="--data")
+    return ds, spec, split_seed, source
+
+
 def _load(model: Path | None, data: str | None, device: str, console: Console
           ) -> tuple[Any, dict[str, Any], Any]:
     """Load (or, with no --model, train the default) network and its test data.
@@ -58,7 +87,6 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
     The data set and its train/test split come from the model's config (see
     :func:`data_for_model`); the audit's ``--seed`` does not touch the split.
     """
-    from rgaudit.data import load_dataset
     from rgaudit.device import resolve_device
     from rgaudit.nets.io import load_model
 
@@ -85,14 +113,7 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
         except RGAuditError as err:
             raise typer.BadParameter(str(err), param_hint="--model") from err
         path = str(model)
-    spec, split_seed, source = data_for_model(cfg, data)
-    try:
-        ds = load_dataset(spec, seed=split_seed)
-    except RGAuditError as err:
-        raise typer.BadParameter(str(err), param_hint="--data") from err
-    if ds.X_test.shape[1] != net.widths[0]:
-        raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
-                                 f"model expects {net.widths[0]}")
+    ds, spec, split_seed, source = dataset_for_model(net, cfg, data)
     info = {"path": path, "dataset": spec, "split_seed": split_seed,
             "split_seed_source": source, "accuracy": cfg.get("accuracy")}
     return net, info, ds

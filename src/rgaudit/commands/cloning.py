@@ -115,10 +115,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
-        from rgaudit.commands.audit import data_for_model
-        from rgaudit.data import load_dataset
+        from rgaudit.commands.audit import dataset_for_model
         from rgaudit.defence.cloning_attacks import ATTACKERS
-        from rgaudit.errors import DatasetError
         from rgaudit.experiments.cloning import CloningSettings, run_cloning
         from rgaudit.report.cloning_report import markdown, plot_curves
         from rgaudit.report.io import atomic_write_text, read_result, write_result
@@ -135,14 +133,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         net, cfg = _load_model(model)
-        spec, split_seed, seed_source = data_for_model(cfg, data)
-        try:
-            ds = load_dataset(spec, seed=split_seed)
-        except DatasetError as err:
-            raise typer.BadParameter(f"cannot load data set {spec!r}: {err}") from err
-        if ds.X_test.shape[1] != net.widths[0]:
-            raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
-                                     f"model expects {net.widths[0]}")
+        ds, spec, split_seed, seed_source = dataset_for_model(net, cfg, data)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("cloning", total=None)

@@ -9,7 +9,7 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rgaudit.commands.audit import data_for_model
+from rgaudit.commands.audit import dataset_for_model
 from rgaudit.device import resolve_device
 from rgaudit.errors import RGAuditError
 from rgaudit.experiments.diagnose import run_diagnose
@@ -56,20 +56,12 @@ def register(app: typer.Typer) -> None:
             dev = resolve_device(device)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        from rgaudit.data import load_dataset
 
         try:
             net, config = load_model(model, device=dev)
         except RGAuditError as err:
             raise typer.BadParameter(str(err), param_hint="MODEL") from err
-        spec, split_seed, _ = data_for_model(config, data)
-        try:
-            ds = load_dataset(spec, seed=split_seed)
-        except RGAuditError as err:
-            raise typer.BadParameter(str(err), param_hint="--data") from err
-        if ds.X_test.shape[1] != net.widths[0]:
-            raise typer.BadParameter(f"data {spec!r} has {ds.X_test.shape[1]} features but the "
-                                     f"model expects {net.widths[0]}", param_hint="--data")
+        ds, spec, split_seed, _ = dataset_for_model(net, config, data)
         x_test = torch.as_tensor(ds.X_test, dtype=torch.float32)
         y_test = torch.as_tensor(ds.y_test).long()
         gen = torch.Generator().manual_seed(seed)
