@@ -17,16 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rgaudit.report.figures import save_figure  # noqa: E402
 from rgaudit.report.io import atomic_write_text, to_plain, write_result  # noqa: E402
 
 DPI = 90
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, DPI)
 
 
 def plot_fim_spectra(fim: dict[str, Any], path: Path) -> Path:

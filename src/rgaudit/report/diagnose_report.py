@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rgaudit.experiments.diagnose import DiagnoseResult, SpectrumSummary  # noqa: E402
+from rgaudit.report.figures import save_figure  # noqa: E402
 from rgaudit.report.io import atomic_write_text  # noqa: E402
 
 
@@ -37,11 +38,7 @@ def plot_spectra(result: DiagnoseResult, path: str | os.PathLike, *, top: int = 
         ax.set_xlabel("rank μ")
         ax.set_ylim(0, 1.05 if s.eig_abs is None else None)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_convergence(result: DiagnoseResult, path: str | os.PathLike) -> Path:
@@ -70,11 +67,7 @@ def plot_convergence(result: DiagnoseResult, path: str | os.PathLike) -> Path:
         ax.set_ylabel("leading s (input mean)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_fixed_points(result: DiagnoseResult, path: str | os.PathLike) -> Path | None:
@@ -88,11 +81,7 @@ def plot_fixed_points(result: DiagnoseResult, path: str | os.PathLike) -> Path |
     ax.set_xlabel("class")
     ax.set_ylabel("class")
     ax.set_title("output effective Hamiltonians")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _spectrum_rows(spectra: list[SpectrumSummary], top: int) -> list[str]:

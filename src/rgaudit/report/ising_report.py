@@ -97,6 +97,8 @@ def plot_exponents(results: dict[str, dict[str, Any]], path: str | Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rgaudit.report.figures import save_figure
+
     path = Path(path)
     fig, axes = plt.subplots(2, len(results), figsize=(4.5 * len(results), 7), squeeze=False)
     for col, (label, res) in enumerate(results.items()):
@@ -122,8 +124,4 @@ def plot_exponents(results: dict[str, dict[str, Any]], path: str | Path) -> Path
             lo, hi = (0.85, 1.1) if sector == "even" else (1.86, 1.89)
             ax.set_ylim(lo, hi)
             ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

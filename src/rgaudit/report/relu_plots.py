@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,14 +15,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rgaudit.report.figures import save_figure  # noqa: E402
+
 DPI = 80
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+def _save(fig: Any, path: Path) -> Path:
+    return save_figure(fig, path, DPI)
 
 
 def plot_scaling(result: dict, path: Path) -> Path:
