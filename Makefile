@@ -2,6 +2,12 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# adv-lib depends on torchvision; pinning the release that matches TORCH_SPEC keeps pip from
+# replacing the CPU torch by a multi-GB CUDA build. (rgaudit never imports torchvision.)
+TORCHVISION_SPEC ?= torchvision==0.28.0
+# visdom (an adv-lib dependency) ships only an sdist whose setup.py imports pkg_resources,
+# which setuptools 81 removed: build it with an older setuptools.
+BUILD_CONSTRAINT := $(VENV)/.build-constraint.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rgaudit-installed
 
@@ -10,8 +16,9 @@ STAMP := $(VENV)/.rgaudit-installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
+	@echo 'setuptools<81' > $(BUILD_CONSTRAINT)
+	$(PY) -m pip install --build-constraint $(BUILD_CONSTRAINT) "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" -e ".[test]"
 	@touch $(STAMP)
 
 audit: $(STAMP)
