@@ -17,3 +17,7 @@ class DatasetError(RGAuditError):
 
 class IllConditionedError(RGAuditError):
     """A covariance is too ill-conditioned to solve even with the stated regulariser."""
+
+
+class ResourceError(RGAuditError):
+    """A requested computation would exceed the memory or time budget; refused before it starts."""
