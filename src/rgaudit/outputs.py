@@ -98,10 +98,10 @@ def release_all() -> None:
 def _release_with_command(lock: Lock) -> None:
     """Release ``lock`` when the running click command ends, or at interpreter exit."""
     try:
-        import click
+        from typer._click.globals import get_current_context
 
-        ctx = click.get_current_context(silent=True)
-    except ImportError:  # pragma: no cover - click ships with typer
+        ctx = get_current_context(silent=True)
+    except ImportError:  # pragma: no cover - typer always vendors click
         ctx = None
     if ctx is not None:
         ctx.call_on_close(lock.release)
