@@ -211,3 +211,50 @@ def expand_int_list(text: str, option: str) -> tuple[int, ...]:
     if not out:
         raise UsageError(f"{option} is empty")
     return tuple(out)
+
+
+#: Jackknife blocks plus the full-sample accumulator held by the MCRG moment streams.
+MCRG_ACCUMULATORS = 17
+
+
+def operator_count(spec: str, n_units: int) -> int | None:
+    """Number of operators a basis spec gives on a layer of ``n_units`` (None: unknown spec).
+
+    ``singles`` n, ``pairs`` n + n(n−1)/2, ``pairs:K`` n + min(K, n(n−1)/2), ``order:M``
+    Σ_{k≤M} C(n, k), ``full`` 2^n − 1 (exact Python integers: ``full`` on 100 units is 2^100−1).
+    """
+    name, _, arg = spec.strip().lower().partition(":")
+    n = int(n_units)
+    pairs = n * (n - 1) // 2
+    if name == "singles" and not arg:
+        return n
+    if name == "full" and not arg:
+        return 2**n - 1
+    if name == "pairs":
+        if not arg:
+            return n + pairs
+        return n + min(int(arg), pairs) if arg.isdigit() else None
+    if name == "order" and arg.isdigit():
+        return sum(math.comb(n, k) for k in range(1, min(int(arg), n) + 1))
+    return None
+
+
+def check_mcrg_memory(spec: str, widths: Iterable[int], n_samples: int, *, what: str,
+                      chunk_bytes: int = 64 * 2**20) -> None:
+    """Refuse an MCRG basis whose moment accumulators would not fit, before any sampling.
+
+    Per adjacent pair of layers with ``m`` and ``m'`` operators the engine keeps
+    :data:`MCRG_ACCUMULATORS` float64 copies of the ``m×m``, ``m×m'`` and ``m'×m'`` moments,
+    plus one chunk of operator values (bounded by ``chunk_bytes``, at least one row).
+    """
+    w = [int(v) for v in widths]
+    counts = [operator_count(spec, n) for n in w[1:]]
+    if any(c is None for c in counts):
+        return  # the basis parser reports a bad spec
+    cs = [int(c) for c in counts if c is not None]
+    worst = max((a * a + a * b + b * b for a, b in zip(cs[:-1], cs[1:], strict=False)),
+                default=cs[0] * cs[0] if cs else 0)
+    est = MCRG_ACCUMULATORS * 8 * worst + max(chunk_bytes, 8 * max(cs, default=0) * 2)
+    widest = w[1 + cs.index(max(cs))] if cs else 0
+    check_memory(est, what=f"{what} on a {widest}-unit layer ({max(cs, default=0):,} "
+                 f"operators, {n_samples:,} samples)")

@@ -44,8 +44,18 @@ class Lock:
     dropped it) and is simply taken over, so stale locks need no clean-up.
     """
 
+    def __new__(cls, path: Path, what: str) -> Lock:
+        for held in _HELD:  # re-entrant within one process (a command, then save_model)
+            if held.path == path:
+                held.depth += 1
+                return held
+        return super().__new__(cls)
+
     def __init__(self, path: Path, what: str) -> None:
+        if getattr(self, "fd", None) is not None:
+            return  # an already-held lock, returned by __new__
         self.path = path
+        self.depth = 1
         self.fd: int | None = None
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -76,6 +86,9 @@ class Lock:
         """Remove the lock file and drop the lock (idempotent)."""
         if self.fd is None:
             return
+        self.depth -= 1
+        if self.depth > 0:
+            return
         try:
             self.path.unlink(missing_ok=True)
         finally:
@@ -92,6 +105,7 @@ _HELD: list[Lock] = []
 def release_all() -> None:
     """Release every lock this process holds (at exit, and at the end of a CLI command)."""
     for lock in list(_HELD):
+        lock.depth = 1
         lock.release()
 
 
