@@ -138,10 +138,21 @@ def register(app: typer.Typer) -> None:
                 check_training_memory(parse_widths(widths))
             except ValueError as err:
                 raise typer.BadParameter(str(err), param_hint="--widths") from err
-        check_model_out(out)  # --out: only an rgaudit model may be replaced
-        lock_path(out, f"the model --out {out}")  # a second `train` into it is refused
+        try:
+            check_model_out(out)  # --out: only an rgaudit model may be replaced
+            lock_path(out, f"the model --out {out}")  # a second `train` into it is refused
+        except RGAuditError:
+            raise  # refused --out (exit 2) or locked by another run (exit 3)
+        except OSError as err:
+            raise typer.BadParameter(f"cannot save the model to --out {str(out)!r}: {err}",
+                                     param_hint="--out") from err
         try:
             dataset = load_dataset(data)
+        except ResourceError:
+            raise
+        except RGAuditError as err:  # the --data named on the command line is unusable
+            raise typer.BadParameter(str(err), param_hint="--data") from err
+        try:
             shape = (parse_widths(widths) if widths else
                      (dataset.n_features, 100, 100, dataset.n_classes))
             base = TrainConfig()
@@ -178,8 +189,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             _, cfg = load_model(model)
-        except RGAuditError as err:
-            raise _fail(str(err)) from err
+        except ResourceError:
+            raise
+        except RGAuditError as err:  # the MODEL named on the command line is unusable
+            raise typer.BadParameter(str(err), param_hint="MODEL") from err
         table = Table(title=str(model), show_header=False)
         table.add_column("key", style="bold")
         table.add_column("value")

@@ -329,13 +329,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     # tensor is allocated (a config may claim widths of 1e18)
     n_params = network_parameters(cfg["widths"])
     stored_size = DTYPES[cfg.get("dtype", "float32")].itemsize
+    check_memory(n_params * (stored_size + 8), what=f"loading the model {path} "
+                 f"(widths {cfg['widths']})")
     if wpath.stat().st_size < n_params * stored_size:
         raise ModelFileError(f"{CONFIG} claims widths {cfg['widths']} ({n_params:,} parameters, "
                              f"{n_params * stored_size:,} bytes) but {WEIGHTS} holds only "
                              f"{wpath.stat().st_size:,} bytes: the config does not belong to "
                              "these weights")
-    check_memory(n_params * (stored_size + 8), what=f"loading the model {path} "
-                 f"(widths {cfg['widths']})")
     if _sha256(wpath) != cfg["weights_sha256"]:
         raise ModelFileError(f"{wpath} does not match the hash in {CONFIG}: the weights are "
                              "truncated, corrupted or from another model")
