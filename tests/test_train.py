@@ -144,7 +144,7 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     register(app)
     runner = CliRunner()
     def text(result: object) -> str:
-        return " ".join(result.output.split())  # rich wraps long lines
+        return " ".join(result.output.replace("│", " ").split())  # rich wraps long lines
 
     bad = runner.invoke(app, ["info", str(tmp_path / "none")])
     # usage errors (a MODEL or --data named on the command line is unusable) exit 2
