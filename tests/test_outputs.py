@@ -236,6 +236,21 @@ def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch: pytest.MonkeyPatch,
     assert not (tmp_path / ".m.rgaudit-lock").exists()  # the lock was released
 
 
+def test_sigterm_unwinds_and_exits_143(monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("rgaudit.data.load_dataset", terminated)
+    code, text = _main(["train", "--out", str(tmp_path / "m")], capsys)
+    assert code == 143 and text.startswith("terminated (SIGTERM):"), text
+    assert not (tmp_path / ".m.rgaudit-lock").exists()
+    assert signal.getsignal(signal.SIGTERM) == before  # main() restores the handler
+
+
 @pytest.mark.slow
 def test_sigint_stops_a_long_run_promptly(tmp_path: Path) -> None:
     """A real SIGINT during a long Ising run: exit 130 with the message within seconds."""

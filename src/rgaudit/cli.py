@@ -96,13 +96,16 @@ def main(argv: list[str] | None = None) -> None:
 
     from rgaudit.outputs import release_all
 
+    terminated: list[int] = []
+
     def _on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)
         raise KeyboardInterrupt  # unwind: release locks, remove temporary files
 
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
-        pass
+        previous = None
     code = 0
     try:
         rv = app(args=argv, standalone_mode=False)
@@ -123,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         _message("aborted")
         code = 1
     except KeyboardInterrupt:
-        _message("interrupted: stopped before finishing; nothing was written for the unfinished "
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        _message(f"{how}: stopped before finishing; nothing was written for the unfinished "
                  "step (outputs are written atomically at the end)")
-        code = 130
+        code = 143 if terminated else 130
     except (RGAuditError, ValueError, OSError, RecursionError, OverflowError) as err:
         if os.environ.get("RGAUDIT_DEBUG"):
             raise
@@ -136,4 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         code = exit_status(err)
     finally:
         release_all()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     raise SystemExit(code)

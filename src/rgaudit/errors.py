@@ -12,7 +12,7 @@ command (the one mapping lives in :func:`rgaudit.cli.main`; the scheme is in ``d
       into (:class:`UsageError`, click's usage errors)
 3     resource refusal: the estimated memory or time is over the limit, or another rgaudit
       run is writing the same output (:class:`ResourceError`)
-130   interrupted (Ctrl-C / SIGINT); SIGTERM ends with 143
+130   interrupted (Ctrl-C / SIGINT); 143: terminated (SIGTERM), unwound the same way
 ====  =====================================================================================
 """
 
