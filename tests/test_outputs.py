@@ -259,7 +259,9 @@ def test_sigint_stops_a_long_run_promptly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", "from rgaudit.cli import main; main()", "ising", "--L", "16",
          "--levels", "2", "--sweeps", "1000000", "--sweeps-per-chunk", "25", "--chains", "4",
-         "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a background shell starts children with SIGINT ignored; a terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / MARKER).exists():  # the output is prepared before the work starts
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
