@@ -272,5 +272,5 @@ def test_sigint_stops_a_long_run_promptly(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted:" in err and "Traceback" not in err, err
-    assert time.monotonic() - sent < 15
+    assert time.monotonic() - sent < 8  # 0.6 s measured at load average 15 on 2 cores
     assert not (out / "result.json").exists()
