@@ -123,6 +123,9 @@ CASES: list[Case] = [
      RESOURCE, "--L 65536"),
     ("relu-dims-range", lambda t: ["relu-scaling", "--dims", "2-300000000", "--out",
                                    str(t / "o")], USAGE, "over the bound of 10,000"),
+    ("max-memory-option", lambda t: ["train", "--max-memory", "100K", "--data", "bars:4",
+                                     "--out", str(t / "o")], RESOURCE,
+     "over the limit of 100 KiB"),
     ("max-memory-bad", lambda t: ["train", "--max-memory", "lots", "--out", str(t / "o")],
      USAGE, "give a size such as 4G"),
     # --- item 9: absurd counts ---
