@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     import signal
 
+    from rgaudit.guards import set_memory_limit
     from rgaudit.outputs import release_all
 
     terminated: list[int] = []
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exit_status(err)
     finally:
         release_all()
+        set_memory_limit(None)  # --max-memory holds for one command
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if code in (130, 143) and argv is None:
