@@ -38,7 +38,7 @@ def test_info_on_a_missing_model_is_a_clear_error(tmp_path):
 def test_main_turns_input_errors_into_one_message(monkeypatch, capsys):
     import rgaudit.cli as cli
 
-    def boom() -> None:
+    def boom(**kwargs: object) -> None:  # main() calls app(args=..., standalone_mode=False)
         raise ValueError("inputs have 16 features, the chain starts with 64 units")
 
     monkeypatch.setattr(cli, "app", boom)

@@ -144,15 +144,16 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     register(app)
     runner = CliRunner()
     def text(result: object) -> str:
-        return " ".join(result.output.split())  # rich wraps long lines
+        return " ".join(result.output.replace("│", " ").split())  # rich wraps long lines
 
     bad = runner.invoke(app, ["info", str(tmp_path / "none")])
-    assert bad.exit_code == 1 and "not a model folder" in text(bad)
+    # usage errors (a MODEL or --data named on the command line is unusable) exit 2
+    assert bad.exit_code == 2 and "not a model folder" in text(bad)
     bad = runner.invoke(app, ["train", "--data", "bars:3:40", "--widths", "9,x",
                               "--out", str(tmp_path / "m")])
-    assert bad.exit_code == 1 and "comma-separated integers" in text(bad)
+    assert bad.exit_code == 2 and "comma-separated integers" in text(bad)
     bad = runner.invoke(app, ["train", "--data", "nope", "--out", str(tmp_path / "m")])
-    assert bad.exit_code == 1 and "unknown data set" in text(bad)
+    assert bad.exit_code == 2 and "unknown data set" in text(bad)
 
 
 def test_sampled_objective_runs_and_uses_binary_units() -> None:

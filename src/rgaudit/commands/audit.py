@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rgaudit.commands._options import check_device, check_seed
 from rgaudit.errors import RGAuditError
 
 METHODS = ("fim", "fgm", "pgd", "deepfool", "random")
@@ -69,8 +70,12 @@ def dataset_for_model(net: Any, cfg: dict[str, Any], data: str | None) -> tuple[
     from rgaudit.data import load_dataset
 
     spec, split_seed, source = data_for_model(cfg, data)
+    from rgaudit.errors import ResourceError
+
     try:
         ds = load_dataset(spec, seed=split_seed)
+    except ResourceError:
+        raise  # a data set recorded in the model that would not fit: exit status 3
     except RGAuditError as err:
         raise typer.BadParameter(f"cannot load data set {spec!r}: {err}",
                                  param_hint="--data") from err
@@ -108,8 +113,12 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
         net = net.to(dev)
         path = "models/default"
     else:
+        from rgaudit.errors import ResourceError
+
         try:
             net, cfg = load_model(model, device=dev)
+        except ResourceError:
+            raise  # exit status 3
         except RGAuditError as err:
             raise typer.BadParameter(str(err), param_hint="--model") from err
         path = str(model)
@@ -119,19 +128,38 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
     return net, info, ds
 
 
-def check_basis(spec: str) -> str:
+def check_basis(spec: str, param_hint: str = "--large-basis") -> str:
     """Syntax-check an operator basis spec (``singles``, ``pairs:K``, ``order:M``…) up front."""
     import torch
 
     from rgaudit.rg.operators import parse_basis
 
+    name, _, arg = spec.strip().lower().partition(":")
+    if name in ("pairs", "order") and arg and not (arg.isdigit() and int(arg) >= 1):
+        raise typer.BadParameter(f"{spec!r}: the number after '{name}:' must be a positive "
+                                 f"integer, got {arg!r}", param_hint=param_hint)
     pilot = (torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     try:
         # a toy layer of 4 units: the spec's syntax and numbers, not its size, are checked
         parse_basis(spec, 4, pilot=pilot)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--large-basis") from err
+        raise typer.BadParameter(str(err), param_hint=param_hint) from err
     return spec.strip()
+
+
+def check_eps(eps: float, norm: str, n_features: int) -> float:
+    """Refuse an attack budget beyond the diameter of the input box ``[0, 1]^d``.
+
+    A larger budget is the same attack (every input is clipped to the box) and, in float32,
+    an ε near 1e308 overflows to inf and NaN inside the attack.
+    """
+    diameter = 1.0 if norm == "linf" else math.sqrt(n_features)
+    if eps > diameter:
+        raise typer.BadParameter(
+            f"{eps:g} exceeds the diameter of the input box [0, 1]^{n_features} in {norm} "
+            f"({diameter:.4g}); any larger budget reaches every input, so pass at most "
+            f"{diameter:.4g}", param_hint="--eps")
+    return eps
 
 
 def register(app: typer.Typer) -> None:
@@ -144,17 +172,18 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(None, "--data", help="Data set spec (rgaudit.data); default "
                                  "and required match: the model's own (its split seed too)."),
         inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the audit's random numbers (not "
-                                 "the data split: that is the model's)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+        seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the audit's "
+                                 "random numbers (not the data split: that is the model's)."),
+        device: str = typer.Option("cpu", "--device", callback=check_device,
+                                   help="cpu, cuda, cuda:N or auto."),
         out: Path = typer.Option(Path("runs"), "--out", help="Parent of the new run folder."),
-        mcrg_samples: int = typer.Option(None, "--mcrg-samples", min=32,
+        mcrg_samples: int = typer.Option(None, "--mcrg-samples", min=32, max=100_000_000,
                                          help="MCRG chains per input (≥ 32: 16 jackknife "
                                          "blocks of ≥ 2)."),
-        direct_samples: int = typer.Option(None, "--direct-samples", min=16,
+        direct_samples: int = typer.Option(None, "--direct-samples", min=16, max=100_000_000,
                                            help="Direct-FIM chains per input (≥ 16, one per "
                                            "jackknife block)."),
-        judge_samples: int = typer.Option(None, "--judge-samples", min=1,
+        judge_samples: int = typer.Option(None, "--judge-samples", min=1, max=1_000_000,
                                           help="Chains per stochastic judgement."),
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
@@ -168,6 +197,7 @@ def register(app: typer.Typer) -> None:
         if large_basis is not None:
             large_basis = check_basis(large_basis)
         console = Console()
+        run_dir = new_run_dir(out, "audit")  # a fresh, marked folder, made before the work
         net, info, ds = _load(model, data, device, console)
         cfg = AuditConfig(n_inputs=inputs, seed=seed)
         for name, val in (("mcrg_samples", mcrg_samples), ("direct_samples", direct_samples),
@@ -186,7 +216,6 @@ def register(app: typer.Typer) -> None:
                 payload["depth"] = run_depth_study(
                     ds, DepthConfig(seed=seed),
                     progress=lambda s: prog.update(task, description=s)).to_dict()
-        run_dir = new_run_dir(out, "audit")
         paths = write_audit_report(payload, run_dir)
         table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "
                       "median [q1, q3]")
@@ -206,20 +235,23 @@ def register(app: typer.Typer) -> None:
     def attack(
         model: Path = typer.Argument(..., help="Model folder."),
         method: str = typer.Option("fim", "--method", help="|".join(METHODS)),
-        eps: float = typer.Option(..., "--eps", min=0.0, help="Budget."),
+        eps: float = typer.Option(..., "--eps", help="Budget (> 0, at most the diameter of "
+                                  "the input box [0, 1]^d in --norm)."),
         norm: str = typer.Option("l2", "--norm", help="l2 or linf."),
         fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
                                 + "|".join(FIM_ESTIMATORS)),
         data: str = typer.Option(None, "--data", help="Data set spec; must match the model's."),
         inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack (correctly "
                                    "classified test inputs, spread over classes)."),
-        samples: int = typer.Option(4000, "--samples", min=32, help="Chains per input for "
-                                    "FIMs (≥ 32: MCRG needs 16 jackknife blocks of ≥ 2)."),
-        judge_samples: int = typer.Option(1000, "--judge-samples", min=1,
+        samples: int = typer.Option(4000, "--samples", min=32, max=100_000_000,
+                                    help="Chains per input for FIMs (≥ 32: MCRG needs 16 "
+                                    "jackknife blocks of ≥ 2)."),
+        judge_samples: int = typer.Option(1000, "--judge-samples", min=1, max=1_000_000,
                                           help="Chains per stochastic judgement (flip test)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the attack's random numbers (not "
-                                 "the data split: that is the model's)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+        seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the attack's "
+                                 "random numbers (not the data split: that is the model's)."),
+        device: str = typer.Option("cpu", "--device", callback=check_device,
+                                   help="cpu, cuda, cuda:N or auto."),
     ) -> None:
         """Attack MODEL with one method at budget --eps; print the flip rate (stochastic net)."""
         import torch
@@ -227,8 +259,9 @@ def register(app: typer.Typer) -> None:
         from rgaudit.attacks.evaluate import StochasticJudge
         from rgaudit.experiments.audit import AuditConfig, compute_fims, make_attacks, select_inputs
 
-        if not math.isfinite(eps):
-            raise typer.BadParameter(f"--eps must be a finite number, got {eps!r}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise typer.BadParameter(f"must be a finite number > 0, got {eps!r} (a budget of 0 "
+                                     "cannot flip anything)", param_hint="--eps")
         if method not in METHODS:
             raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
         if norm not in ("l2", "linf"):
@@ -237,6 +270,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
         console = Console()
         net, _, ds = _load(model, data, device, console)
+        check_eps(eps, norm, net.widths[0])
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from rgaudit.commands._options import MAX_EPOCHS, check_seed, force_option
+
 NORMS = ("l1", "l2", "kl")
 
 
@@ -58,14 +60,18 @@ def register(app: typer.Typer) -> None:
         norm: str = typer.Option("l1", "--norm", help="l1, l2 or kl."),
         estimator: str = typer.Option("mean-field", "--estimator",
                                       help="Generation-FIM estimator: mean-field, chain, exact."),
-        out: Path = typer.Option(..., "--out", help="Poisoning config JSON to write."),
+        out: Path = typer.Option(..., "--out", help="Poisoning config JSON to write (new, or "
+                                 "one rgaudit wrote)."),
+        force: bool = force_option(),
     ) -> None:
         """Write the RG output-poisoning config for MODEL (cloning section IV)."""
         from rgaudit.defence.poison import RGPoisoner
+        from rgaudit.outputs import prepare_out_file
         from rgaudit.report.io import write_result
 
         if norm not in NORMS:
             raise typer.BadParameter(f"--norm must be one of {NORMS}, got {norm!r}")
+        out = prepare_out_file(out, kind="poisoning-config", force=force)  # before the work
         net, cfg = _load_model(model)
         try:
             poisoner = RGPoisoner(net, eps=eps, norm=norm, kind="simplex", estimator=estimator)
@@ -107,12 +113,15 @@ def register(app: typer.Typer) -> None:
                                  "model records; must agree with it)."),
         eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks "
                                       "(> 0)."),
-        epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs of MLP/ART clones."),
+        epochs: int = typer.Option(100, "--epochs", min=1, max=MAX_EPOCHS,
+                                   help="Epochs of MLP/ART clones."),
         sweeps: int = typer.Option(5, "--sweeps", min=1,
                                    help="Max eq. 14 sweeps of the RBM clone (after its CD "
                                    "pretraining on the queries)."),
-        seed: int = typer.Option(0, "--seed"),
-        out: Path = typer.Option(..., "--out", help="Output folder."),
+        seed: int = typer.Option(0, "--seed", callback=check_seed),
+        out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or one "
+                                 "rgaudit wrote)."),
+        force: bool = force_option(),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
         from rgaudit.commands.audit import dataset_for_model
@@ -132,6 +141,9 @@ def register(app: typer.Typer) -> None:
                 mlp_epochs=epochs, layerwise_sweeps=sweeps, seed=seed)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
+        from rgaudit.outputs import prepare_out
+
+        out = prepare_out(out, kind="clone-attack", force=force)  # before the work
         net, cfg = _load_model(model)
         ds, spec, split_seed, seed_source = dataset_for_model(net, cfg, data)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -142,7 +154,6 @@ def register(app: typer.Typer) -> None:
                                      progress=lambda s: prog.update(task, description=s))
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from err
-        out.mkdir(parents=True, exist_ok=True)
         path = write_result(out / "result.json", "cloning", {
             "model": model, "data": spec, "split_seed": split_seed,
             "split_seed_source": seed_source, **result.to_dict()})

@@ -9,6 +9,12 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rgaudit.commands._options import (
+    check_device,
+    check_seed,
+    force_option,
+    max_memory_option,
+)
 from rgaudit.commands.audit import dataset_for_model
 from rgaudit.device import resolve_device
 from rgaudit.errors import RGAuditError
@@ -38,29 +44,46 @@ def register(app: typer.Typer) -> None:
         inputs: int = typer.Option(4, "--inputs", min=1, help="Test inputs analysed."),
         ops: str = typer.Option("pairs:256", "--ops",
                                 help="Operator basis: singles, pairs, pairs:K, order:M, full."),
-        samples: int = typer.Option(100_000, "--samples", min=64, help="Chains per input."),
+        samples: int = typer.Option(100_000, "--samples", min=64, max=100_000_000,
+                                    help="Chains per input."),
         bases: str = typer.Option("singles,pairs:64", "--bases",
                                   help="Extra bases of the basis study (comma-separated)."),
         per_class: int = typer.Option(10, "--per-class", min=0,
                                       help="Inputs per class of the fixed-point study (0: off)."),
-        fp_samples: int = typer.Option(2000, "--fp-samples", min=16,
+        fp_samples: int = typer.Option(2000, "--fp-samples", min=16, max=100_000_000,
                                        help="Chains per input of the fixed-point study."),
-        seed: int = typer.Option(0, "--seed"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-        out: Path = typer.Option(Path("runs/diagnose"), "--out", help="Output folder."),
+        seed: int = typer.Option(0, "--seed", callback=check_seed),
+        device: str = typer.Option("cpu", "--device", callback=check_device,
+                                   help="cpu, cuda, cuda:N or auto."),
+        out: Path = typer.Option(Path("runs/diagnose"), "--out", help="Output folder (new, "
+                                 "empty, or one rgaudit wrote)."),
+        force: bool = force_option(),
+        max_memory: str = max_memory_option(),
     ) -> None:
         """Estimate per-layer stability matrices by MCRG and study their convergence."""
+        from rgaudit.commands.audit import check_basis
+        from rgaudit.errors import ResourceError
+        from rgaudit.guards import check_mcrg_memory
         from rgaudit.nets.io import load_model
+        from rgaudit.outputs import prepare_out
 
         try:
             dev = resolve_device(device)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-
+        specs = [s.strip() for s in bases.split(",") if s.strip()] + [ops]
+        for spec_ in specs:
+            check_basis(spec_, param_hint="--ops/--bases")
         try:
             net, config = load_model(model, device=dev)
+        except ResourceError:
+            raise
         except RGAuditError as err:
             raise typer.BadParameter(str(err), param_hint="MODEL") from err
+        for spec_ in specs:
+            check_mcrg_memory(spec_, net.widths, max(samples, fp_samples),
+                              what=f"--ops/--bases {spec_}")
+        out = prepare_out(out, kind="diagnose", force=force)  # before the work
         ds, spec, split_seed, _ = dataset_for_model(net, config, data)
         x_test = torch.as_tensor(ds.X_test, dtype=torch.float32)
         y_test = torch.as_tensor(ds.y_test).long()
@@ -69,7 +92,6 @@ def register(app: typer.Typer) -> None:
         fp_x = fp_y = None
         if per_class > 0:
             fp_x, fp_y = _pick(x_test, y_test, per_class * len(torch.unique(y_test)), gen)
-        specs = [s.strip() for s in bases.split(",") if s.strip()] + [ops]
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()) as bar:
             tasks: dict[str, Any] = {}
@@ -85,7 +107,6 @@ def register(app: typer.Typer) -> None:
                                   progress=progress)
         result.settings.update(model=str(model), data=spec, split_seed=split_seed,
                                model_dataset=config.get("dataset"))
-        out.mkdir(parents=True, exist_ok=True)
         paths = write_report(result, out)
         write_result(out / "result.json", "diagnose", result.to_dict())
         typer.echo(f"wrote {out / 'result.json'}, " + ", ".join(p.name for p in paths))

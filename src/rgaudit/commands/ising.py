@@ -8,6 +8,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rgaudit.commands._options import (
+    MAX_THERMAL,
+    check_seed,
+    check_threads,
+    force_option,
+    max_memory_option,
+)
 from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
 from rgaudit.report.io import atomic_write_text, write_result
 from rgaudit.report.ising_report import plot_exponents, render_markdown
@@ -18,6 +25,10 @@ _OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--swe
                  ("n_blocks", "--blocks"), ("n_even", "--even"), ("n_odd", "--odd"))
 
 
+#: Peak bytes per lattice site and chain of the Swendsen–Wang sampler (see the estimate below).
+ISING_BYTES_PER_SITE = 40
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``ising`` command to ``app``."""
 
@@ -25,23 +36,32 @@ def register(app: typer.Typer) -> None:
     def ising(
         size: int = typer.Option(64, "--L", min=4,
                                  help="Linear lattice size (divisible by 2^levels)."),
-        levels: int = typer.Option(4, min=1,
+        levels: int = typer.Option(4, min=1, max=30,
                                    help="Blocking levels (the last lattice must be ≥ 4×4)."),
         even: int = typer.Option(7, min=1, max=7, help="Largest even truncation N_c (1–7)."),
         odd: int = typer.Option(4, min=1, max=4, help="Largest odd truncation N_c (1–4)."),
-        sweeps: int = typer.Option(2000, min=1, help="Measurements per chain."),
+        sweeps: int = typer.Option(2000, min=1, max=MAX_THERMAL,
+                                   help="Measurements per chain."),
         chains: int = typer.Option(32, min=1, help="Independent Swendsen–Wang chains."),
-        thermal: int = typer.Option(200, min=0, help="Discarded SW updates per chain."),
+        thermal: int = typer.Option(200, min=0, max=MAX_THERMAL,
+                                    help="Discarded SW updates per chain."),
         sweeps_per_chunk: int = typer.Option(25, min=1,
                                              help="Measurements per chain in one chunk."),
         blocks: int = typer.Option(20, min=2, help="Jackknife blocks."),
         kernel: str = typer.Option("majority", help="majority, rbm or both."),
-        seed: int = typer.Option(0, help="Seed of every random stream."),
-        threads: int = typer.Option(1, min=1, help="torch CPU threads."),
+        seed: int = typer.Option(0, callback=check_seed, help="Seed of every random stream."),
+        threads: int = typer.Option(1, min=1, callback=check_threads,
+                                    help="torch CPU threads."),
         plot: bool = typer.Option(True, help="Write ising_exponents.png."),
-        out: Path = typer.Option(Path("runs/ising"), help="Output folder."),
+        out: Path = typer.Option(Path("runs/ising"), help="Output folder (new, empty, or one "
+                                 "rgaudit wrote)."),
+        force: bool = force_option(),
+        max_memory: str = max_memory_option(),
     ) -> None:
         """Stability-matrix eigenvalues and exponents at every level and truncation."""
+        from rgaudit.guards import check_memory
+        from rgaudit.outputs import prepare_out
+
         if kernel not in ("majority", "rbm", "both"):
             raise typer.BadParameter(f"kernel must be majority, rbm or both, got {kernel!r}")
         cfg = IsingMCRGConfig(
@@ -72,6 +92,11 @@ def register(app: typer.Typer) -> None:
             for field, opt in _OPTION_NAMES:
                 msg = msg.replace(field, opt)
             raise typer.BadParameter(msg) from err
+        # Swendsen–Wang per site and chain: int8 spins, two float32 bond uniforms, a float32
+        # flip draw, int64 cluster parents and labels, and the blocked lattices: ~40 bytes
+        check_memory(ISING_BYTES_PER_SITE * chains * size * size,
+                     what=f"--L {size} with --chains {chains} ({chains * size * size:,} spins)")
+        out = prepare_out(out, kind="ising", force=force)  # before the work
         console = Console(stderr=True)
         payload: dict = {}
         with torch_threads(threads), Progress(
@@ -91,7 +116,6 @@ def register(app: typer.Typer) -> None:
                     cfg, progress=lambda d, t: bar.update(task, completed=d)
                 )
                 payload["rbm"] = study.to_dict()
-        out.mkdir(parents=True, exist_ok=True)
         write_result(out / "result.json", "ising", payload)
         md = []
         for name, res_d in payload.items():

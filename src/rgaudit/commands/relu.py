@@ -10,30 +10,32 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rgaudit.commands._options import (
+    MAX_N_NETS,
+    check_device,
+    check_seed,
+    force_option,
+    max_memory_option,
+)
 from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
 from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
 from rgaudit.report.relu_plots import render_markdown, write_plots
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
-    """Parse ``"64,256,1024"`` or ``"1-8"`` (inclusive range) into a tuple of ints."""
+    """Parse ``"64,256,1024"`` or ``"1-8"`` (inclusive range) into a tuple of ints.
+
+    Ranges are bounded before they are expanded (``--dims 2-300000000`` is refused, not built).
+    """
+    from rgaudit.errors import UsageError
+    from rgaudit.guards import expand_int_list
+
     if text is None:
         return None
-    out: list[int] = []
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out += list(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError as err:
-        msg = f"{what} must look like '64,256,1024' or '1-8', got {text!r}"
-        raise typer.BadParameter(msg) from err
-    if not out:
-        raise typer.BadParameter(f"{what} is empty")
-    return tuple(out)
+        return expand_int_list(text, what)
+    except UsageError as err:
+        raise typer.BadParameter(str(err), param_hint=what) from err
 
 
 def _check_some_cell_fits(config: ReluStudyConfig) -> None:
@@ -54,6 +56,25 @@ def _check_some_cell_fits(config: ReluStudyConfig) -> None:
             f"{config.max_weight_bytes / 2**20:.0f} MiB skips every cell: the smallest network "
             f"needs {min(sizes) / 2**20:.1f} MiB of weights; pass at least "
             f"{-(-min(sizes) // 2**20)}", param_hint="--max-weight-mib")
+
+
+def _largest_cell_bytes(config: ReluStudyConfig) -> int:
+    """Weight bytes of the largest (profile, d) network the study runs (cells over
+    ``max_weight_bytes`` are skipped by the study)."""
+    from rgaudit.experiments.relu_scaling import _profile_widths
+    from rgaudit.nets.relu import weight_bytes
+
+    depth = max([0, *config.depths])
+    best = 0
+    for profile in config.profiles:
+        for d in config.dims:
+            try:
+                wb = weight_bytes(_profile_widths(d, depth, profile, config.width))
+            except (ValueError, OverflowError):
+                continue  # the study itself reports bad dims/depths
+            if wb <= config.max_weight_bytes:
+                best = max(best, wb)
+    return best
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
@@ -78,23 +99,33 @@ def register(app: typer.Typer) -> None:
 
     @app.command("relu-scaling")
     def relu_scaling(
-        out: Path = typer.Option(Path("runs/relu-scaling"), "--out", help="Output folder."),
-        seed: int = typer.Option(0, help="Base seed; every sub-study's seed is recorded."),
-        device: str = typer.Option("cpu", help="cpu, cuda or cuda:N (same code path)."),
+        out: Path = typer.Option(Path("runs/relu-scaling"), "--out", help="Output folder (new, "
+                                 "empty, or one rgaudit wrote)."),
+        seed: int = typer.Option(0, callback=check_seed,
+                                 help="Base seed; every sub-study's seed is recorded."),
+        device: str = typer.Option("cpu", callback=check_device,
+                                   help="cpu, cuda or cuda:N (same code path)."),
         dims: str = typer.Option(None, help="Input dims, e.g. '64,256,1024' "
                                  "(default: 64,256,1024,4096,16384)."),
         depths: str = typer.Option(None, help="Depths L, e.g. '1-4' (0, linear, always "
                                    "added) (default: 1-8)."),
         width: int = typer.Option(None, min=1, help="Hidden width of the fixed-width profile "
                                   "(default: 256)."),
-        n_nets: int = typer.Option(None, "--n-nets", min=1,
+        n_nets: int = typer.Option(None, "--n-nets", min=1, max=MAX_N_NETS,
                                    help="Networks per (profile, d) cell (default: 24)."),
         max_weight_mib: int = typer.Option(
             None, "--max-weight-mib", min=1, help="Skip cells whose one network needs more "
             "weight memory, in MiB (default: 600)."),
         quick: bool = typer.Option(False, "--quick", help="Seconds-long smoke run."),
+        force: bool = force_option(),
+        max_memory: str = max_memory_option(),
     ) -> None:
         """Random ReLU networks: one-step attack size vs d, near-linearity, depth, trained MLP."""
+        from rich.markup import escape
+
+        from rgaudit.guards import check_memory
+        from rgaudit.outputs import prepare_out
+
         over: dict = {"seed": seed, "device": device}
         for key, val in (("dims", _ints(dims, "--dims")), ("depths", _ints(depths, "--depths")),
                          ("width", width), ("n_nets", n_nets)):
@@ -105,6 +136,13 @@ def register(app: typer.Typer) -> None:
         config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
         if max_weight_mib is not None:
             _check_some_cell_fits(config)
+        # cells over --max-weight-mib are skipped; the rest must fit the memory budget
+        # (weights, one gradient/FIM work copy and activations: ~4× the weights)
+        biggest = _largest_cell_bytes(config)
+        check_memory(4 * biggest, what=f"the largest network that --dims/--depths/--width "
+                     f"give under --max-weight-mib ({biggest / 2**20:.1f} MiB of weights, "
+                     "with its work copies)")
+        out = prepare_out(out, kind="relu-scaling", force=force)  # before the work
         console = Console()
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -116,7 +154,7 @@ def register(app: typer.Typer) -> None:
 
                 result = run_relu_study(config, progress=step)
         except ValueError as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print(f"[red]error:[/red] {escape(str(err))}")
             raise typer.Exit(code=2) from err
         files = write_outputs(result.to_dict(), out)
         console.print(f"relu-scaling: wrote {len(files)} files to {out}/ "

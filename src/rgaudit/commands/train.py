@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rgaudit.errors import RGAuditError
+from rgaudit.commands._options import (
+    MAX_EPOCHS,
+    MAX_GIBBS_K,
+    check_device,
+    check_seed,
+    check_threads,
+    max_memory_option,
+)
+from rgaudit.errors import ResourceError, RGAuditError, UsageError
 from rgaudit.train.pipeline import TrainConfig
 
 console = Console()
@@ -19,8 +27,24 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # a path may hold "[/x]"
     return typer.Exit(code=1)
+
+
+#: Bytes per parameter while training: weights, gradients, two Adam moments, CD statistics and
+#: the fine-tuning copy, in float32.
+TRAIN_BYTES_PER_PARAMETER = 32
+
+
+def check_training_memory(widths: tuple[int, ...], batch: int = 256) -> None:
+    """Refuse, before any data are loaded, a network whose training would not fit in memory."""
+    from rgaudit.guards import check_memory, network_parameters
+
+    n = network_parameters(widths)
+    check_memory(TRAIN_BYTES_PER_PARAMETER * n + 4 * 8 * batch * sum(widths),
+                 what=f"training --widths {','.join(map(str, widths))} ({n:,} parameters)")
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -78,37 +102,57 @@ def register(app: typer.Typer) -> None:
                                  "npz:FILE"),
         widths: str = typer.Option(None, help="Layer widths n_0,…,n_N; default "
                                    "n_features,100,100,n_classes (64,100,100,10 on digits)"),
-        epochs: int = typer.Option(None, min=0, help="Fine-tuning epochs (default 40; 0 skips "
-                                   "fine-tuning)"),
-        pretrain_epochs: int = typer.Option(None, min=0, help="CD epochs per layer (default "
-                                            "10; 0 skips pretraining: random initial weights)"),
+        epochs: int = typer.Option(None, min=0, max=MAX_EPOCHS, help="Fine-tuning epochs "
+                                   "(default 40; 0 skips fine-tuning)"),
+        pretrain_epochs: int = typer.Option(None, min=0, max=MAX_EPOCHS, help="CD epochs per "
+                                            "layer (default 10; 0 skips pretraining: random "
+                                            "initial weights)"),
         pcd: bool = typer.Option(False, help="Persistent CD instead of CD-k"),
-        k: int = typer.Option(1, min=1, help="Gibbs steps per CD update"),
+        k: int = typer.Option(1, min=1, max=MAX_GIBBS_K, help="Gibbs steps per CD update"),
         objective: str = typer.Option("mean_field", help="Fine-tuning objective: mean_field "
                                       "or sampled (straight-through binary chains)"),
-        eval_samples: int = typer.Option(1000, min=1, help="Chains per test input for the "
-                                         "stochastic accuracy"),
-        seed: int = typer.Option(0, help="Seed of every random choice in training"),
-        device: str = typer.Option("cpu", help="cpu, cuda or auto"),
-        threads: int = typer.Option(1, min=1, help="CPU threads for torch while training"),
-        out: Path = typer.Option(Path("models/default"), help="Model folder to write"),
+        eval_samples: int = typer.Option(1000, min=1, max=1_000_000, help="Chains per test "
+                                         "input for the stochastic accuracy"),
+        seed: int = typer.Option(0, callback=check_seed,
+                                 help="Seed of every random choice in training"),
+        device: str = typer.Option("cpu", callback=check_device, help="cpu, cuda or auto"),
+        threads: int = typer.Option(1, min=1, callback=check_threads,
+                                    help="CPU threads for torch while training"),
+        out: Path = typer.Option(Path("models/default"), help="Model folder to write (an "
+                                 "existing rgaudit model there is replaced; nothing else is)"),
+        max_memory: str = max_memory_option(),
     ) -> None:
         """Train a stacked-RBM classifier and save it (safetensors + config.json)."""
         from rgaudit.data import load_dataset
-        from rgaudit.nets.io import save_model
+        from rgaudit.nets.io import check_model_out, save_model
+        from rgaudit.outputs import lock_path
         from rgaudit.train.finetune import OBJECTIVES
         from rgaudit.train.pipeline import train_default
 
         # checked before the data are loaded and anything is trained
         if objective not in OBJECTIVES:
-            raise _fail(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+            raise typer.BadParameter(f"must be one of {', '.join(OBJECTIVES)}, got "
+                                     f"{objective!r}", param_hint="--objective")
         if widths:
             try:
-                parse_widths(widths)
+                check_training_memory(parse_widths(widths))
             except ValueError as err:
-                raise _fail(str(err)) from err
+                raise typer.BadParameter(str(err), param_hint="--widths") from err
+        try:
+            check_model_out(out)  # --out: only an rgaudit model may be replaced
+            lock_path(out, f"the model --out {out}")  # a second `train` into it is refused
+        except RGAuditError:
+            raise  # refused --out (exit 2) or locked by another run (exit 3)
+        except OSError as err:
+            raise typer.BadParameter(f"cannot save the model to --out {str(out)!r}: {err}",
+                                     param_hint="--out") from err
         try:
             dataset = load_dataset(data)
+        except ResourceError:
+            raise
+        except RGAuditError as err:  # the --data named on the command line is unusable
+            raise typer.BadParameter(str(err), param_hint="--data") from err
+        try:
             shape = (parse_widths(widths) if widths else
                      (dataset.n_features, 100, 100, dataset.n_classes))
             base = TrainConfig()
@@ -116,6 +160,8 @@ def register(app: typer.Typer) -> None:
                           **({"epochs": pretrain_epochs} if pretrain_epochs is not None else {}))
             ft = replace(base.finetune, objective=objective,
                          **({"epochs": epochs} if epochs is not None else {}))
+            if not widths:
+                check_training_memory(shape)
             config = replace(base, widths=shape, seed=seed, device=device, threads=threads,
                              pretrain=pre, finetune=ft, eval_samples=eval_samples)
             console.print(f"training {list(shape)} on {dataset.name} "
@@ -128,6 +174,8 @@ def register(app: typer.Typer) -> None:
                 path = save_model(net, out, metadata={**report, "dataset_spec": data})
             except OSError as err:
                 raise _fail(f"cannot save the model to --out {str(out)!r}: {err}") from err
+        except (ResourceError, UsageError):
+            raise  # exit statuses 3 and 2 (cli.main)
         except (RGAuditError, ValueError) as err:
             raise _fail(str(err)) from err
         console.print(f"test accuracy: {_accuracy_line(report['accuracy'])}")
@@ -141,8 +189,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             _, cfg = load_model(model)
-        except RGAuditError as err:
-            raise _fail(str(err)) from err
+        except ResourceError:
+            raise
+        except RGAuditError as err:  # the MODEL named on the command line is unusable
+            raise typer.BadParameter(str(err), param_hint="MODEL") from err
         table = Table(title=str(model), show_header=False)
         table.add_column("key", style="bold")
         table.add_column("value")

@@ -48,6 +48,11 @@ def load_bars(n: int = 4, n_samples: int = 2000, *, seed: int = 0, flip: float =
     """A seeded bars-and-stripes data set (``bars:N[:SAMPLES]``); shape ``(n, n)``, 2 classes."""
     if n < 2 or n_samples < 4:
         raise DatasetError(f"bars:{n}:{n_samples}: need side ≥ 2 and at least 4 samples")
+    from rgaudit.guards import check_memory
+
+    # int64 images from np.where, their float32 copy, the split and the tensors: ~24 B a pixel
+    check_memory(24 * n_samples * n * n, what=f"bars:{n}:{n_samples} ({n_samples:,} images of "
+                 f"{n}×{n} pixels)")
     rng = np.random.default_rng(seed)
     X, y = bars_and_stripes(n, n_samples, rng, flip)
     X_tr, y_tr, X_te, y_te = stratified_split(X, y, test_fraction, seed,

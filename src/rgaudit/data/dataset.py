@@ -87,6 +87,10 @@ def check_features(X: np.ndarray, what: str) -> np.ndarray:
     return X
 
 
+#: Most classes a data set may have (one output unit per class; labels index a bincount).
+MAX_CLASSES = 65_536
+
+
 def check_labels(y: np.ndarray, n_samples: int, what: str,
                  n_classes: int | None = None) -> np.ndarray:
     """Check a label vector: 1-D integers, ``n_samples`` long, in ``0 … n_classes-1``.
@@ -117,6 +121,10 @@ def check_labels(y: np.ndarray, n_samples: int, what: str,
     if y.size and int(y.min()) < 0:
         raise DatasetError(f"{what}: negative label {int(y.min())}; labels must be 0 … "
                            "n_classes-1")
+    if y.size and int(y.max()) >= MAX_CLASSES:
+        raise DatasetError(f"{what}: label {int(y.max())} would mean {int(y.max()) + 1:,} "
+                           f"classes; rgaudit supports at most {MAX_CLASSES:,} (one output unit "
+                           "each); store class indices 0 … n_classes-1")
     if n_classes is not None and y.size and int(y.max()) >= n_classes:
         raise DatasetError(f"{what}: label {int(y.max())} out of range 0 … {n_classes - 1}")
     return y.astype(np.int64)

@@ -45,15 +45,36 @@ def _find(folder: Path, stem: str) -> Path:
                        f"four MNIST files {', '.join(FILES.values())}")
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DatasetError(f"{path}: corrupt gzip stream ({err}); download the file "
-                               "again") from err
-    return raw
+#: Bytes held per payload byte while loading: the uint8 array and its float32 copy.
+IDX_MEMORY_FACTOR = 5
+
+
+def _read_bytes(path: Path, expected_magic: int) -> bytes:
+    """The file's bytes, decompressed if gzip; the header is checked against the memory budget
+    before the payload is decompressed (a gzip bomb is refused, never inflated)."""
+    from rgaudit.guards import check_memory
+
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+    if not is_gzip:  # the bytes are on disk: their size is the payload's
+        size = path.stat().st_size
+        check_memory(IDX_MEMORY_FACTOR * size, what=f"{path} ({size:,} bytes)")
+        return path.read_bytes()
+    ndim = expected_magic & 0xFF
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(4 + 4 * ndim)
+            if len(head) == 4 + 4 * ndim and int.from_bytes(head[:4], "big") == expected_magic:
+                dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+                size = math.prod(dims)
+                check_memory(IDX_MEMORY_FACTOR * size,
+                             what=f"{path} (its header claims {tuple(dims)} = {size:,} bytes)")
+                # one byte more than the header promises reveals an over-long payload
+                return head + fh.read(size + 1)
+            return head + fh.read(1 << 16)  # bad header: read_idx reports it
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"{path}: corrupt gzip stream ({err}); download the file "
+                           "again") from err
 
 
 def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
@@ -76,7 +97,7 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
         Wrong magic number, header or payload size that does not match the dimensions.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, expected_magic)
     if len(data) < 4:
         raise DatasetError(f"{path}: only {len(data)} bytes, too short for an IDX header")
     magic = int.from_bytes(data[:4], "big")

@@ -7,6 +7,7 @@ with the given seed) and ``shape`` (the image shape, e.g. ``[28, 28]``).
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -34,6 +35,43 @@ def _shape(arr: np.ndarray, path: Path) -> tuple[int, ...]:
     return tuple(int(s) for s in arr)
 
 
+#: Bytes held per stored byte while loading: the array, its float32/int64 copy and the split.
+NPZ_MEMORY_FACTOR = 4
+
+
+def _check_sizes(path: Path) -> None:
+    """Read every member's ``.npy`` header and refuse, before any payload is read, archives whose
+    arrays would not fit the memory budget (zip bombs, headers claiming huge shapes).
+
+    Raises
+    ------
+    DatasetError
+        A member that is not a readable ``.npy`` array.
+    ResourceError
+        The arrays, as their headers describe them, need more memory than the budget.
+    """
+    from rgaudit.guards import check_memory
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                total += math.prod(int(s) for s in shape) * max(int(dtype.itemsize), 1)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise DatasetError(f"npz:{path}: not a readable .npz archive of .npy arrays "
+                           f"({err})") from err
+    check_memory(NPZ_MEMORY_FACTOR * total,
+                 what=f"npz:{path} (its arrays hold {total:,} bytes by their headers)")
+
+
 def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
     """Load ``npz:PATH``.
 
@@ -56,6 +94,7 @@ def load_npz(path: str | Path, *, seed: int = 0, test_fraction: float = TEST_FRA
     if not zipfile.is_zipfile(path):
         raise DatasetError(f"npz:{path}: not a readable .npz archive (a zip of .npy arrays); "
                            "write one with numpy.savez(PATH, X=X, y=y)")
+    _check_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -8,18 +8,22 @@ A model is a folder::
                              "tied": …, "weights_sha256": …, "training": {…}, "dataset": …,
                              "seed": …, "accuracy": {…}, "rgaudit_version": …}
 
-Saving writes into a temporary sibling folder and renames it into place, so a failed save never
-leaves a half-written model. Loading checks the hash, the tensor names and every shape against the
+Saving writes into a temporary sibling folder and swaps it into place atomically
+(``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, repaired on the next load if killed
+between them), so a failed or killed save never leaves a half-written model or none at all.
+Loading checks the hash, the tensor names and every shape against the
 config and raises :class:`~rgaudit.errors.ModelFileError` naming the problem.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,8 @@ FORMAT = "rgaudit-deeprbm"
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
+#: A model's config.json is a few KiB; anything far larger is not one.
+MAX_CONFIG_BYTES = 16 * 2**20
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
 
@@ -47,15 +53,120 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_TMP_TAG = ".rgaudit-tmp-"
+_OLD_TAG = ".rgaudit-old-"
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the call is unavailable (no glibc symbol, old kernel, a file system
+    without support); the caller then falls back to two renames.
+    """
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _between_renames() -> None:
+    """Test hook: called between the two renames of the fallback swap (a kill lands here)."""
+
+
+def _leftovers(path: Path, tag: str) -> list[Path]:
+    """Siblings ``.NAME<tag>*`` that an earlier, killed save of ``path`` left behind."""
+    if not path.parent.is_dir():
+        return []
+    prefix = f".{path.name}{tag}"
+    return sorted((p for p in path.parent.iterdir() if p.name.startswith(prefix)),
+                  key=lambda p: p.stat().st_mtime)
+
+
+def recover_model(path: str | os.PathLike) -> list[str]:
+    """Repair what a killed :func:`save_model` left beside ``path``; return what was done.
+
+    * No model at ``path`` but a previous one parked in ``.NAME.rgaudit-old-*`` (a kill
+      between the two renames of the fallback swap): the newest complete one is moved back.
+    * ``.NAME.rgaudit-tmp-*`` / ``.NAME.rgaudit-old-*`` siblings holding only model files are
+      removed (nothing else ever has those names; folders with other files are reported, not
+      touched).
+
+    Call it only while holding the model's lock (:func:`save_model` does) or from a load.
+    """
+    path = Path(path)
+    notes: list[str] = []
+    olds = [p for p in _leftovers(path, _OLD_TAG) if _is_model_folder(p)]
+    if not path.exists() and olds:
+        olds[-1].rename(path)
+        notes.append(f"recovered the previous model from {olds[-1].name} (a save was killed "
+                     "between its renames)")
+    for p in _leftovers(path, _TMP_TAG) + _leftovers(path, _OLD_TAG):
+        if p.is_dir() and all(q.name in (WEIGHTS, CONFIG) for q in p.iterdir()):
+            shutil.rmtree(p, ignore_errors=True)
+            notes.append(f"removed {p.name}, left by a killed save")
+        elif p.exists():
+            notes.append(f"left {p} alone: it holds files rgaudit did not write")
+    return notes
+
+
+def check_model_out(path: str | os.PathLike) -> Path:
+    """Refuse a model ``--out`` that is not an rgaudit model folder, before any training.
+
+    A missing path, an empty folder or an rgaudit model (which is replaced) are accepted.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` is a file, a non-empty folder that is not an rgaudit model, or lies inside one.
+    """
+    from rgaudit.errors import OutputExistsError
+    from rgaudit.outputs import inside_model_folder
+
+    path = Path(path)
+    outer = inside_model_folder(path.parent)
+    if outer is not None:
+        raise OutputExistsError(f"--out {path} lies inside the model folder {outer}; choose "
+                                "another --out")
+    if path.exists():
+        if not path.is_dir():
+            raise OutputExistsError(f"--out {path} is a file, not a model folder; choose "
+                                    "another --out")
+        if any(path.iterdir()) and not _is_model_folder(path):
+            raise OutputExistsError(
+                f"--out {path} exists and is not an rgaudit model folder; rgaudit replaces only "
+                "its own models: choose another --out or remove that folder yourself")
+    return path
+
+
 def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                *, overwrite: bool = True) -> Path:
     """Write ``net`` to the folder ``path`` atomically.
+
+    The model is written into a temporary sibling ``.NAME.rgaudit-tmp-*`` and swapped into place
+    with one atomic ``renameat2(RENAME_EXCHANGE)`` where the system has it; elsewhere with two
+    renames through ``.NAME.rgaudit-old-*``, and a kill between them is repaired on the next
+    load or save (:func:`recover_model`). The model is locked (``.NAME.rgaudit-lock``) for the
+    duration, so a concurrent save of the same path is refused.
 
     Parameters
     ----------
     net : DeepRBM
     path : path-like
-        Target folder (created; replaced if it exists and ``overwrite``).
+        Target folder (created; replaced if it is an rgaudit model and ``overwrite``).
     metadata : dict, optional
         Extra JSON-serialisable entries (training settings, dataset, seed, accuracies).
 
@@ -63,19 +174,33 @@ def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] |
     -------
     Path
         The model folder.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and is not an rgaudit model folder (or exists and not ``overwrite``).
+    OutputBusyError
+        Another process is saving to ``path``.
     """
+    from rgaudit.errors import OutputExistsError
+    from rgaudit.outputs import lock_path
+
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; choose another --out or allow overwriting")
-        if not path.is_dir():
-            raise FileExistsError(f"{path} is a file, not a model folder; choose another --out")
-        if any(path.iterdir()) and not _is_model_folder(path):
-            raise FileExistsError(
-                f"{path} exists and is not an rgaudit model folder; rgaudit replaces only its "
-                "own models: choose another --out or remove that folder yourself")
+    check_model_out(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; choose another --out or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    lock = lock_path(path, f"the model {path}")
+    try:
+        recover_model(path)
+        check_model_out(path)  # again, under the lock
+        return _save_locked(net, path, metadata)
+    finally:
+        lock.release()
+
+
+def _save_locked(net: DeepRBM, path: Path, metadata: dict[str, Any] | None) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_TMP_TAG}", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
     old: Path | None = None
@@ -91,16 +216,24 @@ def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] |
             if key in cfg:
                 raise ValueError(f"metadata key {key!r} clashes with a reserved config key")
             cfg[key] = value
-        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        from rgaudit.report.io import atomic_write_text
+
+        atomic_write_text(tmp / CONFIG, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         for f in (tmp / WEIGHTS, tmp / CONFIG):
             f.chmod(0o666 & ~umask)
+        with open(tmp / WEIGHTS, "rb+") as fh:
+            os.fsync(fh.fileno())
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-            old = None
+            if _renameat2_exchange(tmp, path):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous model
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}{_OLD_TAG}", dir=path.parent))
+                old.rmdir()  # a unique name, never a user's folder
+                path.rename(old)
+                _between_renames()
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+                old = None
         else:
             tmp.rename(path)
     except BaseException:
@@ -115,7 +248,7 @@ def _is_model_folder(path: Path) -> bool:
     """Whether ``path`` holds an rgaudit model config (so that replacing it loses no user data)."""
     try:
         cfg = json.loads((path / CONFIG).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     allowed = {WEIGHTS, CONFIG}
     return (isinstance(cfg, dict) and cfg.get("format") == FORMAT
@@ -125,16 +258,25 @@ def _is_model_folder(path: Path) -> bool:
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a model folder's ``config.json``."""
     path = Path(path)
+    if not path.exists() and _leftovers(path, _OLD_TAG):
+        for note in recover_model(path):
+            warnings.warn(f"{path}: {note}", stacklevel=2)
     if not path.is_dir():
         raise ModelFileError(f"{path} is not a model folder (expected {WEIGHTS} and {CONFIG}); "
                              "train one with `rgaudit train`")
     cfg_path = path / CONFIG
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path} is missing: the model folder is incomplete")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{cfg_path} is {cfg_path.stat().st_size} bytes, over the "
+                             f"{MAX_CONFIG_BYTES} bytes a model config may have")
     try:
         cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{cfg_path} is not valid JSON ({err}): corrupted") from err
+    except RecursionError as err:
+        raise ModelFileError(f"{cfg_path} is nested too deeply to be a model config: "
+                             "corrupted or not an rgaudit config") from err
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_path} is not an rgaudit DeepRBM config (format != {FORMAT!r})")
     if cfg.get("format_version") != FORMAT_VERSION:
@@ -152,9 +294,11 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{cfg_path}: 'tied' must be true or false, found {cfg['tied']!r}")
     if cfg["tied"] and len(set(widths)) != 1:
         raise ModelFileError(f"{cfg_path}: a weight-tied model needs equal widths, found {widths}")
-    if cfg.get("dtype", "float32") not in DTYPES:
+    dtype = cfg.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        shown = repr(dtype) if len(repr(dtype)) < 80 else f"a {type(dtype).__name__}"
         raise ModelFileError(f"{cfg_path}: 'dtype' must be one of {sorted(DTYPES)}, "
-                             f"found {cfg.get('dtype')!r}")
+                             f"found {shown}")
     return cfg
 
 
@@ -174,11 +318,24 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         Missing files, bad JSON, hash mismatch (truncated or altered weights), missing or
         unexpected tensors, or shapes that do not match the config.
     """
+    from rgaudit.guards import check_memory, network_parameters
+
     path = Path(path)
     cfg = read_config(path)
     wpath = path / WEIGHTS
     if not wpath.is_file():
         raise ModelFileError(f"{wpath} is missing: the model folder is incomplete")
+    # sizes from the config are checked against the file and the memory budget before any
+    # tensor is allocated (a config may claim widths of 1e18)
+    n_params = network_parameters(cfg["widths"])
+    stored_size = DTYPES[cfg.get("dtype", "float32")].itemsize
+    check_memory(n_params * (stored_size + 8), what=f"loading the model {path} "
+                 f"(widths {cfg['widths']})")
+    if wpath.stat().st_size < n_params * stored_size:
+        raise ModelFileError(f"{CONFIG} claims widths {cfg['widths']} ({n_params:,} parameters, "
+                             f"{n_params * stored_size:,} bytes) but {WEIGHTS} holds only "
+                             f"{wpath.stat().st_size:,} bytes: the config does not belong to "
+                             "these weights")
     if _sha256(wpath) != cfg["weights_sha256"]:
         raise ModelFileError(f"{wpath} does not match the hash in {CONFIG}: the weights are "
                              "truncated, corrupted or from another model")
@@ -199,11 +356,19 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         if tuple(tensors[name].shape) != shape:
             raise ModelFileError(f"tensor {name} has shape {tuple(tensors[name].shape)} but "
                                  f"widths {cfg['widths']} need {shape}")
-        if not torch.isfinite(tensors[name]).all():
-            raise ModelFileError(f"tensor {name} contains NaN or inf")
+        if not tensors[name].is_floating_point():
+            raise ModelFileError(f"tensor {name} has dtype {tensors[name].dtype}; weights must "
+                                 f"be floating point ({', '.join(DTYPES)}): the file was not "
+                                 "written by rgaudit or was altered")
     state = {f"layers.{k}": v for k, v in tensors.items()}
     state = {k.replace("layers.layers.", "layers."): v for k, v in state.items()}
-    net.load_state_dict(state)
+    net.load_state_dict(state)  # casts to the config's dtype
     if dtype is not None:
         net = net.to(dtype=dtype)
+    # checked after every cast: float64 weights of 1e300 become inf in float32
+    for name, param in net.named_parameters():
+        if not torch.isfinite(param).all():
+            raise ModelFileError(f"tensor {name} of {wpath} contains NaN or inf in "
+                                 f"{param.dtype} (values beyond that type's range become inf "
+                                 "when cast); the weights are unusable")
     return net.to(device), cfg

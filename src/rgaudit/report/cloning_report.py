@@ -80,7 +80,7 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     p = out_dir / f"{prefix}_fidelity_vs_eps.png"
-    fig.savefig(p, dpi=110)
+    _save(fig, p)
     written.append(p)
     ns = sorted({r["n_queries"] for r in rows})
     if len(ns) > 1:
@@ -100,6 +100,14 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         p = out_dir / f"{prefix}_accuracy_vs_queries.png"
-        fig.savefig(p, dpi=110)
+        _save(fig, p)
         written.append(p)
     return written
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` through the one atomic writer (a reader never sees half a PNG)."""
+    from rgaudit.report.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")

@@ -23,9 +23,13 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """
     import matplotlib.pyplot as plt
 
+    from rgaudit.report.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a reader never sees half a PNG
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

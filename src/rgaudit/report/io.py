@@ -6,6 +6,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,23 +45,63 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it onto ``path``.
+
+    The one atomic writer of rgaudit: :func:`atomic_write_text`, :func:`atomic_write_bytes` and
+    the figure writer use it. A reader sees the old file or the complete new one, never a part;
+    the data and the rename are flushed to disk (``fsync``) before it returns. On an error the
+    temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
+                                    dir=path.parent)
+    tmp = Path(tmp_name)
     try:
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.close(fd)
+        fd = -1
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably (see :func:`atomic_path`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_result(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> Path:
@@ -82,14 +124,26 @@ def read_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
 
 
 def new_run_dir(root: str | os.PathLike, kind: str) -> Path:
-    """Create ``root/<kind>-YYYYmmdd-HHMMSS[-n]`` and return it."""
+    """Create ``root/<kind>-YYYYmmdd-HHMMSS[-n]``, mark it as rgaudit's and return it.
+
+    The folder is new (never an existing one) and carries :data:`rgaudit.outputs.MARKER`.
+    """
+    from rgaudit.outputs import inside_model_folder, write_marker
+
     root = Path(root)
+    model = inside_model_folder(root)
+    if model is not None:
+        from rgaudit.errors import OutputExistsError
+
+        raise OutputExistsError(f"--out {root} lies inside the rgaudit model folder {model}; "
+                                "choose another --out")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         cand = root / (f"{kind}-{stamp}" + (f"-{n}" if n else ""))
         try:
             cand.mkdir(parents=True, exist_ok=False)
-            return cand
         except FileExistsError:
             continue
+        write_marker(cand, kind)
+        return cand
     raise RuntimeError(f"could not create a run folder under {root}")
