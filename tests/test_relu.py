@@ -14,22 +14,19 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
+from rgaudit.attacks.one_step import classifier_one_step, fim_step, gradient_step, one_step_attack
 from rgaudit.commands.relu import register
-from rgaudit.experiments.relu_scaling import (
+from rgaudit.experiments.relu.config import ReluStudyConfig
+from rgaudit.experiments.relu.depth import (
     arccos_recursion,
-    bernoulli_input_fim,
-    classifier_one_step,
-    fim_step,
-    fim_top_direction,
-    gradient_step,
     hidden_angles,
-    one_step_attack,
     pair_gram_chain,
     pairs_at_angle,
-    relu_mlp,
-    scaling_study,
 )
-from rgaudit.nets.relu import sample_relu_nets, sphere_inputs, width_profile
+from rgaudit.experiments.relu.scaling import scaling_study
+from rgaudit.fisher.autograd import dense_fim
+from rgaudit.fisher.eig import top_eigenpairs
+from rgaudit.nets.relu import relu_mlp, sample_relu_nets, sphere_inputs, width_profile
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -73,8 +70,10 @@ def test_fisher_top_eigenvector_is_gradient_and_fim_step_equals_gradient_step() 
         return nets.forward(v.reshape(1, d))[0, 0]
 
     x = sphere_inputs(1, 1, d, generator=g, dtype=torch.float64)[0, 0]
-    fim, p = bernoulli_input_fim(fn, x)
-    lam, v = fim_top_direction(fim)
+    fim = dense_fim(lambda v: fn(v[0]).reshape(1, 1), x.unsqueeze(0), kind="bernoulli")[0]
+    p = torch.sigmoid(fn(x))
+    top = top_eigenpairs(fim, 1)
+    lam, v = top.values[0], top.vectors[:, 0]
     _, grad = nets.grad(x.view(1, d))
     grad = grad[0, 0]
     ghat = grad / grad.norm()
@@ -112,18 +111,19 @@ def test_one_step_attack_flips_sign_with_high_probability() -> None:
     nets = sample_relu_nets(n, width_profile(d, 2, "constant"), generator=g)
     x = sphere_inputs(n, 1, d, generator=g)  # one input per network: independent trials
     out = one_step_attack(nets, x, multipliers=(1.5, 2.0, 4.0), depths=(0, 2))
-    succ = out["success"][:, 0]  # (n, depths, c)
+    succ = out.success[:, 0]  # (n, depths, c)
     assert bool(succ[:, 0].all())  # the linear function flips for every c > 1
     for j in range(3):
         k = int(succ[:, 1, j].sum())
         # reject "flip probability <= 0.9" at the 1 % level (one-sided exact binomial test)
         assert stats.binomtest(k, n, 0.9, alternative="greater").pvalue < 0.01, k
-    assert float(out["ratio"][:, 0, 1].median()) < 3 / math.sqrt(d)
+    assert float(out.ratio[:, 0, 1].median()) < 3 / math.sqrt(d)
 
 
 def test_scaling_slope_is_minus_half_within_bootstrap_error() -> None:
-    res = scaling_study(dims=(32, 128, 512, 2048), depths=(1, 2), profiles=("fixed",), width=64,
-                        n_nets=32, batch=4, seed=5, n_boot=400)
+    res = scaling_study(ReluStudyConfig(dims=(32, 128, 512, 2048), depths=(1, 2),
+                                        profiles=("fixed",), width=64, n_nets=32, batch=4, seed=5,
+                                        n_boot=400))
     assert {f.depth for f in res.fits} == {0, 1, 2}
     for fit in res.fits:
         assert fit.boot_se < 0.06  # enough networks for the check to mean something

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
+from rgaudit.experiments.relu.config import ReluStudyConfig
+from rgaudit.experiments.relu.run import run_relu_study
 from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
 from rgaudit.report.relu_plots import render_markdown, write_plots
 
@@ -38,7 +39,7 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 
 def _check_some_cell_fits(config: ReluStudyConfig) -> None:
     """Fail up front when ``--max-weight-mib`` would skip every (profile, d) cell."""
-    from rgaudit.experiments.relu_scaling import _profile_widths
+    from rgaudit.experiments.relu.scaling import profile_widths
     from rgaudit.nets.relu import weight_bytes
 
     depth = max([0, *config.depths])
@@ -46,7 +47,7 @@ def _check_some_cell_fits(config: ReluStudyConfig) -> None:
     for profile in config.profiles:
         for d in config.dims:
             try:
-                sizes.append(weight_bytes(_profile_widths(d, depth, profile, config.width)))
+                sizes.append(weight_bytes(profile_widths(d, depth, profile, config.width)))
             except ValueError:
                 return  # the study itself reports bad dims/depths
     if sizes and min(sizes) > config.max_weight_bytes:
@@ -102,7 +103,10 @@ def register(app: typer.Typer) -> None:
                 over[key] = val
         if max_weight_mib is not None:
             over["max_weight_bytes"] = max_weight_mib * 2**20
-        config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
+        try:
+            config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         if max_weight_mib is not None:
             _check_some_cell_fits(config)
         console = Console()
