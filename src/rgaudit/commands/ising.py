@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
 from rgaudit.report.io import atomic_write_text, write_result
 from rgaudit.report.ising_report import plot_exponents, render_markdown
-from rgaudit.train.pipeline import torch_threads
+from rgaudit.threads import limit_threads
 
 # config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
 _OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(msg) from err
         console = Console(stderr=True)
         payload: dict = {}
-        with torch_threads(threads), Progress(
+        with limit_threads(threads), Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TimeElapsedColumn(),
