@@ -136,7 +136,19 @@ def test_classifier_attack_accepts_any_module() -> None:
     x = torch.rand(50, 20, generator=g)
     res = classifier_one_step(model, x, multipliers=(2.0,), generator=g)
     assert res.n_inputs == 50 and res.d == 20
-    assert 0.0 <= res.success[0] <= 1.0
+    # the same step computed independently: margin, its gradient, x - 2 m g/|g|^2
+    xg = x.clone().requires_grad_(True)
+    z = model(xg)
+    top2 = z.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]  # own predictions: the label is the argmax
+    (grad,) = torch.autograd.grad(margin.sum(), xg)
+    with torch.no_grad():
+        step = (margin / (grad**2).sum(1)).unsqueeze(1) * grad
+        z2 = model(x - 2.0 * step)
+        flipped = z2.argmax(1) != z.argmax(1)
+    assert res.success[0] == pytest.approx(float(flipped.double().mean()), abs=1e-12)
+    ratio = (margin.abs() / grad.norm(dim=1) / x.norm(dim=1)).detach()
+    assert res.median_ratio == pytest.approx(float(ratio.double().quantile(0.5)), rel=1e-5)
     assert set(res.near_linearity) == {"random", "gradient"}
     with pytest.raises(ValueError, match="shape"):
         classifier_one_step(model, x[0])
