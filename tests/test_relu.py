@@ -177,6 +177,52 @@ def test_cli_quick_run_writes_valid_json(tmp_path) -> None:
     assert data["schema_version"] == 1 and data["kind"] == "relu-scaling"
     assert data["config"]["seed"] == 3
     assert data["scaling"]["fits"] and data["trained"]["trained"]["n_inputs"] > 0
-    assert (out / "report.md").read_text().startswith("#")
+    _report_numbers_equal_json((out / "report.md").read_text(), data)
     assert list(out.glob("relu_*.png"))
     assert not list(out.glob("*.tmp*"))
+
+
+def _rows(md: str, header_start: str) -> list[list[str]]:
+    """Cells of the body rows of the first Markdown table whose header starts so."""
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _report_numbers_equal_json(md: str, data: dict) -> None:
+    """Every number of the slope, success, collapse and trained tables is its JSON value."""
+    fits = data["scaling"]["fits"]
+    rows = _rows(md, "| profile | L | dims |")
+    assert len(rows) == len(fits)
+    for row, f in zip(rows, fits, strict=True):
+        assert row == [f["profile"], str(f["depth"]), f"{f['dims'][0]}–{f['dims'][-1]}",
+                       f"{f['slope']:.3f}", f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]",
+                       f"{f['boot_se']:.3f}", f"{f['ols_se']:.3f}"]
+    rows = _rows(md, "| profile | d | L |")
+    cells = data["scaling"]["cells"]
+    expect = []
+    for prof in dict.fromkeys(c["profile"] for c in cells):
+        cell = max((c for c in cells if c["profile"] == prof), key=lambda c: c["d"])
+        expect += [[prof, str(cell["d"]), str(L), f"{cell['median_ratio'][k]:.4f}",
+                    *[f"{v:.3f}" for v in cell["success"][k]]]
+                   for k, L in enumerate(cell["depths"])]
+    assert rows == expect
+    dep = data["depth"]
+    rows = _rows(md, "| L | median ‖δ‖/‖x‖ | angle at layer L |")
+    assert rows == [[str(L), f"{dep['collapse_median_ratio'][k]:.4f}",
+                     f"{dep['collapse_output_angle'][k]:.3f}",
+                     *[f"{v:.3f}" for v in dep["collapse_success"][k]]]
+                    for k, L in enumerate(dep["collapse_depths"])]
+    tr = data["trained"]
+    rows = _rows(md, "| network | inputs |")
+    assert [r[:2] for r in rows] == [[tr[k]["name"], str(tr[k]["n_inputs"])]
+                                    for k in ("init", "trained")]
+    for row, key in zip(rows, ("init", "trained"), strict=True):
+        q = tr[key]["ratio_quartiles"]
+        assert row[2] == f"{q[1]:.3f} [{q[0]:.3f}, {q[2]:.3f}]"
+        assert row[3] == ", ".join(f"{v:.3f}" for v in tr[key]["success"])
