@@ -1,4 +1,8 @@
-"""Generation FIM (cloning eq. 20–23): chain rule through T̃ equals the exact FIM on tiny nets."""
+"""Generation FIM (cloning eq. 20–23): chain rule through T̃ equals the exact FIM on tiny nets.
+
+Family-wise false-failure rate: one statistical check (``agrees_within_errors``, 1 % for its
+max-|z| half); every other assertion is exact up to rounding.
+"""
 
 from __future__ import annotations
 
