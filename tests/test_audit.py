@@ -31,6 +31,7 @@ def _tiny_model(tmp_path):
     return save_model(net, tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_quick_audit_cli_writes_valid_json(tmp_path):
     model = _tiny_model(tmp_path)
     app = typer.Typer()

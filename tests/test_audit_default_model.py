@@ -7,6 +7,7 @@ audit, the report folder) runs for real.
 
 from __future__ import annotations
 
+import pytest
 import typer
 from test_audit import _tiny_model
 from typer.testing import CliRunner
@@ -27,6 +28,7 @@ def _app() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow
 def test_audit_without_model_uses_the_default_model(tmp_path, monkeypatch):
     folder = _tiny_model(tmp_path)
     calls = []

@@ -35,6 +35,7 @@ def test_chain_equals_exact(widths: list[int]) -> None:
     assert torch.linalg.eigvalsh(Fe).min() >= -1e-12 * Fe.abs().max()
 
 
+@pytest.mark.slow
 def test_mcrg_chain_matches_exact_within_error_bars() -> None:
     gen = torch.Generator().manual_seed(0)
     net = DeepRBM.random([4, 3, 3], generator=gen, scale=3.0)

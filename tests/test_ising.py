@@ -78,6 +78,7 @@ def test_energy_matches_exact_enumeration_4x4(algorithm: str, coupling: float) -
     assert abs(s["mean"] - exact) < N_SIGMA * s["stderr"], (s, exact)
 
 
+@pytest.mark.slow
 def test_sw_and_metropolis_agree_on_16x16() -> None:
     means = {}
     for alg, sweeps in (("swendsen_wang", 600), ("metropolis", 1500)):
@@ -256,6 +257,7 @@ def small_study():
     return run_ising_mcrg(cfg)
 
 
+@pytest.mark.slow
 def test_exponents_majority_rule_small_lattice(small_study) -> None:
     r = small_study
     for n_ops in (2, 3, 4):

@@ -18,6 +18,7 @@ has no stated rate). Family-wise about 1.5 % by the union bound. Fixed seeds: de
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from stat_checks import agrees_within_errors
 
@@ -72,6 +73,7 @@ def test_exact_reference_is_a_consistent_markov_kernel():
     assert abs(float(C0[0, 2])) < 1e-12 and abs(float(C0[1, 3])) < 1e-10
 
 
+@pytest.mark.slow
 def test_sampled_mcrg_agrees_with_exact_4x4_reference():
     cfg = IsingMCRGConfig(size=4, levels=1, n_chains=16, n_sweeps=1600, n_thermal=100,
                           sweeps_per_chunk=25, n_blocks=16, coupling=K_CRITICAL, seed=3)

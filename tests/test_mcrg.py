@@ -32,6 +32,7 @@ def _net(widths, seed, **kw):
     return net, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_complete_basis_T_from_samples_matches_exact(seed):
     net, x = _net([6, 4, 4, 3], seed)
@@ -58,6 +59,7 @@ def test_down_direction_matches_exact():
         agrees_within_errors(p.T, p.T_stderr, exact[i].T, p.n_replicates)
 
 
+@pytest.mark.slow
 def test_one_unit_tied_network_gives_T_star():
     w, a = 1.5, -0.7
     net = DeepRBM([1] * 9, tied=True, dtype=F64)
@@ -181,6 +183,7 @@ def test_integer_operators_are_summed_exactly():
     torch.testing.assert_close(m.c_ab, ref[:5, 5:], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_bias_corrected_fisher_values_match_exact():
     """Jackknife bias-corrected Fisher-normalised values (canonical correlations) agree with the
     exact ones within their errors; the plug-in values are biased upwards at this S.

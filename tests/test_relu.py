@@ -90,6 +90,7 @@ def test_fisher_top_eigenvector_is_gradient_and_fim_step_equals_gradient_step() 
                                    rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_angle_recursion_matches_simulation_at_width_2048() -> None:
     width, depth = 2048, 10
     g = _gen(3)
@@ -124,6 +125,7 @@ def test_one_step_attack_flips_sign_with_high_probability() -> None:
     assert float(out.ratio[:, 0, 1].median()) < 3 / math.sqrt(d)
 
 
+@pytest.mark.slow
 def test_scaling_slope_is_minus_half_within_bootstrap_error() -> None:
     res = scaling_study(ReluStudyConfig(dims=(32, 128, 512, 2048), depths=(1, 2),
                                         profiles=("fixed",), width=64, n_nets=32, batch=4, seed=5,
