@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -17,6 +17,7 @@ from rgaudit.experiments.relu.trained import TrainedResult, digits_study
 from rgaudit.report.io import to_plain
 
 Progress = Callable[[str], None]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def run_relu_study(config: ReluStudyConfig, progress: Progress | None = None) ->
                          "use --device cpu")
     secs: dict[str, float] = {}
 
-    def timed(name: str, study: Callable[[ReluStudyConfig, Progress | None], Any]) -> Any:
+    def timed(name: str, study: Callable[[ReluStudyConfig, Progress | None], R]) -> R:
         t = time.perf_counter()
         res = study(config, progress)
         secs[name] = time.perf_counter() - t
