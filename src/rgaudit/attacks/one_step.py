@@ -152,13 +152,14 @@ class ClassifierAttack:
     near_linearity: dict[str, NearLinearityScan] = field(default_factory=dict)
 
 
-def _near_linearity(model: nn.Module, x: Tensor, labels: Tensor, m: Tensor, g: Tensor,
-                    gn: Tensor, r_rel: Sequence[float], generator: torch.Generator,
-                    ) -> dict[str, NearLinearityScan]:
+def _near_linearity(model: nn.Module, x: Tensor, labels: Tensor, r_rel: Sequence[float],
+                    generator: torch.Generator) -> dict[str, NearLinearityScan]:
     """Gradient change along a random and the descent direction (one autograd call each).
 
-    ``m`` (B,) margins, ``g`` (B, d) their gradients, ``gn`` (B,) the gradient norms.
+    ``x`` (B, d) are correctly classified inputs with reference classes ``labels`` (B,).
     """
+    m, g = _margin_and_grad(model, x, labels)
+    gn = (g**2).sum(1).clamp_min(torch.finfo(g.dtype).tiny).sqrt()
     xn = x.norm(dim=1)
     rr = torch.as_tensor(list(r_rel), dtype=x.dtype, device=x.device)
     u = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
@@ -232,8 +233,7 @@ def classifier_one_step(
             if clip is not None:
                 xp = xp.clamp(*clip)
                 succ_c.append(float((logit_margin(model, xp, labels) < 0).double().mean()))
-    nl = {} if generator is None else _near_linearity(model, x, labels, m, g, gn2.sqrt(), r_rel,
-                                                             generator)
+    nl = {} if generator is None else _near_linearity(model, x, labels, r_rel, generator)
     q = np.quantile(ratio, [0.25, 0.5, 0.75])
     return ClassifierAttack(
         name=name, n_inputs=int(x.shape[0]), d=int(x.shape[1]), median_ratio=float(q[1]),

@@ -112,23 +112,25 @@ def _attack_cell(cfg: ReluStudyConfig, widths: list[int], depths: list[int], see
     return np.concatenate(ratios), np.concatenate(succ)
 
 
-def _cell(cfg: ReluStudyConfig, profile: str, d: int, widths: list[int], depths: list[int],
-          keys: tuple[int, int], r: np.ndarray, sc: np.ndarray, t0: float) -> ScalingCell:
-    """Summarise one cell: medians with bootstrap intervals, success with Wilson intervals."""
+def _summarise(cfg: ReluStudyConfig, r: np.ndarray, sc: np.ndarray,
+               keys: tuple[int, int]) -> dict[str, list]:
+    """Medians with bootstrap intervals and successes with Wilson intervals of one cell.
+
+    ``r`` (n_nets, batch, D) ratios, ``sc`` (n_nets, batch, D, C) successes; the bootstrap
+    seed is ``study_seed(seed, 2, *keys)``. Returns the matching :class:`ScalingCell` fields.
+    """
     rng = np.random.default_rng(study_seed(cfg.seed, 2, *keys))
     boot = cluster_bootstrap([r], _median_over_inputs, n_resamples=cfg.n_boot, rng=rng)
     trials = sc.shape[0] * sc.shape[1]
-    return ScalingCell(
-        profile=profile, d=int(d), widths=widths, seed=study_seed(cfg.seed, 1, *keys),
-        n_nets=cfg.n_nets, batch=cfg.batch, depths=depths,
-        median_ratio=[float(v) for v in np.median(r, axis=(0, 1))],
-        median_ratio_ci=[[float(lo), float(hi)] for lo, hi in zip(boot.low, boot.high,
-                                                                   strict=True)],
-        success=[[float(v) for v in sc[:, :, k].mean(axis=(0, 1))] for k in range(len(depths))],
-        success_ci=[[list(wilson_interval(int(sc[:, :, k, j].sum()), trials))
-                     for j in range(sc.shape[-1])] for k in range(len(depths))],
-        seconds=time.perf_counter() - t0,
-    )
+    n_depths = r.shape[-1]
+    return {
+        "median_ratio": [float(v) for v in np.median(r, axis=(0, 1))],
+        "median_ratio_ci": [[float(lo), float(hi)] for lo, hi in zip(boot.low, boot.high,
+                                                                      strict=True)],
+        "success": [[float(v) for v in sc[:, :, k].mean(axis=(0, 1))] for k in range(n_depths)],
+        "success_ci": [[list(wilson_interval(int(sc[:, :, k, j].sum()), trials))
+                        for j in range(sc.shape[-1])] for k in range(n_depths)],
+    }
 
 
 def scaling_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> ScalingResult:
@@ -168,7 +170,10 @@ def scaling_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Sca
             chunk = max(1, min(cfg.n_nets, cfg.max_chunk_bytes // wb))
             r, sc = _attack_cell(cfg, widths, depths, study_seed(cfg.seed, 1, p, i), chunk)
             raw[(profile, d)] = r
-            cells.append(_cell(cfg, profile, d, widths, depths, (p, i), r, sc, t0))
+            cells.append(ScalingCell(
+                profile=profile, d=int(d), widths=widths, seed=study_seed(cfg.seed, 1, p, i),
+                n_nets=cfg.n_nets, batch=cfg.batch, depths=depths,
+                **_summarise(cfg, r, sc, (p, i)), seconds=time.perf_counter() - t0))
             if progress:
                 progress(f"scaling {profile} d={d} ({cells[-1].seconds:.1f}s)")
     boot_seed = study_seed(cfg.seed, 3)
