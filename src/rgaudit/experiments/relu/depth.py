@@ -173,6 +173,7 @@ def depth_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> ReluD
     ----------
     cfg : ReluStudyConfig
     progress : callable, optional
+        Called after the angle study and after the collapse study.
 
     Returns
     -------

@@ -97,6 +97,7 @@ def near_linearity_study(cfg: ReluStudyConfig,
     ----------
     cfg : ReluStudyConfig
     progress : callable, optional
+        Called after each input dimension.
 
     Returns
     -------

@@ -58,6 +58,7 @@ def digits_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Trai
     ----------
     cfg : ReluStudyConfig
     progress : callable, optional
+        Called once, after training and both attacks.
 
     Returns
     -------
