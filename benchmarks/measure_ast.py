@@ -59,6 +59,26 @@ def _complexity(src: Path) -> list[dict]:
             for r in json.loads(res.stdout or "[]")]
 
 
+def _package(path: Path, src: Path) -> str:
+    parts = path.relative_to(src).with_suffix("").parts
+    return parts[0] if len(parts) > 1 else parts[0].removesuffix("__init__") or "rgaudit"
+
+
+def import_edges(src: Path) -> dict[str, list[str]]:
+    """Sub-package -> the rgaudit sub-packages it imports (top-level and lazy imports alike)."""
+    edges: dict[str, set[str]] = {}
+    for path in sorted(src.rglob("*.py")):
+        here = _package(path, src)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "rgaudit" and len(parts) > 1 and parts[1] != here:
+                    edges.setdefault(here, set()).add(parts[1])
+    return {k: sorted(v) for k, v in sorted(edges.items())}
+
+
 def measure(src: Path) -> dict:
     """All measurements of the tree under ``src`` as a plain dict."""
     rows = []
@@ -80,6 +100,7 @@ def measure(src: Path) -> dict:
         "params_gt_6": [f"{r['file']}:{r['line']} {r['name']} ({r['params']})" for r in many],
         "n_complexity_gt_10": len(cx),
         "complexity_gt_10": [f"{c['file']}:{c['line']} {c['message']}" for c in cx],
+        "imports": import_edges(src),
         "longest": [f"{r['file']}:{r['line']} {r['name']} ({r['lines']})"
                     for r in sorted(rows, key=lambda r: -r["lines"])[:10]],
     }
@@ -99,6 +120,9 @@ def main() -> None:
     print(f"McCabe complexity > {MAX_COMPLEXITY} (ruff C901): {m['n_complexity_gt_10']}")
     for line in m["complexity_gt_10"]:
         print(f"  {line}")
+    print("imports between sub-packages (module -> what it imports):")
+    for k, v in m["imports"].items():
+        print(f"  {k} -> {', '.join(v)}")
     if args.json:
         args.json.write_text(json.dumps(m, indent=1) + "\n")
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rgaudit.experiments.relu.config import ReluStudyConfig
 from rgaudit.experiments.relu.run import run_relu_study
-from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
+from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, to_plain, write_result
 from rgaudit.report.relu_plots import render_markdown, write_plots
 
 
@@ -122,6 +122,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(code=2) from err
-        files = write_outputs(result.to_dict(), out)
+        files = write_outputs(to_plain(result.to_dict()), out)
         console.print(f"relu-scaling: wrote {len(files)} files to {out}/ "
                       f"(result.json, report.md, {len(files) - 2} plots)")

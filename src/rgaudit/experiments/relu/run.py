@@ -14,7 +14,6 @@ from rgaudit.experiments.relu.depth import ReluDepthResult, depth_study
 from rgaudit.experiments.relu.near_linearity import NearLinearityResult, near_linearity_study
 from rgaudit.experiments.relu.scaling import ScalingResult, scaling_study
 from rgaudit.experiments.relu.trained import TrainedResult, digits_study
-from rgaudit.report.io import to_plain
 
 Progress = Callable[[str], None]
 R = TypeVar("R")
@@ -32,9 +31,12 @@ class ReluStudyResult:
     seconds: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (``None`` for non-finite numbers)."""
-        out: dict[str, Any] = to_plain(asdict(self))
-        return out
+        """Plain nested dicts and lists; floats may be non-finite.
+
+        The report layer's :func:`rgaudit.report.io.to_plain` turns it into JSON (non-finite
+        numbers become ``None``); the experiments do not import the report layer.
+        """
+        return asdict(self)
 
 
 def run_relu_study(config: ReluStudyConfig, progress: Progress | None = None) -> ReluStudyResult:
