@@ -136,7 +136,7 @@ def cluster_bootstrap(
 
     res = stats.bootstrap(tuple(np.arange(len(d)) for d in data), by_index, vectorized=True,
                           paired=False, n_resamples=n_resamples, method="percentile",
-                          confidence_level=confidence, rng=rng)
+                          confidence_level=confidence, random_state=rng)  # rng= needs scipy>=1.15
     return BootstrapEstimate(low=np.atleast_1d(res.confidence_interval.low),
                              high=np.atleast_1d(res.confidence_interval.high),
                              se=np.atleast_1d(res.standard_error))
