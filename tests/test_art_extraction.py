@@ -28,6 +28,7 @@ def _teacher_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.softmax((x - 0.5) @ W.T * 2.0, -1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["knockoff-prob", "knockoff-label", "copycat-prob",
                                   "copycat-label"])
 def test_art_attacker_clones_a_teacher_reproducibly(name: str) -> None:

@@ -22,6 +22,7 @@ def _app() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow
 def test_protect_and_clone_attack(tmp_path: Path) -> None:
     net = DeepRBM.random([64, 12, 10], generator=torch.Generator().manual_seed(0), scale=3.0)
     model = save_model(net, tmp_path / "m")
