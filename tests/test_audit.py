@@ -31,6 +31,7 @@ def _tiny_model(tmp_path):
     return save_model(net, tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_quick_audit_cli_writes_valid_json(tmp_path):
     model = _tiny_model(tmp_path)
     app = typer.Typer()
@@ -52,7 +53,8 @@ def test_quick_audit_cli_writes_valid_json(tmp_path):
         assert {"fim-direct", "fgm" if norm == "l2" else "fgsm", "pgd", "deepfool",
                 "random"} <= set(doc["attacks"][norm])
         for r in doc["attacks"][norm].values():
-            assert all(0 <= f <= 1 for f in r["flip_rate"])
+            # a fraction of the 4 attacked inputs (not, e.g., a mean of probabilities)
+            assert all(abs(4 * f - round(4 * f)) < 1e-9 for f in r["flip_rate"]), r
     assert (run_dir / "report.html").read_text().count("data:image/png;base64") >= 3
     assert math.isfinite(doc["timings"]["total"])
 

@@ -32,7 +32,7 @@ def test_version():
 def test_info_on_a_missing_model_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
     assert res.exit_code != 0
-    assert "model folder" in res.output or "not" in res.output
+    assert "is not a model folder" in " ".join(res.output.split())
 
 
 def test_main_turns_input_errors_into_one_message(monkeypatch, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from rgaudit.data import load_dataset
@@ -18,6 +19,7 @@ from rgaudit.defence.cloning_attacks import clone_attack
 from rgaudit.defence.layerwise import LayerwiseConfig
 
 
+@pytest.mark.slow
 def test_clone_start_beats_chance_on_digits() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,8 @@
-"""Chain FIM (eq. 27–28) against the exact FIM; ∂g^(1)/∂x analytic versus eq. 29."""
+"""Chain FIM (eq. 27–28) against the exact FIM; ∂g^(1)/∂x analytic versus eq. 29.
+
+Family-wise false-failure rate: one statistical check (``agrees_within_errors``, 1 % for its
+max-|z| half); every other assertion is exact up to rounding.
+"""
 
 from __future__ import annotations
 

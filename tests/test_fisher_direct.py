@@ -1,5 +1,10 @@
 """Direct Monte Carlo FIM against the exact FIM of a tiny network (fixed seed, judged
-against its own jackknife error bars with the multiplicity-aware rule of stat_checks)."""
+against its own jackknife error bars with the multiplicity-aware rule of stat_checks).
+
+Family-wise false-failure rate: four 3σ checks with 16 jackknife blocks (top eigenvalue and
+trace, 2 inputs; P(|t_15| > 3) ≈ 0.9 % each) plus one ``agrees_within_errors`` (1 % for its
+max-|z| half): at most ≈ 4.6 % by the union bound.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """Random ReLU networks: gradients, Fisher identity, angle recursion, one-step attack, scaling, CLI.
 
 Tolerances come from the estimators' error bars (stated next to each assertion), seeds are fixed.
+
+Family-wise false-failure rate: three exact one-sided binomial tests at 1 % (3 %), three slope
+checks at 3 bootstrap SE (≈ 0.27 % each, 0.8 %), the angle recursion bounds (0.02 rad ≥ 4 SE of
+the pair sampler, 4 sd for the full networks: < 0.1 %): ≈ 4 % by the union bound.
 """
 
 from __future__ import annotations
@@ -14,22 +18,19 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
+from rgaudit.attacks.one_step import classifier_one_step, fim_step, gradient_step, one_step_attack
 from rgaudit.commands.relu import register
-from rgaudit.experiments.relu_scaling import (
+from rgaudit.experiments.relu.config import ReluStudyConfig
+from rgaudit.experiments.relu.depth import (
     arccos_recursion,
-    bernoulli_input_fim,
-    classifier_one_step,
-    fim_step,
-    fim_top_direction,
-    gradient_step,
     hidden_angles,
-    one_step_attack,
     pair_gram_chain,
     pairs_at_angle,
-    relu_mlp,
-    scaling_study,
 )
-from rgaudit.nets.relu import sample_relu_nets, sphere_inputs, width_profile
+from rgaudit.experiments.relu.scaling import scaling_study
+from rgaudit.fisher.autograd import dense_fim
+from rgaudit.fisher.eig import top_eigenpairs
+from rgaudit.nets.relu import relu_mlp, sample_relu_nets, sphere_inputs, width_profile
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -73,8 +74,10 @@ def test_fisher_top_eigenvector_is_gradient_and_fim_step_equals_gradient_step() 
         return nets.forward(v.reshape(1, d))[0, 0]
 
     x = sphere_inputs(1, 1, d, generator=g, dtype=torch.float64)[0, 0]
-    fim, p = bernoulli_input_fim(fn, x)
-    lam, v = fim_top_direction(fim)
+    fim = dense_fim(lambda v: fn(v[0]).reshape(1, 1), x.unsqueeze(0), kind="bernoulli")[0]
+    p = torch.sigmoid(fn(x))
+    top = top_eigenpairs(fim, 1)
+    lam, v = top.values[0], top.vectors[:, 0]
     _, grad = nets.grad(x.view(1, d))
     grad = grad[0, 0]
     ghat = grad / grad.norm()
@@ -87,6 +90,7 @@ def test_fisher_top_eigenvector_is_gradient_and_fim_step_equals_gradient_step() 
                                    rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_angle_recursion_matches_simulation_at_width_2048() -> None:
     width, depth = 2048, 10
     g = _gen(3)
@@ -112,18 +116,20 @@ def test_one_step_attack_flips_sign_with_high_probability() -> None:
     nets = sample_relu_nets(n, width_profile(d, 2, "constant"), generator=g)
     x = sphere_inputs(n, 1, d, generator=g)  # one input per network: independent trials
     out = one_step_attack(nets, x, multipliers=(1.5, 2.0, 4.0), depths=(0, 2))
-    succ = out["success"][:, 0]  # (n, depths, c)
+    succ = out.success[:, 0]  # (n, depths, c)
     assert bool(succ[:, 0].all())  # the linear function flips for every c > 1
     for j in range(3):
         k = int(succ[:, 1, j].sum())
         # reject "flip probability <= 0.9" at the 1 % level (one-sided exact binomial test)
         assert stats.binomtest(k, n, 0.9, alternative="greater").pvalue < 0.01, k
-    assert float(out["ratio"][:, 0, 1].median()) < 3 / math.sqrt(d)
+    assert float(out.ratio[:, 0, 1].median()) < 3 / math.sqrt(d)
 
 
+@pytest.mark.slow
 def test_scaling_slope_is_minus_half_within_bootstrap_error() -> None:
-    res = scaling_study(dims=(32, 128, 512, 2048), depths=(1, 2), profiles=("fixed",), width=64,
-                        n_nets=32, batch=4, seed=5, n_boot=400)
+    res = scaling_study(ReluStudyConfig(dims=(32, 128, 512, 2048), depths=(1, 2),
+                                        profiles=("fixed",), width=64, n_nets=32, batch=4, seed=5,
+                                        n_boot=400))
     assert {f.depth for f in res.fits} == {0, 1, 2}
     for fit in res.fits:
         assert fit.boot_se < 0.06  # enough networks for the check to mean something
@@ -136,7 +142,19 @@ def test_classifier_attack_accepts_any_module() -> None:
     x = torch.rand(50, 20, generator=g)
     res = classifier_one_step(model, x, multipliers=(2.0,), generator=g)
     assert res.n_inputs == 50 and res.d == 20
-    assert 0.0 <= res.success[0] <= 1.0
+    # the same step computed independently: margin, its gradient, x - 2 m g/|g|^2
+    xg = x.clone().requires_grad_(True)
+    z = model(xg)
+    top2 = z.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]  # own predictions: the label is the argmax
+    (grad,) = torch.autograd.grad(margin.sum(), xg)
+    with torch.no_grad():
+        step = (margin / (grad**2).sum(1)).unsqueeze(1) * grad
+        z2 = model(x - 2.0 * step)
+        flipped = z2.argmax(1) != z.argmax(1)
+    assert res.success[0] == pytest.approx(float(flipped.double().mean()), abs=1e-12)
+    ratio = (margin.abs() / grad.norm(dim=1) / x.norm(dim=1)).detach()
+    assert res.median_ratio == pytest.approx(float(ratio.double().quantile(0.5)), rel=1e-5)
     assert set(res.near_linearity) == {"random", "gradient"}
     with pytest.raises(ValueError, match="shape"):
         classifier_one_step(model, x[0])
@@ -165,6 +183,66 @@ def test_cli_quick_run_writes_valid_json(tmp_path) -> None:
     assert data["schema_version"] == 1 and data["kind"] == "relu-scaling"
     assert data["config"]["seed"] == 3
     assert data["scaling"]["fits"] and data["trained"]["trained"]["n_inputs"] > 0
-    assert (out / "report.md").read_text().startswith("#")
+    _report_numbers_equal_json((out / "report.md").read_text(), data)
     assert list(out.glob("relu_*.png"))
     assert not list(out.glob("*.tmp*"))
+
+
+def _rows(md: str, header_start: str) -> list[list[str]]:
+    """Cells of the body rows of the first Markdown table whose header starts so."""
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _report_numbers_equal_json(md: str, data: dict) -> None:
+    """Every number of the slope, success, collapse and trained tables is its JSON value."""
+    fits = data["scaling"]["fits"]
+    rows = _rows(md, "| profile | L | dims |")
+    assert len(rows) == len(fits)
+    for row, f in zip(rows, fits, strict=True):
+        assert row == [f["profile"], str(f["depth"]), f"{f['dims'][0]}–{f['dims'][-1]}",
+                       f"{f['slope']:.3f}", f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}]",
+                       f"{f['boot_se']:.3f}", f"{f['ols_se']:.3f}"]
+    rows = _rows(md, "| profile | d | L |")
+    cells = data["scaling"]["cells"]
+    expect = []
+    for prof in dict.fromkeys(c["profile"] for c in cells):
+        cell = max((c for c in cells if c["profile"] == prof), key=lambda c: c["d"])
+        expect += [[prof, str(cell["d"]), str(L), f"{cell['median_ratio'][k]:.4f}",
+                    *[f"{v:.3f}" for v in cell["success"][k]]]
+                   for k, L in enumerate(cell["depths"])]
+    assert rows == expect
+    dep = data["depth"]
+    rows = _rows(md, "| L | median ‖δ‖/‖x‖ | angle at layer L |")
+    assert rows == [[str(L), f"{dep['collapse_median_ratio'][k]:.4f}",
+                     f"{dep['collapse_output_angle'][k]:.3f}",
+                     *[f"{v:.3f}" for v in dep["collapse_success"][k]]]
+                    for k, L in enumerate(dep["collapse_depths"])]
+    tr = data["trained"]
+    rows = _rows(md, "| network | inputs |")
+    assert [r[:2] for r in rows] == [[tr[k]["name"], str(tr[k]["n_inputs"])]
+                                    for k in ("init", "trained")]
+    for row, key in zip(rows, ("init", "trained"), strict=True):
+        q = tr[key]["ratio_quartiles"]
+        assert row[2] == f"{q[1]:.3f} [{q[0]:.3f}, {q[2]:.3f}]"
+        assert row[3] == ", ".join(f"{v:.3f}" for v in tr[key]["success"])
+
+
+def test_relu_mlp_draws_only_from_its_generator() -> None:
+    torch.manual_seed(11)
+    expect = torch.rand(3)
+    torch.manual_seed(11)
+    a = relu_mlp([6, 5, 2], generator=_gen(9))
+    torch.testing.assert_close(torch.rand(3), expect)  # torch's global stream untouched
+    b = relu_mlp([6, 5, 2], generator=_gen(9))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    # N(0, 1/fan_in): 30 draws, the sample sd has relative error ~13 %, 0.5 is ~4 of those
+    assert float(a[0].weight.detach().std()) == pytest.approx(6**-0.5, rel=0.5)
+    assert not any(float(m.bias.detach().abs().max()) for m in (a[0], a[2]))

@@ -70,7 +70,27 @@ def test_diagnose_command_writes_outputs(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["kind"] == "diagnose" and doc["settings"]["ops"] == "pairs"
-    assert (out / "report.md").exists() and (out / "rg_spectra.png").exists()
+    assert (out / "rg_spectra.png").exists()
+    _report_numbers_equal_json((out / "report.md").read_text(), doc)
+
+
+def _report_numbers_equal_json(md: str, doc: dict, top: int = 3) -> None:
+    """Every spectrum row of report.md shows its JSON values (s_i ± err, raw s_1, S, ops)."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| study | pair |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    assert len(rows) == len(doc["spectra"]) > 0
+    for row, s in zip(rows, doc["spectra"], strict=True):
+        mean, err = s["fisher_mean"], s["fisher_mean_err"]
+        vals = [f"{mean[i]:.3f} ± {err[i]:.3f}" if i < len(mean) else "" for i in range(top)]
+        assert row[:5 + top] == [s["study"], f"T^({s['pair'] + 1})", s["basis"],
+                                 f"{s['n_ops'][0]}, {s['n_ops'][1]}", str(s["n_samples"]), *vals]
+        assert row[5 + top] == f"{s['fisher_raw_mean'][0]:.3f}"
+        assert row[-3:] == [f"{s['max_cond']:.3g}", str(s["regularised"]), str(s["floored"])]
 
 
 def test_run_diagnose_tied_net_reports_raw_eigenvalues():

@@ -1,4 +1,8 @@
-"""Spectra: Fisher-normalised singular values, eigenvalues of T, counts of relevant directions."""
+"""Spectra: Fisher-normalised singular values, eigenvalues of T, counts of relevant directions.
+
+Family-wise false-failure rate: one statistical check, the tied one-unit eigenvalue within 3σ
+with 16 jackknife blocks (P(|t_15| > 3) ≈ 0.9 %); the rest is exact.
+"""
 
 import math
 

@@ -58,6 +58,7 @@ def test_cd_raises_exact_likelihood(persistent: bool) -> None:
     assert history[-1] < history[0]
 
 
+@pytest.mark.slow
 def test_default_recipe_reaches_target_on_digits() -> None:
     """The shipped default (64-100-100-10) reaches ≥ 96% stochastic test accuracy."""
     net, report = train_default(load_dataset("digits"), TrainConfig())
@@ -101,6 +102,7 @@ def test_progress_callback_sees_every_stage() -> None:
                       "output layer": (1, 1), "fine-tune": (2, 2), "evaluate": (1, 1)}
 
 
+@pytest.mark.slow
 def test_ensure_default_model_trains_once_then_loads(tmp_path: Path) -> None:
     path = tmp_path / "default"
     net, cfg = ensure_default_model(path, seed=0, config=TINY)

@@ -18,7 +18,7 @@ from rgaudit.commands._options import (
 from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
 from rgaudit.report.io import atomic_write_text, write_result
 from rgaudit.report.ising_report import plot_exponents, render_markdown
-from rgaudit.train.pipeline import torch_threads
+from rgaudit.threads import limit_threads
 
 # config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
 _OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         out = prepare_out(out, kind="ising", force=force)  # before the work
         console = Console(stderr=True)
         payload: dict = {}
-        with torch_threads(threads), Progress(
+        with limit_threads(threads), Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TimeElapsedColumn(),

@@ -17,8 +17,9 @@ from rgaudit.commands._options import (
     force_option,
     max_memory_option,
 )
-from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
-from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
+from rgaudit.experiments.relu.config import ReluStudyConfig
+from rgaudit.experiments.relu.run import run_relu_study
+from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, to_plain, write_result
 from rgaudit.report.relu_plots import render_markdown, write_plots
 
 
@@ -38,9 +39,10 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise typer.BadParameter(str(err), param_hint=what) from err
 
 
-def _check_some_cell_fits(config: ReluStudyConfig) -> None:
-    """Fail up front when ``--max-weight-mib`` would skip every (profile, d) cell."""
-    from rgaudit.experiments.relu_scaling import _profile_widths
+def _cell_weight_bytes(config: ReluStudyConfig) -> list[int]:
+    """Weight bytes of every (profile, d) network at the deepest depth; cells whose
+    dims/depths are invalid are left out (the study itself reports them)."""
+    from rgaudit.experiments.relu.scaling import profile_widths
     from rgaudit.nets.relu import weight_bytes
 
     depth = max([0, *config.depths])
@@ -48,9 +50,15 @@ def _check_some_cell_fits(config: ReluStudyConfig) -> None:
     for profile in config.profiles:
         for d in config.dims:
             try:
-                sizes.append(weight_bytes(_profile_widths(d, depth, profile, config.width)))
-            except ValueError:
-                return  # the study itself reports bad dims/depths
+                sizes.append(weight_bytes(profile_widths(d, depth, profile, config.width)))
+            except (ValueError, OverflowError):
+                continue
+    return sizes
+
+
+def _check_some_cell_fits(config: ReluStudyConfig) -> None:
+    """Fail up front when ``--max-weight-mib`` would skip every (profile, d) cell."""
+    sizes = _cell_weight_bytes(config)
     if sizes and min(sizes) > config.max_weight_bytes:
         raise typer.BadParameter(
             f"{config.max_weight_bytes / 2**20:.0f} MiB skips every cell: the smallest network "
@@ -59,22 +67,9 @@ def _check_some_cell_fits(config: ReluStudyConfig) -> None:
 
 
 def _largest_cell_bytes(config: ReluStudyConfig) -> int:
-    """Weight bytes of the largest (profile, d) network the study runs (cells over
-    ``max_weight_bytes`` are skipped by the study)."""
-    from rgaudit.experiments.relu_scaling import _profile_widths
-    from rgaudit.nets.relu import weight_bytes
-
-    depth = max([0, *config.depths])
-    best = 0
-    for profile in config.profiles:
-        for d in config.dims:
-            try:
-                wb = weight_bytes(_profile_widths(d, depth, profile, config.width))
-            except (ValueError, OverflowError):
-                continue  # the study itself reports bad dims/depths
-            if wb <= config.max_weight_bytes:
-                best = max(best, wb)
-    return best
+    """Weight bytes of the largest network the study runs (cells over ``max_weight_bytes``
+    are skipped by the study)."""
+    return max([0, *(wb for wb in _cell_weight_bytes(config) if wb <= config.max_weight_bytes)])
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
@@ -133,7 +128,10 @@ def register(app: typer.Typer) -> None:
                 over[key] = val
         if max_weight_mib is not None:
             over["max_weight_bytes"] = max_weight_mib * 2**20
-        config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
+        try:
+            config = ReluStudyConfig.quick(**over) if quick else ReluStudyConfig(**over)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         if max_weight_mib is not None:
             _check_some_cell_fits(config)
         # cells over --max-weight-mib are skipped; the rest must fit the memory budget
@@ -156,6 +154,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             console.print(f"[red]error:[/red] {escape(str(err))}")
             raise typer.Exit(code=2) from err
-        files = write_outputs(result.to_dict(), out)
+        files = write_outputs(to_plain(result.to_dict()), out)
         console.print(f"relu-scaling: wrote {len(files)} files to {out}/ "
                       f"(result.json, report.md, {len(files) - 2} plots)")

@@ -83,8 +83,13 @@ class SoftCrossEntropy(nn.Module):
 
 
 def make_mlp(d: int, k: int, hidden: int, generator: torch.Generator) -> nn.Module:
-    """A ``d → hidden (ReLU) → k`` MLP initialised from ``generator`` (float32)."""
-    net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+    """A ``d → hidden (ReLU) → k`` MLP initialised from ``generator`` only (float32).
+
+    The layers are built with ``skip_init``: ``nn.Linear``'s own initialisation would draw from
+    torch's global generator, changing the caller's random stream.
+    """
+    net = nn.Sequential(nn.utils.skip_init(nn.Linear, d, hidden), nn.ReLU(),
+                        nn.utils.skip_init(nn.Linear, hidden, k))
     with torch.no_grad():
         for lay in (net[0], net[2]):
             bound = lay.in_features ** -0.5

@@ -38,7 +38,7 @@ from rgaudit.fisher.eig import abs_cosine, spectrum_summary, top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.train.pipeline import torch_threads
+from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -339,7 +339,7 @@ def run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig | N
     AuditResult
     """
     cfg = cfg or AuditConfig()
-    with torch_threads(cfg.threads):
+    with limit_threads(cfg.threads):
         return _run_audit(net, X_test, y_test, cfg, model_info, progress)
 
 

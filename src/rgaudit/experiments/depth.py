@@ -23,7 +23,7 @@ from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.train.pipeline import torch_threads
+from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
 
@@ -107,7 +107,7 @@ def run_depth_study(dataset: Any, cfg: DepthConfig | None = None, *,
     DepthResult
     """
     cfg = cfg or DepthConfig()
-    with torch_threads(cfg.threads):
+    with limit_threads(cfg.threads):
         return _run(dataset, cfg, progress or (lambda s: None), trainer or train_depth)
 
 

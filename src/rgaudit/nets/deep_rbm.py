@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, cast, overload
 
 import torch
 from torch import nn
@@ -82,15 +83,15 @@ class DeepRBM(nn.Module):
         """The RBM ``t_k`` (1-based, ``1 ≤ k ≤ N``)."""
         if not 1 <= k <= self.depth:
             raise IndexError(f"layer index {k} outside 1..{self.depth}")
-        return self.layers[0] if self.tied else self.layers[k - 1]
+        return cast(RBM, self.layers[0] if self.tied else self.layers[k - 1])
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.layers[0].W.dtype
+        return self.layer(1).W.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.layers[0].W.device
+        return self.layer(1).W.device
 
     @classmethod
     def random(
@@ -105,11 +106,11 @@ class DeepRBM(nn.Module):
     ) -> DeepRBM:
         """A network with random Gaussian weights (see :meth:`RBM.random`)."""
         net = cls(widths, tied=tied, dtype=dtype)
-        for i, layer in enumerate(net.layers):
-            r = RBM.random(layer.n_in, layer.n_out, scale=scale, bias_scale=bias_scale,
+        for layer in net.layers:
+            rbm = cast(RBM, layer)
+            r = RBM.random(rbm.n_in, rbm.n_out, scale=scale, bias_scale=bias_scale,
                            generator=generator, dtype=dtype)
-            layer.load_state_dict(r.state_dict())
-            del i
+            rbm.load_state_dict(r.state_dict())
         return net
 
     # -- input handling ---------------------------------------------------------------------
@@ -176,6 +177,16 @@ class DeepRBM(nn.Module):
             h = self.layer(k).sample_down(h, generator)
             out.append(h)
         return [t[0] for t in out] if single else out
+
+    @overload
+    def predict_proba(self, x: Tensor, n_samples: int = ...,
+                      generator: torch.Generator | None = ..., *,
+                      return_stderr: Literal[False] = ..., chunk: int = ...) -> Tensor: ...
+
+    @overload
+    def predict_proba(self, x: Tensor, n_samples: int = ...,
+                      generator: torch.Generator | None = ..., *,
+                      return_stderr: Literal[True], chunk: int = ...) -> ProbaEstimate: ...
 
     @torch.no_grad()
     def predict_proba(

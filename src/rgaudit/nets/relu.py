@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 Tensor = torch.Tensor
 
@@ -308,3 +309,23 @@ def sphere_inputs(
     """
     x = torch.randn(n_nets, batch, d, generator=generator, device=generator.device, dtype=dtype)
     return x * (d**0.5 / x.norm(dim=-1, keepdim=True))
+
+
+def relu_mlp(widths: Sequence[int], *, generator: torch.Generator) -> nn.Sequential:
+    """ReLU MLP ``widths[0] → … → widths[-1]`` as a ``torch.nn.Sequential`` (CPU, float32).
+
+    The talk's initialisation: weights ``N(0, 1/fan_in)`` drawn from ``generator`` layer by
+    layer (torch's global RNG is not touched), zero biases; no ReLU after the last layer (its
+    outputs are logits).
+    """
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"need >= 2 positive widths, got {list(widths)}")
+    layers: list[nn.Module] = []
+    for k in range(1, len(widths)):
+        lin = nn.utils.skip_init(nn.Linear, widths[k - 1], widths[k])  # no global-RNG draw
+        with torch.no_grad():
+            w = torch.randn(lin.weight.shape, generator=generator) / widths[k - 1] ** 0.5
+            lin.weight.copy_(w)
+            lin.bias.zero_()
+        layers += [lin, nn.ReLU()] if k < len(widths) - 1 else [lin]
+    return nn.Sequential(*layers)

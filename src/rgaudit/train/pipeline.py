@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +16,7 @@ from rgaudit import __version__
 from rgaudit.data.dataset import Dataset
 from rgaudit.device import make_generator, resolve_device
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.threads import limit_threads
 from rgaudit.train.cd import CDConfig, greedy_pretrain
 from rgaudit.train.evaluate import evaluate
 from rgaudit.train.finetune import FinetuneConfig, finetune
@@ -66,14 +65,6 @@ class TrainConfig:
         d["widths"] = list(self.widths)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        return cls(widths=tuple(d.pop("widths", DEFAULT_WIDTHS)),
-                   pretrain=CDConfig(**d.pop("pretrain", {})),
-                   finetune=FinetuneConfig(**d.pop("finetune", {})), **d)
-
 
 def check_widths(widths: tuple[int, ...], dataset: Dataset) -> None:
     """Raise ValueError unless ``widths`` fit the data set (input width, number of classes)."""
@@ -114,22 +105,8 @@ def train_default(dataset: Dataset, config: TrainConfig | None = None, *,
         ``rgaudit_version`` itself).
     """
     config = config or TrainConfig()
-    with torch_threads(config.threads):
+    with limit_threads(config.threads):
         return _train(dataset, config, progress)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op CPU thread count (no-op for None)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train(dataset: Dataset, config: TrainConfig,
