@@ -26,6 +26,7 @@ audit: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=20
 
 bench: $(STAMP)
