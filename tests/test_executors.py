@@ -1,0 +1,104 @@
+"""Executors: identity-keyed random numbers, retries, resume, and Ray = local."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from rgaudit.executors import Unit, UnitStore, make_executor, unit_seed_sequence
+from rgaudit.executors.workload import audit_like_unit, failing_unit
+from rgaudit.nets.deep_rbm import DeepRBM
+
+
+def _draw(unit, ss, shared):
+    return float(np.random.default_rng(ss).random()) + shared
+
+
+def test_unit_random_numbers_depend_on_seed_and_key_only():
+    a = unit_seed_sequence(3, "input-1").generate_state(4)
+    assert np.array_equal(a, unit_seed_sequence(3, "input-1").generate_state(4))
+    assert not np.array_equal(a, unit_seed_sequence(3, "input-2").generate_state(4))
+    assert not np.array_equal(a, unit_seed_sequence(4, "input-1").generate_state(4))
+    units = [Unit(f"u{i}") for i in range(5)]
+    ex = make_executor("local")
+    fwd = ex.map(_draw, units, seed=7, shared=0.0)
+    back = ex.map(_draw, units[::-1], seed=7, shared=0.0)
+    assert dict(zip([u.key for u in units], fwd.values, strict=True)) == \
+        dict(zip([u.key for u in units[::-1]], back.values, strict=True))
+    with pytest.raises(ValueError, match="unique"):
+        ex.map(_draw, [Unit("a"), Unit("a")], seed=0, shared=0.0)
+
+
+def test_local_failures_are_retried_then_reported(tmp_path):
+    log = tmp_path / "attempts.log"
+    units = [Unit(k) for k in "abc"]
+    rep = make_executor("local", max_retries=2).map(
+        failing_unit, units, seed=0, shared={"log": str(log), "fail": {"b"}})
+    assert log.read_text().split().count("b") == 3          # first attempt + 2 retries
+    assert list(rep.failures) == ["b"] and "fails on purpose" in rep.failures["b"]
+    assert rep.outcomes[0].ok and rep.outcomes[2].ok
+    assert rep.summary()["failed"] == 1
+    with pytest.raises(RuntimeError, match="1 of 3 units failed"):
+        rep.raise_on_failure()
+
+
+def test_store_resumes_and_refuses_foreign_or_other_runs(tmp_path):
+    log = tmp_path / "attempts.log"
+    shared = {"log": str(log), "fail": set()}
+    units = [Unit(k) for k in ("x", "y/z", "w")]
+    first = make_executor("local").map(failing_unit, units[:2], seed=1, shared=shared,
+                                       store=UnitStore(tmp_path / "run", {"seed": 1}))
+    again = make_executor("local").map(failing_unit, units, seed=1, shared=shared,
+                                       store=UnitStore(tmp_path / "run", {"seed": 1}))
+    assert log.read_text().split() == ["x", "y/z", "w"]      # x and y/z were not recomputed
+    assert again.values[:2] == first.values                  # bit-identical from JSON
+    assert [o.cached for o in again.outcomes] == [True, True, False]
+    assert not list((tmp_path / "run" / "units").glob(".tmp-*"))
+    with pytest.raises(ValueError, match="other settings"):
+        UnitStore(tmp_path / "run", {"seed": 2})
+    (tmp_path / "foreign" / "units").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not written by rgaudit"):
+        UnitStore(tmp_path / "foreign", {"seed": 1})
+
+
+def test_ray_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'rgaudit\[ray\]'"):
+        make_executor("ray")
+    with pytest.raises(ValueError, match="--address"):
+        make_executor("local", address="auto")
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_local_results_and_reports_failures(ray_instance, tmp_path):
+    net = DeepRBM.random([12, 8, 6, 4], generator=torch.Generator().manual_seed(0))
+    x = torch.rand(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    units = [Unit(f"input-{i}", {"x": x[i].tolist(), "y": i % 4}) for i in range(5)]
+    shared = {"net": net, "fim_samples": 512, "judge_samples": 100}
+    local = make_executor("local").map(audit_like_unit, units, seed=5, shared=shared)
+    ex = make_executor("ray", max_retries=1)
+    assert not ex.owns                                       # the test's instance is reused
+    remote = ex.map(audit_like_unit, units, seed=5, shared=shared)
+
+    def strip(v):
+        return {k: val for k, val in v.items() if k != "timings"}
+
+    assert [strip(v) for v in remote.values] == [strip(v) for v in local.values]
+    assert remote.summary()["computed"] == 5 and remote.summary()["failed"] == 0
+    log = tmp_path / "attempts.log"
+    rep = ex.map(failing_unit, [Unit(k) for k in "abcd"], seed=0,
+                 shared={"log": str(log), "fail": {"c"}})
+    assert log.read_text().split().count("c") == 2           # first attempt + 1 retry
+    assert list(rep.failures) == ["c"] and "fails on purpose" in rep.failures["c"]
+    assert [o.ok for o in rep.outcomes] == [True, True, False, True]
+    ex.close()
+    assert ray_instance.is_initialized()                     # not the executor's to shut down
