@@ -100,5 +100,61 @@ def test_ray_gives_the_local_results_and_reports_failures(ray_instance, tmp_path
     assert log.read_text().split().count("c") == 2           # first attempt + 1 retry
     assert list(rep.failures) == ["c"] and "fails on purpose" in rep.failures["c"]
     assert [o.ok for o in rep.outcomes] == [True, True, False, True]
+    # the audit's per-input work: the same JSON on Ray as locally
+    from rgaudit.executors.audit_units import run_audit_units
+
+    a_net, a_X, a_y, a_cfg = _tiny_audit()
+    a_local = run_audit_units(a_net, a_X, a_y, a_cfg, make_executor("local"))
+    a_ray = run_audit_units(a_net, a_X, a_y, a_cfg, ex)
+    assert _audit_json(a_ray) == _audit_json(a_local)
     ex.close()
     assert ray_instance.is_initialized()                     # not the executor's to shut down
+
+
+def _tiny_audit():
+    from rgaudit.experiments.audit import AuditConfig
+
+    net = DeepRBM.random([16, 10, 8, 4], generator=torch.Generator().manual_seed(0))
+    X = torch.rand(40, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = net.predict(X, 500, torch.Generator().manual_seed(2))
+    cfg = AuditConfig(n_inputs=2, n_diagnose=2, mcrg_samples=256, large_basis="pairs:4",
+                      direct_samples=256, judge_samples=50, eps_l2=(0.5, 2.0),
+                      eps_linf=(0.1, 0.5), bisect_steps=2, pgd_iter=2)
+    return net, X, y, cfg
+
+
+def _audit_json(result):
+    import json
+
+    from rgaudit.report.io import to_plain
+
+    d = to_plain(result.to_dict())
+    d.pop("timings")
+    d["config"].pop("execution")
+    d["config"].pop("executor")
+    for norm in d["attacks"].values():
+        for m in norm.values():
+            m.pop("seconds")
+    for f in d["fim"].values():
+        f.pop("seconds", None)
+    return json.dumps(d, sort_keys=True)
+
+
+@pytest.mark.slow
+def test_audit_units_have_the_batched_audit_schema():
+    from rgaudit.executors.audit_units import run_audit_units
+    from rgaudit.experiments.audit import run_audit
+    from rgaudit.report.io import to_plain
+
+    net, X, y, cfg = _tiny_audit()
+    batched = to_plain(run_audit(net, X, y, cfg).to_dict())
+    units = to_plain(run_audit_units(net, X, y, cfg, make_executor("local")).to_dict())
+
+    def shape(d, pre=""):
+        if isinstance(d, dict):
+            return set().union(*[shape(v, f"{pre}/{k}") for k, v in d.items()]) if d else set()
+        return {(pre, f"list{len(d)}" if isinstance(d, list) else type(d).__name__)}
+
+    for part in ("fim", "attacks", "diagnosis", "inputs"):
+        assert shape(units[part]) == shape(batched[part]), part
+    assert units["inputs"]["indices"] == batched["inputs"]["indices"]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rgaudit.errors import RGAuditError
 from rgaudit.executors.base import (
     MapReport,
     Outcome,
@@ -32,12 +33,16 @@ from rgaudit.executors.store import UnitStore
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'rgaudit[ray]'"
 
 
+class MissingRayError(RGAuditError, ImportError):
+    """``--executor ray`` without Ray installed (the CLI prints the message, no traceback)."""
+
+
 def import_ray() -> Any:
-    """Import ray, or raise ImportError saying how to install it."""
+    """Import ray, or raise :class:`MissingRayError` saying how to install it."""
     try:
         import ray
     except ImportError as err:
-        raise ImportError(INSTALL_HINT) from err
+        raise MissingRayError(INSTALL_HINT) from err
     return ray
 
 
