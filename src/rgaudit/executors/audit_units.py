@@ -72,7 +72,7 @@ def _median(vals: list[Any]) -> Any:
 def _merge_fim(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v0 in parts[0].items():
-        vals = [p.get(k) for p in parts]
+        vals: list[Any] = [p.get(k) for p in parts]
         if k in FIM_PER_INPUT:
             out[k] = None if any(v is None for v in vals) else [e for v in vals for e in v]
             if k == "top_vectors":

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -215,7 +215,7 @@ def train_torch(spec: dict[str, Any], X: Tensor, y: Tensor, cfg: ZooConfig,
     d, k = X.shape[1], int(y.max()) + 1
     with torch.random.fork_rng(devices=[]):   # default init draws are overwritten below
         model = (_mlp(d, tuple(spec["hidden"]), k) if spec["family"] == "mlp"
-                 else _CNN(*spec["hidden"], n_classes=k))
+                 else _CNN(spec["hidden"][0], spec["hidden"][1], n_classes=k))
     model = model.to(torch.float64)
     with torch.no_grad():
         for p in model.parameters():
@@ -296,9 +296,12 @@ def _linear_maps(model: nn.Module, x: Tensor) -> list[Tensor]:
         if isinstance(m, nn.Linear):
             mats.append(m.weight.detach())
         else:
-            def lin(v: Tensor, m: nn.Module = m, shp: tuple[int, ...] = shp) -> Tensor:
-                return nn.functional.conv2d(v.reshape(1, *shp), m.weight, None, m.stride,
-                                            m.padding).reshape(-1)
+            conv = cast(nn.Conv2d, m)
+
+            def lin(v: Tensor, conv: nn.Conv2d = conv, shp: tuple[int, ...] = shp) -> Tensor:
+                return nn.functional.conv2d(v.reshape(1, *shp), conv.weight, None, conv.stride,
+                                            conv.padding).reshape(-1)
+
             z = torch.zeros(math.prod(shp), dtype=x.dtype)
             mats.append(torch.func.jacrev(lin)(z).detach())
     return mats
@@ -387,8 +390,8 @@ def stability_predictors(net: Any, x: Tensor, cfg: ZooConfig, gen: torch.Generat
 
 
 def _quartiles(v: np.ndarray) -> dict[str, float]:
-    q = np.quantile(np.where(np.isfinite(v), v, 1e300), [0.25, 0.5, 0.75])
-    q = [float(t) if t < 1e299 else float("inf") for t in q]
+    raw = np.quantile(np.where(np.isfinite(v), v, 1e300), [0.25, 0.5, 0.75])
+    q = [float(t) if t < 1e299 else float("inf") for t in raw]
     return {"q1": q[0], "median": q[1], "q3": q[2]}
 
 
