@@ -119,3 +119,17 @@ def test_interrupted_zoo_resumes_and_skips_finished_units(tmp_path, monkeypatch)
     stored = res.networks[0]
     fresh.pop("timings"), stored.pop("timings")
     assert json.dumps(fresh, sort_keys=True) == json.dumps(stored, sort_keys=True)
+
+
+def test_cli_rejects_bad_executor_and_foreign_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from rgaudit.cli import app
+
+    r = CliRunner().invoke(app, ["zoo", "--executor", "nope", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 2 and "unknown executor" in r.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not rgaudit's")
+    r = CliRunner().invoke(app, ["zoo", "--out", str(tmp_path / "mine")])
+    assert r.exit_code == 2 and "not a zoo run folder" in r.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "not rgaudit's"
