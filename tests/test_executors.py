@@ -158,3 +158,39 @@ def test_audit_units_have_the_batched_audit_schema():
     for part in ("fim", "attacks", "diagnosis", "inputs"):
         assert shape(units[part]) == shape(batched[part]), part
     assert units["inputs"]["indices"] == batched["inputs"]["indices"]
+
+
+@pytest.mark.slow
+def test_audit_cli_with_local_executor_resumes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rgaudit.cli import app
+    from rgaudit.data.registry import load_dataset
+    from rgaudit.nets.io import save_model
+
+    ds = load_dataset("digits", seed=0)
+    net = DeepRBM.random([64, 16, 10], generator=torch.Generator().manual_seed(0), scale=4.0,
+                         dtype=torch.float32)
+    with torch.no_grad():                                   # output layer by least squares
+        H = net.layer(1).prob_up(ds.X_train)
+        A = torch.cat([H, torch.ones(H.shape[0], 1)], 1)
+        sol = torch.linalg.lstsq(A, torch.nn.functional.one_hot(ds.y_train, 10) * 8.0 - 4).solution
+        net.layer(2).W.copy_(sol[:-1].T)
+        net.layer(2).a.copy_(sol[-1])
+    model = save_model(net, tmp_path / "tiny")
+    args = ["audit", "--model", str(model), "--inputs", "2", "--out", str(tmp_path / "runs"),
+            "--mcrg-samples", "256", "--direct-samples", "256", "--judge-samples", "50",
+            "--large-basis", "pairs:4", "--no-depth", "--executor", "local"]
+    docs = []
+    for _ in range(2):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
+        docs.append(json.loads((run_dir / "audit.json").read_text()))
+    assert docs[0]["config"]["execution"]["computed"] == 2
+    assert docs[1]["config"]["execution"]["cached"] == 2       # resumed from the run folder
+    assert docs[0]["attacks"]["l2"]["fim-direct"]["min_eps"] == \
+        docs[1]["attacks"]["l2"]["fim-direct"]["min_eps"]
+    assert len(list((tmp_path / "runs").glob("audit-units-*"))) == 1
