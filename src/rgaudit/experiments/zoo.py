@@ -57,6 +57,7 @@ PREDICTORS: dict[str, str] = {
     "grad_norm": "‖∇ₓ cross-entropy‖₂ (median)",
     "lipschitz": "product of layer spectral norms (Lipschitz bound of the logits)",
     "accuracy": "test accuracy",
+    "depth": "hidden layers (a design variable, not a diagnostic: shows confounding)",
 }
 RG_PREDICTORS = ("fim_top", "fim_eff_rank", "eig_fraction", "stab_n_kept", "stab_top")
 
@@ -599,9 +600,24 @@ def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
             "n_splits": int(len(arr)), "transform": "log" if np.all(x > 0) else "identity"}
 
 
+def _value(net: dict[str, Any], name: str) -> Any:
+    return net["spec"]["depth"] if name == "depth" else net["predictors"].get(name)
+
+
+def correct_only_median(net: dict[str, Any]) -> float:
+    """Median minimal flipping L2 over the inputs the network classifies correctly (the
+    misclassified ones, stored as 0, left out): robustness without accuracy mixed in."""
+    v = np.array([np.inf if e is None else e for e in net["robustness"]["per_input"]],
+                 dtype=np.float64)
+    v = v[v > 0]
+    return float(np.median(v)) if len(v) else float("nan")
+
+
 def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> dict[str, Any]:
     """Spearman ρ (bootstrap 95% intervals) of every predictor with robustness, and the
-    held-out check, over all networks, the RBM family and the PyTorch family."""
+    held-out check, over all networks, the RBM family and the PyTorch family; and, as a
+    sensitivity check, over all networks with robustness taken on correctly classified inputs
+    only (``all_correct_only``)."""
     ok = [r for r in nets if r["predictors"]["accuracy"] >= cfg.min_accuracy
           and _finite(r["robustness"]["median"])]
     excluded = [{"key": r["key"], "accuracy": r["predictors"]["accuracy"],
@@ -615,12 +631,16 @@ def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> dict[str, Any]:
         row: dict[str, Any] = {"description": PREDICTORS[name],
                                "family": "rg" if name in RG_PREDICTORS else "reference"}
         for g, rows in groups.items():
-            use = [r for r in rows if _finite(r["predictors"].get(name))]
-            x = np.array([r["predictors"][name] for r in use], dtype=np.float64)
+            use = [r for r in rows if _finite(_value(r, name))]
+            x = np.array([_value(r, name) for r in use], dtype=np.float64)
             y = np.array([r["robustness"]["median"] for r in use], dtype=np.float64)
             row[g] = spearman_with_ci(x, y, cfg.n_boot, rng)
             if g == "all" or (g == "rbm" and name.startswith("stab")):
                 row[g]["held_out"] = held_out(x, y, [r["key"] for r in use], cfg.n_splits, rng)
+        use = [r for r in ok if _finite(_value(r, name))]
+        row["all_correct_only"] = spearman_with_ci(
+            np.array([_value(r, name) for r in use], dtype=np.float64),
+            np.array([correct_only_median(r) for r in use]), cfg.n_boot, rng)
         table[name] = row
     rob = np.array([r["robustness"]["median"] for r in ok])
     return {"n_networks": len(nets), "n_used": len(ok), "excluded": excluded,

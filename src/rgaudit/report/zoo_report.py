@@ -38,7 +38,7 @@ def verdict(result: dict[str, Any]) -> list[str]:
 
     lines = []
     rg = [n for n, r in tab.items() if r["family"] == "rg"]
-    ref = [n for n, r in tab.items() if r["family"] == "reference"]
+    ref = [n for n, r in tab.items() if r["family"] == "reference" and n != "depth"]
     best_rg = max(rg, key=strength)
     best_ref = max(ref, key=strength)
     lines.append(f"Strongest RG/Fisher predictor over the whole zoo: {best_rg} "
@@ -69,13 +69,18 @@ def markdown(result: dict[str, Any], command: str | None = None,
               "## Spearman ρ with robustness (95% bootstrap interval)", "",
               "Negative ρ: a larger predictor goes with a *less* robust network.", "",
               "| predictor | kind | all networks | RBM family | PyTorch family | held-out ρ "
-              "(fixed split; median of random splits) |", "|---|---|---|---|---|---|"]
+              "(fixed split; median of random splits) | all, correctly classified inputs only |",
+              "|---|---|---|---|---|---|---|"]
     for name, row in a["correlations"].items():
         ho = row["all"].get("held_out") or row["rbm"].get("held_out") or {}
         lines.append(f"| {name} | {row['family']} | {_cell(row['all'])} | {_cell(row['rbm'])} "
                      f"| {_cell(row['torch'])} | {_f(ho.get('fixed_split_rho'), '+.2f')}; "
-                     f"{_f(ho.get('random_splits_median_rho'), '+.2f')} |")
-    lines += ["", "Held-out check: a line `robustness ≈ a + b·log(predictor)` fitted on half the "
+                     f"{_f(ho.get('random_splits_median_rho'), '+.2f')} | "
+                     f"{_cell(row.get('all_correct_only') or {})} |")
+    lines += ["", "Last column: the same ρ with robustness taken as the median over the inputs "
+              "the network classifies correctly (misclassified inputs left out instead of "
+              "counted 0), so that accuracy is not mixed into robustness.",
+              "", "Held-out check: a line `robustness ≈ a + b·log(predictor)` fitted on half the "
               "networks ranks the other half; ρ between that ranking and the measured "
               "robustness (fixed split by key hash; median over "
               f"{cfg['n_splits']} random half/half splits). Stability predictors: RBM family.",
@@ -113,12 +118,14 @@ def plot_scatter(result: dict[str, Any], path: str | Path) -> Path:
         ax = fig.add_subplot(rows, cols, i + 1)
         xs_all = []
         for fam, (mk, col) in MARKERS.items():
-            pts = [r for r in nets if r["spec"]["family"] == fam
-                   and r["predictors"].get(name) is not None
-                   and math.isfinite(r["predictors"][name])]
+            def val(r: dict[str, Any], name: str = name) -> Any:
+                return r["spec"]["depth"] if name == "depth" else r["predictors"].get(name)
+
+            pts = [r for r in nets if r["spec"]["family"] == fam and val(r) is not None
+                   and math.isfinite(val(r))]
             if not pts:
                 continue
-            x = [r["predictors"][name] for r in pts]
+            x = [val(r) for r in pts]
             y = [r["robustness"]["median"] for r in pts]
             lo = [r["robustness"]["median"] - r["robustness"]["q1"] for r in pts]
             hi = [r["robustness"]["q3"] - r["robustness"]["median"] for r in pts]
