@@ -87,6 +87,9 @@ class UnitStore:
 def _atomic_write(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
+        umask = os.umask(0)          # mkstemp makes 0600: give the file open()'s permissions
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f)
             f.flush()
