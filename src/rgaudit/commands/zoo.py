@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         from rgaudit.report.io import to_plain, write_result
         from rgaudit.report.zoo_report import write_report
 
+        if workers is not None and executor != "ray":
+            raise typer.BadParameter("--workers only applies to --executor ray",
+                                     param_hint="--workers")
         try:
             cfg = ZooConfig(n_rbm=n_rbm, n_torch=n_torch, n_inputs=n_inputs,
                             judge_samples=judge_samples, ddn_steps=ddn_steps, eps_max=eps_max,
