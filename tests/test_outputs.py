@@ -73,7 +73,8 @@ def test_run_folder_refused_unless_rgaudit_made_it_or_force(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("command", [
-    ["diagnose", "MODEL"], ["ising"], ["relu-scaling", "--quick"], ["clone-attack", "MODEL"]])
+    ["diagnose", "MODEL"], ["ising"], ["relu-scaling", "--quick"], ["clone-attack", "MODEL"],
+    ["zoo"]])
 def test_commands_refuse_a_user_folder_before_the_work(command: list[str], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

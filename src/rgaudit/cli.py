@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloning",
     "relu",
     "ising",
+    "zoo",
 )
 
 for _name in COMMAND_MODULES:

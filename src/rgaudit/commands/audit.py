@@ -188,6 +188,10 @@ def register(app: typer.Typer) -> None:
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
+        executor: str = typer.Option(None, "--executor", help="local or ray: per-input work "
+                                     "as units with their own generators, resumable (see "
+                                     "docs/scaling.md); default: one batched run."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
         from rgaudit.experiments.audit import AuditConfig, run_audit
@@ -207,8 +211,14 @@ def register(app: typer.Typer) -> None:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("audit", total=None)
-            result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
-                               progress=lambda s: prog.update(task, description=s))
+            if executor is None:
+                result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
+                                   progress=lambda s: prog.update(task, description=s))
+            else:
+                from rgaudit.executors.audit_units import audit_with_executor
+
+                prog.update(task, description=f"audit inputs ({executor} executor)")
+                result = audit_with_executor(net, ds, cfg, info, executor, address, out)
             payload = result.to_dict()
             if depth:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study

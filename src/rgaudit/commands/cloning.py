@@ -122,6 +122,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or one "
                                  "rgaudit wrote)."),
         force: bool = force_option(),
+        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
+                                     "(defence, budget) cell, kept in OUT/units for resuming "
+                                     "(default: a plain loop)."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
         from rgaudit.commands.audit import dataset_for_model
@@ -149,11 +153,23 @@ def register(app: typer.Typer) -> None:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("cloning", total=None)
+            ex = store = None
+            if executor is not None:
+                from rgaudit.executors import UnitStore, make_executor
+
+                ex = make_executor(executor, address=address)
+                store = UnitStore(out, {"study": "clone-attack", "model": model,
+                                        "model_sha256": cfg.get("weights_sha256"), "data": spec,
+                                        "settings": settings.__dict__})
             try:
                 result = run_cloning(net, ds, settings,
-                                     progress=lambda s: prog.update(task, description=s))
+                                     progress=lambda s: prog.update(task, description=s),
+                                     executor=ex, store=store)
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from err
+            finally:
+                if ex is not None:
+                    ex.close()
         path = write_result(out / "result.json", "cloning", {
             "model": model, "data": spec, "split_seed": split_seed,
             "split_seed_source": seed_source, **result.to_dict()})

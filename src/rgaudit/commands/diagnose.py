@@ -59,6 +59,10 @@ def register(app: typer.Typer) -> None:
                                  "empty, or one rgaudit wrote)."),
         force: bool = force_option(),
         max_memory: str = max_memory_option(),
+        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
+                                     "input with its own generator (default: one batched "
+                                     "run)."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Estimate per-layer stability matrices by MCRG and study their convergence."""
         from rgaudit.commands.audit import check_basis
@@ -101,10 +105,25 @@ def register(app: typer.Typer) -> None:
                     tasks[stage] = bar.add_task(stage, total=total)
                 bar.update(tasks[stage], completed=done)
 
-            result = run_diagnose(net, x, y, ops=ops, n_samples=samples, basis_specs=specs,
-                                  fixed_point_inputs=fp_x, fixed_point_labels=fp_y,
-                                  fixed_point_samples=fp_samples, seed=seed, device=dev,
-                                  progress=progress)
+            if executor is None:
+                result = run_diagnose(net, x, y, ops=ops, n_samples=samples,
+                                      basis_specs=specs, fixed_point_inputs=fp_x,
+                                      fixed_point_labels=fp_y, fixed_point_samples=fp_samples,
+                                      seed=seed, device=dev, progress=progress)
+            else:
+                from rgaudit.executors import make_executor
+                from rgaudit.executors.diagnose_units import diagnose_with_executor
+
+                progress(f"inputs on the {executor} executor", 0, inputs)
+                ex = make_executor(executor, address=address)
+                try:
+                    result = diagnose_with_executor(
+                        net, x, y, ex, ops=ops, n_samples=samples, basis_specs=specs,
+                        fixed_point_inputs=fp_x, fixed_point_labels=fp_y,
+                        fixed_point_samples=fp_samples, seed=seed, device=dev)
+                finally:
+                    ex.close()
+                progress(f"inputs on the {executor} executor", inputs, inputs)
         result.settings.update(model=str(model), data=spec, split_seed=split_seed,
                                model_dataset=config.get("dataset"))
         paths = write_report(result, out)

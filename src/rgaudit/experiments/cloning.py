@@ -123,11 +123,52 @@ class CloningResult:
                 "rows": [asdict(r) for r in self.rows]}
 
 
+def _cell_rows(defence: str, eps: float, ctx: dict[str, Any],
+               progress: Callable[[str], None] | None) -> list[CloningRow]:
+    """Poison the pool once for (defence, eps), then train and score every clone."""
+    s: CloningSettings = ctx["settings"]
+    net, honest, x_pool = ctx["net"], ctx["honest"], ctx["x_pool"]
+    x_eval, y_eval, F_honest = ctx["x_eval"], ctx["y_eval"], ctx["F_honest"]
+    predict = victim_predictor(net)
+    lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
+    rows = []
+    poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
+                             n_inputs=ctx["n_inputs"], **({"estimator": s.estimator}
+                                                          if defence == "rg" else {}))
+    gen = torch.Generator().manual_seed(s.seed)
+    po = poisoner(honest, x_pool, gen)
+    for n in s.n_queries:
+        po_n = type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n], po.limits[:n])
+        util = victim_utility(po_n, "simplex")
+        dmg = poison_damage(po_n, F_honest[:n])
+        for attacker in s.attackers:
+            if progress is not None:
+                progress(f"{defence} eps={eps:g} n={n} {attacker}")
+            g = torch.Generator().manual_seed(s.seed + 1)
+            clone = clone_attack(attacker, x_pool[:n], po.y_poisoned[:n],
+                                 victim_widths=list(net.widths), generator=g,
+                                 epochs=s.mlp_epochs, layerwise=lw)
+            q = clone_quality(clone, predict, x_eval, y_eval)
+            tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv, s.transfer_methods)
+            rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"], q["fidelity"], tr,
+                                   util, dmg))
+    return rows
+
+
+def cloning_cell_unit(unit: Any, ss: Any, shared: dict[str, Any]) -> list[dict[str, Any]]:
+    """Executor unit: the rows of one (defence, eps) cell as plain dicts (``ss`` unused: the
+    cell's seeds are the study's, see :func:`run_cloning`)."""
+    return [asdict(r) for r in _cell_rows(unit.payload["defence"], unit.payload["eps"],
+                                          shared, None)]
+
+
 def run_cloning(
     net: DeepRBM,
     dataset: Any,
     settings: CloningSettings | None = None,
     progress: Callable[[str], None] | None = None,
+    executor: Any = None,
+    store: Any = None,
 ) -> CloningResult:
     """Run the cloning study.
 
@@ -139,7 +180,14 @@ def run_cloning(
         Provides ``X_test``/``y_test`` (split into query pool and evaluation set).
     settings : CloningSettings, optional
     progress : callable, optional
-        Called with a short description before each clone is trained.
+        Called with a short description before each clone is trained (with an executor: once,
+        before the cells are sent).
+    executor : rgaudit.executors.Executor, optional
+        Run every (defence, budget) cell as one unit (``--executor local|ray``). The cells use
+        the study's fixed seeds (``seed`` for the poison, ``seed + 1`` for every clone: common
+        random numbers across defences), so the rows equal those of the plain loop.
+    store : rgaudit.executors.UnitStore, optional
+        Finished cells are kept there and skipped on a rerun (executor path only).
 
     Returns
     -------
@@ -168,28 +216,20 @@ def run_cloning(
                                    "answers": "normalised sigmoid of mean-field logits"})
     cells = [("none", 0.0)] if "none" in s.defences else []
     cells += [(d, float(e)) for d in s.defences if d != "none" for e in s.eps]
-    lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
-    for defence, eps in cells:
-        poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
-                                 n_inputs=X.shape[1], **({"estimator": s.estimator}
-                                                         if defence == "rg" else {}))
-        gen = torch.Generator().manual_seed(s.seed)
-        po = poisoner(honest, x_pool, gen)
-        for n in s.n_queries:
-            po_n = type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n], po.limits[:n])
-            util = victim_utility(po_n, "simplex")
-            dmg = poison_damage(po_n, F_honest[:n])
-            for attacker in s.attackers:
-                if progress is not None:
-                    progress(f"{defence} eps={eps:g} n={n} {attacker}")
-                g = torch.Generator().manual_seed(s.seed + 1)
-                clone = clone_attack(attacker, x_pool[:n], po.y_poisoned[:n],
-                                     victim_widths=list(net.widths), generator=g,
-                                     epochs=s.mlp_epochs, layerwise=lw)
-                q = clone_quality(clone, predict, x_eval, y_eval)
-                tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv,
-                                    s.transfer_methods)
-                result.rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"],
-                                              q["fidelity"], tr, util, dmg))
+    ctx = {"net": net, "settings": s, "n_inputs": X.shape[1], "honest": honest,
+           "x_pool": x_pool, "x_eval": x_eval, "y_eval": y_eval, "F_honest": F_honest}
+    if executor is None:
+        for defence, eps in cells:
+            result.rows += _cell_rows(defence, eps, ctx, progress)
+    else:
+        from rgaudit.executors.base import Unit
+
+        units = [Unit(f"{d}:eps={e!r}", {"defence": d, "eps": e}) for d, e in cells]
+        if progress is not None:
+            progress(f"{len(units)} cells on the {executor.name} executor")
+        rep = executor.map(cloning_cell_unit, units, seed=s.seed, shared=ctx, store=store)
+        rep.raise_on_failure("clone-attack cells")
+        result.rows += [CloningRow(**r) for rows in rep.values for r in rows]
+        result.settings["execution"] = rep.summary()
     result.seconds = time.perf_counter() - t0
     return result
