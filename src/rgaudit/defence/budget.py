@@ -31,6 +31,7 @@ The per-row implementation it replaced is kept as the test reference
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -179,15 +180,23 @@ def project_direction(y: np.ndarray, v: np.ndarray, kind: OutputKind) -> np.ndar
     return project_directions(y[None], np.asarray(v, np.float64)[None], kind)[0]
 
 
+@lru_cache(maxsize=64)
+def _arange(start: int, stop: int) -> np.ndarray:
+    a = np.arange(start, stop)
+    a.setflags(write=False)
+    return a
+
+
 def project_simplexes(V: np.ndarray) -> np.ndarray:
     """Euclidean projection of each row of ``V`` (R, m) onto the probability simplex (sort
     algorithm, row-wise identical to the one-row version)."""
+    R, m = V.shape
     u = -np.sort(-V, axis=-1)
-    css = np.cumsum(u, axis=-1) - 1.0
-    idx = np.arange(1, V.shape[-1] + 1)
-    cond = u - css / idx > 0
-    rho = V.shape[-1] - 1 - np.argmax(cond[:, ::-1], axis=-1)
-    theta = css[np.arange(len(V)), rho] / (rho + 1)
+    css = np.cumsum(u, axis=-1)
+    css -= 1.0
+    cond = u - css / _arange(1, m + 1) > 0
+    rho = (m - 1) - np.argmax(cond[:, ::-1], axis=-1)
+    theta = css[_arange(0, R), rho] / (rho + 1)
     return np.maximum(V - theta[:, None], 0.0)
 
 
@@ -205,52 +214,67 @@ def _to_domain(Z: np.ndarray, kind: str) -> np.ndarray:
 def _margins_ok(Y: np.ndarray, Z: np.ndarray, top: np.ndarray, keep_margin: float) -> np.ndarray:
     """Row-wise ``z_top − z_j ≥ keep_margin (y_top − y_j)`` and ``z_top > z_j`` for ``j ≠ top``;
     shapes (R, m), (R, m), (R,) -> (R,)."""
-    r = np.arange(len(Y))
-    gap_y = Y[r, top][:, None] - Y
-    gap_z = Z[r, top][:, None] - Z
-    ok = (gap_z > 0) & (gap_z >= keep_margin * gap_y)
-    ok[r, top] = True
-    return ok.all(-1)
+    return _Margin(Y, top, keep_margin).ok(Z)
+
+
+class _Margin:
+    """The argmax-margin test of a fixed set of rows, with what does not depend on ``z``
+    computed once."""
+
+    def __init__(self, Y: np.ndarray, top: np.ndarray, keep_margin: float) -> None:
+        r = _arange(0, len(Y))
+        self.r, self.top = r, top
+        self.need = keep_margin * (Y[r, top][:, None] - Y)
+        self.is_top = np.zeros(Y.shape, dtype=bool)
+        self.is_top[r, top] = True
+
+    def ok(self, Z: np.ndarray) -> np.ndarray:
+        gap_z = Z[self.r, self.top][:, None] - Z
+        good = (gap_z > 0) & (gap_z >= self.need)
+        return (good | self.is_top).all(-1)
 
 
 def _largest_feasible(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind: str,
                       top: np.ndarray, keep_margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the largest ``s`` (doubling then 40 bisections, all rows in lockstep) such that
     ``z(s) = Π(y + s d)`` is within budget and keeps the argmax margin; shapes (R, m) ->
-    ``(s (R,), z(s) (R, m))``."""
+    ``(s (R,), z(s) (R, m))``. Row by row the same floating-point steps as the one-output
+    search it replaced."""
 
-    def point(rows: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return _to_domain(Y[rows] + s[:, None] * D[rows], kind)
-
-    def feasible(rows: np.ndarray, s: np.ndarray) -> np.ndarray:
-        z = point(rows, s)
-        return ((deviations(Y[rows], z, norm, kind) <= eps)
-                & _margins_ok(Y[rows], z, top[rows], keep_margin))
+    def feasible(y: np.ndarray, z: np.ndarray, margin: _Margin) -> np.ndarray:
+        return (deviations(y, z, norm, kind) <= eps) & margin.ok(z)
 
     R = len(Y)
     lo = np.zeros(R)
     hi = (eps if norm != "kl" else np.sqrt(eps)) / np.abs(D).sum(-1)
     Z = np.empty_like(Y)
     done = np.zeros(R, dtype=bool)                       # the path stopped moving: (lo, z(lo))
-    rows = np.arange(R)
+    rows = _arange(0, R)
+    z_hi = _to_domain(Y + hi[:, None] * D, kind)
     for _ in range(64):
         if rows.size == 0:
             break
-        rows = rows[feasible(rows, hi[rows])]           # infeasible rows go to bisection
-        z_hi, z_far = point(rows, hi[rows]), point(rows, 2 * hi[rows])
-        lo[rows] = hi[rows]
+        y, d = Y[rows], D[rows]
+        ok = feasible(y, z_hi, _Margin(y, top[rows], keep_margin))
+        rows, y, d, z_hi = rows[ok], y[ok], d[ok], z_hi[ok]   # infeasible rows: bisection
+        h = hi[rows]
+        z_far = _to_domain(y + (2 * h)[:, None] * d, kind)
+        lo[rows] = h
         still = np.all(z_hi == z_far, axis=-1)
         done[rows[still]] = True
         Z[rows[still]] = z_hi[still]
-        rows = rows[~still]
+        rows, z_hi = rows[~still], z_far[~still]
         hi[rows] *= 2
     rows = np.nonzero(~done)[0]
+    y, d, lo_b, hi_b = Y[rows], D[rows], lo[rows], hi[rows]
+    margin = _Margin(y, top[rows], keep_margin)
     for _ in range(40):
-        mid = 0.5 * (lo[rows] + hi[rows])
-        ok = feasible(rows, mid)
-        lo[rows] = np.where(ok, mid, lo[rows])
-        hi[rows] = np.where(ok, hi[rows], mid)
-    Z[rows] = point(rows, lo[rows])
+        mid = 0.5 * (lo_b + hi_b)
+        ok = feasible(y, _to_domain(y + mid[:, None] * d, kind), margin)
+        lo_b = np.where(ok, mid, lo_b)
+        hi_b = np.where(ok, hi_b, mid)
+    lo[rows] = lo_b
+    Z[rows] = _to_domain(y + lo_b[:, None] * d, kind)
     return lo, Z
 
 
