@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloning",
     "relu",
     "ising",
+    "serve",
 )
 
 for _name in COMMAND_MODULES:
