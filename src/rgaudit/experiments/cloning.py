@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from rgaudit.defence.baselines import DEFENCES, make_poisoner
 from rgaudit.defence.cloning_attacks import ATTACKERS, CLONE_LAYERWISE, clone_attack
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
+from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -94,6 +96,28 @@ class CloningSettings:
             raise ValueError("pool_fraction must lie in (0, 1)")
 
 
+@dataclass(frozen=True)
+class ServedVictim:
+    """The victim as deployed: a callable answering flat inputs over its API.
+
+    Attributes
+    ----------
+    answer : callable
+        ``x (n, d) ndarray -> probabilities (n, K) ndarray``.
+    defence : str
+        The defence the API reports (``GET /v1/model``).
+    eps : float
+        Its budget.
+    describe : dict
+        What the API says of itself (recorded in the result).
+    """
+
+    answer: Callable[[Any], Any]
+    defence: str
+    eps: float
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class CloningRow:
     """One (defence, budget, queries, attacker) cell."""
@@ -128,6 +152,8 @@ def run_cloning(
     dataset: Any,
     settings: CloningSettings | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    served: ServedVictim | None = None,
 ) -> CloningResult:
     """Run the cloning study.
 
@@ -140,6 +166,9 @@ def run_cloning(
     settings : CloningSettings, optional
     progress : callable, optional
         Called with a short description before each clone is trained.
+    served : ServedVictim, optional
+        A deployed API of the same model: its answers to the pool form one more column,
+        ``served:<defence>`` (``clone-attack --target``).
 
     Returns
     -------
@@ -169,12 +198,9 @@ def run_cloning(
     cells = [("none", 0.0)] if "none" in s.defences else []
     cells += [(d, float(e)) for d in s.defences if d != "none" for e in s.eps]
     lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
-    for defence, eps in cells:
-        poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
-                                 n_inputs=X.shape[1], **({"estimator": s.estimator}
-                                                         if defence == "rg" else {}))
-        gen = torch.Generator().manual_seed(s.seed)
-        po = poisoner(honest, x_pool, gen)
+
+    def attack(defence: str, eps: float, po: PoisonedOutputs,
+               victim: Callable[[Any], Any] | None = None) -> None:
         for n in s.n_queries:
             po_n = type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n], po.limits[:n])
             util = victim_utility(po_n, "simplex")
@@ -185,11 +211,28 @@ def run_cloning(
                 g = torch.Generator().manual_seed(s.seed + 1)
                 clone = clone_attack(attacker, x_pool[:n], po.y_poisoned[:n],
                                      victim_widths=list(net.widths), generator=g,
-                                     epochs=s.mlp_epochs, layerwise=lw)
+                                     epochs=s.mlp_epochs, layerwise=lw, victim=victim)
                 q = clone_quality(clone, predict, x_eval, y_eval)
                 tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv,
                                     s.transfer_methods)
                 result.rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"],
                                               q["fidelity"], tr, util, dmg))
+
+    for defence, eps in cells:
+        poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
+                                 n_inputs=X.shape[1], **({"estimator": s.estimator}
+                                                         if defence == "rg" else {}))
+        gen = torch.Generator().manual_seed(s.seed)
+        attack(defence, eps, poisoner(honest, x_pool, gen))
+    if served is not None:
+        # the deployed defence: the pool's answers as the API returns them; the ART attackers
+        # query the API themselves (each query crosses HTTP)
+        answered = torch.as_tensor(served.answer(x_pool.numpy()), dtype=torch.float64)
+        if answered.shape != honest.shape:
+            raise ValueError(f"the served API answered shape {tuple(answered.shape)} for "
+                             f"{tuple(honest.shape)} expected: is it serving this model?")
+        po = PoisonedOutputs(honest, answered, np.full(n_pool, np.nan), ["served"] * n_pool)
+        attack(f"served:{served.defence}", served.eps, po, served.answer)
+        result.victim["served"] = served.describe
     result.seconds = time.perf_counter() - t0
     return result
