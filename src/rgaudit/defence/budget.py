@@ -266,16 +266,53 @@ def _largest_feasible(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind:
         rows, z_hi = rows[~still], z_far[~still]
         hi[rows] *= 2
     rows = np.nonzero(~done)[0]
-    y, d, lo_b, hi_b = Y[rows], D[rows], lo[rows], hi[rows]
-    margin = _Margin(y, top[rows], keep_margin)
-    for _ in range(40):
-        mid = 0.5 * (lo_b + hi_b)
-        ok = feasible(y, _to_domain(y + mid[:, None] * d, kind), margin)
-        lo_b = np.where(ok, mid, lo_b)
-        hi_b = np.where(ok, hi_b, mid)
+    y, d = Y[rows], D[rows]
+    lo_b, hi_b = _bisect(y, d, lo[rows], hi[rows], top[rows], eps, norm, kind, keep_margin)
     lo[rows] = lo_b
     Z[rows] = _to_domain(y + lo_b[:, None] * d, kind)
     return lo, Z
+
+
+#: bisection steps of :func:`_largest_feasible` (as in the one-output search it replaced)
+_BISECTIONS = 40
+
+
+def _bisect(y: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray, top: np.ndarray,
+            eps: float, norm: str, kind: str, keep_margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """40 bisection steps of ``[lo, hi]`` per row (feasible ``lo``, infeasible ``hi``).
+
+    Small batches are dominated by per-call overhead, so ``k`` steps are taken per round: the
+    ``2^k − 1`` midpoints of the whole depth-``k`` bisection tree are evaluated in one batched
+    call and the path through them is then read off — the very midpoints (same floating-point
+    expression ``0.5 (lo + hi)``) and decisions of ``k`` plain bisection steps, for ``k``
+    times the arithmetic and ``1/k`` of the calls. Large batches use ``k = 1``.
+    """
+    R = len(y)
+    if R == 0:
+        return lo, hi
+    k = next((k for k in (4, 2) if R * (2**k - 1) <= 2048), 1)
+    M = 2**k - 1
+    yk, dk = np.repeat(y, M, axis=0), np.repeat(d, M, axis=0)
+    margin = _Margin(yk, np.repeat(top, M), keep_margin)
+    r = _arange(0, R)
+    for _ in range(_BISECTIONS // k):
+        level_lo, level_hi, mids = lo[:, None], hi[:, None], []
+        for _level in range(k):
+            mid = 0.5 * (level_lo + level_hi)              # (R, 2^level)
+            mids.append(mid)
+            level_lo = np.stack([mid, level_lo], axis=-1).reshape(R, -1)   # feasible child
+            level_hi = np.stack([level_hi, mid], axis=-1).reshape(R, -1)   # first
+        allm = np.concatenate(mids, axis=1)                # (R, M), breadth-first
+        z = _to_domain(yk + allm.reshape(-1, 1) * dk, kind)
+        ok = ((deviations(yk, z, norm, kind) <= eps) & margin.ok(z)).reshape(R, M)
+        j = np.zeros(R, dtype=np.int64)
+        for level in range(k):
+            node = (2**level - 1) + j
+            f, m = ok[r, node], allm[r, node]
+            lo = np.where(f, m, lo)
+            hi = np.where(f, hi, m)
+            j = 2 * j + (~f)
+    return lo, hi
 
 
 def _check_step_args(Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: str,
