@@ -114,19 +114,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, defence: str, eps: float) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, defence: str, eps: float,
+                 log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-c", "from rgaudit.cli import main; main()", "serve", model,
            "--defence", defence, "--eps", str(eps), "--norm", "l1", "--port", str(port),
            "--max-batch", "256", "--max-pending", "64", "--queue-timeout", "300",
            "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with log.open("ab") as fh:                             # never a pipe: it could fill up
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return proc, url
@@ -155,11 +157,14 @@ def load_cell(url: str, body: bytes, batch: int, clients: int, seconds: float,
                         return
                     count[0] += 1
                 t = time.perf_counter()
-                r = c.post("/v1/predict", content=body)
+                try:
+                    code = c.post("/v1/predict", content=body).status_code
+                except httpx.HTTPError:                        # counted, not fatal
+                    code = -1
                 dt = time.perf_counter() - t
                 with lock:
                     lat.append(dt)
-                    status[r.status_code] = status.get(r.status_code, 0) + 1
+                    status[code] = status.get(code, 0) + 1
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -171,21 +176,22 @@ def load_cell(url: str, body: bytes, batch: int, clients: int, seconds: float,
     ok = status.get(200, 0)
     return {"batch": batch, "clients": clients, "requests": len(lat), "seconds": wall,
             "requests_per_s": len(lat) / wall, "answers_per_s": ok * batch / wall,
-            "ms_p50": 1e3 * float(np.percentile(lat, 50)) if lat else None,
-            "ms_p99": 1e3 * float(np.percentile(lat, 99)) if lat else None,
+            "ms_p50": 1e3 * float(np.percentile(lat, 50)) if lat else float("nan"),
+            "ms_p99": 1e3 * float(np.percentile(lat, 99)) if lat else float("nan"),
             "status": {str(k): v for k, v in sorted(status.items())},
-            "n_5xx": sum(v for k, v in status.items() if k >= 500)}
+            "n_5xx": sum(v for k, v in status.items() if k >= 500),
+            "n_transport_errors": status.get(-1, 0)}
 
 
 def http_part(model: str, eps: float, seconds: float, max_requests: int,
-              defences: list[str]) -> list[dict[str, Any]]:
+              defences: list[str], log: Path) -> list[dict[str, Any]]:
     from rgaudit.data import load_dataset
 
     x = load_dataset("digits").X_test.to(torch.float64).numpy()
     bodies = {b: json.dumps({"inputs": x[:b].tolist()}).encode() for b in (1, 256)}
     out = []
     for defence in defences:
-        proc, url = start_server(model, defence, eps)
+        proc, url = start_server(model, defence, eps, log)
         try:
             httpx.post(f"{url}/v1/predict", content=bodies[256],
                        headers={"content-type": "application/json"}, timeout=60)
@@ -242,13 +248,17 @@ def main() -> int:
           f"{lib['batch256_answers_per_cpu_s']:.0f} answers/CPU-s, batch 1 p50 "
           f"{lib['batch1_cpu_ms_p50']:.2f} ms, p99 {lib['batch1_cpu_ms_p99']:.2f} ms); "
           f"max |diff| vs per-answer reference {lib['max_abs_diff_vs_reference']:.1e}", flush=True)
+    log = Path(args.out).with_suffix(".server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
     http = http_part(args.model, args.eps, args.seconds, args.max_requests,
-                     args.defence or ["none", "random", "rg"])
+                     args.defence or ["none", "random", "rg"], log)
     result = {"benchmark": "serve", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "python": platform.python_version(), "torch": torch.__version__,
               "cpus": os.cpu_count(), "loadavg_start": load0, "loadavg_end": loadavg(),
               "wall_seconds": time.time() - t0, "in_process_rg": lib, "http": http,
-              "zero_5xx": all(c["n_5xx"] == 0 for d in http for c in d["cells"])}
+              "zero_5xx": all(c["n_5xx"] == 0 and c["n_transport_errors"] == 0
+                              for d in http for c in d["cells"])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}; zero 5xx: {result['zero_5xx']}")
