@@ -235,7 +235,10 @@ def test_rg_needs_an_rbm_family_model() -> None:
 def test_require_key_gives_401() -> None:
     clf = _classifier()
     model = DefendedModel(clf, build_poisoner(clf, "none", eps=0.0, norm="l1"))
-    with BackgroundServer(create_app(model, ServeSettings(require_key=True))) as srv:
+    with BackgroundServer(create_app(model, ServeSettings(api_keys=frozenset({"k"})))) as srv:
+        r = httpx.post(f"{srv.url}/v1/predict", json={"inputs": _x(1).tolist()},
+                       headers={"X-API-Key": "rotated"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unknown_api_key"
         r = httpx.post(f"{srv.url}/v1/predict", json={"inputs": _x(1).tolist()})
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
         r = httpx.post(f"{srv.url}/v1/predict", json={"inputs": _x(1).tolist()},

@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         quota: int = typer.Option(None, "--quota", help="Answers per API key (then 429)."),
         require_key: bool = typer.Option(False, "--require-key",
                                          help="Refuse requests without an API key."),
+        keys: Path = typer.Option(None, "--keys", help="File of accepted API keys, one per "
+                                  "line (others get 401)."),
         log: Path = typer.Option(None, "--log", help="Query log (JSONL, rotated by size)."),
         log_max_bytes: int = typer.Option(50 * 1024 * 1024, "--log-max-bytes"),
         seed: int = typer.Option(0, "--seed", help="Seed of the random-noise defence."),
@@ -51,10 +53,14 @@ def register(app: typer.Typer) -> None:
         from rgaudit.serve.runner import uvicorn_config
         from rgaudit.serve.settings import ServeSettings
 
+        api_keys = None
+        if keys is not None:
+            api_keys = frozenset(k.strip() for k in keys.read_text().splitlines() if k.strip())
         try:
             settings = ServeSettings(
                 max_batch=max_batch, max_body_bytes=max_body_bytes, max_pending=max_pending,
                 queue_timeout_s=queue_timeout, quota=quota, require_key=require_key,
+                api_keys=api_keys,
                 log_path=log, log_max_bytes=log_max_bytes, seed=seed)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err

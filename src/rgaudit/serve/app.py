@@ -123,9 +123,12 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
         client = client_id(request.headers.get(s.api_key_header))
         record: dict[str, Any] = {"client": client, "n": 0}
         try:
-            if s.require_key and client == "anonymous":
+            key = request.headers.get(s.api_key_header)
+            if (s.require_key or s.api_keys is not None) and not key:
                 raise ApiError(401, "missing_api_key",
                                f"send your API key in the {s.api_key_header} header")
+            if s.api_keys is not None and key not in s.api_keys:
+                raise ApiError(401, "unknown_api_key", "this API key is not accepted")
             x = await _read_inputs(request)
             record["n"] = len(x)
             record["inputs_sha256"] = [hashlib.sha256(r.tobytes()).hexdigest()[:16] for r in x]

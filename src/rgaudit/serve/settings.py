@@ -28,6 +28,10 @@ class ServeSettings:
         Header naming the client. Requests without it count as client ``anonymous``.
     require_key : bool
         Refuse requests without a key (401).
+    api_keys : frozenset of str or None
+        The keys that are accepted (others: 401); None accepts any key, which then only names
+        the client — a thief could rotate keys around the quota, so set this when a quota
+        matters.
     log_path : Path or None
         Query log (JSONL, append-only); None: no log.
     log_max_bytes : int
@@ -45,6 +49,7 @@ class ServeSettings:
     quota: int | None = None
     api_key_header: str = "X-API-Key"
     require_key: bool = False
+    api_keys: frozenset[str] | None = None
     log_path: Path | None = None
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 5
@@ -63,6 +68,8 @@ class ServeSettings:
              f"--log-max-bytes must be >= 1024, got {self.log_max_bytes}"),
             (self.log_backups >= 1, f"--log-backups must be >= 1, got {self.log_backups}"),
             (bool(self.api_key_header.strip()), "the API key header name must not be empty"),
+            (self.api_keys is None or (len(self.api_keys) > 0 and all(self.api_keys)),
+             "--keys must list at least one non-empty key"),
         ]
         for ok, message in checks:
             if not ok:
