@@ -337,7 +337,7 @@ def _check_step_args(Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: 
 
 
 def poison_steps(
-    Y: np.ndarray, V: np.ndarray, eps: float, norm: Norm, kind: OutputKind, *,
+    Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: str, *,
     keep_margin: float = 0.1, flip: bool = True,
 ) -> Steps:
     """Move every output ``Y[i]`` along each of its candidate directions ``±V[i, c]`` by the

@@ -21,18 +21,15 @@ def load_defended(model: str, *, defence: str | None = None, eps: float | None =
         ``model`` is not a model rgaudit can load.
     """
     from rgaudit.models import load_classifier
-    from rgaudit.models.base import RBMClassifier
     from rgaudit.report.io import read_result
 
+    path: str | Path = model
     if model == "default":
-        from rgaudit.experiments.train_default import ensure_default_model
+        from rgaudit.experiments.train_default import DEFAULT_PATH, ensure_default_model
 
-        net, cfg = ensure_default_model()
-        side = int(round(net.widths[0] ** 0.5))
-        shape = (side, side) if side * side == net.widths[0] else (net.widths[0],)
-        clf = RBMClassifier(net, shape, meta=cfg)
-    else:
-        clf, cfg = load_classifier(model)
+        ensure_default_model()                          # trained and saved if absent
+        path = DEFAULT_PATH
+    clf, cfg = load_classifier(path)
     if config is not None:
         given = [o for o, v in (("--defence", defence), ("--eps", eps), ("--norm", norm))
                  if v is not None]
