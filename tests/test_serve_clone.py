@@ -82,3 +82,48 @@ def test_serve_config_from_protect(model_dir: Path, tmp_path: Path) -> None:
                        tmp_path / "other")
     with pytest.raises(ValueError, match="another model"):
         load_defended(str(other), config=tmp_path / "p.json")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_rgaudit_serve_command(model_dir: Path, tmp_path: Path) -> None:
+    """The real command in a subprocess: starts, answers, logs, stops on SIGTERM."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port, log = _free_port(), tmp_path / "q.jsonl"
+    cmd = [sys.executable, "-c", "from rgaudit.cli import main; main()", "serve", str(model_dir),
+           "--defence", "rg", "--eps", "0.2", "--port", str(port), "--log", str(log)]
+    out = (tmp_path / "server.out").open("wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=out, env={**os.environ})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        info = httpx.get(f"{url}/v1/model").json()
+        assert info["defence"]["defence"] == "rg" and info["n_features"] == 64
+        x = np.random.default_rng(1).random((3, 64))
+        r = httpx.post(f"{url}/v1/predict", json={"inputs": x.tolist()}, timeout=30)
+        assert r.status_code == 200
+        want = load_defended(str(model_dir), defence="rg", eps=0.2, norm="l1").predict(x)[0]
+        assert np.array_equal(np.asarray(r.json()["probabilities"]), want)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        out.close()
+    assert json.loads(log.read_text().splitlines()[-1])["status"] == 200
