@@ -33,7 +33,7 @@ def _outputs(kind: str, n: int, m: int, gen: torch.Generator) -> torch.Tensor:
 @pytest.mark.parametrize("norm", ["l1", "l2", "kl"])
 def test_rg_batched_equals_per_answer_search(kind: str, norm: str) -> None:
     gen = torch.Generator().manual_seed(11)
-    n, m = 24, 5
+    n, m = (12 if norm == "kl" else 20), 5              # the per-answer reference is slow
     net = DeepRBM.random([8, 6, m], generator=gen, scale=2.0)
     y = _outputs(kind, n, m, gen)
     eps = 0.3 if norm != "kl" else 0.05
