@@ -95,6 +95,12 @@ def _bad_requests() -> list[tuple[str, dict, int, str]]:
          422, "non_finite"),
         ("Infinity", {"content": '{"inputs": [[-Infinity' + ", 0.5" * (D - 1) + "]]}",
                       "headers": js}, 422, "non_finite"),
+        ("huge integer", {"content": '{"inputs": [[1' + "0" * 400 + ", 0.5" * (D - 1) + "]]}",
+                          "headers": js}, 422, "non_finite"),
+        ("deeply nested", {"content": b'{"inputs": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+                           "headers": js}, 400, "malformed_json"),
+        ("bool", {"json": {"inputs": [[True] * D]}}, 422, "invalid_request"),
+        ("null", {"json": {"inputs": [[None] * D]}}, 422, "invalid_request"),
         ("out of range", {"json": {"inputs": [[1.5] + [0.5] * (D - 1)]}}, 422, "out_of_range"),
         ("negative", {"json": {"inputs": [[-0.1] + [0.5] * (D - 1)]}}, 422, "out_of_range"),
         ("string", {"json": {"inputs": [["0.5"] * D]}}, 422, "invalid_request"),
@@ -122,7 +128,7 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(
     assert body["error"]["code"] == code and body["error"]["message"]
     assert "Traceback" not in r.text and "/work" not in r.text and ".py" not in r.text
     ok = httpx.post(f"{url}/v1/predict", json={"inputs": _x(2).tolist()},
-                    headers={"X-API-Key": "after-bad"})
+                    headers={"X-API-Key": f"after-{case[0]}"})
     assert ok.status_code == 200
 
 

@@ -175,9 +175,11 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
             chunks.append(chunk)
         try:
             doc = json.loads(b"".join(chunks), parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             if isinstance(err, json.JSONDecodeError):
                 msg = f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            elif isinstance(err, RecursionError):
+                msg = "malformed JSON (nested too deeply)"
             else:
                 msg = "malformed JSON (not UTF-8 text)"
             raise ApiError(400, "malformed_json", msg) from None
@@ -197,7 +199,11 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
                            f"each input must have {n_features} numbers (the model's input shape "
                            f"{tuple(clf.input_shape)} flattened); input {bad[0]} has "
                            f"{len(req.inputs[bad[0]])}")
-        x = np.asarray(req.inputs, dtype=np.float64)
+        try:
+            x = np.asarray(req.inputs, dtype=np.float64)
+        except OverflowError:                              # an integer beyond float64
+            raise ApiError(422, "non_finite", "inputs must be finite numbers (an integer "
+                           "too large for float64 found)") from None
         if not np.all(np.isfinite(x)):
             raise ApiError(422, "non_finite", "inputs must be finite numbers (NaN or inf found)")
         if x.min() < lo or x.max() > hi:
