@@ -29,6 +29,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -248,9 +249,9 @@ def main() -> int:
           f"{lib['batch256_answers_per_cpu_s']:.0f} answers/CPU-s, batch 1 p50 "
           f"{lib['batch1_cpu_ms_p50']:.2f} ms, p99 {lib['batch1_cpu_ms_p99']:.2f} ms); "
           f"max |diff| vs per-answer reference {lib['max_abs_diff_vs_reference']:.1e}", flush=True)
-    log = Path(args.out).with_suffix(".server.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = Path(tempfile.gettempdir()) / f"rgaudit-bench-serve-{os.getpid()}.log"
     log.write_text("")
+    print(f"server output: {log}", flush=True)
     http = http_part(args.model, args.eps, args.seconds, args.max_requests,
                      args.defence or ["none", "random", "rg"], log)
     result = {"benchmark": "serve", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
