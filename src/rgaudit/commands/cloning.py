@@ -125,6 +125,10 @@ def register(app: typer.Typer) -> None:
                                     "comma-separated."),
         attacker: list[str] = typer.Option(None, "--attacker", help="Attackers (repeatable; "
                                            "default all)."),
+        target: str = typer.Option(None, "--target", help="http://HOST:PORT of an 'rgaudit "
+                                   "serve' API of MODEL: its answers are one more column "
+                                   "(served:<defence>), the ART attackers query it live."),
+        api_key: str = typer.Option(None, "--api-key", help="API key sent to --target."),
         data: str = typer.Option(None, "--data", help="Data set spec (default: the one the "
                                  "model records; must agree with it)."),
         eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks "
@@ -135,10 +139,6 @@ def register(app: typer.Typer) -> None:
                                    "pretraining on the queries)."),
         seed: int = typer.Option(0, "--seed"),
         out: Path = typer.Option(..., "--out", help="Output folder."),
-        target: str = typer.Option(None, "--target", help="http://HOST:PORT of an 'rgaudit "
-                                   "serve' API of MODEL: its answers are one more column "
-                                   "(served:<defence>), the ART attackers query it live."),
-        api_key: str = typer.Option(None, "--api-key", help="API key sent to --target."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
         from rgaudit.commands.audit import dataset_for_model
