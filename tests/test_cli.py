@@ -29,9 +29,10 @@ def test_version():
     assert res.exit_code == 0 and res.output.strip() == __version__
 
 
-def test_info_on_a_missing_model_is_a_clear_error(tmp_path):
+def test_info_on_a_missing_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich's error box would wrap the message otherwise
     res = CliRunner().invoke(app, ["info", str(tmp_path / "nope")])
-    assert res.exit_code != 0
+    assert res.exit_code == 2
     assert "is not a model folder" in " ".join(res.output.split())
 
 

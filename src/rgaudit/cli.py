@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relu",
     "ising",
     "zoo",
+    "serve",
 )
 
 for _name in COMMAND_MODULES:

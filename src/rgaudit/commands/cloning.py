@@ -50,6 +50,28 @@ def _load_model(model: str) -> tuple[Any, dict[str, Any]]:
         raise typer.BadParameter(str(err)) from err
 
 
+def _served_victim(target: str, api_key: str | None, net: Any) -> Any:
+    """The API at ``target`` as the study's served victim (checked against MODEL's shapes)."""
+    import httpx
+
+    from rgaudit.experiments.cloning import ServedVictim
+    from rgaudit.serve.client import APIError, PredictionClient
+
+    try:
+        client = PredictionClient(target, api_key=api_key)
+    except (ValueError, APIError) as err:
+        raise typer.BadParameter(str(err)) from err
+    except (OSError, httpx.HTTPError) as err:
+        raise typer.BadParameter(f"cannot reach --target {target}: {err}") from err
+    if (client.n_features, client.n_classes) != (net.widths[0], net.widths[-1]):
+        raise typer.BadParameter(
+            f"--target serves a model with {client.n_features} inputs and {client.n_classes} "
+            f"classes, MODEL has {net.widths[0]} and {net.widths[-1]}: serve MODEL there")
+    d = client.info["defence"]
+    return ServedVictim(client.predict, str(d.get("defence")), float(d.get("eps", 0.0)),
+                        {"url": client.url, **client.info})
+
+
 def register(app: typer.Typer) -> None:
     """Add ``protect`` and ``clone-attack`` to ``app``."""
 
@@ -109,6 +131,10 @@ def register(app: typer.Typer) -> None:
                                     "comma-separated."),
         attacker: list[str] = typer.Option(None, "--attacker", help="Attackers (repeatable; "
                                            "default all)."),
+        target: str = typer.Option(None, "--target", help="http://HOST:PORT of an 'rgaudit "
+                                   "serve' API of MODEL: its answers are one more column "
+                                   "(served:<defence>), the ART attackers query it live."),
+        api_key: str = typer.Option(None, "--api-key", help="API key sent to --target."),
         data: str = typer.Option(None, "--data", help="Data set spec (default: the one the "
                                  "model records; must agree with it)."),
         eps_adv: float = typer.Option(1.0, "--eps-adv", help="L2 budget of transfer attacks "
@@ -150,6 +176,7 @@ def register(app: typer.Typer) -> None:
         out = prepare_out(out, kind="clone-attack", force=force)  # before the work
         net, cfg = _load_model(model)
         ds, spec, split_seed, seed_source = dataset_for_model(net, cfg, data)
+        served = _served_victim(target, api_key, net) if target else None
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("cloning", total=None)
@@ -164,7 +191,7 @@ def register(app: typer.Typer) -> None:
             try:
                 result = run_cloning(net, ds, settings,
                                      progress=lambda s: prog.update(task, description=s),
-                                     executor=ex, store=store)
+                                     executor=ex, store=store, served=served)
             except ValueError as err:
                 raise typer.BadParameter(str(err)) from err
             finally:
@@ -179,7 +206,7 @@ def register(app: typer.Typer) -> None:
                + "".join(f" --attacker {a}" for a in (attacker or []))
                + (f" --data {data}" if data is not None else "")
                + f" --epochs {epochs} --sweeps {sweeps} --eps-adv {eps_adv:g} --seed {seed}"
-               + f" --out {out}")
+               + f" --out {out}" + (f" --target {target}" if target else ""))
         atomic_write_text(out / "report.md", markdown(doc, cmd))
         plots = plot_curves(doc, out)
         console.print(f"wrote {path}, {out / 'report.md'} and {len(plots)} plot(s)")

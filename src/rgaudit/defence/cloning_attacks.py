@@ -22,12 +22,14 @@ that transfer attacks can be crafted on it.
   method does not depend on the architecture).
 
 The ART attackers query a ``BlackBoxClassifier`` that returns the precomputed (poisoned) answers
-of exactly these queries, so all attackers see the same answers.
+of exactly these queries, so all attackers see the same answers — or, when a ``victim`` callable
+is given (e.g. :meth:`rgaudit.serve.client.PredictionClient.predict`, an HTTP API), whatever that
+victim answers at the time the attack queries it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -116,7 +118,8 @@ def fit_mlp(x: Tensor, t: Tensor, *, hidden: int = 128, epochs: int = 150, lr: f
 
 
 def _art_clone(kind: str, use_prob: bool, x: Tensor, y: Tensor, *, hidden: int, epochs: int,
-               generator: torch.Generator) -> nn.Module:
+               generator: torch.Generator,
+               victim: Callable[[np.ndarray], np.ndarray] | None = None) -> nn.Module:
     from art.attacks.extraction import CopycatCNN, KnockoffNets
     from art.estimators.classification import BlackBoxClassifier, PyTorchClassifier
 
@@ -130,7 +133,11 @@ def _art_clone(kind: str, use_prob: bool, x: Tensor, y: Tensor, *, hidden: int, 
         except KeyError as err:
             raise RuntimeError("the attack queried an input outside the query pool") from err
 
-    victim = BlackBoxClassifier(answer, (X.shape[1],), Y.shape[1], clip_values=(0.0, 1.0))
+    def ask(q: np.ndarray) -> np.ndarray:
+        return np.asarray(victim(np.asarray(q, np.float64)), np.float64)   # type: ignore[misc]
+
+    black_box = BlackBoxClassifier(answer if victim is None else ask, (X.shape[1],), Y.shape[1],
+                                   clip_values=(0.0, 1.0))
     model = make_mlp(X.shape[1], Y.shape[1], hidden, generator)
     thief = PyTorchClassifier(model=model, loss=SoftCrossEntropy(),
                               optimizer=torch.optim.Adam(model.parameters(), lr=3e-3,
@@ -140,9 +147,9 @@ def _art_clone(kind: str, use_prob: bool, x: Tensor, y: Tensor, *, hidden: int, 
     common = {"batch_size_fit": 64, "batch_size_query": len(X), "nb_epochs": epochs,
               "nb_stolen": len(X), "use_probability": use_prob}
     if kind == "knockoff":
-        att = KnockoffNets(victim, sampling_strategy="random", verbose=False, **common)
+        att = KnockoffNets(black_box, sampling_strategy="random", verbose=False, **common)
     else:
-        att = CopycatCNN(victim, **common)
+        att = CopycatCNN(black_box, **common)
     # ART draws from numpy's and torch's global generators: seed them from ours for
     # reproducibility, inside a scope that restores the caller's global state afterwards.
     seeds = torch.randint(0, 2**31 - 1, (2,), generator=generator).tolist()
@@ -205,6 +212,7 @@ def clone_attack(
     epochs: int = 150,
     layerwise: LayerwiseConfig | None = None,
     rbm_init: str = "cd",
+    victim: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Clone:
     """Train a clone from queries and answers.
 
@@ -227,6 +235,9 @@ def clone_attack(
         Settings of the eq. 14 clone (default :data:`CLONE_LAYERWISE`).
     rbm_init : {"cd", "random"}
         Starting point of the eq. 14 clone (see the module docstring).
+    victim : callable, optional
+        ``x (n, d) ndarray -> answers (n, K)``: what the ART attackers' black box queries
+        (default: the precomputed answers ``y`` of exactly the queries ``x``).
 
     Returns
     -------
@@ -259,5 +270,5 @@ def clone_attack(
                                    generator=generator), {})
     kind, _, mode = name.partition("-")
     model = _art_clone(kind, mode == "prob", x, y, hidden=hidden, epochs=epochs,
-                       generator=generator)
+                       generator=generator, victim=victim)
     return Clone(name, model, {"art": kind, "use_probability": mode == "prob"})

@@ -1,20 +1,22 @@
 """Output poisoning: return ``y + δy`` instead of the honest output ``y`` (cloning section IV).
 
 :class:`Poisoner` owns the invariants every defence must keep — budget, valid outputs, argmax
-preserved on every query (see :mod:`rgaudit.defence.budget`) — and a subclass only proposes a
-direction per query (:meth:`Poisoner.directions`). :class:`RGPoisoner` is the paper's defence:
-it aims to maximise the Fisher "damage" ``δyᵀ F̃(y) δy`` — ``F̃`` the generation FIM of cloning
-eq. 20 at the very output being returned — i.e. to move the generation network's ``q̃_0(x|y)``
-(and hence the targets of the layerwise training of cloning eq. 14 a clone would use) as much as
-the budget allows. The top eigenvector of ``P F̃ P`` (``P`` the sum-zero projector on the simplex)
-is the optimum only per unit of **L2** and only to second order, before the simplex and argmax
-constraints bend or stop the step; under an L1 or KL budget, or near a simplex corner, other
-directions do more damage. So the RG poison evaluates, per query, a set of candidate directions
-(± the top few eigenvectors of ``P F̃ P``, every ``e_i − e_j``, every vertex direction
-``e_k − y``, and for a KL budget ± the top generalised eigenvectors of ``F̃ v = λ diag(1/y) v``
-on the sum-zero plane), takes the *realised* step of each through the shared
-:func:`~rgaudit.defence.budget.poison_step`, and returns the one with the largest realised
-``δyᵀ F̃ δy``. It is a best-of-candidates heuristic, not a proven global maximiser.
+preserved on every query (see :mod:`rgaudit.defence.budget`) — in one final ``__call__``; a subclass
+only proposes directions (:meth:`Poisoner.directions`, or several candidates per query through the
+:meth:`Poisoner.candidates` / :meth:`Poisoner.score` hooks). :class:`RGPoisoner` is the paper's
+defence: it aims to maximise the Fisher "damage" ``δyᵀ F̃(y) δy`` — ``F̃`` the generation FIM of
+cloning eq. 20 at the very output being returned — i.e. to move the generation network's
+``q̃_0(x|y)`` (and hence the targets of the layerwise training of cloning eq. 14 a clone would use)
+as much as the budget allows. The top eigenvector of ``P F̃ P`` (``P`` the sum-zero projector on the
+simplex) is the optimum only per unit of **L2** and only to second order, before the simplex and
+argmax constraints bend or stop the step; under an L1 or KL budget, or near a simplex corner, other
+directions do more damage. So the RG poison evaluates, per query, a set of candidate directions (±
+the top few eigenvectors of ``P F̃ P``, every ``e_i − e_j``, every vertex direction ``e_k − y``, and
+for a KL budget ± the top generalised eigenvectors of ``F̃ v = λ diag(1/y) v`` on the sum-zero
+plane), takes the *realised* step of each through the shared
+:func:`~rgaudit.defence.budget.poison_steps` (all candidates of a whole batch at once), and returns
+the one with the largest realised ``δyᵀ F̃ δy``. It is a best-of-candidates heuristic, not a proven
+global maximiser.
 The baselines live in :mod:`rgaudit.defence.baselines`.
 """
 
@@ -22,12 +24,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import torch
 
-from rgaudit.defence.budget import KINDS, NORMS, deviation, poison_step, project_direction
+from rgaudit.defence.budget import (
+    KINDS,
+    LIMITS,
+    NORMS,
+    deviation,
+    deviations,
+    poison_steps,
+)
 from rgaudit.defence.generation_fim import ESTIMATORS, generation_fim, top_directions
 from rgaudit.nets.deep_rbm import DeepRBM
 
@@ -62,8 +71,33 @@ class PoisonedOutputs:
         return np.array([deviation(a, b, norm, kind) for a, b in zip(y, z, strict=True)])
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate directions a defence proposes for a batch of outputs.
+
+    Attributes
+    ----------
+    V : ndarray of shape (n, c, m)
+        Directions (any finite scale; rows where ``valid`` is False are ignored).
+    valid : ndarray of bool of shape (n, c)
+    context : object
+        Whatever :meth:`Poisoner.score` needs (the RG poison: the FIMs).
+    """
+
+    V: np.ndarray
+    valid: np.ndarray
+    context: Any = None
+
+
 class Poisoner(ABC):
     """Base class of output-poisoning defences.
+
+    ``__call__`` is final (a subclass that overrides it is rejected at class creation): every
+    defence goes through the one shared loop — :meth:`candidates` proposes ``c`` directions per
+    output, :func:`~rgaudit.defence.budget.poison_steps` steps along all of them at once under
+    the budget/validity/argmax rules, :meth:`score` rates the realised steps, and the best usable
+    candidate per output is returned. A single-direction defence only implements
+    :meth:`directions`.
 
     Parameters
     ----------
@@ -80,6 +114,12 @@ class Poisoner(ABC):
     #: Whether the sign of a proposed direction is arbitrary (eigenvectors, random noise).
     sign_free: bool = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides Poisoner.__call__, which is final: "
+                            "implement directions() or candidates()/score() instead")
+
     def __init__(self, *, eps: float, norm: str = "l1", kind: str = "simplex",
                  keep_margin: float = 0.1) -> None:
         if norm not in NORMS:
@@ -95,6 +135,19 @@ class Poisoner(ABC):
                    generator: torch.Generator | None) -> Tensor:
         """Proposed directions, shape (n, m), for outputs ``y`` (n, m) of inputs ``x``."""
 
+    def candidates(self, y: Tensor, x: Tensor | None,
+                   generator: torch.Generator | None) -> Candidates:
+        """Hook: candidate directions per output; default one, :meth:`directions`."""
+        V = self.directions(y, x, generator).detach().to("cpu", torch.float64).numpy()
+        return Candidates(V[:, None, :], np.ones((len(V), 1), dtype=bool))
+
+    def score(self, Y: np.ndarray, Z: np.ndarray, context: Any) -> np.ndarray:
+        """Hook: how good each realised step is, shape (n, c), for outputs ``Y`` (n, m) and
+        steps ``Z`` (n, c, m); the largest wins (first on ties). Default: the realised
+        deviation in the budget's norm."""
+        return deviations(Y[:, None, :], Z, self.norm, self.kind)
+
+    @final
     def __call__(self, y: Tensor, x: Tensor | None = None,
                  generator: torch.Generator | None = None) -> PoisonedOutputs:
         """Poison a batch of outputs.
@@ -113,17 +166,28 @@ class Poisoner(ABC):
         PoisonedOutputs
         """
         y = self._check(y)
-        if self.eps == 0:
-            return PoisonedOutputs(y, y.clone(), np.zeros(len(y)), ["budget"] * len(y))
-        V = self.directions(y, x, generator).detach().to("cpu", torch.float64).numpy()
+        n = len(y)
+        if self.eps == 0 or n == 0:
+            return PoisonedOutputs(y, y.clone(), np.zeros(n), ["budget"] * n)
+        cand = self.candidates(y, x, generator)
         Y = y.detach().cpu().numpy()
-        out, scales, limits = np.empty_like(Y), np.zeros(len(Y)), []
-        for i in range(len(Y)):
-            out[i], info = poison_step(Y[i], V[i], self.eps, self.norm, self.kind,
-                                       keep_margin=self.keep_margin, flip=self.sign_free)
-            scales[i] = info.scale
-            limits.append(info.limit)
-        return PoisonedOutputs(y, torch.from_numpy(out).to(y.device), scales, limits)
+        V = np.where(cand.valid[..., None], cand.V, 0.0)
+        st = poison_steps(Y, V, self.eps, self.norm, self.kind, keep_margin=self.keep_margin,
+                          flip=self.sign_free)
+        usable = cand.valid & st.movable
+        if V.shape[1] == 1:
+            pick = np.zeros(n, dtype=np.int64)
+        else:
+            s = np.where(usable, self.score(Y, st.z, cand.context), -np.inf)
+            pick = np.argmax(s, axis=1)
+        r = np.arange(n)
+        got = usable[r, pick]
+        out = np.where(got[:, None], st.z[r, pick], Y)
+        scales = np.where(got, st.scale[r, pick], 0.0)
+        codes = np.where(got, st.limit[r, pick],
+                         np.where(st.tie, LIMITS.index("tie"), LIMITS.index("zero-direction")))
+        return PoisonedOutputs(y, torch.from_numpy(out).to(y.device), scales,
+                               [LIMITS[int(c)] for c in codes])
 
     def _check(self, y: Tensor) -> Tensor:
         y = torch.as_tensor(y).to(torch.float64)
@@ -161,6 +225,70 @@ def fisher_damage(y: np.ndarray, z: np.ndarray, F: np.ndarray) -> float:
     return float(d @ F @ d)
 
 
+def fisher_damages(Y: np.ndarray, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """``δyᵀ F δy`` per candidate, ``δy = Z − Y``; shapes (n, m), (n, c, m), (n, m, m) -> (n, c)."""
+    D = Z - Y[:, None, :]
+    return ((D @ F) * D).sum(-1)
+
+
+def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: str,
+                               k_eig: int = 3, n_pairs: int | None = 12,
+                               eps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate directions of the RG poison for a batch of outputs (see
+    :func:`candidate_directions`), computed with batched linear algebra.
+
+    Parameters
+    ----------
+    F : ndarray of shape (n, m, m)
+        Generation FIMs at the outputs.
+    Y : ndarray of shape (n, m)
+        Outputs.
+
+    Returns
+    -------
+    C : ndarray of shape (n, c, m)
+        Signed candidate directions, in the order of :func:`candidate_directions`.
+    valid : ndarray of bool of shape (n, c)
+        False for candidates with non-finite or all-zero entries (dropped by the one-output
+        version).
+    """
+    n, m = Y.shape
+    F = 0.5 * (F + np.swapaxes(F, -1, -2))
+    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
+    k = min(k_eig, m - 1 if kind == "simplex" else m)
+    _, U = np.linalg.eigh(P @ F @ P)
+    eig = np.swapaxes(U[:, :, ::-1][:, :, :k], -1, -2)          # (n, k, m)
+    cands = [eig, -eig]
+    eye = np.eye(m)
+    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
+    if n_pairs is not None and len(ii) > n_pairs:
+        t = np.minimum(0.5 * eps, Y[:, jj])
+        diag = np.diagonal(F, axis1=-2, axis2=-1)
+        score = (diag[:, ii] + diag[:, jj] - 2 * F[:, ii, jj]) * t * t
+        keep = np.argsort(-score, axis=-1, kind="stable")[:, :n_pairs]
+        cands.append(eye[ii[keep]] - eye[jj[keep]])
+    else:
+        cands.append(np.broadcast_to(eye[ii] - eye[jj], (n, len(ii), m)))
+    cands.append(eye[None] - Y[:, None, :])
+    if kind == "unit":
+        cands += [np.broadcast_to(eye, (n, m, m)), np.broadcast_to(-eye, (n, m, m))]
+    if norm == "kl":
+        yc = np.clip(Y, 1e-12, 1.0)
+        g = 1.0 / yc if kind == "simplex" else 1.0 / (yc * np.clip(1.0 - Y, 1e-12, 1.0))
+        B = np.linalg.svd(P)[0][:, :m - 1] if kind == "simplex" else eye
+        A = B.T @ F @ B
+        Gs = B.T @ (g[:, :, None] * B)
+        with np.errstate(all="ignore"):
+            Lc = np.linalg.cholesky(Gs + 1e-300 * np.eye(Gs.shape[-1]))
+            Li = np.linalg.inv(Lc)
+            _, W = np.linalg.eigh(Li @ A @ np.swapaxes(Li, -1, -2))
+        gen = np.swapaxes(B @ (np.swapaxes(Li, -1, -2) @ W[:, :, ::-1][:, :, :k]), -1, -2)
+        cands += [gen, -gen]
+    C = np.concatenate(cands, axis=1)
+    valid = np.all(np.isfinite(C), axis=-1) & (np.abs(C).max(axis=-1) > 0)
+    return C, valid
+
+
 def candidate_directions(F: np.ndarray, y: np.ndarray, norm: str, kind: str,
                          k_eig: int = 3, n_pairs: int | None = 12,
                          eps: float = 1.0) -> np.ndarray:
@@ -173,43 +301,12 @@ def candidate_directions(F: np.ndarray, y: np.ndarray, norm: str, kind: str,
     (``diag(1/y)`` on the sum-zero plane; ``diag(1/(y(1−y)))`` for unit outputs).
     ``n_pairs`` keeps only that many ``e_i − e_j`` pairs, ranked by the damage of the step
     ``t (e_i − e_j)`` with ``t = min(eps/2, y_j)`` (the room to lower ``y_j``) — a cheap
-    pre-filter, since every candidate costs a full :func:`poison_step`; ``None`` keeps all.
+    pre-filter; ``None`` keeps all. Candidates with non-finite or all-zero entries are dropped.
     """
-    m = y.size
-    F = 0.5 * (F + F.T)
-    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
-    k = min(k_eig, m - 1 if kind == "simplex" else m)
-    _, U = np.linalg.eigh(P @ F @ P)
-    eig = U[:, ::-1][:, :k].T
-    cands = [eig, -eig]
-    eye = np.eye(m)
-    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
-    if n_pairs is not None and len(ii) > n_pairs:
-        t = np.minimum(0.5 * eps, y[jj])
-        score = (np.diag(F)[ii] + np.diag(F)[jj] - 2 * F[ii, jj]) * t * t
-        keep = np.argsort(-score, kind="stable")[:n_pairs]
-        ii, jj = ii[keep], jj[keep]
-    cands.append(eye[ii] - eye[jj])
-    cands.append(eye - y[None, :])
-    if kind == "unit":
-        cands += [eye, -eye]
-    if norm == "kl":
-        yc = np.clip(y, 1e-12, 1.0)
-        g = 1.0 / yc if kind == "simplex" else 1.0 / (yc * np.clip(1.0 - y, 1e-12, 1.0))
-        if kind == "simplex":                          # orthonormal basis of the sum-zero plane
-            B = np.linalg.svd(P)[0][:, :m - 1]
-        else:
-            B = eye
-        A = B.T @ F @ B
-        Gs = B.T @ (g[:, None] * B)
-        Lc = np.linalg.cholesky(Gs + 1e-300 * np.eye(len(Gs)))
-        Li = np.linalg.inv(Lc)
-        _, W = np.linalg.eigh(Li @ A @ Li.T)
-        gen = (B @ (Li.T @ W[:, ::-1][:, :k])).T
-        cands += [gen, -gen]
-    C = np.concatenate(cands)
-    C = C[np.all(np.isfinite(C), axis=1) & (np.abs(C).max(axis=1) > 0)]
-    return C
+    C, valid = candidate_directions_batch(np.asarray(F, np.float64)[None],
+                                          np.asarray(y, np.float64)[None], norm, kind,
+                                          k_eig, n_pairs, eps)
+    return C[0][valid[0]]
 
 
 class RGPoisoner(Poisoner):
@@ -270,31 +367,31 @@ class RGPoisoner(Poisoner):
         _, vecs = top_directions(self.fims(y, generator), self.kind, 1)
         return vecs[..., 0]
 
-    def __call__(self, y: Tensor, x: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> PoisonedOutputs:
-        y = self._check(y)
-        if self.eps == 0:
-            return PoisonedOutputs(y, y.clone(), np.zeros(len(y)), ["budget"] * len(y))
+    def candidates(self, y: Tensor, x: Tensor | None,
+                   generator: torch.Generator | None) -> Candidates:
+        """Hook: the candidate directions of :func:`candidate_directions_batch`, with the FIMs
+        as the scoring context."""
         F = self.fims(y, generator).numpy()
-        Y = y.detach().cpu().numpy()
-        out, scales, limits = Y.copy(), np.zeros(len(Y)), []
-        for i in range(len(Y)):
-            best, best_info = -1.0, None
-            for v in candidate_directions(F[i], Y[i], self.norm, self.kind, self.k_eig,
-                                          self.n_pairs, self.eps):
-                if not np.any(project_direction(Y[i], v, self.kind)):
-                    continue
-                z, info = poison_step(Y[i], v, self.eps, self.norm, self.kind,
-                                      keep_margin=self.keep_margin, flip=False)
-                dmg = fisher_damage(Y[i], z, F[i])
-                if dmg > best:
-                    best, best_info, out[i] = dmg, info, z
-            if best_info is None:
-                limits.append("zero-direction")
-            else:
-                scales[i] = best_info.scale
-                limits.append(best_info.limit)
-        return PoisonedOutputs(y, torch.from_numpy(out).to(y.device), scales, limits)
+        C, valid = candidate_directions_batch(F, y.detach().cpu().numpy(), self.norm,
+                                              self.kind, self.k_eig, self.n_pairs, self.eps)
+        return Candidates(C, valid, F)
+
+    def score(self, Y: np.ndarray, Z: np.ndarray, context: Any) -> np.ndarray:
+        """Hook: the realised Fisher damage ``δyᵀ F̃ δy`` of each candidate step; (n, c).
+
+        Candidates whose damage ties the row's best to 1e-9 (e.g. ``e_i − e_j`` and
+        ``e_j − e_i`` both stopped by the budget: equal damage in exact arithmetic) are
+        re-scored with the one-output expression ``d @ F @ d``, so that ties are broken by the
+        same rounding as the per-answer search this replaced and the answers stay identical
+        to it.
+        """
+        S = fisher_damages(Y, Z, context)
+        best = S.max(axis=1, keepdims=True)
+        near = S >= best - 1e-9 * np.abs(best)
+        for i in np.nonzero(near.sum(axis=1) > 1)[0]:
+            for c in np.nonzero(near[i])[0]:
+                S[i, c] = fisher_damage(Y[i], Z[i, c], context[i])
+        return S
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "estimator": self.estimator, "k_eig": self.k_eig,

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from rgaudit.defence.baselines import DEFENCES, make_poisoner
 from rgaudit.defence.cloning_attacks import ATTACKERS, CLONE_LAYERWISE, clone_attack
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
+from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -94,6 +96,28 @@ class CloningSettings:
             raise ValueError("pool_fraction must lie in (0, 1)")
 
 
+@dataclass(frozen=True)
+class ServedVictim:
+    """The victim as deployed: a callable answering flat inputs over its API.
+
+    Attributes
+    ----------
+    answer : callable
+        ``x (n, d) ndarray -> probabilities (n, K) ndarray``.
+    defence : str
+        The defence the API reports (``GET /v1/model``).
+    eps : float
+        Its budget.
+    describe : dict
+        What the API says of itself (recorded in the result).
+    """
+
+    answer: Callable[[Any], Any]
+    defence: str
+    eps: float
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class CloningRow:
     """One (defence, budget, queries, attacker) cell."""
@@ -123,20 +147,30 @@ class CloningResult:
                 "rows": [asdict(r) for r in self.rows]}
 
 
-def _cell_rows(defence: str, eps: float, ctx: dict[str, Any],
-               progress: Callable[[str], None] | None) -> list[CloningRow]:
-    """Poison the pool once for (defence, eps), then train and score every clone."""
+def _poisoned(defence: str, eps: float, ctx: dict[str, Any]) -> PoisonedOutputs:
+    """The pool's answers poisoned once by (defence, eps), with the study's poison seed."""
     s: CloningSettings = ctx["settings"]
-    net, honest, x_pool = ctx["net"], ctx["honest"], ctx["x_pool"]
+    poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=ctx["net"],
+                             n_inputs=ctx["n_inputs"], **({"estimator": s.estimator}
+                                                          if defence == "rg" else {}))
+    gen = torch.Generator().manual_seed(s.seed)
+    return poisoner(ctx["honest"], ctx["x_pool"], gen)
+
+
+def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: dict[str, Any],
+                progress: Callable[[str], None] | None,
+                victim: Callable[[Any], Any] | None = None) -> list[CloningRow]:
+    """Train and score every clone on the first ``n`` answers of ``po``, for every ``n``.
+
+    ``victim`` is the API the ART attackers query themselves (a served model); by default they
+    query the in-process answers.
+    """
+    s: CloningSettings = ctx["settings"]
+    net, x_pool = ctx["net"], ctx["x_pool"]
     x_eval, y_eval, F_honest = ctx["x_eval"], ctx["y_eval"], ctx["F_honest"]
     predict = victim_predictor(net)
     lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
     rows = []
-    poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=net,
-                             n_inputs=ctx["n_inputs"], **({"estimator": s.estimator}
-                                                          if defence == "rg" else {}))
-    gen = torch.Generator().manual_seed(s.seed)
-    po = poisoner(honest, x_pool, gen)
     for n in s.n_queries:
         po_n = type(po)(po.y[:n], po.y_poisoned[:n], po.scales[:n], po.limits[:n])
         util = victim_utility(po_n, "simplex")
@@ -147,12 +181,18 @@ def _cell_rows(defence: str, eps: float, ctx: dict[str, Any],
             g = torch.Generator().manual_seed(s.seed + 1)
             clone = clone_attack(attacker, x_pool[:n], po.y_poisoned[:n],
                                  victim_widths=list(net.widths), generator=g,
-                                 epochs=s.mlp_epochs, layerwise=lw)
+                                 epochs=s.mlp_epochs, layerwise=lw, victim=victim)
             q = clone_quality(clone, predict, x_eval, y_eval)
             tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv, s.transfer_methods)
             rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"], q["fidelity"], tr,
                                    util, dmg))
     return rows
+
+
+def _cell_rows(defence: str, eps: float, ctx: dict[str, Any],
+               progress: Callable[[str], None] | None) -> list[CloningRow]:
+    """Poison the pool once for (defence, eps), then train and score every clone."""
+    return _clone_rows(defence, eps, _poisoned(defence, eps, ctx), ctx, progress)
 
 
 def cloning_cell_unit(unit: Any, ss: Any, shared: dict[str, Any]) -> list[dict[str, Any]]:
@@ -169,6 +209,8 @@ def run_cloning(
     progress: Callable[[str], None] | None = None,
     executor: Any = None,
     store: Any = None,
+    *,
+    served: ServedVictim | None = None,
 ) -> CloningResult:
     """Run the cloning study.
 
@@ -188,6 +230,9 @@ def run_cloning(
         random numbers across defences), so the rows equal those of the plain loop.
     store : rgaudit.executors.UnitStore, optional
         Finished cells are kept there and skipped on a rerun (executor path only).
+    served : ServedVictim, optional
+        A deployed API of the same model: its answers to the pool form one more column,
+        ``served:<defence>`` (``clone-attack --target``).
 
     Returns
     -------
@@ -231,5 +276,16 @@ def run_cloning(
         rep.raise_on_failure("clone-attack cells")
         result.rows += [CloningRow(**r) for rows in rep.values for r in rows]
         result.settings["execution"] = rep.summary()
+    if served is not None:
+        # the deployed defence: the pool's answers as the API returns them; the ART attackers
+        # query the API themselves (each query crosses HTTP)
+        answered = torch.as_tensor(served.answer(x_pool.numpy()), dtype=torch.float64)
+        if answered.shape != honest.shape:
+            raise ValueError(f"the served API answered shape {tuple(answered.shape)} for "
+                             f"{tuple(honest.shape)} expected: is it serving this model?")
+        po = PoisonedOutputs(honest, answered, np.full(n_pool, np.nan), ["served"] * n_pool)
+        result.rows += _clone_rows(f"served:{served.defence}", served.eps, po, ctx, progress,
+                                   victim=served.answer)
+        result.victim["served"] = served.describe
     result.seconds = time.perf_counter() - t0
     return result

@@ -1,0 +1,270 @@
+"""Serve the default digits model (64-100-100-10) over loopback HTTP and measure throughput and
+latency, and time the poisoning library in-process.
+
+Part 1, in-process (no HTTP): the RG poison's answers/s at batch 256 and its p50/p99 latency at
+batch 1 (the classifier's answer plus the poison), and the largest difference between the
+batched RG poison and the per-answer search it replaced (``tests/poison_reference.py``) on the
+first digits test answers.
+
+Part 2, HTTP: one ``rgaudit serve`` process (``--threads 1``: one core) per defence (none,
+random, RG; L1 budget 0.3) on an ephemeral 127.0.0.1 port; 1, 4 and 16 concurrent clients
+(threads in this process, keep-alive, pre-encoded bodies of digits test inputs) send batches of 1
+and of 256 for a bounded time each; answers/s, requests/s, p50/p99 latency, status counts, and
+the server's resident memory before and after. Every request is valid: any 5xx is a failure.
+
+Bounded: ``--seconds`` per cell (default 3), at most ``--max-requests`` per cell; the servers
+are stopped at the end (also on error). Loopback only.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_serve.py [--seconds 3]``; writes
+``benchmarks/results/serve.json``. The clients share the machine with the server: on a 2-core
+machine the numbers are a lower bound of what a dedicated core serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "unavailable"
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (from /proc), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def in_process(model: str, eps: float, n_ref: int) -> dict[str, Any]:
+    from rgaudit.data import load_dataset
+    from rgaudit.serve.loading import load_defended
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from poison_reference import rg_reference
+
+    dm = load_defended(model, defence="rg", eps=eps, norm="l1")
+    clf, rg = dm.classifier, dm.poisoner
+    x = load_dataset("digits").X_test.to(torch.float64)
+    xb = x[:256]
+    rg(clf.answer(xb), xb)                                    # warm-up
+    times, cpu = [], []
+    for _ in range(5):
+        t, c = time.perf_counter(), time.thread_time()
+        rg(clf.answer(xb), xb)
+        times.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
+    lat, lat_cpu = [], []
+    for i in range(300):
+        xi = x[i % len(x)][None]
+        t, c = time.perf_counter(), time.thread_time()
+        rg(clf.answer(xi), xi)
+        lat.append(time.perf_counter() - t)
+        lat_cpu.append(time.thread_time() - c)
+    y = clf.answer(x[:n_ref])
+    got = rg(y, x[:n_ref]).y_poisoned.numpy()
+    want, _, _ = rg_reference(rg.fims(y).numpy(), y.numpy(), eps, "l1", "simplex")
+    return {"batch256_seconds_median": float(np.median(times)),
+            "batch256_answers_per_s": 256 / float(np.median(times)),
+            "batch1_ms_p50": 1e3 * float(np.percentile(lat, 50)),
+            "batch1_ms_p99": 1e3 * float(np.percentile(lat, 99)),
+            "batch256_answers_per_cpu_s": 256 / float(np.median(cpu)),
+            "batch1_cpu_ms_p50": 1e3 * float(np.percentile(lat_cpu, 50)),
+            "batch1_cpu_ms_p99": 1e3 * float(np.percentile(lat_cpu, 99)),
+            "reference_answers": n_ref,
+            "max_abs_diff_vs_reference": float(np.abs(got - want).max()),
+            "loadavg": loadavg()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(model: str, defence: str, eps: float,
+                 log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-c", "from rgaudit.cli import main; main()", "serve", model,
+           "--defence", defence, "--eps", str(eps), "--norm", "l1", "--port", str(port),
+           "--max-batch", "256", "--max-pending", "64", "--queue-timeout", "300",
+           "--threads", "1"]
+    with log.open("ab") as fh:                             # never a pipe: it could fill up
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start within 120 s")
+
+
+def load_cell(url: str, body: bytes, batch: int, clients: int, seconds: float,
+              max_requests: int) -> dict[str, Any]:
+    lat: list[float] = []
+    status: dict[int, int] = {}
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    count = [0]
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=60,
+                          headers={"content-type": "application/json"}) as c:
+            first = True
+            while first or time.monotonic() < stop:        # every client sends at least one
+                first = False
+                with lock:
+                    if count[0] >= max_requests:
+                        return
+                    count[0] += 1
+                t = time.perf_counter()
+                try:
+                    code = c.post("/v1/predict", content=body).status_code
+                except httpx.HTTPError:                        # counted, not fatal
+                    code = -1
+                dt = time.perf_counter() - t
+                with lock:
+                    lat.append(dt)
+                    status[code] = status.get(code, 0) + 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ok = status.get(200, 0)
+    return {"batch": batch, "clients": clients, "requests": len(lat), "seconds": wall,
+            "requests_per_s": len(lat) / wall, "answers_per_s": ok * batch / wall,
+            "ms_p50": 1e3 * float(np.percentile(lat, 50)) if lat else float("nan"),
+            "ms_p99": 1e3 * float(np.percentile(lat, 99)) if lat else float("nan"),
+            "status": {str(k): v for k, v in sorted(status.items())},
+            "n_5xx": sum(v for k, v in status.items() if k >= 500),
+            "n_transport_errors": status.get(-1, 0)}
+
+
+def http_part(model: str, eps: float, seconds: float, max_requests: int,
+              defences: list[str], log: Path) -> list[dict[str, Any]]:
+    from rgaudit.data import load_dataset
+
+    x = load_dataset("digits").X_test.to(torch.float64).numpy()
+    bodies = {b: json.dumps({"inputs": x[:b].tolist()}).encode() for b in (1, 256)}
+    out = []
+    for defence in defences:
+        proc, url = start_server(model, defence, eps, log)
+        try:
+            httpx.post(f"{url}/v1/predict", content=bodies[256],
+                       headers={"content-type": "application/json"}, timeout=60)
+            mem0 = rss_mib(proc.pid)
+            cells = []
+            for batch in (1, 256):
+                for clients in (1, 4, 16):
+                    c0 = cpu_seconds(proc.pid)
+                    cell = load_cell(url, bodies[batch], batch, clients, seconds, max_requests)
+                    c1 = cpu_seconds(proc.pid)
+                    cell["loadavg"] = loadavg()
+                    if c0 is not None and c1 is not None and c1 > c0:
+                        cell["server_cpu_s"] = c1 - c0
+                        cell["answers_per_server_cpu_s"] = (
+                            cell["status"].get("200", 0) * batch / (c1 - c0))
+                    cells.append(cell)
+                    print(f"{defence:>6} batch {batch:>3} clients {clients:>2}: "
+                          f"{cell['answers_per_s']:8.1f} answers/s, p50 {cell['ms_p50']:.1f} ms, "
+                          f"p99 {cell['ms_p99']:.1f} ms, status {cell['status']}, "
+                          f"{cell.get('answers_per_server_cpu_s', float('nan')):.0f} "
+                          "answers/server-CPU-s, "
+                          f"load {cell['loadavg']}", flush=True)
+            out.append({"defence": defence, "eps": 0.0 if defence == "none" else eps,
+                        "rss_mib_before": mem0, "rss_mib_after": rss_mib(proc.pid),
+                        "cells": cells})
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--eps", type=float, default=0.3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--max-requests", type=int, default=5000)
+    ap.add_argument("--reference-answers", type=int, default=64)
+    ap.add_argument("--defence", action="append", default=None,
+                    help="defences served (repeatable; default none, random, rg)")
+    ap.add_argument("--out", default=str(HERE / "results" / "serve.json"))
+    args = ap.parse_args()
+    if not (0 < args.seconds <= 30 and 1 <= args.max_requests <= 100_000):
+        ap.error("--seconds must lie in (0, 30] and --max-requests in [1, 100000]")
+    torch.set_num_threads(1)
+    t0 = time.time()
+    load0 = loadavg()
+    lib = in_process(args.model, args.eps, args.reference_answers)
+    print(f"in-process RG: {lib['batch256_answers_per_s']:.0f} answers/s at batch 256; batch 1 "
+          f"p50 {lib['batch1_ms_p50']:.2f} ms, p99 {lib['batch1_ms_p99']:.2f} ms (CPU time: "
+          f"{lib['batch256_answers_per_cpu_s']:.0f} answers/CPU-s, batch 1 p50 "
+          f"{lib['batch1_cpu_ms_p50']:.2f} ms, p99 {lib['batch1_cpu_ms_p99']:.2f} ms); "
+          f"max |diff| vs per-answer reference {lib['max_abs_diff_vs_reference']:.1e}", flush=True)
+    log = Path(tempfile.gettempdir()) / f"rgaudit-bench-serve-{os.getpid()}.log"
+    log.write_text("")
+    print(f"server output: {log}", flush=True)
+    http = http_part(args.model, args.eps, args.seconds, args.max_requests,
+                     args.defence or ["none", "random", "rg"], log)
+    result = {"benchmark": "serve", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "python": platform.python_version(), "torch": torch.__version__,
+              "cpus": os.cpu_count(), "loadavg_start": load0, "loadavg_end": loadavg(),
+              "wall_seconds": time.time() - t0, "in_process_rg": lib, "http": http,
+              "zero_5xx": all(c["n_5xx"] == 0 and c["n_transport_errors"] == 0
+                              for d in http for c in d["cells"])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}; zero 5xx: {result['zero_5xx']}")
+    return 0 if result["zero_5xx"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``rgaudit serve``: an HTTP prediction API for a model behind an anti-cloning defence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+
+    @app.command("serve")
+    def serve(
+        model: str = typer.Argument(..., help="Model (any format rgaudit loads), or 'default'."),
+        defence: str = typer.Option(None, "--defence",
+                                    help="none, rg, random, reverse-sigmoid or mad "
+                                    "(default none; not with --config)."),
+        eps: float = typer.Option(None, "--eps", help="Budget per answer (default 0.2; not "
+                                  "with --config)."),
+        norm: str = typer.Option(None, "--norm", help="l1, l2 or kl (default l1; not with "
+                                 "--config)."),
+        config: Path = typer.Option(None, "--config", help="Poisoning config written by "
+                                    "rgaudit protect."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535),
+        max_batch: int = typer.Option(256, "--max-batch", help="Most inputs per request."),
+        max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes",
+                                           help="Largest request body."),
+        max_pending: int = typer.Option(32, "--max-pending",
+                                        help="Requests admitted at once (more: 503)."),
+        queue_timeout: float = typer.Option(10.0, "--queue-timeout",
+                                            help="Seconds a request may wait (then 503)."),
+        quota: int = typer.Option(None, "--quota", help="Answers per API key (then 429)."),
+        require_key: bool = typer.Option(False, "--require-key",
+                                         help="Refuse requests without an API key."),
+        keys: Path = typer.Option(None, "--keys", help="File of accepted API keys, one per "
+                                  "line (others get 401)."),
+        log: Path = typer.Option(None, "--log", help="Query log (JSONL, rotated by size)."),
+        log_max_bytes: int = typer.Option(50 * 1024 * 1024, "--log-max-bytes"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random-noise defence."),
+        threads: int = typer.Option(1, "--threads", min=1,
+                                    help="Torch/BLAS threads of this process (run one process "
+                                    "per core)."),
+    ) -> None:
+        """Serve MODEL's (defended) answers over HTTP: POST /v1/predict, GET /v1/model,
+        GET /healthz, OpenAPI at /docs."""
+        import uvicorn
+        from threadpoolctl import threadpool_limits
+
+        from rgaudit.serve.app import create_app
+        from rgaudit.serve.loading import load_defended
+        from rgaudit.serve.runner import uvicorn_config
+        from rgaudit.serve.settings import ServeSettings
+
+        api_keys = None
+        if keys is not None:
+            api_keys = frozenset(k.strip() for k in keys.read_text().splitlines() if k.strip())
+        try:
+            settings = ServeSettings(
+                max_batch=max_batch, max_body_bytes=max_body_bytes, max_pending=max_pending,
+                queue_timeout_s=queue_timeout, quota=quota, require_key=require_key,
+                api_keys=api_keys,
+                log_path=log, log_max_bytes=log_max_bytes, seed=seed)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
+        import torch
+
+        torch.set_num_threads(threads)               # this process only: the serving command
+        defended = load_defended(model, defence=defence, eps=eps, norm=norm, config=config,
+                                 seed=seed)
+        app = create_app(defended, settings)
+        typer.echo(f"serving {model} with defence {defended.poisoner.name!r} on "
+                   f"http://{host}:{port} (OpenAPI: /docs)")
+        with threadpool_limits(limits=threads):
+            uvicorn.Server(uvicorn_config(app, host, port, log_level="info")).run()

@@ -1,0 +1,10 @@
+"""Serving a (defended) classifier over HTTP: ``rgaudit serve``.
+
+- :mod:`rgaudit.serve.settings` — limits, quota and log settings (validated dataclass);
+- :mod:`rgaudit.serve.defended` — the model plus its output-poisoning defence (what is served);
+- :mod:`rgaudit.serve.schemas` — request/response models (pydantic, in the OpenAPI schema);
+- :mod:`rgaudit.serve.accounting` — per-client query counts and the optional quota;
+- :mod:`rgaudit.serve.querylog` — append-only JSONL query log, rotated by size;
+- :mod:`rgaudit.serve.app` — the FastAPI application factory;
+- :mod:`rgaudit.serve.client` — an HTTP client of the API (used by ``clone-attack --target``).
+"""
