@@ -41,7 +41,7 @@ from rgaudit.defence.generation import (
     exact_log_q_down,
     generation_mcrg,
 )
-from rgaudit.fisher.chain import ChainFIM, chain_fim, chain_fim_jackknife
+from rgaudit.fisher.chain import ChainFIM, chain_fim, chain_fim_jackknife, chain_quality
 from rgaudit.fisher.exact import fim_from_log_probs
 from rgaudit.nets.deep_rbm import DeepRBM
 
@@ -116,7 +116,7 @@ def mcrg_generation_fim(
         c_out_reps=list(pairs[-1].C_next_replicates))
     meta = {"estimator": "chain", "n_samples": int(n_samples),
             "any_regularised": any(p.any_regularised for p in pairs),
-            "max_cond": max(p.max_cond for p in pairs)}
+            "max_cond": max(p.max_cond for p in pairs), **chain_quality(pairs)}
     return ChainFIM(out.fim, out.stderr, out.replicates, meta)
 
 

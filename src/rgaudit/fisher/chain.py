@@ -155,6 +155,41 @@ def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
     return out
 
 
+def chain_quality(pairs: Sequence[Any]) -> dict[str, Any]:
+    """What a chain FIM built from MCRG pairs rests on (plain data for its ``meta``).
+
+    Parameters
+    ----------
+    pairs : sequence of rgaudit.rg.mcrg.LayerPair
+        The pairs of the chain, in the order they are applied.
+
+    Returns
+    -------
+    dict
+        ``max_cond_threshold`` (:data:`rgaudit.rg.solve.MAX_COND` unless overridden);
+        per pair (lists in chain order, inner lists per batch element): ``dropped_next`` and
+        ``dropped_prev`` (operator indices dropped as constant), ``regularised``,
+        ``replicates_regularised`` (jackknife replicates regularised on their own),
+        ``unestimated`` (collapsed entries of ``T``); ``n_unestimated`` (total) and
+        ``rests_on_unestimated``: True when any factor has unestimated entries, in which case
+        the FIM and its error bar rest on entries the samples do not determine.
+    """
+    from rgaudit.rg.solve import MAX_COND
+
+    q = [p.quality() for p in pairs]
+    n_unest = sum(sum(x["unestimated"]) for x in q)
+    return {
+        "max_cond_threshold": MAX_COND,
+        "dropped_next": [x["dropped_next"] for x in q],
+        "dropped_prev": [x["dropped_prev"] for x in q],
+        "regularised": [x["regularised"] for x in q],
+        "replicates_regularised": [x["replicates_regularised"] for x in q],
+        "unestimated": [x["unestimated"] for x in q],
+        "n_unestimated": int(n_unest),
+        "rests_on_unestimated": bool(n_unest),
+    }
+
+
 def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None) -> ChainFIM:
     """Chain FIM from the RG engine's upward :class:`~rgaudit.rg.mcrg.MCRGResult`.
 
@@ -172,7 +207,9 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
     Returns
     -------
     ChainFIM
-        FIM of shape (*batch, d, d) with jackknife errors from the shared blocks.
+        FIM of shape (*batch, d, d) with jackknife errors from the shared blocks; ``meta``
+        carries :func:`chain_quality` (dropped operators, regularised solves and replicates,
+        unestimated entries and ``rests_on_unestimated``).
     """
     n_pos = len(result.layers)
     pairs = [result.layers[i] for i in range(1, n_pos)]
@@ -191,6 +228,7 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
                               c_out_reps=list(pairs[-1].C_next_replicates))
     info = {"bases": [len(p.names_prev) for p in pairs] + [len(pairs[-1].names_next)],
             "n_samples": int(result.n_samples), "n_blocks": int(result.n_blocks),
-            "regularised": [bool(p.any_regularised) for p in pairs],
+            **chain_quality(pairs),
+            "any_regularised": [bool(p.any_regularised) for p in pairs],
             "max_cond": [float(p.max_cond) for p in pairs], **(meta or {})}
     return ChainFIM(out.fim, out.stderr, out.replicates, info)

@@ -6,9 +6,14 @@ Policy (DESIGN.md, "Ill-conditioned covariances"):
    absolutely zero) is constant on the samples: its coupling is not identifiable. Such rows of
    ``C`` / ``T`` are dropped and their indices reported.
 2. The condition number of the remaining ``C`` is computed and reported.
-3. If it exceeds ``max_cond`` the solve is Tikhonov-regularised,
-   ``T = (C + λ I)⁻¹ D`` with ``λ = trace(C)/m / max_cond``, and flagged ``regularised=True``.
+3. If it exceeds ``max_cond`` (default :data:`MAX_COND`, the ONE threshold of the exact and the
+   sampled paths) the solve is Tikhonov-regularised, ``T = (C + λ I)⁻¹ D`` with
+   ``λ = trace(C)/m / max_cond``, and flagged ``regularised=True``.
    Never a silent pseudo-inverse, never a NaN.
+4. Entries of a sampled ``T`` whose jackknife replicates do not move at all (relative spread below
+   :data:`COLLAPSE_RTOL`) are *unestimated* (:func:`unestimated_entries`): an operator value that
+   never occurs together with some states of the other layer makes such an entry exactly the same
+   in every replicate (usually 0) while its true value is not; its error bar is NaN, never 0.
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ from dataclasses import dataclass, replace
 import torch
 
 Tensor = torch.Tensor
+
+#: The one condition-number threshold above which a solve is regularised, for exact moments
+#: (:mod:`rgaudit.rg.exact`, the exact generation chain) and sampled ones (:mod:`rgaudit.rg.mcrg`).
+#: 1e10 leaves ~6 significant digits of a float64 solve; sampled covariances are far noisier.
+MAX_COND = 1e10
+
+#: Relative jackknife spread (against the largest error bar of the same matrix) below which an
+#: entry counts as collapsed/unestimated. Rounding gives ≤ 2e-13 on such entries; the smallest
+#: genuine spread measured in the 6-5-5-4 large-weight regime was 1e-3 (docs/design.md).
+COLLAPSE_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,7 @@ def solve_cov(
     *,
     kept: Tensor | None = None,
     var_tol: float = 1e-12,
-    max_cond: float = 1e10,
+    max_cond: float = MAX_COND,
     lam: float | None = None,
 ) -> tuple[Tensor, SolveInfo]:
     """Solve ``C X = D`` for symmetric positive semi-definite ``C``.
@@ -141,7 +156,7 @@ def solve_cov(
 
 
 def solve_replicates(
-    c: Tensor, d: Tensor, info: SolveInfo, *, max_cond: float = 1e10,
+    c: Tensor, d: Tensor, info: SolveInfo, *, max_cond: float = MAX_COND,
 ) -> tuple[Tensor, SolveInfo]:
     """Solve ``C_r X_r = D_r`` for a stack of jackknife replicates with a fixed policy.
 
@@ -188,3 +203,32 @@ def solve_replicates(
         x = torch.where(bad[:, None, None], x_r, x)
     return x, replace(info, n_replicates_regularised=int(bad.sum()),
                       max_cond_replicates=float(cond_r.max()))
+
+
+def unestimated_entries(stderr: Tensor, kept_rows: Tensor, kept_cols: Tensor, *,
+                        rtol: float = COLLAPSE_RTOL) -> Tensor:
+    """Entries of a sampled ``T`` (kept rows × kept columns) whose jackknife spread collapsed.
+
+    In a complete (or near-complete) basis, ``T`` is built from conditional means of the
+    previous layer's operators given states of the next one. When an operator value never
+    occurs together with some of those states, the entry is the same in every jackknife
+    replicate (usually exactly 0, up to rounding) although its true value is not: the samples
+    say nothing about it, and its jackknife error is a meaningless 0.
+
+    Parameters
+    ----------
+    stderr : Tensor of shape (*batch, m_next, m_prev)
+        Jackknife standard errors of ``T``.
+    kept_rows : Tensor of shape (*batch, m_next), bool
+    kept_cols : Tensor of shape (*batch, m_prev), bool
+
+    Returns
+    -------
+    Tensor of shape (*batch, m_next, m_prev), bool
+        True where the entry is unestimated (only inside the kept block; rows and columns of
+        dropped operators are reported separately, as ``SolveInfo.dropped``).
+    """
+    block = kept_rows.unsqueeze(-1) & kept_cols.unsqueeze(-2)
+    scale = torch.where(block, stderr, torch.zeros_like(stderr)).flatten(-2).amax(-1)
+    thr = (rtol * scale).clamp_min(1e-300)[..., None, None]
+    return block & ~(stderr > thr)
