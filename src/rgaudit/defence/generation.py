@@ -23,7 +23,7 @@ the reference the tests compare against.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ from rgaudit.rg.exact import (
     propagate,
 )
 from rgaudit.rg.operators import complete_products
-from rgaudit.rg.solve import solve_cov
+from rgaudit.rg.solve import MAX_COND, solve_cov
 
 Tensor = torch.Tensor
 
@@ -191,6 +191,12 @@ class ExactGenerationChain:
         Constant operators dropped over all solves (their rows of ``T̃`` are set to 0).
     max_cond : float
         Largest condition number of a solved covariance block.
+    dropped : list of list of list of int
+        ``dropped[i][j]``: operators dropped as constant in solve ``i`` (order of ``Ts``) for
+        output ``j``.
+    regularised : list of list of bool
+        ``regularised[i][j]``: whether that solve was regularised (threshold
+        :data:`rgaudit.rg.solve.MAX_COND`).
     """
 
     Ts: list[Tensor]
@@ -199,6 +205,16 @@ class ExactGenerationChain:
     n_regularised: int = 0
     n_dropped: int = 0
     max_cond: float = 0.0
+    dropped: list[list[list[int]]] = field(default_factory=list)
+    regularised: list[list[bool]] = field(default_factory=list)
+
+    def quality(self) -> dict[str, Any]:
+        """Plain-data metadata of the solves (for every FIM built from this chain)."""
+        return {"max_cond_threshold": MAX_COND, "dropped": self.dropped,
+                "regularised": self.regularised, "n_regularised": self.n_regularised,
+                "n_dropped": self.n_dropped, "max_cond": self.max_cond,
+                "replicates_regularised": None, "n_unestimated": 0,
+                "rests_on_unestimated": False}
 
 
 def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
@@ -229,6 +245,8 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
     lqs = exact_log_q_down(net, yb)                         # layers N-1, …, 0
     Ts = []
     n_reg, n_drop, max_cond = 0, 0, 0.0
+    dropped: list[list[list[int]]] = []
+    regularised: list[list[bool]] = []
     for i, k in enumerate(range(net.depth - 1, 0, -1)):     # T̃^(k): layer k → k-1
         lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
         p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
@@ -237,8 +255,12 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
         C = _cov_from_table(torch.diag_embed(p.sum(-1)), O_lo, O_lo)
         D = _cov_from_table(p, O_lo, O_hi)
         rows = []
+        dropped.append([])
+        regularised.append([])
         for j in range(len(p)):
-            x, info = solve_cov(C[j], D[j], max_cond=1e14)
+            x, info = solve_cov(C[j], D[j], max_cond=MAX_COND)
+            dropped[-1].append([int(d) for d in info.dropped.tolist()])
+            regularised[-1].append(bool(info.regularised))
             n_reg += int(info.regularised)
             n_drop += int(info.dropped.numel())
             max_cond = max(max_cond, float(info.cond))
@@ -254,7 +276,8 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
     O0 = complete_products(all_states(net.widths[0], device=q0.device))
     p0 = torch.diag_embed(q0)
     C0 = _cov_from_table(p0, O0, O0)
-    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond)
+    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond,
+                                dropped, regularised)
 
 
 # -- Monte Carlo (the RG engine, direction="down") --------------------------------------------

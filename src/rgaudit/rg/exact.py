@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from rgaudit.rg.operators import Operators, ProductBasis
-from rgaudit.rg.solve import SolveInfo, solve_cov
+from rgaudit.rg.solve import MAX_COND, SolveInfo, solve_cov
 
 Tensor = torch.Tensor
 
@@ -263,7 +263,7 @@ class ExactPair:
 
 def exact_moments(
     logq_prev: Tensor, logk: Tensor, ops_prev: Operators | None = None,
-    ops_next: Operators | None = None, *, var_tol: float = 1e-12, max_cond: float = 1e14,
+    ops_next: Operators | None = None, *, var_tol: float = 1e-12, max_cond: float = MAX_COND,
 ) -> ExactPair:
     """Exact ``C_next``, ``D``, ``C_prev`` and ``T = C_next⁻¹ D`` of one kernel.
 
