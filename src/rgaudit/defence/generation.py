@@ -39,7 +39,7 @@ from rgaudit.rg.exact import (
     propagate,
 )
 from rgaudit.rg.operators import complete_products
-from rgaudit.rg.solve import MAX_COND, solve_cov
+from rgaudit.rg.solve import MAX_COND, solve_batch
 
 Tensor = torch.Tensor
 
@@ -221,8 +221,15 @@ def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
     """``Cov(A, B)`` under a joint table ``p`` (n, S_a, S_b); A (S_a, m_a), B (S_b, m_b)."""
     pa, pb = p.sum(-1), p.sum(-2)
     ea, eb = pa @ A, pb @ B                                  # (n, m_a), (n, m_b)
-    eab = torch.einsum("nst,sa,tb->nab", p, A, B)
+    eab = A.T @ (p @ B)                                      # (n, m_a, m_b), two matmuls
     return eab - ea.unsqueeze(-1) * eb.unsqueeze(-2)
+
+
+def _cov_from_weights(q: Tensor, A: Tensor) -> Tensor:
+    """``Cov(A, A)`` under state weights ``q`` (n, S); A (S, m). Equals ``_cov_from_table``
+    with ``diag(q)`` without building the (n, S, S) table."""
+    ea = q @ A
+    return A.T @ (q.unsqueeze(-1) * A) - ea.unsqueeze(-1) * ea.unsqueeze(-2)
 
 
 def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
@@ -252,30 +259,22 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
         p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
         O_lo = complete_products(all_states(net.widths[k - 1], device=p.device))
         O_hi = complete_products(all_states(net.widths[k], device=p.device))
-        C = _cov_from_table(torch.diag_embed(p.sum(-1)), O_lo, O_lo)
+        C = _cov_from_weights(p.sum(-1), O_lo)
         D = _cov_from_table(p, O_lo, O_hi)
-        rows = []
-        dropped.append([])
-        regularised.append([])
-        for j in range(len(p)):
-            x, info = solve_cov(C[j], D[j], max_cond=MAX_COND)
-            dropped[-1].append([int(d) for d in info.dropped.tolist()])
-            regularised[-1].append(bool(info.regularised))
-            n_reg += int(info.regularised)
-            n_drop += int(info.dropped.numel())
-            max_cond = max(max_cond, float(info.cond))
-            full = torch.zeros(C.shape[-1], D.shape[-1], dtype=x.dtype, device=x.device)
-            full[info.kept] = x                             # dropped (constant) operators: 0
-            rows.append(full)
-        Ts.append(torch.stack(rows))
+        T, _, infos = solve_batch(C, D, max_cond=MAX_COND)  # dropped operators: rows of 0
+        dropped.append([[int(d) for d in info.dropped.tolist()] for info in infos])
+        regularised.append([bool(info.regularised) for info in infos])
+        n_reg += sum(regularised[-1])
+        n_drop += sum(len(d) for d in dropped[-1])
+        max_cond = max([max_cond, *(float(info.cond) for info in infos)])
+        Ts.append(T)
     if n_reg or n_drop:
         warnings.warn(f"exact generation chain: {n_reg} solve(s) regularised, {n_drop} "
                       f"constant operator(s) dropped (max cond {max_cond:.3g}); the chain FIM "
                       "may differ from the exact one", RuntimeWarning, stacklevel=3)
     q0 = lqs[-1].exp()
     O0 = complete_products(all_states(net.widths[0], device=q0.device))
-    p0 = torch.diag_embed(q0)
-    C0 = _cov_from_table(p0, O0, O0)
+    C0 = _cov_from_weights(q0, O0)
     return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond,
                                 dropped, regularised)
 

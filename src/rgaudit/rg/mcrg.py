@@ -86,8 +86,7 @@ from rgaudit.rg.solve import (
     MAX_COND,
     SolveInfo,
     constant_operators,
-    solve_cov,
-    solve_replicates,
+    solve_batch,
     unestimated_entries,
 )
 
@@ -279,21 +278,14 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     cp_r = torch.stack([r.c_bb for r in reps]).reshape(len(reps), nb, mp, mp)
     d_r = torch.stack([r.c_ab for r in reps]).reshape(len(reps), nb, mn, mp)
     dev = cn.device
-    t = torch.zeros(nb, mn, mp, dtype=torch.float64, device=dev)
-    t_r = torch.zeros(len(reps), nb, mn, mp, dtype=torch.float64, device=dev)
+    mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
+    colmask = mask_p.to(torch.float64).unsqueeze(-2)            # (nb, 1, mp)
+    t, t_r, infos = solve_batch(cn, d * colmask, c_reps=cn_r, d_reps=d_r * colmask,
+                                var_tol=var_tol, max_cond=max_cond)
+    assert t_r is not None
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
-    mask_p = torch.zeros(nb, mp, dtype=torch.bool, device=dev)
-    infos: list[SolveInfo] = []
-    for b in range(nb):
-        mask_p[b] = ~constant_operators(cp[b], var_tol)
-        colmask = mask_p[b].to(torch.float64)
-        xb, info = solve_cov(cn[b], d[b] * colmask, var_tol=var_tol, max_cond=max_cond)
-        xr, info = solve_replicates(cn_r[:, b], d_r[:, b] * colmask, info, max_cond=max_cond)
-        kept = info.kept.to(dev)
-        mask_n[b, kept] = True
-        t[b, kept] = xb
-        t_r[:, b, kept] = xr
-        infos.append(info)
+    for b, info in enumerate(infos):
+        mask_n[b, info.kept.to(dev)] = True
     cpu = torch.device("cpu")
 
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
