@@ -34,12 +34,13 @@ from rgaudit.rg.exact import (
     all_states,
     couplings_from_logq,
     exact_chain,
+    exact_network_pairs,
     log_first,
     log_kernel,
     propagate,
 )
 from rgaudit.rg.operators import complete_products
-from rgaudit.rg.solve import MAX_COND, solve_batch
+from rgaudit.rg.solve import MAX_COND
 
 Tensor = torch.Tensor
 
@@ -217,17 +218,8 @@ class ExactGenerationChain:
                 "rests_on_unestimated": False}
 
 
-def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    """``Cov(A, B)`` under a joint table ``p`` (n, S_a, S_b); A (S_a, m_a), B (S_b, m_b)."""
-    pa, pb = p.sum(-1), p.sum(-2)
-    ea, eb = pa @ A, pb @ B                                  # (n, m_a), (n, m_b)
-    eab = A.T @ (p @ B)                                      # (n, m_a, m_b), two matmuls
-    return eab - ea.unsqueeze(-1) * eb.unsqueeze(-2)
-
-
 def _cov_from_weights(q: Tensor, A: Tensor) -> Tensor:
-    """``Cov(A, A)`` under state weights ``q`` (n, S); A (S, m). Equals ``_cov_from_table``
-    with ``diag(q)`` without building the (n, S, S) table."""
+    """``Cov(A, A)`` under state weights ``q`` (n, S); A (S, m)."""
     ea = q @ A
     return A.T @ (q.unsqueeze(-1) * A) - ea.unsqueeze(-1) * ea.unsqueeze(-2)
 
@@ -249,32 +241,26 @@ def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
 
 
 def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChain:
-    lqs = exact_log_q_down(net, yb)                         # layers N-1, …, 0
-    Ts = []
-    n_reg, n_drop, max_cond = 0, 0, 0.0
-    dropped: list[list[list[int]]] = []
-    regularised: list[list[bool]] = []
-    for i, k in enumerate(range(net.depth - 1, 0, -1)):     # T̃^(k): layer k → k-1
-        lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
-        p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
-        O_lo = complete_products(all_states(net.widths[k - 1], device=p.device))
-        O_hi = complete_products(all_states(net.widths[k], device=p.device))
-        C = _cov_from_weights(p.sum(-1), O_lo)
-        D = _cov_from_table(p, O_lo, O_hi)
-        T, _, infos = solve_batch(C, D, max_cond=MAX_COND)  # dropped operators: rows of 0
-        dropped.append([[int(d) for d in info.dropped.tolist()] for info in infos])
-        regularised.append([bool(info.regularised) for info in infos])
-        n_reg += sum(regularised[-1])
-        n_drop += sum(len(d) for d in dropped[-1])
-        max_cond = max([max_cond, *(float(info.cond) for info in infos)])
-        Ts.append(T)
+    # the RG engine's exact pairs along the downward chain: pair i is layer N-i → N-i-1, so
+    # pairs 1..N-1 are T̃^(N-1), …, T̃^(1) (complete bases, the one solve policy)
+    pairs = [p for p in exact_network_pairs(net, yb, "down", max_units=MAX_UNITS)[1:]
+             if p is not None]
+    Ts = [p.T for p in pairs]
+    dropped = [[[int(d) for d in i.dropped.tolist()] for i in p.solve_info] for p in pairs]
+    regularised = [[bool(i.regularised) for i in p.solve_info] for p in pairs]
+    n_reg = sum(sum(r) for r in regularised)
+    n_drop = sum(len(d) for ds in dropped for d in ds)
+    max_cond = max([0.0, *(float(i.cond) for p in pairs for i in p.solve_info)])
     if n_reg or n_drop:
         warnings.warn(f"exact generation chain: {n_reg} solve(s) regularised, {n_drop} "
                       f"constant operator(s) dropped (max cond {max_cond:.3g}); the chain FIM "
                       "may differ from the exact one", RuntimeWarning, stacklevel=3)
-    q0 = lqs[-1].exp()
-    O0 = complete_products(all_states(net.widths[0], device=q0.device))
-    C0 = _cov_from_weights(q0, O0)
+    if pairs:
+        C0 = pairs[-1].C_next                               # Cov of layer 0's operators
+    else:                                                   # one layer: q̃_0 directly
+        q0 = exact_log_q_down(net, yb)[-1].exp()
+        C0 = _cov_from_weights(q0, complete_products(all_states(net.widths[0],
+                                                                device=q0.device)))
     return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond,
                                 dropped, regularised)
 
