@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from rgaudit.fisher.first_layer import dg1_dx_analytic
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
 from rgaudit.rg.exact import (
@@ -39,7 +40,7 @@ from rgaudit.rg.exact import (
     log_kernel,
     propagate,
 )
-from rgaudit.rg.operators import complete_products
+from rgaudit.rg.operators import complete_products, complete_subsets
 from rgaudit.rg.solve import MAX_COND
 
 Tensor = torch.Tensor
@@ -86,29 +87,14 @@ def dg_top_dy(net: DeepRBM, basis: Any = None) -> Tensor:
     -------
     Tensor of shape (n_ops, n_N), float64
     """
-    W = net.layer(net.depth).W.to(torch.float64)           # (n_N, n_{N-1})
-    if basis is None:
-        return -W.T.clone()
-    subsets = list(basis.subsets)
-    out = torch.zeros(len(subsets), W.shape[0], dtype=torch.float64, device=W.device)
-    for row, sub in enumerate(subsets):
-        if len(sub) == 1:
-            out[row] = -W[:, sub[0]]
-    return out
-
-
-def single_rows(n_units: int) -> Tensor:
-    """Indices of the single operators ``h_i`` in the complete basis (mask order): ``2^i − 1``."""
-    return torch.tensor([2**i - 1 for i in range(n_units)], dtype=torch.long)
+    W = net.layer(net.depth).W                             # (n_N, n_{N-1})
+    return dg1_dx_analytic(W.T, None if basis is None else list(basis.subsets))
 
 
 def dg_top_dy_complete(net: DeepRBM) -> Tensor:
     """``∂g̃^(N-1)/∂y`` in the complete basis of layer N−1 (mask order); (2^n − 1, n_N)."""
-    W = net.layer(net.depth).W.to(torch.float64)
-    n = W.shape[1]
-    out = torch.zeros(2**n - 1, W.shape[0], dtype=torch.float64, device=W.device)
-    out[single_rows(n)] = -W.T
-    return out
+    W = net.layer(net.depth).W
+    return dg1_dx_analytic(W.T, complete_subsets(W.shape[1]))
 
 
 # -- exact enumeration ------------------------------------------------------------------------

@@ -13,17 +13,19 @@ glues it to the RG engine's :class:`~rgaudit.rg.mcrg.MCRGResult`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rgaudit.fisher.first_layer import dg1_dx_analytic
+from rgaudit.fisher.first_layer import dg1_dx_analytic, subsets_from_names
 from rgaudit.rg.moments import jackknife_stderr
 
 Tensor = torch.Tensor
+
+__all__ = ["ChainFIM", "chain_fim", "chain_fim_jackknife", "chain_jacobian", "chain_quality",
+           "fim_from_mcrg", "subsets_from_names"]
 
 
 def chain_jacobian(dg1_dx: Tensor, Ts: Sequence[Tensor]) -> Tensor:
@@ -142,17 +144,6 @@ def chain_fim_jackknife(
         reps.append(chain_fim(g, ts, c))
     R = torch.stack(reps)
     return ChainFIM(fim, jackknife_stderr(R), R)
-
-
-def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
-    """Unit subsets from operator names such as ``"h3"`` or ``"h1*h5"``."""
-    out = []
-    for name in names:
-        parts = name.split("*")
-        if not all(re.fullmatch(r"h\d+", p) for p in parts):
-            raise ValueError(f"operator name {name!r} is not a product of units 'h<i>'")
-        out.append(tuple(int(p[1:]) for p in parts))
-    return out
 
 
 def chain_quality(pairs: Sequence[Any]) -> dict[str, Any]:
