@@ -49,7 +49,7 @@ from rgaudit.defence.generation import (
 )
 from rgaudit.fisher.chain import ChainFIM, chain_fim, chain_fim_jackknife, chain_quality
 from rgaudit.fisher.exact import fim_from_log_probs
-from rgaudit.fisher.first_layer import dg1_dx_analytic, subsets_from_names
+from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -191,8 +191,9 @@ def _mcrg_generation_fim(net: DeepRBM, y: Tensor, bases: Any, n_samples: int,
                          generator: torch.Generator, **kwargs: Any) -> ChainFIM:
     res = generation_mcrg(net, y, bases, n_samples, generator, **kwargs)
     pairs = res.computed()                                  # layers N-1 → N-2, …, 1 → 0
-    names = pairs[0].names_prev                             # operators of layer N-1
-    dg = dg1_dx_analytic(net.layer(net.depth).W.T, subsets_from_names(names)).cpu()
+    top = pairs[0]                                          # operators of layer N-1
+    dg = dg1_dx_analytic(net.layer(net.depth).W.T,
+                         operator_subsets(top.ops_prev, top.names_prev)).cpu()
     out = chain_fim_jackknife(
         dg, [p.T for p in pairs], pairs[-1].C_next,
         Ts_reps=[list(p.T_replicates) for p in pairs],

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rgaudit.fisher.first_layer import dg1_dx_analytic, subsets_from_names
+from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets, subsets_from_names
 from rgaudit.rg.moments import jackknife_stderr
 
 Tensor = torch.Tensor
@@ -211,7 +211,9 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
         raise ValueError("the FIM chain needs an upward (classification) MCRG result")
     if not pairs:
         raise ValueError("a one-layer network has no chain: use the exact/direct FIM")
-    dg1 = dg1_dx_analytic(W1, subsets_from_names(pairs[0].names_prev))
+    first = pairs[0]
+    dg1 = dg1_dx_analytic(W1, operator_subsets(getattr(first, "ops_prev", None),
+                                               first.names_prev))
     Ts = [p.T for p in pairs]
     c_out = pairs[-1].C_next
     reps = [list(p.T_replicates) for p in pairs]

@@ -47,6 +47,15 @@ def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
     return out
 
 
+def operator_subsets(ops: Any, names: Sequence[str]) -> list[tuple[int, ...]]:
+    """Unit subsets of an operator set: its ``subsets`` when it has them (a ``ProductBasis``),
+    else parsed from its names (:func:`subsets_from_names`)."""
+    subsets = getattr(ops, "subsets", None)
+    if subsets is not None:
+        return [tuple(int(i) for i in s) for s in subsets]
+    return subsets_from_names(names)
+
+
 def dg1_dx_analytic(W1: Tensor, subsets: Sequence[Sequence[int]] | None = None) -> Tensor:
     """Analytic ``∂g^(1)/∂x``: ``−W_1`` on single-unit operators, 0 on higher products.
 

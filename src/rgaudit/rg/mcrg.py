@@ -47,6 +47,7 @@ field                    shape                                    meaning
 ``kept_mask_next``       (*batch, m_{i+1}) bool                   same as a mask
 ``kept_prev`` / mask     likewise for position ``i``              non-constant prev operators
 ``solve_info``           list of SolveInfo per batch element      kept/dropped, cond, λ, flags
+``ops_next/ops_prev``    Operators                                the operator sets themselves
 =======================  =======================================  ==============================
 
 Dropped (constant) operators: ``T`` is always full size. Rows of next operators that are constant
@@ -124,6 +125,8 @@ class LayerPair:
     n_samples: int
     batch_shape: tuple[int, ...] = ()
     T_unestimated: Tensor | None = None
+    ops_next: Operators | None = None
+    ops_prev: Operators | None = None
 
     @property
     def n_replicates(self) -> int:
@@ -308,7 +311,7 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
         kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],
         kept_mask_next=shaped(mask_n), kept_mask_prev=shaped(mask_p),
         solve_info=infos, names_next=list(ops_next.names), names_prev=list(ops_prev.names),
-        n_samples=acc.n_samples, batch_shape=tuple(batch),
+        n_samples=acc.n_samples, batch_shape=tuple(batch), ops_next=ops_next, ops_prev=ops_prev,
     )
 
 
