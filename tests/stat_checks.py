@@ -19,3 +19,32 @@ def agrees_within_errors(est, err, exact, n_rep):
     z_max = float(stats.t.isf(0.01 / (2 * z.numel()), nu))
     assert mean_z2 < 2 * nu / (nu - 2), f"mean z² = {mean_z2:.2f}"
     assert float(z.abs().max()) < z_max, f"max |z| = {float(z.abs().max()):.2f} ≥ {z_max:.2f}"
+
+
+def agrees_where_estimated(est, err, exact, n_rep, unestimated):
+    """:func:`agrees_within_errors` on the entries not flagged ``unestimated`` (a bool mask).
+
+    Also checks that every other entry has a finite, positive error bar: an error of 0 or NaN
+    outside the mask would be a collapsed error bar that escaped detection.
+    """
+    import torch
+
+    keep = ~unestimated
+    assert torch.isfinite(err[keep]).all() and (err[keep] > 0).all(), "unflagged bad error bar"
+    agrees_within_errors(est[keep], err[keep], exact[keep], n_rep)
+
+
+def large_weight_binary_net(widths, seed, n_inputs=2):
+    """The large-weight, binary-input regime: weights N(0, 1) (not N(0, 1/n)), biases
+    N(0, 0.25), binary inputs. Returns ``(net, x)`` with ``x`` of shape (n_inputs, widths[0])."""
+    import torch
+
+    from rgaudit.nets.deep_rbm import DeepRBM
+
+    g = torch.Generator().manual_seed(seed)
+    net = DeepRBM.random(widths, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.W.mul_(layer.W.shape[1] ** 0.5)
+    x = (torch.rand(n_inputs, widths[0], generator=g, dtype=torch.float64) < 0.5).double()
+    return net, x

@@ -91,7 +91,7 @@ def test_clone_attack_checks_feature_count(tmp_path: Path) -> None:
 def test_protect_fails_early_for_an_unusable_estimator(tmp_path: Path) -> None:
     net = DeepRBM.random([64, 30, 10], generator=torch.Generator().manual_seed(0))
     model = save_model(net, tmp_path / "m")
-    res = CliRunner().invoke(_app(), ["protect", str(model), "--estimator", "chain", "--out",
+    res = CliRunner().invoke(_app(), ["protect", str(model), "--estimator", "exact", "--out",
                                       str(tmp_path / "p.json")])
     assert res.exit_code != 0 and "cannot poison" in " ".join(res.output.split()), res.output
     assert not (tmp_path / "p.json").exists()

@@ -134,3 +134,21 @@ def test_chain_fim_from_exact_moments_equals_exact_fim():
             F = chain_fim(dg1, Ts, pairs[-1].C_next[i])
             err = (F - F_exact[i]).abs().max() / F_exact[i].abs().max()
             assert err < 1e-10, err
+
+
+def test_pairs_carry_their_operator_sets_and_one_parser():
+    """Issue 15.2: a LayerPair carries its Operators; names are parsed by one function."""
+    import pytest as _pytest
+
+    from rgaudit.fisher.first_layer import operator_subsets, subsets_from_names
+    from rgaudit.rg.mcrg import mcrg_network
+
+    net = DeepRBM.random([5, 4, 3], generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)
+    ops = [None, ProductBasis.pairs(4), ProductBasis.singles(3)]
+    p = mcrg_network(net, torch.rand(5, dtype=torch.float64), ops, 256, generator=0).layers[1]
+    assert p.ops_prev is ops[1] and p.ops_next is ops[2]
+    assert operator_subsets(p.ops_prev, p.names_prev) == subsets_from_names(p.names_prev)
+    assert subsets_from_names(["h3", "h1*h5"]) == [(3,), (1, 5)]
+    with _pytest.raises(ValueError, match="not a product of units"):
+        subsets_from_names(["x1"])

@@ -80,19 +80,27 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., help="Model folder, or 'default'."),
         eps: float = typer.Option(0.2, "--eps", min=0.0, help="Budget per answer."),
         norm: str = typer.Option("l1", "--norm", help="l1, l2 or kl."),
-        estimator: str = typer.Option("mean-field", "--estimator",
-                                      help="Generation-FIM estimator: mean-field, chain, exact."),
+        estimator: str | None = typer.Option(
+            None, "--estimator",
+            help="Generation-FIM estimator: auto (default: exact-chain when the layers can be "
+                 "enumerated, else MCRG chain), exact, exact-chain, chain, or mean-field "
+                 "(fast, magnitude off by up to ~10x; docs/cloning.md)."),
         out: Path = typer.Option(..., "--out", help="Poisoning config JSON to write (new, or "
                                  "one rgaudit wrote)."),
         force: bool = force_option(),
     ) -> None:
         """Write the RG output-poisoning config for MODEL (cloning section IV)."""
+        from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, ESTIMATORS, resolve_estimator
         from rgaudit.defence.poison import RGPoisoner
         from rgaudit.outputs import prepare_out_file
         from rgaudit.report.io import write_result
 
         if norm not in NORMS:
             raise typer.BadParameter(f"--norm must be one of {NORMS}, got {norm!r}")
+        estimator = DEFAULT_ESTIMATOR if estimator is None else estimator
+        if estimator not in ESTIMATORS:
+            raise typer.BadParameter(f"--estimator must be one of {', '.join(ESTIMATORS)}, "
+                                     f"got {estimator!r}")
         out = prepare_out_file(out, kind="poisoning-config", force=force)  # before the work
         net, cfg = _load_model(model)
         try:
@@ -116,7 +124,7 @@ def register(app: typer.Typer) -> None:
             "answers": "normalised sigmoid of mean-field logits",
             "guarantees": ["argmax preserved on every answer (unchanged on exact top-2 ties)",
                            f"{norm} deviation <= eps", "answers stay on the simplex"],
-            **poisoner.config()})
+            **poisoner.config(), "estimator_resolved": resolve_estimator(net, estimator)})
         Console().print(f"wrote {path}")
 
     @app.command("clone-attack")

@@ -23,23 +23,25 @@ the reference the tests compare against.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from rgaudit.fisher.first_layer import dg1_dx_analytic
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
 from rgaudit.rg.exact import (
     all_states,
     couplings_from_logq,
     exact_chain,
+    exact_network_pairs,
     log_first,
     log_kernel,
     propagate,
 )
-from rgaudit.rg.operators import complete_products
-from rgaudit.rg.solve import solve_cov
+from rgaudit.rg.operators import complete_products, complete_subsets
+from rgaudit.rg.solve import MAX_COND
 
 Tensor = torch.Tensor
 
@@ -85,29 +87,14 @@ def dg_top_dy(net: DeepRBM, basis: Any = None) -> Tensor:
     -------
     Tensor of shape (n_ops, n_N), float64
     """
-    W = net.layer(net.depth).W.to(torch.float64)           # (n_N, n_{N-1})
-    if basis is None:
-        return -W.T.clone()
-    subsets = list(basis.subsets)
-    out = torch.zeros(len(subsets), W.shape[0], dtype=torch.float64, device=W.device)
-    for row, sub in enumerate(subsets):
-        if len(sub) == 1:
-            out[row] = -W[:, sub[0]]
-    return out
-
-
-def single_rows(n_units: int) -> Tensor:
-    """Indices of the single operators ``h_i`` in the complete basis (mask order): ``2^i − 1``."""
-    return torch.tensor([2**i - 1 for i in range(n_units)], dtype=torch.long)
+    W = net.layer(net.depth).W                             # (n_N, n_{N-1})
+    return dg1_dx_analytic(W.T, None if basis is None else list(basis.subsets))
 
 
 def dg_top_dy_complete(net: DeepRBM) -> Tensor:
     """``∂g̃^(N-1)/∂y`` in the complete basis of layer N−1 (mask order); (2^n − 1, n_N)."""
-    W = net.layer(net.depth).W.to(torch.float64)
-    n = W.shape[1]
-    out = torch.zeros(2**n - 1, W.shape[0], dtype=torch.float64, device=W.device)
-    out[single_rows(n)] = -W.T
-    return out
+    W = net.layer(net.depth).W
+    return dg1_dx_analytic(W.T, complete_subsets(W.shape[1]))
 
 
 # -- exact enumeration ------------------------------------------------------------------------
@@ -191,6 +178,12 @@ class ExactGenerationChain:
         Constant operators dropped over all solves (their rows of ``T̃`` are set to 0).
     max_cond : float
         Largest condition number of a solved covariance block.
+    dropped : list of list of list of int
+        ``dropped[i][j]``: operators dropped as constant in solve ``i`` (order of ``Ts``) for
+        output ``j``.
+    regularised : list of list of bool
+        ``regularised[i][j]``: whether that solve was regularised (threshold
+        :data:`rgaudit.rg.solve.MAX_COND`).
     """
 
     Ts: list[Tensor]
@@ -199,14 +192,22 @@ class ExactGenerationChain:
     n_regularised: int = 0
     n_dropped: int = 0
     max_cond: float = 0.0
+    dropped: list[list[list[int]]] = field(default_factory=list)
+    regularised: list[list[bool]] = field(default_factory=list)
+
+    def quality(self) -> dict[str, Any]:
+        """Plain-data metadata of the solves (for every FIM built from this chain)."""
+        return {"max_cond_threshold": MAX_COND, "dropped": self.dropped,
+                "regularised": self.regularised, "n_regularised": self.n_regularised,
+                "n_dropped": self.n_dropped, "max_cond": self.max_cond,
+                "replicates_regularised": None, "n_unestimated": 0,
+                "rests_on_unestimated": False}
 
 
-def _cov_from_table(p: Tensor, A: Tensor, B: Tensor) -> Tensor:
-    """``Cov(A, B)`` under a joint table ``p`` (n, S_a, S_b); A (S_a, m_a), B (S_b, m_b)."""
-    pa, pb = p.sum(-1), p.sum(-2)
-    ea, eb = pa @ A, pb @ B                                  # (n, m_a), (n, m_b)
-    eab = torch.einsum("nst,sa,tb->nab", p, A, B)
-    return eab - ea.unsqueeze(-1) * eb.unsqueeze(-2)
+def _cov_from_weights(q: Tensor, A: Tensor) -> Tensor:
+    """``Cov(A, A)`` under state weights ``q`` (n, S); A (S, m)."""
+    ea = q @ A
+    return A.T @ (q.unsqueeze(-1) * A) - ea.unsqueeze(-1) * ea.unsqueeze(-2)
 
 
 def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
@@ -226,35 +227,28 @@ def exact_generation_stability(net: DeepRBM, y: Tensor) -> ExactGenerationChain:
 
 
 def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChain:
-    lqs = exact_log_q_down(net, yb)                         # layers N-1, …, 0
-    Ts = []
-    n_reg, n_drop, max_cond = 0, 0, 0.0
-    for i, k in enumerate(range(net.depth - 1, 0, -1)):     # T̃^(k): layer k → k-1
-        lt = log_transition_down(net, k)                    # (S_{k-1}, S_k)
-        p = (lt.unsqueeze(0) + lqs[i].unsqueeze(1)).exp()   # (n, S_{k-1}, S_k)
-        O_lo = complete_products(all_states(net.widths[k - 1], device=p.device))
-        O_hi = complete_products(all_states(net.widths[k], device=p.device))
-        C = _cov_from_table(torch.diag_embed(p.sum(-1)), O_lo, O_lo)
-        D = _cov_from_table(p, O_lo, O_hi)
-        rows = []
-        for j in range(len(p)):
-            x, info = solve_cov(C[j], D[j], max_cond=1e14)
-            n_reg += int(info.regularised)
-            n_drop += int(info.dropped.numel())
-            max_cond = max(max_cond, float(info.cond))
-            full = torch.zeros(C.shape[-1], D.shape[-1], dtype=x.dtype, device=x.device)
-            full[info.kept] = x                             # dropped (constant) operators: 0
-            rows.append(full)
-        Ts.append(torch.stack(rows))
+    # the RG engine's exact pairs along the downward chain: pair i is layer N-i → N-i-1, so
+    # pairs 1..N-1 are T̃^(N-1), …, T̃^(1) (complete bases, the one solve policy)
+    pairs = [p for p in exact_network_pairs(net, yb, "down", max_units=MAX_UNITS)[1:]
+             if p is not None]
+    Ts = [p.T for p in pairs]
+    dropped = [[[int(d) for d in i.dropped.tolist()] for i in p.solve_info] for p in pairs]
+    regularised = [[bool(i.regularised) for i in p.solve_info] for p in pairs]
+    n_reg = sum(sum(r) for r in regularised)
+    n_drop = sum(len(d) for ds in dropped for d in ds)
+    max_cond = max([0.0, *(float(i.cond) for p in pairs for i in p.solve_info)])
     if n_reg or n_drop:
         warnings.warn(f"exact generation chain: {n_reg} solve(s) regularised, {n_drop} "
                       f"constant operator(s) dropped (max cond {max_cond:.3g}); the chain FIM "
                       "may differ from the exact one", RuntimeWarning, stacklevel=3)
-    q0 = lqs[-1].exp()
-    O0 = complete_products(all_states(net.widths[0], device=q0.device))
-    p0 = torch.diag_embed(q0)
-    C0 = _cov_from_table(p0, O0, O0)
-    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond)
+    if pairs:
+        C0 = pairs[-1].C_next                               # Cov of layer 0's operators
+    else:                                                   # one layer: q̃_0 directly
+        q0 = exact_log_q_down(net, yb)[-1].exp()
+        C0 = _cov_from_weights(q0, complete_products(all_states(net.widths[0],
+                                                                device=q0.device)))
+    return ExactGenerationChain(Ts, C0, dg_top_dy_complete(net), n_reg, n_drop, max_cond,
+                                dropped, regularised)
 
 
 # -- Monte Carlo (the RG engine, direction="down") --------------------------------------------

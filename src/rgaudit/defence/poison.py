@@ -37,7 +37,12 @@ from rgaudit.defence.budget import (
     deviations,
     poison_steps,
 )
-from rgaudit.defence.generation_fim import ESTIMATORS, generation_fim, top_directions
+from rgaudit.defence.generation_fim import (
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    generation_fim,
+    top_directions,
+)
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
@@ -317,7 +322,7 @@ class RGPoisoner(Poisoner):
     ----------
     net : DeepRBM
         The defended network (its RBMs define the generation network).
-    estimator : {"mean-field", "exact", "exact-chain", "chain"}, default "mean-field"
+    estimator : {"auto", "mean-field", "exact", "exact-chain", "chain"}, default "auto"
         Generation-FIM estimator (see :mod:`rgaudit.defence.generation_fim`).
     fim_kwargs : dict, optional
         Extra arguments for the estimator (``bases``, ``n_samples``, … for ``chain``).
@@ -335,7 +340,7 @@ class RGPoisoner(Poisoner):
     sign_free = False
 
     def __init__(self, net: DeepRBM, *, eps: float, norm: str = "l1", kind: str = "simplex",
-                 estimator: str = "mean-field", fim_kwargs: dict[str, Any] | None = None,
+                 estimator: str = DEFAULT_ESTIMATOR, fim_kwargs: dict[str, Any] | None = None,
                  keep_margin: float = 0.1, batch: int = 256, k_eig: int = 3,
                  n_pairs: int | None = 12) -> None:
         super().__init__(eps=eps, norm=norm, kind=kind, keep_margin=keep_margin)

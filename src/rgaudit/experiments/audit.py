@@ -152,6 +152,7 @@ def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
             "n_kept_fisher~1": [s.counts["fisher~1"].value for s in spec],
             "regularised": bool(p.any_regularised),
             "max_cond": float(p.max_cond),
+            "unestimated": p.unestimated_counts()[:n_diag],
         })
     return {"basis": "singles", "pairs": pairs}
 

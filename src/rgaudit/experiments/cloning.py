@@ -22,6 +22,7 @@ import torch
 
 from rgaudit.defence.baselines import DEFENCES, make_poisoner
 from rgaudit.defence.cloning_attacks import ATTACKERS, CLONE_LAYERWISE, clone_attack
+from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, ESTIMATORS
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.nets.deep_rbm import DeepRBM
@@ -79,7 +80,7 @@ class CloningSettings:
     eps_adv: float = 1.0
     transfer_methods: tuple[str, ...] = ("fim", "fgm")
     pool_fraction: float = 0.55
-    estimator: str = "mean-field"
+    estimator: str = DEFAULT_ESTIMATOR
     mlp_epochs: int = 100
     layerwise_sweeps: int = 5
     seed: int = 0
@@ -94,6 +95,8 @@ class CloningSettings:
             raise ValueError(f"norm must be l1, l2 or kl, got {self.norm!r}")
         if not 0 < self.pool_fraction < 1:
             raise ValueError("pool_fraction must lie in (0, 1)")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ def run_cloning(
     x_pool, x_eval, y_eval = X[:n_pool], X[n_pool:], labels[n_pool:]
     predict = victim_predictor(net)
     honest = victim_answers(net, x_pool)
-    from rgaudit.defence.generation_fim import generation_fim
+    from rgaudit.defence.generation_fim import generation_fim, resolve_estimator
 
     F_honest = generation_fim(net, honest.to(net.device), s.estimator).detach().to(
         "cpu", torch.float64)
@@ -258,6 +261,7 @@ def run_cloning(
     result = CloningResult(settings={**asdict(s)},
                            victim={"widths": list(net.widths), "eval_accuracy": victim_acc,
                                    "n_pool": n_pool, "n_eval": len(x_eval),
+                                   "fim_estimator": resolve_estimator(net, s.estimator),
                                    "answers": "normalised sigmoid of mean-field logits"})
     cells = [("none", 0.0)] if "none" in s.defences else []
     cells += [(d, float(e)) for d in s.defences if d != "none" for e in s.eps]

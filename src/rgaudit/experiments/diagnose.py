@@ -63,6 +63,8 @@ class SpectrumSummary:
         (pseudo-inverse on near-constant directions).
     replicates_regularised : int
         Jackknife replicates (summed over inputs) regularised on their own.
+    unestimated : list of int
+        Unestimated (collapsed) entries of ``T`` per input: the spectra rest on them.
     """
 
     study: str
@@ -82,6 +84,7 @@ class SpectrumSummary:
     max_cond_prev: float = float("nan")
     floored: int = 0
     replicates_regularised: int = 0
+    unestimated: list[int] = field(default_factory=list)
 
     def mean_fisher(self, raw: bool = False) -> tuple[Tensor, Tensor]:
         """Input-averaged top values and the standard error of that average, shape (k,).
@@ -105,7 +108,8 @@ class SpectrumSummary:
                "dropped": self.dropped, "fisher_raw": self.fisher_raw,
                "fisher_raw_mean": self.mean_fisher(raw=True)[0],
                "max_cond_prev": self.max_cond_prev, "floored": self.floored,
-               "replicates_regularised": self.replicates_regularised}
+               "replicates_regularised": self.replicates_regularised,
+               "unestimated": self.unestimated}
         if self.eig_abs is not None:
             out.update(eig_abs=self.eig_abs, eig_abs_err=self.eig_abs_err)
         return out
@@ -143,7 +147,8 @@ def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
             max_cond_prev=max(s.cond_prev for s in sps),
             floored=sum(bool(s.flags) for s in sps),
             replicates_regularised=sum(int(i.n_replicates_regularised)
-                                       for i in pair.solve_info)))
+                                       for i in pair.solve_info),
+            unestimated=pair.unestimated_counts()))
     return out
 
 
@@ -417,6 +422,11 @@ def run_diagnose(
     if any(s.replicates_regularised for s in result.spectra):
         result.notes.append("some jackknife replicates were regularised on their own "
                             "(replicates_regularised): their errors include that regulariser")
+    if any(sum(s.unestimated) for s in result.spectra):
+        result.notes.append("some entries of T are unestimated (operator values never seen with "
+                            "some states of the other layer; 'unestimated'): the spectra of those "
+                            "pairs rest on them and their errors are too small; use more samples "
+                            "or a smaller basis")
     if any(s.floored for s in result.spectra):
         result.notes.append("some covariances were singular in the Fisher normalisation: "
                             "C^(-1/2) used an eigenvalue floor (pseudo-inverse) there (floored, "

@@ -13,17 +13,19 @@ glues it to the RG engine's :class:`~rgaudit.rg.mcrg.MCRGResult`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from rgaudit.fisher.first_layer import dg1_dx_analytic
+from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets, subsets_from_names
 from rgaudit.rg.moments import jackknife_stderr
 
 Tensor = torch.Tensor
+
+__all__ = ["ChainFIM", "chain_fim", "chain_fim_jackknife", "chain_jacobian", "chain_quality",
+           "fim_from_mcrg", "subsets_from_names"]
 
 
 def chain_jacobian(dg1_dx: Tensor, Ts: Sequence[Tensor]) -> Tensor:
@@ -144,15 +146,39 @@ def chain_fim_jackknife(
     return ChainFIM(fim, jackknife_stderr(R), R)
 
 
-def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
-    """Unit subsets from operator names such as ``"h3"`` or ``"h1*h5"``."""
-    out = []
-    for name in names:
-        parts = name.split("*")
-        if not all(re.fullmatch(r"h\d+", p) for p in parts):
-            raise ValueError(f"operator name {name!r} is not a product of units 'h<i>'")
-        out.append(tuple(int(p[1:]) for p in parts))
-    return out
+def chain_quality(pairs: Sequence[Any]) -> dict[str, Any]:
+    """What a chain FIM built from MCRG pairs rests on (plain data for its ``meta``).
+
+    Parameters
+    ----------
+    pairs : sequence of rgaudit.rg.mcrg.LayerPair
+        The pairs of the chain, in the order they are applied.
+
+    Returns
+    -------
+    dict
+        ``max_cond_threshold`` (:data:`rgaudit.rg.solve.MAX_COND` unless overridden);
+        per pair (lists in chain order, inner lists per batch element): ``dropped_next`` and
+        ``dropped_prev`` (operator indices dropped as constant), ``regularised``,
+        ``replicates_regularised`` (jackknife replicates regularised on their own),
+        ``unestimated`` (collapsed entries of ``T``); ``n_unestimated`` (total) and
+        ``rests_on_unestimated``: True when any factor has unestimated entries, in which case
+        the FIM and its error bar rest on entries the samples do not determine.
+    """
+    from rgaudit.rg.solve import MAX_COND
+
+    q = [p.quality() for p in pairs]
+    n_unest = sum(sum(x["unestimated"]) for x in q)
+    return {
+        "max_cond_threshold": MAX_COND,
+        "dropped_next": [x["dropped_next"] for x in q],
+        "dropped_prev": [x["dropped_prev"] for x in q],
+        "regularised": [x["regularised"] for x in q],
+        "replicates_regularised": [x["replicates_regularised"] for x in q],
+        "unestimated": [x["unestimated"] for x in q],
+        "n_unestimated": int(n_unest),
+        "rests_on_unestimated": bool(n_unest),
+    }
 
 
 def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None) -> ChainFIM:
@@ -172,7 +198,9 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
     Returns
     -------
     ChainFIM
-        FIM of shape (*batch, d, d) with jackknife errors from the shared blocks.
+        FIM of shape (*batch, d, d) with jackknife errors from the shared blocks; ``meta``
+        carries :func:`chain_quality` (dropped operators, regularised solves and replicates,
+        unestimated entries and ``rests_on_unestimated``).
     """
     n_pos = len(result.layers)
     pairs = [result.layers[i] for i in range(1, n_pos)]
@@ -183,7 +211,9 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
         raise ValueError("the FIM chain needs an upward (classification) MCRG result")
     if not pairs:
         raise ValueError("a one-layer network has no chain: use the exact/direct FIM")
-    dg1 = dg1_dx_analytic(W1, subsets_from_names(pairs[0].names_prev))
+    first = pairs[0]
+    dg1 = dg1_dx_analytic(W1, operator_subsets(getattr(first, "ops_prev", None),
+                                               first.names_prev))
     Ts = [p.T for p in pairs]
     c_out = pairs[-1].C_next
     reps = [list(p.T_replicates) for p in pairs]
@@ -191,6 +221,7 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
                               c_out_reps=list(pairs[-1].C_next_replicates))
     info = {"bases": [len(p.names_prev) for p in pairs] + [len(pairs[-1].names_next)],
             "n_samples": int(result.n_samples), "n_blocks": int(result.n_blocks),
-            "regularised": [bool(p.any_regularised) for p in pairs],
+            **chain_quality(pairs),
+            "any_regularised": [bool(p.any_regularised) for p in pairs],
             "max_cond": [float(p.max_cond) for p in pairs], **(meta or {})}
     return ChainFIM(out.fim, out.stderr, out.replicates, info)

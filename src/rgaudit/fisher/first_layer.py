@@ -16,6 +16,7 @@ the FIM chain uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,13 +30,43 @@ Tensor = torch.Tensor
 OperatorFn = Callable[[Tensor], Tensor]
 
 
+def subsets_from_names(names: Sequence[str]) -> list[tuple[int, ...]]:
+    """Unit subsets from operator names such as ``"h3"`` or ``"h1*h5"`` (the one parser).
+
+    Raises
+    ------
+    ValueError
+        If a name is not a product of units ``h<i>``.
+    """
+    out = []
+    for name in names:
+        parts = name.split("*")
+        if not all(re.fullmatch(r"h\d+", p) for p in parts):
+            raise ValueError(f"operator name {name!r} is not a product of units 'h<i>'")
+        out.append(tuple(int(p[1:]) for p in parts))
+    return out
+
+
+def operator_subsets(ops: Any, names: Sequence[str]) -> list[tuple[int, ...]]:
+    """Unit subsets of an operator set: its ``subsets`` when it has them (a ``ProductBasis``),
+    else parsed from its names (:func:`subsets_from_names`)."""
+    subsets = getattr(ops, "subsets", None)
+    if subsets is not None:
+        return [tuple(int(i) for i in s) for s in subsets]
+    return subsets_from_names(names)
+
+
 def dg1_dx_analytic(W1: Tensor, subsets: Sequence[Sequence[int]] | None = None) -> Tensor:
     """Analytic ``∂g^(1)/∂x``: ``−W_1`` on single-unit operators, 0 on higher products.
+
+    The one "``dg/d(input)``" of rgaudit: a layer whose units couple to a fixed real input
+    through ``W`` (``g_j = −(W x)_j − a_j`` on singles). The generation chain uses it with
+    ``W_Nᵀ`` (``∂g̃^(N-1)/∂y``, cloning eq. 23).
 
     Parameters
     ----------
     W1 : Tensor of shape (n_1, d)
-        First-layer weights.
+        Weights from the input (``d`` features) to the layer (``n_1`` units).
     subsets : sequence of sequence of int, optional
         Operators of the basis as unit-index subsets; default: singles ``(0,), …, (n_1−1,)``.
 

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from rgaudit.rg.operators import Operators, ProductBasis
-from rgaudit.rg.solve import SolveInfo, solve_cov
+from rgaudit.rg.solve import MAX_COND, SolveInfo, constant_operators, solve_batch
 
 Tensor = torch.Tensor
 
@@ -263,7 +263,7 @@ class ExactPair:
 
 def exact_moments(
     logq_prev: Tensor, logk: Tensor, ops_prev: Operators | None = None,
-    ops_next: Operators | None = None, *, var_tol: float = 1e-12, max_cond: float = 1e14,
+    ops_next: Operators | None = None, *, var_tol: float = 1e-12, max_cond: float = MAX_COND,
 ) -> ExactPair:
     """Exact ``C_next``, ``D``, ``C_prev`` and ``T = C_next⁻¹ D`` of one kernel.
 
@@ -301,15 +301,9 @@ def exact_moments(
     cn_f = c_next.reshape(nb, *c_next.shape[-2:])
     cp_f = c_prev.reshape(nb, *c_prev.shape[-2:])
     d_f = d.reshape(nb, *d.shape[-2:])
-    t = torch.zeros_like(d_f)
-    infos = []
-    from rgaudit.rg.solve import constant_operators
-
-    for b in range(nb):
-        colmask = (~constant_operators(cp_f[b], var_tol)).to(_F64)
-        x, info = solve_cov(cn_f[b], d_f[b] * colmask, var_tol=var_tol, max_cond=max_cond)
-        t[b, info.kept.to(dev)] = x
-        infos.append(info)
+    colmask = torch.stack([~constant_operators(cp_f[b], var_tol) for b in range(nb)])
+    t, _, infos = solve_batch(cn_f, d_f * colmask.to(_F64).unsqueeze(-2), var_tol=var_tol,
+                              max_cond=max_cond)
     return ExactPair(t.reshape(d.shape), c_next, c_prev, d, mn, mp, infos)
 
 

@@ -32,7 +32,9 @@ operators of position ``i``; ``n_rep`` = number of non-empty jackknife blocks):
 field                    shape                                    meaning
 =======================  =======================================  ==============================
 ``T``                    (*batch, m_{i+1}, m_i)                   ``∂g^(i+1)/∂g^(i)``, FULL size
-``T_stderr``             (*batch, m_{i+1}, m_i)                   jackknife standard error
+``T_stderr``             (*batch, m_{i+1}, m_i)                   jackknife standard error;
+                                                                  NaN where not estimated
+``T_unestimated``        (*batch, m_{i+1}, m_i) bool              collapsed entries (see below)
 ``T_replicates``         (n_rep, *batch, m_{i+1}, m_i)            leave-one-block-out ``T``
 ``C_next``               (*batch, m_{i+1}, m_{i+1})               ``Cov(O(h_{i+1}))``
 ``C_prev``               (*batch, m_i, m_i)                       ``Cov(O(h_i))``
@@ -45,6 +47,7 @@ field                    shape                                    meaning
 ``kept_mask_next``       (*batch, m_{i+1}) bool                   same as a mask
 ``kept_prev`` / mask     likewise for position ``i``              non-constant prev operators
 ``solve_info``           list of SolveInfo per batch element      kept/dropped, cond, λ, flags
+``ops_next/ops_prev``    Operators                                the operator sets themselves
 =======================  =======================================  ==============================
 
 Dropped (constant) operators: ``T`` is always full size. Rows of next operators that are constant
@@ -54,6 +57,14 @@ zero too (``D`` vanishes there). So the chain ``J = T^(N) ⋯ T^(2) ∂g^(1)/∂
 ``F = Jᵀ C^(N) J`` can be formed with plain matrix products, batch-wise
 (``torch.matmul`` broadcasts over ``*batch``), without index bookkeeping. All result tensors are
 float64 on the CPU.
+
+Unestimated entries: when an operator value never occurs together with some states of the other
+layer, entries of ``T`` come out identical in every jackknife replicate (usually exactly 0) while
+their true value is not (:func:`rgaudit.rg.solve.unestimated_entries`). They are flagged in
+``T_unestimated`` (counted by :attr:`LayerPair.n_unestimated`), their ``T_stderr`` is NaN, and
+everything computed from the pair (chain FIM, spectra) reports that it rests on them. Rows and
+columns of dropped (constant) operators are not estimated either: their ``T_stderr`` is NaN too
+and they are listed in ``solve_info[b].dropped``.
 
 Solve policy: see :mod:`rgaudit.rg.solve`. Every solve reports its condition number; when it
 exceeds ``max_cond`` a Tikhonov regulariser is applied and ``solve_info[b].regularised`` is set;
@@ -72,7 +83,13 @@ import torch
 
 from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
-from rgaudit.rg.solve import SolveInfo, constant_operators, solve_cov, solve_replicates
+from rgaudit.rg.solve import (
+    MAX_COND,
+    SolveInfo,
+    constant_operators,
+    solve_batch,
+    unestimated_entries,
+)
 
 Tensor = torch.Tensor
 Kernel = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -107,10 +124,47 @@ class LayerPair:
     names_prev: list[str]
     n_samples: int
     batch_shape: tuple[int, ...] = ()
+    T_unestimated: Tensor | None = None
+    ops_next: Operators | None = None
+    ops_prev: Operators | None = None
 
     @property
     def n_replicates(self) -> int:
         return int(self.T_replicates.shape[0])
+
+    @property
+    def n_unestimated(self) -> int:
+        """Number of unestimated (collapsed) entries of ``T`` over all batch elements."""
+        return 0 if self.T_unestimated is None else int(self.T_unestimated.sum())
+
+    def unestimated_counts(self) -> list[int]:
+        """Unestimated entries per flattened batch element."""
+        nb = math.prod(self.batch_shape)
+        if self.T_unestimated is None:
+            return [0] * nb
+        return [int(c) for c in self.T_unestimated.reshape(nb, -1).sum(-1)]
+
+    def dropped(self) -> dict[str, list[list[int]]]:
+        """Operators dropped as constant, per flattened batch element (next and prev)."""
+        def gone(masks: Tensor, width: int) -> list[list[int]]:
+            return [torch.nonzero(~m).flatten().tolist() for m in masks.reshape(-1, width)]
+
+        return {"next": gone(self.kept_mask_next, len(self.names_next)),
+                "prev": gone(self.kept_mask_prev, len(self.names_prev))}
+
+    def quality(self) -> dict[str, Any]:
+        """What every quantity computed from this pair rests on (plain data, per batch element).
+
+        ``dropped_next``/``dropped_prev``: operator indices dropped as constant;
+        ``regularised``: full-sample solves regularised; ``replicates_regularised``: jackknife
+        replicates regularised on their own; ``unestimated``: collapsed entries of ``T``.
+        """
+        d = self.dropped()
+        return {"dropped_next": d["next"], "dropped_prev": d["prev"],
+                "regularised": [bool(i.regularised) for i in self.solve_info],
+                "replicates_regularised": [int(i.n_replicates_regularised)
+                                           for i in self.solve_info],
+                "unestimated": self.unestimated_counts()}
 
     @property
     def any_regularised(self) -> bool:
@@ -132,10 +186,13 @@ class LayerPair:
             "names_next": self.names_next,
             "names_prev": self.names_prev,
             "any_regularised": self.any_regularised,
+            "n_unestimated": self.n_unestimated,
+            "quality": self.quality(),
             "solve_info": [i.to_dict() for i in self.solve_info],
         }
         if matrices:
-            out.update(T=self.T, T_stderr=self.T_stderr, C_next=self.C_next)
+            out.update(T=self.T, T_stderr=self.T_stderr, C_next=self.C_next,
+                       T_unestimated=self.T_unestimated)
         return out
 
 
@@ -205,7 +262,7 @@ class PairAccumulator:
         self.acc.update(self.ops_next.evaluate(h_next), self.ops_prev.evaluate(h_prev), block)
 
     def finalise(self, index: int, *, var_tol: float = 1e-12,
-                 max_cond: float = 1e10) -> LayerPair:
+                 max_cond: float = MAX_COND) -> LayerPair:
         """Solve ``C T = D`` for the full sample and every jackknife replicate."""
         return _finalise(self.acc, index, self.ops_prev, self.ops_next, var_tol, max_cond)
 
@@ -224,30 +281,28 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     cp_r = torch.stack([r.c_bb for r in reps]).reshape(len(reps), nb, mp, mp)
     d_r = torch.stack([r.c_ab for r in reps]).reshape(len(reps), nb, mn, mp)
     dev = cn.device
-    t = torch.zeros(nb, mn, mp, dtype=torch.float64, device=dev)
-    t_r = torch.zeros(len(reps), nb, mn, mp, dtype=torch.float64, device=dev)
+    mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
+    colmask = mask_p.to(torch.float64).unsqueeze(-2)            # (nb, 1, mp)
+    t, t_r, infos = solve_batch(cn, d * colmask, c_reps=cn_r, d_reps=d_r * colmask,
+                                var_tol=var_tol, max_cond=max_cond)
+    assert t_r is not None
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
-    mask_p = torch.zeros(nb, mp, dtype=torch.bool, device=dev)
-    infos: list[SolveInfo] = []
-    for b in range(nb):
-        mask_p[b] = ~constant_operators(cp[b], var_tol)
-        colmask = mask_p[b].to(torch.float64)
-        xb, info = solve_cov(cn[b], d[b] * colmask, var_tol=var_tol, max_cond=max_cond)
-        xr, info = solve_replicates(cn_r[:, b], d_r[:, b] * colmask, info, max_cond=max_cond)
-        kept = info.kept.to(dev)
-        mask_n[b, kept] = True
-        t[b, kept] = xb
-        t_r[:, b, kept] = xr
-        infos.append(info)
+    for b, info in enumerate(infos):
+        mask_n[b, info.kept.to(dev)] = True
     cpu = torch.device("cpu")
 
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
     n_rep = (len(reps),)
+    err = jackknife_stderr(t_r)
+    unest = unestimated_entries(err, mask_n, mask_p)
+    estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
+    err = torch.where(estimated, err, torch.full_like(err, float("nan")))
     return LayerPair(
         index=index,
-        T=shaped(t), T_stderr=shaped(jackknife_stderr(t_r), ()), T_replicates=shaped(t_r, n_rep),
+        T=shaped(t), T_stderr=shaped(err), T_replicates=shaped(t_r, n_rep),
+        T_unestimated=shaped(unest),
         C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
         C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
         D_replicates=shaped(d_r, n_rep),
@@ -256,7 +311,7 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
         kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],
         kept_mask_next=shaped(mask_n), kept_mask_prev=shaped(mask_p),
         solve_info=infos, names_next=list(ops_next.names), names_prev=list(ops_prev.names),
-        n_samples=acc.n_samples, batch_shape=tuple(batch),
+        n_samples=acc.n_samples, batch_shape=tuple(batch), ops_next=ops_next, ops_prev=ops_prev,
     )
 
 
@@ -296,7 +351,7 @@ def mcrg_chain(
     device: torch.device | str | None = None,
     pair_layers: Iterable[int] | None = None,
     var_tol: float = 1e-12,
-    max_cond: float = 1e10,
+    max_cond: float = MAX_COND,
     progress: Callable[[int, int], None] | None = None,
     positions: list[int] | None = None,
     contiguous_blocks: bool = False,
@@ -418,7 +473,7 @@ def mcrg_pairs(
     device: torch.device | str | None = None,
     contiguous_blocks: int | None = None,
     var_tol: float = 1e-12,
-    max_cond: float = 1e10,
+    max_cond: float = MAX_COND,
     index: int = 0,
 ) -> LayerPair:
     """Stability matrix from a stream of ``(h_prev, h_next)`` chunks produced elsewhere.
@@ -476,7 +531,7 @@ def mcrg_network(
     pair_layers: Iterable[int] | None = None,
     pilot_samples: int = 2000,
     var_tol: float = 1e-12,
-    max_cond: float = 1e10,
+    max_cond: float = MAX_COND,
     progress: Callable[[int, int], None] | None = None,
 ) -> MCRGResult:
     """MCRG along a :class:`~rgaudit.nets.deep_rbm.DeepRBM`, upwards or downwards.

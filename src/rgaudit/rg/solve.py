@@ -6,9 +6,14 @@ Policy (DESIGN.md, "Ill-conditioned covariances"):
    absolutely zero) is constant on the samples: its coupling is not identifiable. Such rows of
    ``C`` / ``T`` are dropped and their indices reported.
 2. The condition number of the remaining ``C`` is computed and reported.
-3. If it exceeds ``max_cond`` the solve is Tikhonov-regularised,
-   ``T = (C + λ I)⁻¹ D`` with ``λ = trace(C)/m / max_cond``, and flagged ``regularised=True``.
+3. If it exceeds ``max_cond`` (default :data:`MAX_COND`, the ONE threshold of the exact and the
+   sampled paths) the solve is Tikhonov-regularised, ``T = (C + λ I)⁻¹ D`` with
+   ``λ = trace(C)/m / max_cond``, and flagged ``regularised=True``.
    Never a silent pseudo-inverse, never a NaN.
+4. Entries of a sampled ``T`` whose jackknife replicates do not move at all (relative spread below
+   :data:`COLLAPSE_RTOL`) are *unestimated* (:func:`unestimated_entries`): an operator value that
+   never occurs together with some states of the other layer makes such an entry exactly the same
+   in every replicate (usually 0) while its true value is not; its error bar is NaN, never 0.
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ from dataclasses import dataclass, replace
 import torch
 
 Tensor = torch.Tensor
+
+#: The one condition-number threshold above which a solve is regularised, for exact moments
+#: (:mod:`rgaudit.rg.exact`, the exact generation chain) and sampled ones (:mod:`rgaudit.rg.mcrg`).
+#: 1e10 leaves ~6 significant digits of a float64 solve; sampled covariances are far noisier.
+MAX_COND = 1e10
+
+#: Relative jackknife spread (against the largest error bar of the same matrix) below which an
+#: entry counts as collapsed/unestimated. Rounding gives ≤ 2e-13 on such entries; the smallest
+#: genuine spread measured in the 6-5-5-4 large-weight regime was 1e-3 (docs/design.md).
+COLLAPSE_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,7 @@ def solve_cov(
     *,
     kept: Tensor | None = None,
     var_tol: float = 1e-12,
-    max_cond: float = 1e10,
+    max_cond: float = MAX_COND,
     lam: float | None = None,
 ) -> tuple[Tensor, SolveInfo]:
     """Solve ``C X = D`` for symmetric positive semi-definite ``C``.
@@ -141,7 +156,7 @@ def solve_cov(
 
 
 def solve_replicates(
-    c: Tensor, d: Tensor, info: SolveInfo, *, max_cond: float = 1e10,
+    c: Tensor, d: Tensor, info: SolveInfo, *, max_cond: float = MAX_COND,
 ) -> tuple[Tensor, SolveInfo]:
     """Solve ``C_r X_r = D_r`` for a stack of jackknife replicates with a fixed policy.
 
@@ -188,3 +203,122 @@ def solve_replicates(
         x = torch.where(bad[:, None, None], x_r, x)
     return x, replace(info, n_replicates_regularised=int(bad.sum()),
                       max_cond_replicates=float(cond_r.max()))
+
+
+def unestimated_entries(stderr: Tensor, kept_rows: Tensor, kept_cols: Tensor, *,
+                        rtol: float = COLLAPSE_RTOL) -> Tensor:
+    """Entries of a sampled ``T`` (kept rows × kept columns) whose jackknife spread collapsed.
+
+    In a complete (or near-complete) basis, ``T`` is built from conditional means of the
+    previous layer's operators given states of the next one. When an operator value never
+    occurs together with some of those states, the entry is the same in every jackknife
+    replicate (usually exactly 0, up to rounding) although its true value is not: the samples
+    say nothing about it, and its jackknife error is a meaningless 0.
+
+    Parameters
+    ----------
+    stderr : Tensor of shape (*batch, m_next, m_prev)
+        Jackknife standard errors of ``T``.
+    kept_rows : Tensor of shape (*batch, m_next), bool
+    kept_cols : Tensor of shape (*batch, m_prev), bool
+
+    Returns
+    -------
+    Tensor of shape (*batch, m_next, m_prev), bool
+        True where the entry is unestimated (only inside the kept block; rows and columns of
+        dropped operators are reported separately, as ``SolveInfo.dropped``).
+    """
+    block = kept_rows.unsqueeze(-1) & kept_cols.unsqueeze(-2)
+    scale = torch.where(block, stderr, torch.zeros_like(stderr)).flatten(-2).amax(-1)
+    thr = (rtol * scale).clamp_min(1e-300)[..., None, None]
+    return block & ~(stderr > thr)
+
+
+def solve_batch(
+    c: Tensor,
+    d: Tensor,
+    *,
+    c_reps: Tensor | None = None,
+    d_reps: Tensor | None = None,
+    var_tol: float = 1e-12,
+    max_cond: float = MAX_COND,
+) -> tuple[Tensor, Tensor | None, list[SolveInfo]]:
+    """The one batched "drop constants → solve → scatter" of every ``C T = D`` in rgaudit.
+
+    Applies :func:`solve_cov` to every batch element (and :func:`solve_replicates` to its
+    jackknife replicates) with the same policy and the same results, but batched: elements that
+    keep the same operators are solved together, and the solution is scattered back to full
+    size with zero rows for dropped (constant) operators.
+
+    Parameters
+    ----------
+    c : Tensor of shape (nb, m, m)
+    d : Tensor of shape (nb, m, p)
+    c_reps, d_reps : Tensor of shape (n_rep, nb, m, m) and (n_rep, nb, m, p), optional
+        Jackknife replicates; they reuse each element's kept set and regulariser.
+    var_tol, max_cond : float
+        As in :func:`solve_cov`.
+
+    Returns
+    -------
+    x : Tensor of shape (nb, m, p)
+        Full-size solutions (rows of dropped operators are 0).
+    x_reps : Tensor of shape (n_rep, nb, m, p) or None
+    infos : list of SolveInfo, one per batch element
+    """
+    if c.dim() != 3 or c.shape[-1] != c.shape[-2] or d.shape[:2] != c.shape[:2]:
+        raise ValueError(f"shapes C {tuple(c.shape)} and D {tuple(d.shape)} do not fit a batch "
+                         "of C X = D")
+    nb, m, p = d.shape
+    diag = torch.diagonal(c, dim1=-2, dim2=-1)
+    keep = diag > var_tol * diag.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    if not bool(keep.any(-1).all()):
+        raise ValueError(
+            "every operator is constant on the samples (saturated units?): nothing to solve; "
+            "use more samples or an input where the layer is not saturated"
+        )
+    x = torch.zeros(nb, m, p, dtype=d.dtype, device=d.device)
+    x_r = None
+    if c_reps is not None and d_reps is not None:
+        x_r = torch.zeros(c_reps.shape[0], nb, m, p, dtype=d_reps.dtype, device=d_reps.device)
+    infos: list[SolveInfo | None] = [None] * nb
+    groups, inverse = torch.unique(keep, dim=0, return_inverse=True)
+    for gi in range(groups.shape[0]):
+        idx = torch.nonzero(inverse == gi).flatten()
+        kept = torch.nonzero(groups[gi]).flatten()
+        dropped = torch.nonzero(~groups[gi]).flatten()
+        ck = c[idx][:, kept][:, :, kept]
+        dk = d[idx][:, kept]
+        eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
+        evals = torch.linalg.eigvalsh(ck)
+        top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
+        cond = torch.where(low > 0, top / low.clamp_min(1e-300),
+                           torch.full_like(low, float("inf")))
+        reg = ~(cond <= max_cond)
+        lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
+                          torch.zeros_like(cond))
+        xg = torch.linalg.solve(ck + lam[:, None, None] * eye, dk)
+        x[idx.unsqueeze(-1), kept] = xg
+        n_bad = [0] * len(idx)
+        cond_rmax = [float("nan")] * len(idx)
+        if x_r is not None and c_reps is not None and d_reps is not None:
+            ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
+            dkr = d_reps[:, idx][:, :, kept]
+            ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
+            top_r, low_r = ev_r[..., -1].clamp_min(1e-300), ev_r[..., 0]
+            cond_r = torch.where(low_r > 0, top_r / low_r.clamp_min(1e-300),
+                                 torch.full_like(low_r, float("inf")))
+            ill = ~(cond_r <= max_cond) & ~reg.unsqueeze(0)
+            xr, status = torch.linalg.solve_ex(ckr, dkr)
+            bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
+            if bool(bad.any()):
+                lam_r = torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1) / max_cond
+                xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
+                xr = torch.where(bad[..., None, None], xr_reg, xr)
+            x_r[:, idx.unsqueeze(-1), kept] = xr
+            n_bad = [int(v) for v in bad.sum(0)]
+            cond_rmax = [float(v) for v in cond_r.amax(0)]
+        for j, b in enumerate(idx.tolist()):
+            infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
+                                 float(lam[j]), n_bad[j], cond_rmax[j])
+    return x, x_r, [i for i in infos if i is not None]

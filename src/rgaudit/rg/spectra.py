@@ -222,6 +222,11 @@ class PairSpectrum:
         pseudo-inverse on (near-)constant directions; flagged in ``flags``).
     flags : list of str
         Human-readable warnings (floors applied).
+    n_unestimated : int
+        Unestimated (collapsed) entries of ``T`` for this batch element
+        (:func:`rgaudit.rg.solve.unestimated_entries`). When positive, every value here rests
+        on entries the samples do not determine: their errors are too small, by an unknown
+        amount (``unestimated_warning`` says so in words).
     """
 
     index: int
@@ -240,6 +245,17 @@ class PairSpectrum:
     floored_next: int = 0
     floored_prev: int = 0
     flags: list[str] = field(default_factory=list)
+    n_unestimated: int = 0
+
+    @property
+    def unestimated_warning(self) -> str | None:
+        """One sentence when the spectrum rests on unestimated entries of ``T``, else None."""
+        if not self.n_unestimated:
+            return None
+        return (f"T has {self.n_unestimated} unestimated entr"
+                f"{'y' if self.n_unestimated == 1 else 'ies'} (operator values never seen with "
+                "some states of the other layer): these values and errors rest on them; use more "
+                "samples or a smaller basis")
 
     def to_dict(self, top: int | None = 20) -> dict[str, Any]:
         """Plain data; keeps the ``top`` largest values of each spectrum (all when None)."""
@@ -254,6 +270,8 @@ class PairSpectrum:
             "cond_prev": self.cond_prev if math.isfinite(self.cond_prev) else None,
             "floored_next": self.floored_next, "floored_prev": self.floored_prev,
             "flags": list(self.flags),
+            "n_unestimated": self.n_unestimated,
+            "unestimated_warning": self.unestimated_warning,
         }
         if self.eig is not None:
             out["eig_real"] = self.eig.real[sl]
@@ -294,6 +312,7 @@ def pair_spectra(pair: Any, *, shared_basis: bool = False, threshold: float = 0.
     cp = pair.C_prev.reshape(nb, mp, mp)
     cn_r = pair.C_next_replicates.reshape(nrep, nb, mn, mn)
     cp_r = pair.C_prev_replicates.reshape(nrep, nb, mp, mp)
+    unest = pair.unestimated_counts() if hasattr(pair, "unestimated_counts") else [0] * nb
     out = []
     for b in range(nb):
         kn, kp = pair.kept_next[b], pair.kept_prev[b]
@@ -334,7 +353,8 @@ def pair_spectra(pair: Any, *, shared_basis: bool = False, threshold: float = 0.
         out.append(PairSpectrum(pair.index, b, sv, jackknife_stderr(sv_r), fs, fs_err,
                                 eig, eig_err, vecs, counts, fisher_raw=fs_raw,
                                 cond_next=float(inf_n.cond), cond_prev=float(inf_p.cond),
-                                floored_next=fl_n, floored_prev=fl_p, flags=flags))
+                                floored_next=fl_n, floored_prev=fl_p, flags=flags,
+                                n_unestimated=unest[b]))
     return out
 
 
