@@ -20,6 +20,11 @@ def register(app: typer.Typer) -> None:
                                   "with --config)."),
         norm: str = typer.Option(None, "--norm", help="l1, l2 or kl (default l1; not with "
                                  "--config)."),
+        estimator: str = typer.Option(
+            None, "--estimator", help="Generation-FIM estimator of --defence rg: auto (the "
+            "library default, accurate but slow: an MCRG chain per answer on networks too wide to "
+            "enumerate) or mean-field (fast; its magnitude is off, docs/cloning.md). Not with "
+            "--config."),
         config: Path = typer.Option(None, "--config", help="Poisoning config written by "
                                     "rgaudit protect."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -67,8 +72,11 @@ def register(app: typer.Typer) -> None:
         import torch
 
         torch.set_num_threads(threads)               # this process only: the serving command
-        defended = load_defended(model, defence=defence, eps=eps, norm=norm, config=config,
-                                 seed=seed)
+        try:
+            defended = load_defended(model, defence=defence, eps=eps, norm=norm, config=config,
+                                     seed=seed, estimator=estimator)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         app = create_app(defended, settings)
         typer.echo(f"serving {model} with defence {defended.poisoner.name!r} on "
                    f"http://{host}:{port} (OpenAPI: /docs)")

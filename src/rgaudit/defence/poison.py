@@ -22,6 +22,7 @@ The baselines live in :mod:`rgaudit.defence.baselines`.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, final
@@ -38,9 +39,11 @@ from rgaudit.defence.budget import (
     poison_steps,
 )
 from rgaudit.defence.generation_fim import (
+    DEFAULT_CHAIN_SEED,
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     generation_fim,
+    resolve_estimator,
     top_directions,
 )
 from rgaudit.nets.deep_rbm import DeepRBM
@@ -314,6 +317,15 @@ def candidate_directions(F: np.ndarray, y: np.ndarray, norm: str, kind: str,
     return C[0][valid[0]]
 
 
+def _answer_seed(y: Tensor) -> int:
+    """Seed of the Monte Carlo generation FIM for one answer ``y`` (m,): a hash of its float64
+    bytes mixed with :data:`~rgaudit.defence.generation_fim.DEFAULT_CHAIN_SEED`."""
+    key = np.ascontiguousarray(y.detach().cpu().to(torch.float64).numpy()).tobytes()
+    entropy = [DEFAULT_CHAIN_SEED, *np.frombuffer(hashlib.sha256(key).digest(), np.uint32)]
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1,
+                                                                              np.uint64)[0])
+
+
 class RGPoisoner(Poisoner):
     """The RG poison: per query, the candidate step with the largest realised Fisher damage
     ``δyᵀ F̃(y) δy`` (see the module docstring and :func:`candidate_directions`).
@@ -358,8 +370,17 @@ class RGPoisoner(Poisoner):
         """Generation FIMs ``F̃(y)`` of outputs ``y`` (n, m); shape (n, m, m), float64, CPU."""
         out = []
         kw = dict(self.fim_kwargs)
-        if self.estimator == "chain":
-            kw.setdefault("generator", generator)
+        if resolve_estimator(self.net, self.estimator) == "chain" and "generator" not in kw:
+            # Monte Carlo FIM: every answer gets its own stream keyed by the answer itself, so
+            # a served answer never depends on the batch it came in (a thief could otherwise
+            # average the poison away over re-queries in different batches).
+            for row in y:
+                g = torch.Generator(device=self.net.device).manual_seed(_answer_seed(row))
+                F = generation_fim(self.net, row[None].to(self.net.device), "chain",
+                                   generator=g, **kw)
+                out.append(F.detach().to("cpu", torch.float64))
+            return torch.cat(out) if out else torch.zeros(0, y.shape[-1], y.shape[-1],
+                                                           dtype=torch.float64)
         for start in range(0, len(y), self.batch):
             F = generation_fim(self.net, y[start:start + self.batch].to(self.net.device),
                                self.estimator, **kw)

@@ -9,9 +9,12 @@ from rgaudit.serve.defended import DefendedModel, build_poisoner, poisoner_from_
 
 def load_defended(model: str, *, defence: str | None = None, eps: float | None = None,
                   norm: str | None = None, config: Path | str | None = None,
-                  seed: int = 0) -> DefendedModel:
+                  seed: int = 0, estimator: str | None = None) -> DefendedModel:
     """The model at ``model`` (``default``: the default digits model) behind a defence given
     either by name/budget/norm or by a ``rgaudit protect`` config (not both).
+
+    ``estimator`` is the generation-FIM estimator of the rg defence (default: the library's
+    ``defence.generation_fim.DEFAULT_ESTIMATOR``).
 
     Raises
     ------
@@ -31,8 +34,8 @@ def load_defended(model: str, *, defence: str | None = None, eps: float | None =
         path = DEFAULT_PATH
     clf, cfg = load_classifier(path)
     if config is not None:
-        given = [o for o, v in (("--defence", defence), ("--eps", eps), ("--norm", norm))
-                 if v is not None]
+        given = [o for o, v in (("--defence", defence), ("--eps", eps), ("--norm", norm),
+                                ("--estimator", estimator)) if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)} cannot be combined with --config (the "
                              "config fixes the defence and its budget)")
@@ -40,7 +43,10 @@ def load_defended(model: str, *, defence: str | None = None, eps: float | None =
         poisoner = poisoner_from_config(clf, doc, cfg, config)
         source = {"model": str(model), "config": str(config)}
     else:
+        if estimator is not None and defence != "rg":
+            raise ValueError("--estimator applies only to --defence rg")
         poisoner = build_poisoner(clf, defence or "none",
-                                  eps=0.2 if eps is None else float(eps), norm=norm or "l1")
+                                  eps=0.2 if eps is None else float(eps), norm=norm or "l1",
+                                  extra=None if estimator is None else {"estimator": estimator})
         source = {"model": str(model)}
     return DefendedModel(clf, poisoner, source, seed=seed)
