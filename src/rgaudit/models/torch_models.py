@@ -49,6 +49,15 @@ class FlatInput(nn.Module):
         self.in_dtype = dtype
         self.batch = batch
 
+    def train(self, mode: bool = True) -> FlatInput:
+        """Set the mode; an exported program has no train mode (it stays as exported)."""
+        self.training = mode
+        try:
+            self.module.train(mode)
+        except NotImplementedError:
+            pass
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.reshape(x.shape[0], *self.input_shape).to(self.in_dtype)
         if self.batch is None or z.shape[0] == self.batch:
