@@ -1,0 +1,125 @@
+"""The audit of any classifier: an exact reference (linear softmax model), a plain PyTorch MLP
+audited end to end from a .pt2 file through the CLI and through the API, the report's numbers
+equal to the JSON's, every JSON valid against its schema, clear errors for data that does not
+fit the model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rgaudit.experiments.audit_any import AnyAuditConfig, check_data, run_any_audit
+from rgaudit.models import TorchClassifier, load_classifier
+from rgaudit.report.any_audit_report import _fmt
+from rgaudit.schemas import validate
+
+
+def test_linear_model_min_eps_equals_distance_to_boundary():
+    """Two-class linear softmax: F = p(1-p) ΔwΔwᵀ, so the FIM direction is ±Δw and the minimal
+    flipping L2 budget is the distance to the boundary |Δz|/‖Δw‖ (no clipping here)."""
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(16, 2).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 16, generator=g, dtype=torch.float64))
+        lin.bias.copy_(torch.stack([0.5 * lin.weight[1].sum(), 0.5 * lin.weight[0].sum()]))
+    # the boundary passes through x = 0.5: distances ~ 0.04, inside [0, 1] without clipping
+    x = 0.5 + 0.04 * torch.randn(40, 16, generator=g, dtype=torch.float64)
+    y = lin(x).argmax(-1)
+    clf = TorchClassifier(lin, (16,), 2)
+    cfg = AnyAuditConfig(n_inputs=8, eps_l2=(0.01, 0.02, 0.03), eps_linf=(0.01, 0.05),
+                         bisect_steps=14)
+    res = run_any_audit(clf, x, y, cfg)
+    idx = torch.tensor(res.inputs["indices"])
+    dw = lin.weight[1] - lin.weight[0]
+    dist = ((lin(x[idx])[:, 1] - lin(x[idx])[:, 0]).abs() / dw.norm()).detach()
+    fim = res.attacks["l2"]["fim"]
+    bracket = fim["bracket"]
+    for e, f, d in zip(fim["min_eps"], fim["flipped"], dist.tolist(), strict=True):
+        if d < cfg.eps_l2[-1]:
+            assert f and d <= e <= d + bracket + 1e-12
+        else:
+            assert not f and e is None
+    assert 3 <= sum(fim["flipped"]) < len(fim["flipped"])      # both cases are exercised
+    assert res.diagnosis["available"] is False and "RBM-family" in res.diagnosis["note"]
+
+
+def test_check_data_errors():
+    clf = TorchClassifier(torch.nn.Linear(4, 3), (4,), 3)
+    with pytest.raises(ValueError, match="features"):
+        check_data(clf, torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="valid range"):
+        check_data(clf, torch.full((2, 4), 2.0), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="3 classes"):
+        check_data(clf, torch.zeros(2, 4), torch.tensor([0, 3]))
+
+
+@pytest.fixture(scope="module")
+def digits_mlp_pt2(tmp_path_factory):
+    from rgaudit.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    torch.manual_seed(0)  # test-only: module initialisers read the global RNG
+    m = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(ds.X_train), ds.y_train).backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("model") / "mlp.pt2"
+    ep = torch.export.export(m.eval(), (ds.X_train[:2],),
+                             dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(ep, str(path))
+    return path, ds
+
+
+@pytest.mark.slow
+def test_pt2_mlp_end_to_end_cli_and_api(digits_mlp_pt2, tmp_path):
+    from rgaudit.cli import app
+
+    path, ds = digits_mlp_pt2
+    res = CliRunner().invoke(app, ["audit", "--model", str(path), "--inputs", "4", "--out",
+                                   str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.glob("audit-*")
+    doc = json.loads((run / "audit.json").read_text())
+    validate(doc)
+    assert doc["model"]["kind"] == "torch-export" and doc["header"]["model_path"] == str(path)
+    # the report's numbers are the JSON's
+    md = (run / "report.md").read_text()
+    assert doc["verdict"]["text"] in md
+    for name, r in doc["attacks"]["l2"].items():
+        s = r["min_eps_actual_summary"]
+        row = f"| {name} | {_fmt(s['median'])} | {_fmt(s['q1'])} | {_fmt(s['q3'])} |"
+        assert row in md, row
+    html = (run / "report.html").read_text()
+    assert not re.search(r'src="[^"]+\.png"', html) and "data:image/png;base64," in html
+    arrays = np.load(run / "examples.npz")
+    best = doc["examples"]["best"]
+    assert arrays["best_x"].shape == (4, 64) and arrays["best_x_adv"].shape == (4, 64)
+    delta = np.linalg.norm(arrays["best_x_adv"] - arrays["best_x"], axis=1)
+    for d, e in zip(delta, best["eps_l2"], strict=True):
+        assert e is None or abs(d - e) < 1e-5
+    # the API gives the same result as the CLI (same seed, deterministic model)
+    clf, _ = load_classifier(path)
+    api = run_any_audit(clf, ds.X_test, ds.y_test, AnyAuditConfig(n_inputs=4, seed=0))
+    assert api.verdict["median_l2"] == pytest.approx(doc["verdict"]["median_l2"], abs=1e-9)
+    assert api.inputs["indices"] == doc["inputs"]["indices"]
+
+
+def test_cli_data_width_mismatch_is_a_clear_error(tmp_path):
+    from rgaudit.cli import app
+
+    m = torch.nn.Sequential(torch.nn.Linear(16, 3))
+    p = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(m, (torch.rand(2, 16),),
+                                          dynamic_shapes={"input": {0: torch.export.Dim("b")}}),
+                      str(p))
+    res = CliRunner().invoke(app, ["audit", "--model", str(p), "--out", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "64 features" in res.output and "takes 16" in res.output
+    assert not list(tmp_path.glob("audit-*"))
