@@ -166,8 +166,7 @@ def register(app: typer.Typer) -> None:
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
     ) -> None:
-        """Audit a model: MCRG diagnosis (RBM-family networks), input FIMs, FIM attacks vs
-        standard attacks, and a report with a verdict."""
+        """Audit a model: input FIM, attacks, a report with a verdict (+ MCRG for RBM nets)."""
         from rgaudit.commands.audit_any import audit_any_model, is_rgaudit_folder
 
         if not is_rgaudit_folder(model):

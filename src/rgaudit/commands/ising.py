@@ -8,11 +8,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
-from rgaudit.report.io import atomic_write_text, write_result
-from rgaudit.report.ising_report import plot_exponents, render_markdown
-from rgaudit.train.pipeline import torch_threads
-
 # config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
 _OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
                  ("n_blocks", "--blocks"), ("n_even", "--even"), ("n_odd", "--odd"))
@@ -42,6 +37,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/ising"), help="Output folder."),
     ) -> None:
         """Stability-matrix eigenvalues and exponents at every level and truncation."""
+        from rgaudit.experiments.ising import (
+            IsingMCRGConfig,
+            run_ising_mcrg,
+            run_rbm_kernel_study,
+        )
+        from rgaudit.report.io import atomic_write_text, write_result
+        from rgaudit.report.ising_report import plot_exponents, render_markdown
+        from rgaudit.train.pipeline import torch_threads
+
         if kernel not in ("majority", "rbm", "both"):
             raise typer.BadParameter(f"kernel must be majority, rbm or both, got {kernel!r}")
         cfg = IsingMCRGConfig(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
-from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
-from rgaudit.report.relu_plots import render_markdown, write_plots
+if TYPE_CHECKING:
+    from rgaudit.experiments.relu_scaling import ReluStudyConfig
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -58,6 +58,9 @@ def _check_some_cell_fits(config: ReluStudyConfig) -> None:
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
     """Write ``result.json``, ``report.md`` and the PNGs into ``out``, each via temp-and-rename."""
+    from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
+    from rgaudit.report.relu_plots import render_markdown, write_plots
+
     out.mkdir(parents=True, exist_ok=True)
     payload = {"schema_version": SCHEMA_VERSION, "kind": "relu-scaling", **result}
     md = render_markdown(payload)
@@ -95,6 +98,8 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Seconds-long smoke run."),
     ) -> None:
         """Random ReLU networks: one-step attack size vs d, near-linearity, depth, trained MLP."""
+        from rgaudit.experiments.relu_scaling import ReluStudyConfig, run_relu_study
+
         over: dict = {"seed": seed, "device": device}
         for key, val in (("dims", _ints(dims, "--dims")), ("depths", _ints(depths, "--depths")),
                          ("width", width), ("n_nets", n_nets)):

@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rgaudit.errors import RGAuditError
-from rgaudit.train.pipeline import TrainConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -97,7 +96,7 @@ def register(app: typer.Typer) -> None:
         from rgaudit.data import load_dataset
         from rgaudit.nets.io import save_model
         from rgaudit.train.finetune import OBJECTIVES
-        from rgaudit.train.pipeline import train_default
+        from rgaudit.train.pipeline import TrainConfig, train_default
 
         # checked before the data are loaded and anything is trained
         if objective not in OBJECTIVES:
@@ -137,10 +136,10 @@ def register(app: typer.Typer) -> None:
     def info(model: Path = typer.Argument(..., help="Model folder written by rgaudit train")
              ) -> None:
         """Print a saved model's configuration: widths, data set, accuracies, seed, version."""
-        from rgaudit.nets.io import load_model
+        from rgaudit.nets.io import inspect_model
 
         try:
-            _, cfg = load_model(model)
+            cfg = inspect_model(model)
         except RGAuditError as err:
             raise _fail(str(err)) from err
         table = Table(title=str(model), show_header=False)
