@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from rgaudit.attacks.base import Attack, DirectionAttack, clip_box, unit_step
@@ -57,8 +58,13 @@ class AnyAuditConfig:
         Top FIM eigenvalues reported per input.
     dense_max_features : int
         Above this input size the FIM is never formed (matrix-free Lanczos).
+    n_diagnose : int
+        Inputs of the MCRG diagnosis (RBM-family networks only; 0 skips it).
+    mcrg_samples : int
+        Chains per input of the MCRG diagnosis (≥ 32: 16 jackknife blocks of ≥ 2).
     seed : int
-        Seed of the random directions and the Lanczos start vectors (``--seed``).
+        Root seed (``--seed``); the random directions, the Lanczos start vectors and the MCRG
+        chains get independent streams spawned from it (``numpy.random.SeedSequence``).
     """
 
     n_inputs: int = 20
@@ -68,6 +74,8 @@ class AnyAuditConfig:
     pgd_iter: int = 20
     fim_top_k: int = 5
     dense_max_features: int = 4096
+    n_diagnose: int = 3
+    mcrg_samples: int = 4000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,6 +87,15 @@ class AnyAuditConfig:
                 raise ValueError(f"{name} must be increasing positive finite budgets, got {grid}")
         if self.bisect_steps < 1 or self.pgd_iter < 1 or self.fim_top_k < 1:
             raise ValueError("bisect_steps, pgd_iter and fim_top_k must be ≥ 1")
+        if self.n_diagnose < 0 or self.mcrg_samples < 32:
+            raise ValueError("n_diagnose must be ≥ 0 and mcrg_samples ≥ 32")
+
+    def streams(self) -> dict[str, int]:
+        """Independent seeds by role, spawned from ``seed``."""
+        roles = ("random-directions", "lanczos", "mcrg")
+        kids = np.random.SeedSequence(self.seed).spawn(len(roles))
+        return {r: int(k.generate_state(1, np.uint32)[0]) for r, k in zip(roles, kids,
+                                                                           strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,7 +243,8 @@ def _attacks(clf: Classifier, x: Tensor, y: Tensor, norm: str, fim_v: Tensor, gr
     art = art_classifier(LogProbaModule(clf), clf.n_features, clf.n_classes)
     atks.append(DeepFool(classifier=art, norm=norm))  # type: ignore[arg-type]
     atks.append(PGD(classifier=art, norm=norm, max_iter=cfg.pgd_iter))  # type: ignore[arg-type]
-    atks.append(RandomDirection(generator=torch.Generator().manual_seed(cfg.seed),
+    seed = cfg.streams()["random-directions"]
+    atks.append(RandomDirection(generator=torch.Generator().manual_seed(seed),
                                 norm=norm))  # type: ignore[arg-type]
     return atks
 
@@ -271,7 +289,8 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
     steps = 1 + 2 * 5
     progress("input Fisher information", 0, steps)
     t0 = time.perf_counter()
-    evals, evec, fim_method = fim_top(clf, x, cfg.fim_top_k, cfg.dense_max_features, cfg.seed)
+    evals, evec, fim_method = fim_top(clf, x, cfg.fim_top_k, cfg.dense_max_features,
+                                      cfg.streams()["lanczos"])
     grad = _true_class_grad(clf, x, y)
     timings["fim"] = time.perf_counter() - t0
     progress("input Fisher information", 1, steps)
@@ -334,10 +353,13 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
             "proba_clean": pc.max(-1).values.tolist(), "proba_adv": pa.max(-1).values.tolist(),
         }
     diagnosis: dict[str, Any] = {"available": False, "note": MCRG_NOTE.format(kind=clf.kind)}
-    if clf.rbm is not None:
-        diagnosis = {"available": True, "note": "RBM-family network: run the full audit "
-                     "(rgaudit audit on an rgaudit model folder) for the layerwise MCRG "
-                     "diagnosis; this result covers the softmax-output FIM and the attacks."}
+    net = clf.rbm
+    if net is not None and cfg.n_diagnose > 0:
+        progress("MCRG diagnosis", steps, steps)
+        t0 = time.perf_counter()
+        diagnosis = mcrg_diagnosis(net, x[: cfg.n_diagnose], cfg.mcrg_samples,
+                                   cfg.streams()["mcrg"])
+        timings["mcrg"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     return AnyAuditResult(
         config=cfg.to_dict(),
@@ -351,6 +373,29 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
              "note": "exact (autograd, deterministic): no sampling error"},
         attacks=attacks, verdict=verdict, diagnosis=diagnosis, timings=timings,
         examples=examples)
+
+
+def mcrg_diagnosis(net: Any, x: Tensor, n_samples: int, seed: int) -> dict[str, Any]:
+    """Fisher-normalised stability spectra of every layer pair (singles basis, MCRG).
+
+    The spectra describe the *stochastic* network with the model's weights: hidden units
+    sampled from the layer conditionals ``σ(W h + a)`` (for a converted scikit-learn pipeline,
+    exactly sklearn's ``transform``), whereas the attacks act on the deterministic probabilities.
+    """
+    from rgaudit.experiments.audit import _diagnose
+    from rgaudit.rg.mcrg import mcrg_network
+
+    gen = torch.Generator(device=net.device).manual_seed(seed)
+    res = mcrg_network(net, x.to(device=net.device, dtype=net.dtype), "singles", n_samples,
+                       generator=gen)
+    d = _diagnose(res, x.shape[0])
+    return {"available": True, "basis": "singles", "samples": n_samples,
+            "n_inputs": int(x.shape[0]), "pairs": d["pairs"],
+            "note": ("MCRG diagnosis of the stochastic network with this model's weights (hidden "
+                     "units sampled from its own layer conditionals). Fisher-normalised singular "
+                     "values s ≈ 1 mark directions whose information survives the layer "
+                     "(relevant or marginal), s < 1 directions it loses (irrelevant); the "
+                     "attacks act on the deterministic (mean-field) probabilities.")}
 
 
 def _verdict(l2: dict[str, Any], clf: Classifier) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def _image(x: np.ndarray, shape: list[int]) -> np.ndarray | None:
 
 
 def fig_examples(ex: dict[str, Any], arrays: dict[str, np.ndarray], shape: list[int],
-                 n_show: int = 4) -> bytes | None:
+                 n_show: int = 3) -> bytes | None:
     """Original | perturbation (diverging map, colour bar) | adversarial, one row per input."""
     from matplotlib.figure import Figure
 
@@ -53,7 +53,7 @@ def fig_examples(ex: dict[str, Any], arrays: dict[str, np.ndarray], shape: list[
     n = min(n_show, x.shape[0])
     if n == 0 or _image(x[0], shape) is None:
         return None
-    fig = Figure(figsize=(7.5, 2.3 * n))
+    fig = Figure(figsize=(7.5, 2.2 * n))
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         d = xa[i] - x[i]
@@ -82,22 +82,27 @@ def fig_min_eps(l2: dict[str, Any]) -> bytes:
     """Median applied minimal flipping ‖δ‖₂ per method, error bars from q1 to q3."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 3.4))
+    fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
     names = list(l2)
+    tops = [s["q3"] or s["median"] or 0.0 for s in
+            (l2[n]["min_eps_actual_summary"] for n in names)]
+    pad = 0.04 * (max(tops) or 1.0)
     for i, name in enumerate(names):
         s = l2[name]["min_eps_actual_summary"]
         if s["median"] is None:
-            ax.text(i, 0, f"{s['n_flipped']}/{s['n']}\nflipped", ha="center", va="bottom",
-                    fontsize=7)
+            ax.text(i, pad, f"median not\nflipped\n({s['n_flipped']}/{s['n']})", ha="center",
+                    va="bottom", fontsize=7)
             continue
         lo = s["median"] - s["q1"] if s["q1"] is not None else 0.0
         hi = (s["q3"] - s["median"]) if s["q3"] is not None else 0.0
         ax.bar(i, s["median"], color="tab:blue", alpha=0.7)
         ax.errorbar(i, s["median"], yerr=[[lo], [hi]], color="k", capsize=4)
-        ax.text(i, s["median"], f"{s['n_flipped']}/{s['n']}", ha="center", va="bottom",
-                fontsize=7)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.text(i, s["median"] + hi + pad, f"{s['n_flipped']}/{s['n']}", ha="center",
+                va="bottom", fontsize=7)
+    ax.set_ylim(0, 1.25 * (max(tops) or 1.0))
+    labels = [n + " (ε_max dir.)" if n == "pgd" else n for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("minimal flipping ‖δ‖₂ (input units)")
     ax.set_title("median over inputs, bars q1–q3; label: inputs flipped", fontsize=8)
     return _png(fig)
@@ -115,26 +120,54 @@ def fig_flip_rates(attacks: dict[str, Any]) -> bytes:
         ax.set_xlabel(f"budget ε ({'L2' if norm == 'l2' else 'L∞'}, input units)")
         ax.set_ylabel("fraction of inputs flipped")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center right")
     return _png(fig)
+
+
+def compare_with_reference(data: dict[str, Any]) -> str | None:
+    """One sentence comparing the verdict with the default digits model (digits only)."""
+    from rgaudit.report.reference import DIGITS_REFERENCE as ref
+
+    if (data.get("header", {}).get("dataset") != "digits" or data["verdict"]["median_l2"] is None
+            or not math.isfinite(ref["median_l2"])):
+        return None
+    mine, theirs = data["verdict"]["median_l2"], ref["median_l2"]
+    word = ("less robust than" if mine < 0.8 * theirs else
+            "more robust than" if mine > 1.25 * theirs else "about as robust as")
+    return (f"Compared with rgaudit's default digits model (a stacked-RBM classifier, median "
+            f"flipping ‖δ‖₂ {theirs:.2g} by {ref['best_method']}, measured with "
+            f"`{ref['command']}`), this model is {word} it on this measure.")
+
+
+def _diagnosis_table(diag: dict[str, Any]) -> list[str]:
+    if not diag.get("available") or not diag.get("pairs"):
+        return []
+    out = ["| layer pair | operators | top Fisher-normalised singular values (input 1, ± "
+           "jackknife) | directions kept (s ≈ 1), per input |", "|---|---|---|---|"]
+    for p in diag["pairs"]:
+        sv = ", ".join(f"{s:.2f} ± {e:.2f}" for s, e in zip(p["fisher_sv"][0][:4],
+                                                          p["fisher_sv_err"][0][:4], strict=True))
+        kept = ", ".join(str(k) for k in p["n_kept_fisher~1"])
+        out.append(f"| {p['pair']} | {p['n_ops'][0]} → {p['n_ops'][1]} | {sv} | {kept} |")
+    return [*out, "", f"_Singles basis, {diag['samples']} chains per input; layer 0 is the "
+            "input; pairs start at the first hidden layer._", ""]
 
 
 def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
     """The report as Markdown; ``images`` maps a figure role to its file name."""
     v, m, h = data["verdict"], data["model"], data.get("header", {})
     lines = ["# rgaudit audit", ""]
-    lines += ["| | |", "|---|---|"]
-    for key in ("command", "model_path", "format", "dataset", "rgaudit_version", "seed",
-                "created"):
+    for key in ("command", "model_path", "format", "dataset", "rgaudit_version", "seed"):
         if key in h or key in m:
-            lines.append(f"| {key.replace('_', ' ')} | `{h.get(key, m.get(key))}` |")
+            lines.append(f"- **{key.replace('_', ' ')}**: `{h.get(key, m.get(key))}`")
     lines += ["", "## Verdict", "", f"**{v['text']}**", ""]
+    comparison = compare_with_reference(data)
+    if comparison:
+        lines += [comparison, ""]
     if v.get("relevant_directions"):
         lines += [v["relevant_directions"], ""]
-    ref = h.get("reference")
-    if ref:
-        lines += [f"For comparison: {ref}", ""]
     lines += [f"_MCRG diagnosis:_ {data['diagnosis']['note']}", ""]
+    lines += _diagnosis_table(data["diagnosis"])
     if "examples" in images:
         lines += ["## Adversarial examples", "",
                   f"![adversarial examples]({images['examples']})", "",
@@ -151,6 +184,7 @@ def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
               "| method | median ‖δ‖₂ | q1 | q3 | median ‖δ‖₂/‖x‖₂ | flipped |",
               "|---|---|---|---|---|---|"]
     for name, r in data["attacks"]["l2"].items():
+        # pgd: bisection along the direction PGD found at the largest budget
         s, f = r["min_eps_actual_summary"], r["min_eps_fraction_of_norm_summary"]
         lines.append(f"| {name} | {_fmt(s['median'])} | {_fmt(s['q1'])} | {_fmt(s['q3'])} | "
                      f"{_fmt(f['median'])} | {s['n_flipped']}/{s['n']} |")
