@@ -139,13 +139,23 @@ def compare_with_reference(data: dict[str, Any]) -> str | None:
             f"`{ref['command']}`), this model is {word} it on this measure.")
 
 
+def _pm(value: float | None, err: float | None) -> str:
+    """``value ± err`` printed to the precision the error allows (two significant digits)."""
+    if value is None:
+        return "n/a"
+    if err is None or not err > 0:
+        return f"{value:.3g}"
+    digits = min(6, max(0, 1 - math.floor(math.log10(err))))
+    return f"{value:.{digits}f} ± {err:.{digits}f}"
+
+
 def _diagnosis_table(diag: dict[str, Any]) -> list[str]:
     if not diag.get("available") or not diag.get("pairs"):
         return []
     out = ["| layer pair | operators | top Fisher-normalised singular values (input 1, ± "
            "jackknife) | directions kept (s ≈ 1), per input |", "|---|---|---|---|"]
     for p in diag["pairs"]:
-        sv = ", ".join(f"{s:.2f} ± {e:.2f}" for s, e in zip(p["fisher_sv"][0][:4],
+        sv = ", ".join(_pm(s, e) for s, e in zip(p["fisher_sv"][0][:4],
                                                           p["fisher_sv_err"][0][:4], strict=True))
         kept = ", ".join(str(k) for k in p["n_kept_fisher~1"])
         out.append(f"| {p['pair']} | {p['n_ops'][0]} → {p['n_ops'][1]} | {sv} | {kept} |")
