@@ -8,7 +8,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from rgaudit.errors import RGAuditError
@@ -121,7 +128,8 @@ def register(app: typer.Typer) -> None:
                           f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
                           f"seed {seed}, device {device}")
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=False) as bar:
+                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                          console=console, transient=False) as bar:
                 net, report = train_default(dataset, config, progress=RichProgress(bar))
             try:
                 path = save_model(net, out, metadata={**report, "dataset_spec": data})
