@@ -158,7 +158,7 @@ def attack(classifier: Classifier, x: ArrayLike, y: ArrayLike, *, method: str = 
              "random": "random"}
     (atk,) = [a for a in _attacks(classifier, xt, yt, norm, vec, grad, cfg)
               if a.name == names[method]]
-    budgets = [float(eps)] if np.isscalar(eps) else [float(e) for e in eps]  # type: ignore[union-attr]
+    budgets = [float(eps)] if np.isscalar(eps) else [float(e) for e in eps]  # type: ignore[union-attr, arg-type]
     return atk(xt, yt, epsilons=budgets, judge=ArgmaxJudge(classifier))
 
 

@@ -238,7 +238,7 @@ def render_html(markdown_text: str, images: dict[str, bytes]) -> str:
 
 
 def write_any_audit_report(result: Any, run_dir: str | Path,
-                           header: dict[str, Any] | None = None) -> dict[str, Path]:
+                           header: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``audit.json``, ``examples.npz``, ``report.md``, ``report.html`` and the PNGs.
 
     Parameters
@@ -258,7 +258,7 @@ def write_any_audit_report(result: Any, run_dir: str | Path,
         arrays[f"{key}_x_adv"] = np.asarray(ex["x_adv"])
     npz = run_dir / "examples.npz"
     with open(npz, "xb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     pngs: dict[str, bytes] = {}
     shape = data["model"].get("image_shape") or data["model"]["input_shape"]
     for key, role in (("best", "examples"), ("fim", "examples_fim")):
