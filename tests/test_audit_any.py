@@ -156,3 +156,23 @@ def test_sklearn_rbm_audit_has_mcrg_diagnosis_and_valid_report(tmp_path):
     paths = rgaudit.write_report(res, tmp_path / "report", header={"dataset": "digits"})
     validate(json.loads(paths["json"].read_text()))
     assert "layer pair" in paths["markdown"].read_text()
+
+
+def test_rbm_audit_report_starts_with_a_verdict_from_its_numbers():
+    from rgaudit.report.audit_report import render_markdown
+
+    att = {name: {"epsilons": [0.1, 4.0],
+                  "min_eps_summary": {"median": m, "q1": m, "q3": m, "n_flipped": 2, "n": 2},
+                  "min_eps_actual_summary": {"median": m, "q1": m, "q3": m}}
+           for name, m in (("fim-rg-singles", 0.5), ("deepfool", 0.4), ("random", 0.1))}
+    payload = {"model": {"widths": [4, 3, 2]},
+               "inputs": {"labels": [0, 1], "pool_accuracy": 1.0,
+                          "images": [[3.0, 4.0], [6.0, 8.0]]},
+               "diagnosis": {"pairs": []}, "fim": {}, "attacks": {"l2": att},
+               "timings": {"total": 1.0}}
+    md = render_markdown(payload)
+    first = md.split("\n\n")[1]
+    # random directions never count; the median norm of (5, 10) is 10 (upper median)
+    assert first.startswith("**Verdict: half of the audited inputs change class under an L2 "
+                            "perturbation of at most 0.4 (4 % of the median input norm ‖x‖₂ = "
+                            "10), found by deepfool; 2/2")
