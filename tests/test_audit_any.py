@@ -176,3 +176,57 @@ def test_rbm_audit_report_starts_with_a_verdict_from_its_numbers():
     assert first.startswith("**Verdict: half of the audited inputs change class under an L2 "
                             "perturbation of at most 0.4 (4 % of the median input norm ‖x‖₂ = "
                             "10), found by deepfool; 2/2")
+
+
+FACTORY = '''
+import torch
+
+def build():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+'''
+
+
+@pytest.mark.slow
+def test_cli_accepts_safetensors_factory_and_skops_and_refuses_onnx(tmp_path, monkeypatch):
+    import sys
+
+    import skops.io as sio
+    from safetensors.torch import save_file
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import BernoulliRBM
+    from sklearn.pipeline import Pipeline
+
+    from rgaudit.cli import app
+    from rgaudit.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    (tmp_path / "userfactory.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)  # test-only: module initialisers read the global RNG
+    lin = torch.nn.Linear(64, 10)
+    opt = torch.optim.Adam(lin.parameters(), 5e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(lin(ds.X_train), ds.y_train).backward()
+        opt.step()
+    save_file({"1." + k: v.detach() for k, v in lin.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    pipe = Pipeline([("rbm", BernoulliRBM(n_components=16, n_iter=3, random_state=0)),
+                     ("logistic", LogisticRegression(max_iter=300))])
+    sio.dump(pipe.fit(ds.X_train.numpy(), ds.y_train.numpy()), tmp_path / "p.skops")
+    runner = CliRunner()
+    for args, kind in ((["--model", str(tmp_path / "w.safetensors"), "--factory",
+                         "userfactory:build", "--input-shape", "1,8,8"], "torch"),
+                       (["--model", str(tmp_path / "p.skops")], "sklearn-rbm")):
+        out = tmp_path / kind
+        res = runner.invoke(app, ["audit", *args, "--inputs", "2", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        (run,) = out.glob("audit-*")
+        doc = json.loads((run / "audit.json").read_text())
+        validate(doc)
+        assert doc["model"]["kind"] == kind
+        assert doc["diagnosis"]["available"] is (kind == "sklearn-rbm")
+    sys.modules.pop("userfactory", None)
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    res = runner.invoke(app, ["audit", "--model", str(tmp_path / "m.onnx")])
+    assert res.exit_code != 0 and "ONNX" in res.output and "not parsed" in res.output
