@@ -230,3 +230,18 @@ def test_cli_accepts_safetensors_factory_and_skops_and_refuses_onnx(tmp_path, mo
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
     res = runner.invoke(app, ["audit", "--model", str(tmp_path / "m.onnx")])
     assert res.exit_code != 0 and "ONNX" in res.output and "not parsed" in res.output
+
+
+def test_shipped_schemas_are_valid_and_refuse_a_bare_nan():
+    import jsonschema
+
+    from rgaudit.schemas import kinds, load_schema
+
+    assert {"audit", "audit-any"} <= set(kinds())
+    for kind in kinds():
+        jsonschema.Draft202012Validator.check_schema(load_schema(kind))
+    with pytest.raises(ValueError, match="no JSON Schema"):
+        load_schema("nope")
+    bad = {"schema_version": 1, "kind": "audit-any"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(bad)
