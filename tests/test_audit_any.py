@@ -232,7 +232,7 @@ def test_cli_accepts_safetensors_factory_and_skops_and_refuses_onnx(tmp_path, mo
     assert res.exit_code != 0 and "ONNX" in res.output and "not parsed" in res.output
 
 
-def test_shipped_schemas_are_valid_and_refuse_a_bare_nan():
+def test_shipped_schemas_are_valid_and_refuse_an_incomplete_result():
     import jsonschema
 
     from rgaudit.schemas import kinds, load_schema
