@@ -72,11 +72,15 @@ def _hostile_pt2(tmp_path, how, sentinel):
     def edit(name, data):
         if how == "sample-inputs" and "/sample_inputs/" in name:
             return pickle.dumps(_Exec(code))
-        if how in ("target", "sympy") and name.endswith(".json") and "/models/" in name:
+        if how in ("target", "sympy", "from-file") and name.endswith(".json") and \
+                "/models/" in name:
             tree = json.loads(data)
             text = json.dumps(tree)
             if how == "target":
                 text = text.replace("torch.ops.aten.tanh.default", "torch.hub.load")
+            elif how == "from-file":       # reads any file into a tensor: no code, still refused
+                text = text.replace("torch.ops.aten.tanh.default",
+                                    "torch.ops.aten.from_file.default")
             else:
                 text = text.replace('"expr_str": "Symbol(',
                                     '"expr_str": "__import__(\'os\').getpid() + Symbol(', 1)
@@ -87,7 +91,7 @@ def _hostile_pt2(tmp_path, how, sentinel):
     return _rewrite(good, tmp_path / f"hostile-{how}.pt2", edit)
 
 
-@pytest.mark.parametrize("how", ["sample-inputs", "target", "sympy"])
+@pytest.mark.parametrize("how", ["sample-inputs", "target", "sympy", "from-file"])
 def test_hostile_pt2_is_refused_and_nothing_runs(tmp_path, how):
     sentinel = tmp_path / "pwned.txt"
     path = _hostile_pt2(tmp_path, how, sentinel)

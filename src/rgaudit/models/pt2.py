@@ -39,6 +39,8 @@ SAFE_TARGETS = frozenset(
     + [f"torch.{n}" for n in ("sym_max", "sym_min", "sym_float", "sym_int", "sym_not",
                               "sym_sqrt", "sym_ite")])
 SAFE_TARGET_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.")
+#: aten operators that touch the file system (``from_file`` reads any file into a tensor)
+DENIED_TARGET_PREFIXES = ("torch.ops.aten.from_file", "torch.ops.aten._from_file")
 #: sympy function names allowed in symbolic shape expressions
 SAFE_SYMPY_NAMES = frozenset({
     "Mod", "FloorDiv", "CeilDiv", "CleanDiv", "IntTrueDiv", "FloatTrueDiv", "TruncToInt",
@@ -161,7 +163,8 @@ def check_pt2_archive(data: bytes, path: str = "<pt2>") -> None:
     for n in models:
         tree = json.loads(zf.read(n))
         for t in _strings_under(tree, frozenset({"target"})):
-            if not (t.startswith(SAFE_TARGET_PREFIXES) or t in SAFE_TARGETS):
+            if t.startswith(DENIED_TARGET_PREFIXES) or not (
+                    t.startswith(SAFE_TARGET_PREFIXES) or t in SAFE_TARGETS):
                 raise _refuse(path, f"graph node target {t!r} is not a standard operator")
         for e in list(_strings_under(tree, frozenset({"expr_str"}))) + list(_symbolic_keys(tree)):
             if not safe_sym_expr(e):
