@@ -144,7 +144,7 @@ def test_sklearn_rbm_audit_has_mcrg_diagnosis_and_valid_report(tmp_path):
     sio.dump(pipe, tmp_path / "p.skops")
     clf, _ = rgaudit.load_classifier(tmp_path / "p.skops")
     res = rgaudit.audit(clf, ds.X_test, ds.y_test, n_inputs=3, n_diagnose=2, mcrg_samples=1000,
-                        eps_l2=(1.0, 4.0), eps_linf=(0.1, 0.5))
+                        eps_l2=(1.0, 4.0), eps_linf=(0.1, 0.5), pgd_iter=5, bisect_steps=6)
     diag = res.diagnosis
     # layer pairs above the input: (1 -> 2) for widths 64-12-10
     assert diag["available"] and [p["pair"] for p in diag["pairs"]] == ["1->2"]
