@@ -370,7 +370,7 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
                 "labels": y.tolist(), "norm_l2": xnorm.tolist()},
         fim={"method": fim_method, "output": "softmax", "top_eigs": evals.tolist(),
              "top_eig_median": float(evals[:, 0].median()),
-             "note": "exact (autograd, deterministic): no sampling error"},
+             "note": "exact and deterministic: no sampling error"},
         attacks=attacks, verdict=verdict, diagnosis=diagnosis, timings=timings,
         examples=examples)
 

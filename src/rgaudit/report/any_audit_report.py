@@ -210,7 +210,7 @@ def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
                   "_Figure 4. Fraction of audited inputs flipped at each budget._", ""]
     f = data["fim"]
     lines += ["## Input Fisher information", "",
-              f"Softmax-output FIM by {f['method']} ({f['note']}); median top eigenvalue "
+              f"Softmax-output FIM by {f['method']}, {f['note']}; median top eigenvalue "
               f"{_fmt(f['top_eig_median'])}.", "",
               "## Inputs", "",
               f"{len(data['inputs']['indices'])} correctly classified test inputs "
