@@ -48,6 +48,9 @@ def test_quick_audit_cli_writes_valid_json(tmp_path):
     assert res.exit_code == 0, res.output
     run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
     doc = read_result(run_dir / "audit.json", "audit")
+    from rgaudit.schemas import validate
+
+    validate(doc)                           # the shipped JSON Schema of the result kind
     assert set(doc["fim"]) == {"rg-singles", "rg-large", "direct", "mean-field"}
     for norm in ("l2", "linf"):
         assert {"fim-direct", "fgm" if norm == "l2" else "fgsm", "pgd", "deepfool",

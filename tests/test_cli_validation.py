@@ -47,7 +47,7 @@ def test_diagnose_defaults_to_model_data(bars_model, monkeypatch, tmp_path):
         seen["x"] = x
         raise Stop
 
-    monkeypatch.setattr("rgaudit.commands.diagnose.run_diagnose", fake)
+    monkeypatch.setattr("rgaudit.experiments.diagnose.run_diagnose", fake)
     res = _run("diagnose", str(bars_model), "--per-class", "0", "--out", str(tmp_path))
     assert isinstance(res.exception, Stop), res.output
     assert seen["x"].shape[1] == 16
@@ -190,7 +190,7 @@ def test_relu_option_minimums(args, opt, tmp_path):
 
 
 def test_relu_cap_that_skips_every_cell_fails_up_front(monkeypatch, tmp_path):
-    monkeypatch.setattr("rgaudit.commands.relu.run_relu_study",
+    monkeypatch.setattr("rgaudit.experiments.relu.run.run_relu_study",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     res = _run("relu-scaling", "--dims", "4096,16384", "--max-weight-mib", "1",
                "--out", str(tmp_path))

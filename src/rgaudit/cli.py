@@ -33,8 +33,26 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
 )
 
+# Command modules import only typer/rich at module level (heavy modules inside the command
+# functions), so registering them all keeps `rgaudit --help` fast.
 for _name in COMMAND_MODULES:
     importlib.import_module(f"rgaudit.commands.{_name}").register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rgaudit import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the rgaudit version and exit."),
+) -> None:
+    """Audit deep networks with the renormalisation group."""
 
 
 @app.command()

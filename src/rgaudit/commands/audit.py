@@ -167,8 +167,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("audit")
     def audit(
-        model: Path = typer.Option(None, "--model", help="Model folder (default: train/load "
-                                   "models/default)."),
+        model: Path = typer.Option(None, "--model", help="An rgaudit model folder (default: "
+                                   "train/load models/default), a torch.export .pt2 file, a "
+                                   ".safetensors state dict (with --factory) or a skops "
+                                   "sklearn RBM pipeline (.skops)."),
+        factory: str = typer.Option(None, "--factory", help="package.module:function building "
+                                    "the module of a .safetensors state dict (your own code)."),
+        input_shape: str = typer.Option(None, "--input-shape", help="Shape of one input, e.g. "
+                                        "1,8,8 (default: the model's, else the data set's)."),
         data: str = typer.Option(None, "--data", help="Data set spec (rgaudit.data); default "
                                  "and required match: the model's own (its split seed too)."),
         inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack."),
@@ -193,7 +199,17 @@ def register(app: typer.Typer) -> None:
                                      "docs/scaling.md); default: one batched run."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
-        """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
+        """Audit a model: input FIM, attacks, a report with a verdict (+ MCRG for RBM nets)."""
+        from rgaudit.commands.audit_any import audit_any_model, is_rgaudit_folder
+
+        if not is_rgaudit_folder(model):
+            run_dir = audit_any_model(model=model, data=data, factory=factory,
+                                      input_shape=input_shape, inputs=inputs, seed=seed,
+                                      device=device, out=out, console=Console())
+            typer.echo(str(run_dir))
+            return
+        if factory is not None:
+            raise typer.BadParameter("--factory applies only to a .safetensors --model")
         from rgaudit.experiments.audit import AuditConfig, run_audit
         from rgaudit.report.audit_report import write_audit_report
         from rgaudit.report.io import new_run_dir

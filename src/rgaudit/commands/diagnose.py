@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rgaudit.commands._options import (
     check_device,
@@ -16,15 +14,16 @@ from rgaudit.commands._options import (
     max_memory_option,
 )
 from rgaudit.commands.audit import dataset_for_model
-from rgaudit.device import resolve_device
 from rgaudit.errors import RGAuditError
-from rgaudit.experiments.diagnose import run_diagnose
-from rgaudit.report.diagnose_report import write_report
-from rgaudit.report.io import write_result
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _pick(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Any, Any]:
     """``n`` inputs spread over classes (round-robin over a seeded permutation)."""
+    import torch
+
     perm = torch.randperm(len(y), generator=gen)
     classes = torch.unique(y)
     per = [perm[y[perm] == c] for c in classes]
@@ -65,11 +64,18 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Estimate per-layer stability matrices by MCRG and study their convergence."""
+        import torch
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         from rgaudit.commands.audit import check_basis
+        from rgaudit.device import resolve_device
         from rgaudit.errors import ResourceError
+        from rgaudit.experiments.diagnose import run_diagnose
         from rgaudit.guards import check_mcrg_memory
         from rgaudit.nets.io import load_model
         from rgaudit.outputs import prepare_out
+        from rgaudit.report.diagnose_report import write_report
+        from rgaudit.report.io import write_result
 
         try:
             dev = resolve_device(device)

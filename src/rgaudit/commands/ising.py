@@ -15,10 +15,6 @@ from rgaudit.commands._options import (
     force_option,
     max_memory_option,
 )
-from rgaudit.experiments.ising import IsingMCRGConfig, run_ising_mcrg, run_rbm_kernel_study
-from rgaudit.report.io import atomic_write_text, write_result
-from rgaudit.report.ising_report import plot_exponents, render_markdown
-from rgaudit.threads import limit_threads
 
 # config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
 _OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
@@ -59,8 +55,16 @@ def register(app: typer.Typer) -> None:
         max_memory: str = max_memory_option(),
     ) -> None:
         """Stability-matrix eigenvalues and exponents at every level and truncation."""
+        from rgaudit.experiments.ising import (
+            IsingMCRGConfig,
+            run_ising_mcrg,
+            run_rbm_kernel_study,
+        )
         from rgaudit.guards import check_memory
         from rgaudit.outputs import prepare_out
+        from rgaudit.report.io import atomic_write_text, write_result
+        from rgaudit.report.ising_report import plot_exponents, render_markdown
+        from rgaudit.threads import limit_threads
 
         if kernel not in ("majority", "rbm", "both"):
             raise typer.BadParameter(f"kernel must be majority, rbm or both, got {kernel!r}")

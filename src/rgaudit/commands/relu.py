@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,10 +18,9 @@ from rgaudit.commands._options import (
     force_option,
     max_memory_option,
 )
-from rgaudit.experiments.relu.config import ReluStudyConfig
-from rgaudit.experiments.relu.run import run_relu_study
-from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, to_plain, write_result
-from rgaudit.report.relu_plots import render_markdown, write_plots
+
+if TYPE_CHECKING:
+    from rgaudit.experiments.relu.config import ReluStudyConfig
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -74,6 +74,9 @@ def _largest_cell_bytes(config: ReluStudyConfig) -> int:
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
     """Write ``result.json``, ``report.md`` and the PNGs into ``out``, each via temp-and-rename."""
+    from rgaudit.report.io import SCHEMA_VERSION, atomic_write_text, write_result
+    from rgaudit.report.relu_plots import render_markdown, write_plots
+
     out.mkdir(parents=True, exist_ok=True)
     payload = {"schema_version": SCHEMA_VERSION, "kind": "relu-scaling", **result}
     md = render_markdown(payload)
@@ -118,8 +121,11 @@ def register(app: typer.Typer) -> None:
         """Random ReLU networks: one-step attack size vs d, near-linearity, depth, trained MLP."""
         from rich.markup import escape
 
+        from rgaudit.experiments.relu.config import ReluStudyConfig
+        from rgaudit.experiments.relu.run import run_relu_study
         from rgaudit.guards import check_memory
         from rgaudit.outputs import prepare_out
+        from rgaudit.report.io import to_plain
 
         over: dict = {"seed": seed, "device": device}
         for key, val in (("dims", _ints(dims, "--dims")), ("depths", _ints(depths, "--depths")),

@@ -8,7 +8,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from rgaudit.commands._options import (
@@ -20,7 +27,6 @@ from rgaudit.commands._options import (
     max_memory_option,
 )
 from rgaudit.errors import ResourceError, RGAuditError, UsageError
-from rgaudit.train.pipeline import TrainConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -127,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from rgaudit.nets.io import check_model_out, save_model
         from rgaudit.outputs import lock_path
         from rgaudit.train.finetune import OBJECTIVES
-        from rgaudit.train.pipeline import train_default
+        from rgaudit.train.pipeline import TrainConfig, train_default
 
         # checked before the data are loaded and anything is trained
         if objective not in OBJECTIVES:
@@ -168,7 +174,8 @@ def register(app: typer.Typer) -> None:
                           f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
                           f"seed {seed}, device {device}")
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, transient=False) as bar:
+                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                          console=console, transient=False) as bar:
                 net, report = train_default(dataset, config, progress=RichProgress(bar))
             try:
                 path = save_model(net, out, metadata={**report, "dataset_spec": data})
@@ -185,10 +192,10 @@ def register(app: typer.Typer) -> None:
     def info(model: Path = typer.Argument(..., help="Model folder written by rgaudit train")
              ) -> None:
         """Print a saved model's configuration: widths, data set, accuracies, seed, version."""
-        from rgaudit.nets.io import load_model
+        from rgaudit.nets.io import inspect_model
 
         try:
-            _, cfg = load_model(model)
+            cfg = inspect_model(model)
         except ResourceError:
             raise
         except RGAuditError as err:  # the MODEL named on the command line is unusable

@@ -22,18 +22,19 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from rgaudit import __version__
 from rgaudit.errors import ModelFileError
-from rgaudit.nets.deep_rbm import DeepRBM
+
+if TYPE_CHECKING:  # torch is imported where it is used: `rgaudit info` reads configs only
+    import torch
+
+    from rgaudit.nets.deep_rbm import DeepRBM
 
 FORMAT = "rgaudit-deeprbm"
 FORMAT_VERSION = 1
@@ -41,8 +42,8 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 #: A model's config.json is a few KiB; anything far larger is not one.
 MAX_CONFIG_BYTES = 16 * 2**20
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-          "float64": torch.float64}
+DTYPES = ("float16", "bfloat16", "float32", "float64")   # names of torch dtypes
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def _sha256(path: Path) -> str:
@@ -200,6 +201,8 @@ def save_model(net: DeepRBM, path: str | os.PathLike, metadata: dict[str, Any] |
 
 
 def _save_locked(net: DeepRBM, path: Path, metadata: dict[str, Any] | None) -> Path:
+    from safetensors.torch import save_file
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_TMP_TAG}", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -318,7 +321,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         Missing files, bad JSON, hash mismatch (truncated or altered weights), missing or
         unexpected tensors, or shapes that do not match the config.
     """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     from rgaudit.guards import check_memory, network_parameters
+    from rgaudit.nets.deep_rbm import DeepRBM
 
     path = Path(path)
     cfg = read_config(path)
@@ -328,7 +336,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     # sizes from the config are checked against the file and the memory budget before any
     # tensor is allocated (a config may claim widths of 1e18)
     n_params = network_parameters(cfg["widths"])
-    stored_size = DTYPES[cfg.get("dtype", "float32")].itemsize
+    stored_size = _ITEMSIZE[cfg.get("dtype", "float32")]
     check_memory(n_params * (stored_size + 8), what=f"loading the model {path} "
                  f"(widths {cfg['widths']})")
     if wpath.stat().st_size < n_params * stored_size:
@@ -343,7 +351,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFileError(f"{wpath} cannot be read as safetensors: {err}") from err
-    stored_dtype = DTYPES[cfg.get("dtype", "float32")]
+    stored_dtype = getattr(torch, cfg.get("dtype", "float32"))
     net = DeepRBM(cfg["widths"], tied=bool(cfg["tied"]), dtype=stored_dtype)
     expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(net.layers)
                 for n, p in (("W", layer.W), ("a", layer.a), ("b", layer.b))}
@@ -372,3 +380,48 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                                  f"{param.dtype} (values beyond that type's range become inf "
                                  "when cast); the weights are unusable")
     return net.to(device), cfg
+
+
+def expected_shapes(widths: list[int], tied: bool) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape of a model folder's weights (``layers.{i}.W/a/b``)."""
+    pairs = [(widths[0], widths[0])] if tied else list(zip(widths[:-1], widths[1:], strict=True))
+    out: dict[str, tuple[int, ...]] = {}
+    for i, (n_in, n_out) in enumerate(pairs):
+        out.update({f"layers.{i}.W": (n_out, n_in), f"layers.{i}.a": (n_out,),
+                    f"layers.{i}.b": (n_in,)})
+    return out
+
+
+def inspect_model(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a model folder without importing torch; return its config.
+
+    Checks what :func:`load_model` checks except the tensor values: the config, the weights'
+    hash, and the tensor names and shapes read from the safetensors header (plain JSON).
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load_model`.
+    """
+    path = Path(path)
+    cfg = read_config(path)
+    wpath = path / WEIGHTS
+    if not wpath.is_file():
+        raise ModelFileError(f"{wpath} is missing: the model folder is incomplete")
+    if _sha256(wpath) != cfg["weights_sha256"]:
+        raise ModelFileError(f"{wpath} does not match the hash in {CONFIG}: the weights are "
+                             "truncated, corrupted or from another model")
+    try:
+        with open(wpath, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > min(wpath.stat().st_size - 8, MAX_CONFIG_BYTES):  # never read a bogus size
+                raise ValueError(f"header size {n} does not fit the file")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error) as err:
+        raise ModelFileError(f"{wpath} cannot be read as safetensors: {err}") from err
+    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    expected = expected_shapes(cfg["widths"], bool(cfg["tied"]))
+    if shapes != expected:
+        raise ModelFileError(f"{wpath} does not match widths {cfg['widths']}: tensors "
+                             f"{sorted(shapes)} with shapes that differ from the config's")
+    return cfg
