@@ -57,7 +57,8 @@ def _baselines(net, norm):
     if norm == "linf":
         out.append(FMN(model=net, norm=norm, steps=100))
     else:
-        out += [DDN(model=net, steps=100), CarliniWagnerL2(model=net, binary_search_steps=5, max_iterations=100)]
+        out += [DDN(model=net, steps=100),
+                CarliniWagnerL2(model=net, binary_search_steps=5, max_iterations=100)]
     return out
 
 
@@ -200,3 +201,44 @@ def test_baselines_attack_a_torch_classifier_judged_on_its_softmax():
         s = minimal_eps_along(judge, x, y, atk.unit(x, y), eps_max=4.0, steps=8)
         assert torch.isfinite(s.eps).all(), atk.name
         assert (judge(s.adversarial) != y).all()
+
+
+def test_attack_cli_writes_json_npz_and_per_input_minimal_eps(tmp_path):
+    import numpy as np
+    import typer
+    from typer.testing import CliRunner
+
+    from rgaudit.commands.audit import register
+    from rgaudit.nets.io import save_model
+    from rgaudit.report.io import read_result
+
+    ds = load_dataset("digits", seed=0)
+    g = torch.Generator().manual_seed(0)
+    net = DeepRBM.random([64, 16, 10], generator=g, scale=4.0, dtype=torch.float32)
+    with torch.no_grad():
+        H = net.layer(1).prob_up(ds.X_train)
+        Y = torch.nn.functional.one_hot(ds.y_train, 10).float() * 8 - 4
+        A = torch.cat([H, torch.ones(H.shape[0], 1)], 1)
+        sol = torch.linalg.lstsq(A, Y).solution
+        net.layer(2).W.copy_(sol[:-1].T)
+        net.layer(2).a.copy_(sol[-1])
+    path = save_model(net, tmp_path / "tiny")
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _noop() -> None:
+        pass
+
+    res = CliRunner().invoke(app, ["attack", str(path), "--method", "ddn", "--eps", "1.0",
+                                   "--inputs", "3", "--judge-samples", "100", "--bisect-steps",
+                                   "5", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "flip rate" in res.output and "minimal flipping ε per input" in res.output
+    run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
+    doc = read_result(run_dir / "attack.json", "attack")
+    assert len(doc["per_input"]["min_eps"]) == 3
+    assert doc["resolution"] == 4.0 / 2 ** 5
+    z = np.load(run_dir / "adversarial.npz")
+    assert z["adversarial"].shape == z["clean"].shape == (3, 64)
+    assert ((z["adversarial"] >= 0) & (z["adversarial"] <= 1)).all()

@@ -744,5 +744,103 @@ def main(argv: list[str] | None = None) -> None:
         prog(f"wrote {paths['md']}")
 
 
+# ------------------------------------------------------------------- one method (rgaudit attack)
+
+ONE_METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
+               "walk")
+
+
+def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: str, *,
+               eps_max: float, steps: int = 10, seed: int = 0,
+               fim: Tensor | None = None, fim_fn: Callable[[Tensor], Tensor] | None = None
+               ) -> tuple[Search, dict[str, Any]]:
+    """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
+
+    Parameters
+    ----------
+    model : DeepRBM or Classifier
+    x : Tensor of shape (n, d)
+    y : Tensor of shape (n,)
+    judge : Judge
+    method : str
+        One of :data:`ONE_METHODS`.
+    norm : {"l2", "linf"}
+    eps_max : float
+    steps : int
+        Bisection steps (re-run attacks: the same number).
+    seed : int
+        Seed of the random direction.
+    fim : Tensor of shape (n, d, d), optional
+        FIMs of ``x`` for ``method="fim"`` (both signs of the top eigenvector are tried).
+    fim_fn : callable, optional
+        FIM re-estimated along the Fisher walk (``method="walk"``).
+
+    Returns
+    -------
+    search : Search
+    info : dict
+        ``search`` (how), ``seconds`` and method-specific data.
+    """
+    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
+    from rgaudit.attacks.fisher_best import FisherWalk, both_signs
+    from rgaudit.attacks.minimal_norm import (
+        APGD,
+        DDN,
+        FAB,
+        FMN,
+        CarliniWagnerL2,
+        PGDEachEps,
+        surrogate_of,
+    )
+    from rgaudit.fisher.eig import top_eigenpairs
+
+    if method not in ONE_METHODS:
+        raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    d = x.shape[1]
+    if method in ("pgd", "apgd"):
+        atk: Any = (APGD(model=model, norm=norm) if method == "apgd" else
+                    PGDEachEps(model=model, norm=norm, n_features=d,
+                               n_classes=int(surrogate_of(model)(x[:1].to(
+                                   next(surrogate_of(model).parameters()).dtype)).shape[-1])))
+        s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
+        info["search"] = "bisection on ε, the attack re-run at every ε"
+    elif method == "fim":
+        if fim is None:
+            raise ValueError("method 'fim' needs the FIMs of the inputs")
+        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)  # type: ignore[arg-type]
+        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,  # type: ignore[arg-type]
+                             steps=steps)
+        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
+                    sign=sign.tolist())
+    else:
+        if method == "walk":
+            if fim_fn is None:
+                raise ValueError("method 'walk' needs a FIM function")
+            atk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)  # type: ignore[arg-type]
+        elif method in ("fgm", "deepfool"):
+            sur = surrogate_of(model)
+            C = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
+            clf = art_classifier(sur, d, C)
+            atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)  # type: ignore[arg-type]
+        elif method == "random":
+            atk = RandomDirection(generator=torch.Generator().manual_seed(seed + 7),
+                                  norm=norm)  # type: ignore[arg-type]
+        else:
+            cls = {"ddn": DDN, "fmn": FMN, "cw-l2": CarliniWagnerL2, "fab": FAB}[method]
+            if method in ("ddn", "cw-l2") and norm != "l2":
+                raise ValueError(f"{method} is an L2 attack: use --norm l2")
+            atk = cls(model=model, norm=norm)  # type: ignore[arg-type]
+        step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
+            atk.cached_direction(x, y), norm).to(x.dtype)  # type: ignore[arg-type]
+        s = minimal_eps_along(judge, x, y, step, eps_max=eps_max, steps=steps)
+        info["search"] = "bisection along the method's direction"
+        if method == "walk" and atk.steps_taken is not None:
+            info["walk_steps"] = atk.steps_taken.tolist()
+    info["seconds"] = time.perf_counter() - t0
+    return s, info
+
+
 if __name__ == "__main__":
     main()
