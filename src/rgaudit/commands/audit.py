@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for name, r in result.attacks["l2"].items():
             s, a = r["min_eps_summary"], r["min_eps_actual_summary"]
-            table.add_row(name + (" (along ε_max dir.)" if name == "pgd" else ""),
+            table.add_row(name,
                           f"{s['median']:.3g} [{s['q1']:.3g}, {s['q3']:.3g}]",
                           f"{a['median']:.3g} [{a['q1']:.3g}, {a['q3']:.3g}]",
                           f"{s['n_flipped']}/{s['n']}")
