@@ -242,3 +242,52 @@ def test_attack_cli_writes_json_npz_and_per_input_minimal_eps(tmp_path):
     z = np.load(run_dir / "adversarial.npz")
     assert z["adversarial"].shape == z["clean"].shape == (3, 64)
     assert ((z["adversarial"] >= 0) & (z["adversarial"] <= 1)).all()
+
+
+def test_attack_study_config_validation_names_the_option():
+    from rgaudit.experiments.attack_study import AttackStudyConfig
+
+    with pytest.raises(ValueError, match="--inputs"):
+        AttackStudyConfig(n_inputs=1)
+    with pytest.raises(ValueError, match="--methods"):
+        AttackStudyConfig(methods=("nope",))
+    with pytest.raises(ValueError, match="--norms"):
+        AttackStudyConfig(norms=("l1",))
+
+
+@pytest.mark.slow
+def test_attack_study_end_to_end_writes_report(trained, tmp_path):
+    import numpy as np
+
+    from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
+    from rgaudit.report.attack_report import render_markdown, write_attack_report
+    from rgaudit.report.io import read_result
+
+    net, _, _, _ = trained
+    ds = load_dataset("digits", seed=0)
+    cfg = AttackStudyConfig(n_inputs=3, judge_samples=100, judge_seeds=(1, 2), rg_samples=64,
+                            walk_rg_samples=32, walk_max_steps=8, walk_step=0.2, ddn_steps=30,
+                            cw_iterations=30, apgd_iter=10, pgd_iter=5, subspace_k=(1, 2),
+                            fraction_k=(1, 2, 4), bisect_steps=4, rerun_steps=2)
+    res = run_attack_study(net, ds.X_test, ds.y_test, cfg)
+    paths = write_attack_report(res, tmp_path)
+    doc = read_result(paths["json"], "attack-study")
+    names = {r["name"] for r in doc["rows"]["l2"]}
+    assert {"ddn", "fmn-l2", "cw-l2", "fab-l2", "apgd-dlr", "pgd", "fim-rg", "fim-autograd",
+            "walk-rg", "walk-autograd", "subspace-fim-k1", "subspace-random-k2"} <= names
+    for norm in ("l2", "linf"):
+        best = doc["paired"][norm]["best_baseline"]
+        assert doc["summary"][norm][best]["family"] == "baseline"
+        for t in doc["paired"][norm]["vs"].values():
+            assert t["wins"] + t["losses"] + t["ties"] == 3
+            assert 0 <= t["p_sign"] <= 1
+        for s in doc["summary"][norm].values():
+            assert len(s["median_by_seed"]) == 2
+    fr = doc["fraction"]["ddn|rg"]
+    assert all(0 <= v <= 1 + 1e-9 for v in fr["median"])
+    assert fr["random_expected"] == [1 / 64, 2 / 64, 4 / 64]
+    z = np.load(paths["npz"])
+    assert z["l2__ddn"].shape == (3, 64)
+    assert paths["plot"].exists()
+    md = render_markdown(doc)
+    assert "Paired per-input comparison" in md and "Fraction" in md

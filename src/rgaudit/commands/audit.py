@@ -160,6 +160,10 @@ def register(app: typer.Typer) -> None:
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
+        attack_study: bool = typer.Option(False, "--attack-study/--no-attack-study",
+                                          help="Also run the attack study (adv-lib baselines, "
+                                          "Fisher walk, subspace attacks; minutes per input "
+                                          "batch, see docs/attacks.md)."),
     ) -> None:
         """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
         from rgaudit.experiments.audit import AuditConfig, run_audit
@@ -181,6 +185,15 @@ def register(app: typer.Typer) -> None:
             result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
                                progress=lambda s: prog.update(task, description=s))
             payload = result.to_dict()
+            if attack_study:
+                from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
+
+                payload["attack_study"] = run_attack_study(
+                    net, ds.X_test, ds.y_test,
+                    AttackStudyConfig(n_inputs=max(2, inputs), judge_samples=cfg.judge_samples,
+                                      judge_seeds=(seed + 1,), seed=seed),
+                    model_info=info,
+                    progress=lambda s: prog.update(task, description=s)).to_dict()
             if depth:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study
 

@@ -133,6 +133,10 @@ def write_plots(payload: dict[str, Any], folder: Path) -> list[Path]:
            plot_min_eps(payload["attacks"], folder / "attack_min_eps.png")]
     if payload.get("depth"):
         out.append(plot_depth(payload["depth"], folder / "depth_study.png"))
+    if payload.get("attack_study"):
+        from rgaudit.report.attack_report import plot_fraction
+
+        out.append(plot_fraction(payload["attack_study"], folder / "eigenspace_fraction.png"))
     return [p for p in out if p is not None]
 
 
@@ -246,6 +250,11 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
             label = name + (" (along ε_max direction)" if name == "pgd" and "ε_max" in str(
                 r.get("min_eps_along", "")) else "")
             lines.append(f"| {label} | " + " | ".join(row) + f" | {s['n_flipped']} / {s['n']} |")
+    if payload.get("attack_study"):
+        from rgaudit.report.attack_report import render_fraction, render_tables
+
+        lines += ["", "## Attack study: strongest baselines vs the Fisher/RG attacks", "",
+                  render_tables(payload["attack_study"]), render_fraction(payload["attack_study"])]
     timings = payload.get("timings") or {}
     lines += ["", "Timings: " + ", ".join(f"{k} {float(v):.1f} s" for k, v in timings.items()),
               ""]
