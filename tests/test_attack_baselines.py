@@ -291,3 +291,13 @@ def test_attack_study_end_to_end_writes_report(trained, tmp_path):
     assert paths["plot"].exists()
     md = render_markdown(doc)
     assert "Paired per-input comparison" in md and "Fraction" in md
+
+
+def test_adv_lib_attacks_leave_the_global_random_state_alone(trained):
+    net, x, y, _ = trained
+    before = torch.get_rng_state().clone()
+    for atk in (DDN(model=net, steps=5), FAB(model=net, n_iter=5), FMN(model=net, steps=5),
+                CarliniWagnerL2(model=net, binary_search_steps=1, max_iterations=10)):
+        atk.cached_direction(x, y)
+    APGD(model=net, n_iter=5).attack_at(x, y, torch.full((x.shape[0],), 0.5))
+    assert torch.equal(torch.get_rng_state(), before)

@@ -16,8 +16,8 @@ Two kinds:
   minimal flipping ε is searched by re-running the attack at every ε of the search
   (:func:`rgaudit.attacks.search.minimal_eps_rerun`).
 
-All runs are deterministic (no random starts): a rerun gives the same numbers and no global
-random state is touched.
+All runs are deterministic (no random restarts; APGD's random first iterate is drawn from a
+forked, seeded generator): a rerun gives the same numbers and no global random state changes.
 """
 
 from __future__ import annotations
@@ -206,7 +206,11 @@ class FixedBudgetAttack(Attack):
 
 
 class APGD(FixedBudgetAttack):
-    """Auto-PGD (Croce & Hein 2020, AutoAttack's), adv-lib ``apgd``, DLR loss, no random start.
+    """Auto-PGD (Croce & Hein 2020, AutoAttack's), adv-lib ``apgd``, DLR loss.
+
+    APGD's first iterate is a random point of the ε-ball (adv-lib draws it from torch's global
+    generator); it is drawn inside a forked, seeded generator (``seed``), so the global state is
+    untouched and a rerun repeats.
 
     Parameters
     ----------
@@ -214,19 +218,25 @@ class APGD(FixedBudgetAttack):
     norm : {"l2", "linf"}
     n_iter : int, default 100
     loss : {"dlr", "ce"}, default "dlr"
+    seed : int, default 0
+        Seed of the random first iterate.
     """
 
     def __init__(self, *, model: Any, norm: Norm = "l2", n_iter: int = 100,
-                 loss: str = "dlr") -> None:
+                 loss: str = "dlr", seed: int = 0) -> None:
         super().__init__(norm=norm)
         self.model = Float32Logits(surrogate_of(model)).eval()
-        self.n_iter, self.loss = int(n_iter), loss
+        self.n_iter, self.loss, self.seed = int(n_iter), loss, int(seed)
         self.name = f"apgd-{loss}"
 
     def attack_at(self, x: Tensor, y: Tensor, eps: Tensor) -> Tensor:
-        xa = attack_fn("apgd")(self.model, x.detach().float(), y.long(), eps=eps.float(),
-                               norm=2 if self.norm == "l2" else float("inf"),
-                               n_iter=self.n_iter, loss_function=self.loss, use_rs=False)
+        # APGD starts from a random point of the ball drawn from torch's global generator:
+        # fork it (restored on exit) and seed the fork, so runs repeat and nothing leaks
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            xa = attack_fn("apgd")(self.model, x.detach().float(), y.long(), eps=eps.float(),
+                                   norm=2 if self.norm == "l2" else float("inf"),
+                                   n_iter=self.n_iter, loss_function=self.loss, use_rs=False)
         return xa.to(x.dtype).detach()
 
 
