@@ -193,3 +193,44 @@ def write_attack_report(result: Any, run_dir: str | Path, *, title: str = "Attac
     paths["md"] = atomic_write_text(run_dir / "attack_study.md",
                                     render_markdown(payload, title=title))
     return paths
+
+
+COMPACT = ("fim-rg", "fim-autograd", "walk-rg", "walk-autograd", "subspace-fim-k4",
+           "subspace-fim-k16", "subspace-random-k16")
+
+
+def render_compact(payloads: list[tuple[str, dict[str, Any]]], norm: str = "l2") -> str:
+    """One row per model: best baseline and the Fisher attacks against it (markdown).
+
+    Each cell: median applied norm, then per-input wins/losses against the best baseline and
+    the sign-test p-value; the last column is the median fraction of DDN's perturbation in the
+    top-1 FIM eigenspace (RG chain where available, else autograd) against 1/d.
+    """
+    unit = "L2" if norm == "l2" else "L∞"
+    cols = [c for c in COMPACT if any(c in p["summary"].get(norm, {}) for _, p in payloads)]
+    lines = [f"| model | best baseline ({unit} median) | " + " | ".join(cols)
+             + " | DDN δ in top-1 FIM space (median; 1/d) |",
+             "|---" * (len(cols) + 3) + "|"]
+    for title, p in payloads:
+        per = p["summary"].get(norm, {})
+        pp = p["paired"].get(norm, {})
+        best = pp.get("best_baseline")
+        if best is None:
+            continue
+        e = _err(per[best])
+        row = [title, f"{best} {fmt_err(per[best]['median'], e)}"]
+        for c in cols:
+            if c not in per:
+                row.append("—")
+                continue
+            t = pp["vs"][c]
+            row.append(f"{fmt_err(per[c]['median'], _err(per[c]))} "
+                       f"({t['wins']}/{t['losses']}, p {_p(_f(t['p_sign']))})")
+        fr = p.get("fraction") or {}
+        key = "ddn|rg" if "ddn|rg" in fr else "ddn|autograd"
+        if key in fr:
+            row.append(f"{fr[key]['median'][0]:.2f} ({fr[key]['random_expected'][0]:.3f})")
+        else:
+            row.append("—")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
