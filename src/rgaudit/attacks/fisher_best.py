@@ -22,9 +22,13 @@ from typing import Any
 
 import torch
 
-from rgaudit.attacks.advlib import attack_fn
 from rgaudit.attacks.base import Norm
-from rgaudit.attacks.minimal_norm import Float32Logits, MinimalNormAttack, surrogate_of
+from rgaudit.attacks.minimal_norm import (
+    Float32Logits,
+    MinimalNormAttack,
+    advlib_call,
+    surrogate_of,
+)
 from rgaudit.attacks.search import Judge, Search, minimal_eps_along
 from rgaudit.fisher.eig import top_eigenpairs
 
@@ -166,7 +170,7 @@ class SubspaceDDN(MinimalNormAttack):
         P = U @ U.transpose(-1, -2)
         x0 = x.to(torch.float64)
         wrapped = _Projected(self.model, x0, P)
-        xa = attack_fn("ddn")(wrapped, x, y, steps=self.steps, levels=None)
+        xa = advlib_call("ddn", wrapped, x, y, steps=self.steps, levels=None)
         d = (xa.to(torch.float64) - x0).unsqueeze(-1)
         return (x0 + (P @ d).squeeze(-1)).to(x.dtype)
 

@@ -23,7 +23,7 @@ forked, seeded generator): a rerun gives the same numbers and no global random s
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -31,6 +31,11 @@ from rgaudit.attacks.advlib import attack_fn
 from rgaudit.attacks.base import Attack, DirectionAttack, Norm
 
 Tensor = torch.Tensor
+
+
+def advlib_call(name: str, *args: Any, **kwargs: Any) -> Tensor:
+    """Call adv-lib's attack ``name`` (see :func:`~rgaudit.attacks.advlib.attack_fn`)."""
+    return cast(Tensor, attack_fn(name)(*args, **kwargs))
 
 
 class Float32Logits(torch.nn.Module):
@@ -131,7 +136,7 @@ class DDN(MinimalNormAttack):
         self.steps = int(steps)
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return attack_fn("ddn")(self.model, x, y, steps=self.steps, levels=None)
+        return advlib_call("ddn", self.model, x, y, steps=self.steps, levels=None)
 
 
 class FMN(MinimalNormAttack):
@@ -143,7 +148,7 @@ class FMN(MinimalNormAttack):
         self.name = f"fmn-{norm}"
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return attack_fn("fmn")(self.model, x, y, norm=2 if self.norm == "l2" else float("inf"),
+        return advlib_call("fmn", self.model, x, y, norm=2 if self.norm == "l2" else float("inf"),
                                 steps=self.steps)
 
 
@@ -159,7 +164,7 @@ class CarliniWagnerL2(MinimalNormAttack):
                                             float(initial_const))
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return attack_fn("cw_l2")(self.model, x, y, binary_search_steps=self.bss,
+        return advlib_call("cw_l2", self.model, x, y, binary_search_steps=self.bss,
                                   max_iterations=self.max_iter, initial_const=self.c0,
                                   learning_rate=0.01)
 
@@ -173,7 +178,7 @@ class FAB(MinimalNormAttack):
         self.name = f"fab-{norm}"
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return attack_fn("fab")(self.model, x, y, norm=2 if self.norm == "l2" else float("inf"),
+        return advlib_call("fab", self.model, x, y, norm=2 if self.norm == "l2" else float("inf"),
                                 n_iter=self.n_iter)
 
 
@@ -234,7 +239,7 @@ class APGD(FixedBudgetAttack):
         # fork it (restored on exit) and seed the fork, so runs repeat and nothing leaks
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            xa = attack_fn("apgd")(self.model, x.detach().float(), y.long(), eps=eps.float(),
+            xa = advlib_call("apgd", self.model, x.detach().float(), y.long(), eps=eps.float(),
                                    norm=2 if self.norm == "l2" else float("inf"),
                                    n_iter=self.n_iter, loss_function=self.loss, use_rs=False)
         return xa.to(x.dtype).detach()

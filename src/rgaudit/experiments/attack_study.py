@@ -25,11 +25,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from rgaudit.attacks.base import unit_step
+from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
 from rgaudit.train.pipeline import torch_threads
 
@@ -437,13 +437,14 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
     fraction: dict[str, Any] = {}
     walks: dict[str, Any] = {}
     walk_seconds: dict[str, float] = {}
-    for norm in cfg.norms:
+    for norm_name in cfg.norms:
+        norm = cast(Norm, norm_name)
         emax = cfg.eps_max(norm)
         out: list[MethodRow] = []
 
         def add(name: str, family: str, how: str, searches: list[Search], secs: float,
                 extra: dict[str, Any] | None = None, _out: list[MethodRow] = out,
-                _norm: str = norm) -> None:
+                _norm: Norm = norm) -> None:
             s0 = searches[0]
             _out.append(MethodRow(
                 name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(_norm).tolist(),
@@ -456,7 +457,7 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                     for j in judges]
 
         def direction_method(name: str, family: str, atk: Any, how: str,
-                             _norm: str = norm) -> Any:
+                             _norm: Norm = norm) -> Any:
             progress(f"{_norm}: {name}")
             t0 = time.perf_counter()
             step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
@@ -482,13 +483,13 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
             fab = direction_method(f"fab-{norm}", "baseline", FAB(model=model, norm=norm), how_dir)
             if norm == "l2":
                 fraction["fab-l2"] = fab.cached_direction(x, y)
-        for name, cls, kw in (("apgd", APGD, {"n_iter": cfg.apgd_iter}),
-                              ("pgd", PGDEachEps, {"max_iter": cfg.pgd_iter,
-                                                   "n_classes": n_classes, "n_features": d})):
+        for name in ("apgd", "pgd"):
             if name not in meth:
                 continue
             progress(f"{norm}: {name} re-run at every ε")
-            atk = cls(model=model, norm=norm, **kw)
+            atk: Any = (APGD(model=model, norm=norm, n_iter=cfg.apgd_iter) if name == "apgd"
+                        else PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter,
+                                        n_classes=n_classes, n_features=d))
             t0 = time.perf_counter()
             res = [minimal_eps_rerun(j, atk, x, y, eps_max=emax, steps=cfg.rerun_steps)
                    for j in judges]
@@ -543,12 +544,12 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                     continue
                 for kind in ("fim", "random"):
                     g = torch.Generator().manual_seed(seeds["subspace"] + k)
-                    if kind == "fim":
-                        def basis(z: Tensor, _k: int = k, _s: str = src) -> Tensor:
+
+                    def basis(z: Tensor, _k: int = k, _s: str = src, _g: torch.Generator = g,
+                              _kind: str = kind) -> Tensor:
+                        if _kind == "fim":
                             return eig[_s][..., :_k]
-                    else:
-                        def basis(z: Tensor, _k: int = k, _g: torch.Generator = g) -> Tensor:
-                            return random_orthonormal(z.shape[0], d, _k, _g)
+                        return random_orthonormal(z.shape[0], d, _k, _g)
                     name = f"subspace-{kind}-k{k}"
                     space = f"top-k {src} FIM eigenspace" if kind == "fim" else "random k-space"
                     direction_method(name, "fisher" if kind == "fim" else "reference",
@@ -796,6 +797,9 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
 
     if method not in ONE_METHODS:
         raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
+    norm = cast(Norm, norm)
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     d = x.shape[1]
@@ -809,8 +813,8 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
     elif method == "fim":
         if fim is None:
             raise ValueError("method 'fim' needs the FIMs of the inputs")
-        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)  # type: ignore[arg-type]
-        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,  # type: ignore[arg-type]
+        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
+        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,
                              steps=steps)
         info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
                     sign=sign.tolist())
@@ -818,22 +822,22 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
         if method == "walk":
             if fim_fn is None:
                 raise ValueError("method 'walk' needs a FIM function")
-            atk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)  # type: ignore[arg-type]
+            atk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)
         elif method in ("fgm", "deepfool"):
             sur = surrogate_of(model)
             C = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
             clf = art_classifier(sur, d, C)
-            atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)  # type: ignore[arg-type]
+            atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
         elif method == "random":
             atk = RandomDirection(generator=torch.Generator().manual_seed(seed + 7),
-                                  norm=norm)  # type: ignore[arg-type]
+                                  norm=norm)
         else:
             cls = {"ddn": DDN, "fmn": FMN, "cw-l2": CarliniWagnerL2, "fab": FAB}[method]
             if method in ("ddn", "cw-l2") and norm != "l2":
                 raise ValueError(f"{method} is an L2 attack: use --norm l2")
-            atk = cls(model=model, norm=norm)  # type: ignore[arg-type]
+            atk = cls(model=model, norm=norm)
         step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
-            atk.cached_direction(x, y), norm).to(x.dtype)  # type: ignore[arg-type]
+            atk.cached_direction(x, y), norm).to(x.dtype)
         s = minimal_eps_along(judge, x, y, step, eps_max=eps_max, steps=steps)
         info["search"] = "bisection along the method's direction"
         if method == "walk" and atk.steps_taken is not None:
