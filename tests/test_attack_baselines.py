@@ -291,6 +291,13 @@ def test_attack_study_end_to_end_writes_report(trained, tmp_path):
     assert paths["plot"].exists()
     md = render_markdown(doc)
     assert "Paired per-input comparison" in md and "Fraction" in md
+    # the audit report renders the study when the audit payload carries one
+    from rgaudit.report.audit_report import render_markdown as audit_md
+
+    payload = {"model": {}, "inputs": {"labels": [], "pool_accuracy": 1.0},
+               "diagnosis": {"pairs": []}, "fim": {}, "attacks": {}, "attack_study": doc}
+    text = audit_md(payload)
+    assert "## Attack study" in text and "best baseline" in text
 
 
 def test_adv_lib_attacks_leave_the_global_random_state_alone(trained):
