@@ -14,7 +14,8 @@ from rich.table import Table
 from rgaudit.commands._options import check_device, check_seed
 from rgaudit.errors import RGAuditError
 
-METHODS = ("fim", "fgm", "pgd", "deepfool", "random")
+METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
+           "walk")  # = experiments.attack_study.ONE_METHODS
 FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")  # = experiments.audit
 
 
@@ -198,6 +199,10 @@ def register(app: typer.Typer) -> None:
                                      "as units with their own generators, resumable (see "
                                      "docs/scaling.md); default: one batched run."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
+        attack_study: bool = typer.Option(False, "--attack-study/--no-attack-study",
+                                          help="Also run the attack study (adv-lib baselines, "
+                                          "Fisher walk, subspace attacks; minutes per input "
+                                          "batch, see docs/attacks.md)."),
     ) -> None:
         """Audit a model: input FIM, attacks, a report with a verdict (+ MCRG for RBM nets)."""
         from rgaudit.commands.audit_any import audit_any_model, is_rgaudit_folder
@@ -236,6 +241,15 @@ def register(app: typer.Typer) -> None:
                 prog.update(task, description=f"audit inputs ({executor} executor)")
                 result = audit_with_executor(net, ds, cfg, info, executor, address, out)
             payload = result.to_dict()
+            if attack_study:
+                from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
+
+                payload["attack_study"] = run_attack_study(
+                    net, ds.X_test, ds.y_test,
+                    AttackStudyConfig(n_inputs=max(2, inputs), judge_samples=cfg.judge_samples,
+                                      judge_seeds=(seed + 1,), seed=seed),
+                    model_info=info,
+                    progress=lambda s: prog.update(task, description=s)).to_dict()
             if depth:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study
 
@@ -249,7 +263,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for name, r in result.attacks["l2"].items():
             s, a = r["min_eps_summary"], r["min_eps_actual_summary"]
-            table.add_row(name + (" (along ε_max dir.)" if name == "pgd" else ""),
+            table.add_row(name,
                           f"{s['median']:.3g} [{s['q1']:.3g}, {s['q3']:.3g}]",
                           f"{a['median']:.3g} [{a['q1']:.3g}, {a['q3']:.3g}]",
                           f"{s['n_flipped']}/{s['n']}")
@@ -261,11 +275,12 @@ def register(app: typer.Typer) -> None:
     def attack(
         model: Path = typer.Argument(..., help="Model folder."),
         method: str = typer.Option("fim", "--method", help="|".join(METHODS)),
-        eps: float = typer.Option(..., "--eps", help="Budget (> 0, at most the diameter of "
-                                  "the input box [0, 1]^d in --norm)."),
+        eps: float = typer.Option(None, "--eps", min=0.0, help="Budget of the reported flip "
+                                  "rate (optional; the minimal ε per input is always searched)."),
         norm: str = typer.Option("l2", "--norm", help="l2 or linf."),
         fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
-                                + "|".join(FIM_ESTIMATORS)),
+                                + "|".join(FIM_ESTIMATORS) + " (--method walk: rg-singles "
+                                "re-estimates the RG-chain FIM per step, else mean-field)."),
         data: str = typer.Option(None, "--data", help="Data set spec; must match the model's."),
         inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack (correctly "
                                    "classified test inputs, spread over classes)."),
@@ -274,44 +289,102 @@ def register(app: typer.Typer) -> None:
                                     "jackknife blocks of ≥ 2)."),
         judge_samples: int = typer.Option(1000, "--judge-samples", min=1, max=1_000_000,
                                           help="Chains per stochastic judgement (flip test)."),
+        eps_max: float = typer.Option(None, "--eps-max", min=0.0, help="Top of the minimal-ε "
+                                      "search (default 4 for l2, 0.5 for linf)."),
+        bisect_steps: int = typer.Option(10, "--bisect-steps", min=1, max=30,
+                                         help="Bisection steps (resolution eps-max/2^steps)."),
         seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the attack's "
                                  "random numbers (not the data split: that is the model's)."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Parent of the new run folder."),
         device: str = typer.Option("cpu", "--device", callback=check_device,
                                    help="cpu, cuda, cuda:N or auto."),
     ) -> None:
-        """Attack MODEL with one method at budget --eps; print the flip rate (stochastic net)."""
+        """Attack MODEL with one method: per-input minimal flipping ε (judged on the stochastic
+        network), the flip rate at --eps, written with the adversarial inputs to a run folder."""
+        import numpy as np
         import torch
 
+        from rgaudit.attacks.base import clip_box, project
         from rgaudit.attacks.evaluate import StochasticJudge
-        from rgaudit.experiments.audit import AuditConfig, compute_fims, make_attacks, select_inputs
+        from rgaudit.experiments.attack_study import _rg_fim, quartiles, search_one
+        from rgaudit.experiments.audit import AuditConfig, compute_fims, select_inputs
+        from rgaudit.fisher.autograd import mean_field_fim
+        from rgaudit.report.io import new_run_dir, write_result
 
-        if not (math.isfinite(eps) and eps > 0):
+        if eps is not None and not (math.isfinite(eps) and eps > 0):
             raise typer.BadParameter(f"must be a finite number > 0, got {eps!r} (a budget of 0 "
                                      "cannot flip anything)", param_hint="--eps")
+        if eps_max is not None and not (math.isfinite(eps_max) and eps_max > 0):
+            raise typer.BadParameter(f"must be a positive finite number, got {eps_max!r}",
+                                     param_hint="--eps-max")
         if method not in METHODS:
             raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
         if norm not in ("l2", "linf"):
             raise typer.BadParameter(f"--norm must be l2 or linf, got {norm!r}")
         if fim not in FIM_ESTIMATORS:
             raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
+        if method in ("ddn", "cw-l2") and norm != "l2":
+            raise typer.BadParameter(f"--method {method} is an L2 attack: use --norm l2")
+        emax = float(eps_max if eps_max is not None else (4.0 if norm == "l2" else 0.5))
         console = Console()
-        net, _, ds = _load(model, data, device, console)
-        check_eps(eps, norm, net.widths[0])
+        run_dir = new_run_dir(out, "attack")  # a fresh, marked folder, made before the work
+        net, minfo, ds = _load(model, data, device, console)
+        if eps is not None:
+            check_eps(eps, norm, net.widths[0])
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
         judge = judge.for_inputs(sel["indices"])
-        fims: dict[str, Any] = {}
-        grad = torch.zeros_like(x)
+        F = None
         if method == "fim":
-            # only the requested estimator (the direct run also gives ∇P(true|x) for the sign)
+            # only the requested estimator (the direct run also gives ∇P(true|x))
             cfg = AuditConfig(mcrg_samples=samples, direct_samples=samples, seed=seed)
             gen = torch.Generator(device=net.device).manual_seed(seed)
-            fims, _, dfim, _ = compute_fims(net, x, cfg, gen, lambda s: None, only=(fim,))
-            grad = dfim.unit_prob_grad(y)
-        (atk,) = make_attacks(net, x, norm, fims=fims, grad_true=grad, seed=seed,
-                              pgd_iter=AuditConfig().pgd_iter, methods=(method,))
-        res = atk(x, y, epsilons=[eps], judge=judge)
-        rate = float(res.flip_rate[0])
-        console.print(f"{atk.name} ({norm}, ε = {eps:g}): flipped {int(res.success.sum())}"
-                      f"/{x.shape[0]} inputs, flip rate {rate:.3f}")
+            fims, _, _, _ = compute_fims(net, x, cfg, gen, lambda s: None, only=(fim,))
+            F = fims[fim]
+        fim_fn = None
+        if method == "walk":
+            fim_fn = (_rg_fim(net, samples, torch.Generator().manual_seed(seed))
+                      if fim == "rg-singles" else (lambda z: mean_field_fim(net, z)))
+        with console.status(f"{method} ({norm}): minimal ε search"):
+            s, how = search_one(net, x, y, judge, method, norm, eps_max=emax,
+                                steps=bisect_steps, seed=seed, fim=F, fim_fn=fim_fn)
+        result: dict[str, Any] = {
+            "model": minfo, "method": method, "norm": norm, "fim": fim if method in (
+                "fim", "walk") else None, "eps_max": emax, "resolution": s.resolution,
+            "judge": {"samples": judge_samples, "seed": seed + 1}, "inputs": sel,
+            "labels": y.tolist(),
+            "per_input": {"min_eps": s.eps.tolist(), "applied_l2": s.applied_l2.tolist(),
+                          "applied_linf": s.applied_linf.tolist(),
+                          "clean_correct": s.clean_correct.tolist()},
+            "summary": {"nominal": quartiles(s.eps), "applied": quartiles(s.applied(norm))},
+            "seconds_per_input": how["seconds"] / x.shape[0], "info": how,
+        }
+        if eps is not None:
+            # flip rate at --eps: the minimal-ε adversarial projected onto the ε-ball
+            adv = clip_box(x + project(s.adversarial - x, float(eps), norm))
+            flipped = (judge(adv).cpu() != y.cpu())
+            result["flip_rate"] = {"eps": eps, "flipped": int(flipped.sum()),
+                                   "rate": float(flipped.double().mean())}
+        write_result(run_dir / "attack.json", "attack", result)
+        np.savez_compressed(run_dir / "adversarial.npz",
+                            clean=x.detach().cpu().numpy(), adversarial=s.adversarial.cpu().numpy(),
+                            labels=y.cpu().numpy(), indices=np.asarray(sel["indices"]),
+                            min_eps=s.eps.numpy())
+        table = Table(title=f"{method} ({norm}): minimal flipping ε per input "
+                      f"(bisection resolution {s.resolution:.2g})")
+        for col in ("test index", "label", "nominal ε", f"applied {norm}"):
+            table.add_column(col)
+        for i, idx in enumerate(sel["indices"]):
+            e, a = float(s.eps[i]), float(s.applied(norm)[i])
+            table.add_row(str(idx), str(int(y[i])), f"{e:.3g}" if math.isfinite(e) else
+                          f"> {emax:g}", f"{a:.3g}" if math.isfinite(a) else "—")
+        console.print(table)
+        q = result["summary"]["applied"]
+        console.print(f"median applied {norm} {q['median']:.3g} [{q['q1']:.3g}, {q['q3']:.3g}]"
+                      f", flipped {q['n_flipped']}/{q['n']} within ε_max = {emax:g}")
+        if eps is not None:
+            fr = result["flip_rate"]
+            console.print(f"{method} ({norm}, ε = {eps:g}): flipped {fr['flipped']}"
+                          f"/{x.shape[0]} inputs, flip rate {fr['rate']:.3f}")
+        typer.echo(str(run_dir))

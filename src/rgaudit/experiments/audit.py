@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 
-from rgaudit.attacks.base import Attack, DirectionAttack
+from rgaudit.attacks.base import Attack, DirectionAttack, unit_step
 from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
+from rgaudit.attacks.minimal_norm import APGD, DDN, FAB
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
 from rgaudit.fisher.direct import direct_fim
@@ -249,7 +250,8 @@ def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator
 
 def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
                  grad_true: Tensor, seed: int, pgd_iter: int = 20,
-                 methods: tuple[str, ...] = ("fim", "fgm", "pgd", "deepfool", "random")
+                 methods: tuple[str, ...] = ("fim", "fgm", "pgd", "deepfool", "random", "ddn",
+                                             "fab", "apgd")
                  ) -> list[Attack]:
     """The attacks of the audit (one factory for ``rgaudit audit`` and ``rgaudit attack``).
 
@@ -280,9 +282,46 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
             out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
         if "deepfool" in methods:
             out.append(DeepFool(classifier=clf, norm=norm))
+    if "ddn" in methods and norm == "l2":
+        out.append(DDN(model=net))
+    if "fab" in methods:
+        out.append(FAB(model=net, norm=norm))   # type: ignore[arg-type]
+    if "apgd" in methods:
+        out.append(APGD(model=net, norm=norm))  # type: ignore[arg-type]
     if "random" in methods:
         out.append(RandomDirection(generator=torch.Generator().manual_seed(seed + 7), norm=norm))
     return out
+
+
+def _min_eps(net: DeepRBM, atk: Attack, x: Tensor, y: Tensor, judge: StochasticJudge,
+             norm: str, eps_max: float, cfg: AuditConfig) -> tuple[Any, str]:
+    """Minimal flipping ε of one audit attack, searched as its kind requires.
+
+    Fixed-budget attacks (PGD, APGD) are re-run at every ε of the bisection; minimal-norm
+    attacks (DDN, FAB) are bisected along their own perturbation; FIM eigenvectors along both
+    signs (the judge's preferred one kept); other directions as before.
+    """
+    from rgaudit.attacks.fisher_best import both_signs
+    from rgaudit.attacks.minimal_norm import FixedBudgetAttack, MinimalNormAttack, PGDEachEps
+    from rgaudit.attacks.search import minimal_eps_along, minimal_eps_rerun
+
+    steps = cfg.bisect_steps
+    if isinstance(atk, (PGD, FixedBudgetAttack)):
+        fb = atk if isinstance(atk, FixedBudgetAttack) else PGDEachEps(
+            model=net, norm=norm, max_iter=cfg.pgd_iter)  # type: ignore[arg-type]
+        return (minimal_eps_rerun(judge, fb, x, y, eps_max=eps_max, steps=steps),
+                "bisection on ε, the attack re-run at every ε")
+    if isinstance(atk, MinimalNormAttack):
+        return (minimal_eps_along(judge, x, y, atk.unit(x, y), eps_max=eps_max, steps=steps),
+                "the method's perturbation (scaled)")
+    assert isinstance(atk, DirectionAttack)
+    if isinstance(atk, FIMAttack) and atk.k == 1:
+        step = unit_step(atk.cached_direction(x, y), norm).to(x.dtype)  # type: ignore[arg-type]
+        best, _ = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,  # type: ignore[arg-type]
+                             steps=steps)
+        return best, "±(top FIM eigenvector), the judge's preferred sign"
+    return (minimal_eps(judge, x, y, atk.cached_direction(x, y), norm=norm,  # type: ignore[arg-type]
+                        eps_max=eps_max, steps=steps), "the method's direction")
 
 
 def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], grad_true: Tensor,
@@ -296,22 +335,20 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
             progress(f"attack {atk.name} ({norm})")
             t0 = time.perf_counter()
             res = atk(x, y, epsilons=list(grid), judge=judge)
-            v = (atk.cached_direction(x, y) if isinstance(atk, DirectionAttack)
-                 else atk.direction(x, y, reference_eps=float(grid[-1])))
-            me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),
-                             steps=cfg.bisect_steps)
+            me, along = _min_eps(net, atk, x, y, judge, norm, float(grid[-1]), cfg)
+            a_l2 = me.actual_l2 if hasattr(me, "actual_l2") else me.applied_l2
+            a_linf = me.actual_linf if hasattr(me, "actual_linf") else me.applied_linf
             per[atk.name] = {
                 "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
-                "min_eps_along": ("the direction PGD found at ε_max (bisection along it; "
-                                  "not PGD re-run per ε)" if atk.name == "pgd"
-                                  else "the method's direction"),
+                "min_eps_along": along,
                 "min_eps": [float(e) for e in me.eps], "min_eps_summary": _quartiles(me.eps),
-                "min_eps_actual_l2": [float(e) for e in me.actual_l2],
-                "min_eps_actual_linf": [float(e) for e in me.actual_linf],
-                "min_eps_actual_summary": _quartiles(
-                    me.actual_l2 if norm == "l2" else me.actual_linf),
+                "min_eps_actual_l2": [float(e) for e in a_l2],
+                "min_eps_actual_linf": [float(e) for e in a_linf],
+                "min_eps_actual_summary": _quartiles(a_l2 if norm == "l2" else a_linf),
                 "clean_correct": me.clean_correct.tolist(),
-                "confident": me.confident.tolist(), "seconds": time.perf_counter() - t0,
+                "confident": (me.confident.tolist() if hasattr(me, "confident") else None),
+                "resolution": float(grid[-1]) / 2 ** cfg.bisect_steps,
+                "seconds": time.perf_counter() - t0,
             }
         out[norm] = per
     return out

@@ -95,7 +95,8 @@ def plot_min_eps(attacks: dict[str, Any], path: Path) -> Path:
             vals = per[n].get(key) or per[n]["min_eps"]
             data.append([e if e is not None and math.isfinite(e) else top for e in vals])
         ax.boxplot(data)
-        labels = [n + " (ε_max dir.)" if n == "pgd" else n for n in names]
+        labels = [n + " (ε_max dir.)" if n == "pgd" and "ε_max" in str(
+            per[n].get("min_eps_along", "")) else n for n in names]
         ax.set_xticks(range(1, len(names) + 1), labels, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(f"applied minimal flipping ‖δ‖ ({norm})")
     return _save(fig, path)
@@ -132,6 +133,10 @@ def write_plots(payload: dict[str, Any], folder: Path) -> list[Path]:
            plot_min_eps(payload["attacks"], folder / "attack_min_eps.png")]
     if payload.get("depth"):
         out.append(plot_depth(payload["depth"], folder / "depth_study.png"))
+    if payload.get("attack_study"):
+        from rgaudit.report.attack_report import plot_fraction
+
+        out.append(plot_fraction(payload["attack_study"], folder / "eigenspace_fraction.png"))
     return [p for p in out if p is not None]
 
 
@@ -253,8 +258,10 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
     for norm, per in payload["attacks"].items():
         lines += ["", f"## Minimal flipping ε ({norm})", "",
                   "Nominal: the budget ε of the bisection; applied: the norm of the perturbation "
-                  "after clipping to [0, 1] (compare methods on this). PGD: bisection along the "
-                  "direction PGD found at ε_max.", "",
+                  "after clipping to [0, 1] (compare methods on this). PGD and APGD are re-run "
+                  "at every ε of the bisection; DDN/FAB are bisected along their own "
+                  "perturbation; FIM eigenvectors along both signs (the judge's preferred one). "
+                  "Resolution of the bisection: ε_max/2^steps.", "",
                   "| method | nominal median | q1 | q3 | applied median | q1 | q3 | flipped / n |",
                   "|---|---|---|---|---|---|---|---|"]
         # "> ε_max": more than a quarter (q3), half (median)… of the inputs did not flip
@@ -269,8 +276,14 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
                 row += [top if s[k] is None or s[k] == float("inf") else _fmt(s[k])
                         for k in ("median", "q1", "q3")]
             s = r["min_eps_summary"]
-            label = name + (" (along ε_max direction)" if name == "pgd" else "")
+            label = name + (" (along ε_max direction)" if name == "pgd" and "ε_max" in str(
+                r.get("min_eps_along", "")) else "")
             lines.append(f"| {label} | " + " | ".join(row) + f" | {s['n_flipped']} / {s['n']} |")
+    if payload.get("attack_study"):
+        from rgaudit.report.attack_report import render_fraction, render_tables
+
+        lines += ["", "## Attack study: strongest baselines vs the Fisher/RG attacks", "",
+                  render_tables(payload["attack_study"]), render_fraction(payload["attack_study"])]
     timings = payload.get("timings") or {}
     lines += ["", "Timings: " + ", ".join(f"{k} {float(v):.1f} s" for k, v in timings.items()),
               ""]

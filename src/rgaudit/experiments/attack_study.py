@@ -1,0 +1,850 @@
+"""Attack study: the Fisher/RG attack's best shot against the field's strongest baselines.
+
+For one model (a DeepRBM judged on its stochastic network, or a torch classifier judged on its
+softmax) and ``n_inputs`` correctly classified test inputs, per budget norm (L2, L∞):
+
+- baselines from adv-lib (DDN, FMN, Carlini–Wagner L2, FAB) used as directions, APGD and PGD
+  re-run at every ε of the search, and ART's DeepFool and FGM; Gaussian random directions;
+- the Fisher/RG attacks: the top eigenvector of the RG-chain FIM and of the autograd FIM (both
+  signs, the judge's preferred one kept), the Fisher walk with each FIM re-estimated per step,
+  and DDN restricted to the top-k FIM eigenspace against k random directions (L2 only);
+- for every method and input the minimal flipping ε (bisection; nominal and applied after
+  clipping), repeated for every judge seed; paired comparisons against the best baseline (sign
+  test, Wilcoxon signed-rank); seconds per input;
+- the fraction of DDN's and FAB's minimal L2 perturbation in the top-k FIM eigenspace, against
+  k/d for a random k-space.
+
+No file I/O: :meth:`AttackStudyResult.to_dict` is plain data; ``rgaudit.report.attack_report``
+renders it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import torch
+
+from rgaudit.attacks.base import Norm, unit_step
+from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
+from rgaudit.train.pipeline import torch_threads
+
+Tensor = torch.Tensor
+Progress = Callable[[str], None]
+
+BASELINES = ("ddn", "fmn", "cw-l2", "fab", "apgd", "pgd", "deepfool", "fgm")
+FISHER = ("fim-rg", "fim-autograd", "walk-rg", "walk-autograd", "subspace")
+REFERENCE = ("random",)
+ALL_METHODS = BASELINES + FISHER + REFERENCE
+
+
+@dataclass(frozen=True)
+class AttackStudyConfig:
+    """Settings of the attack study (defaults: the documented run on the default model).
+
+    Attributes
+    ----------
+    n_inputs : int
+        Correctly classified test inputs (the first ones in test-set order).
+    judge_samples : int
+        Chains per stochastic judgement (DeepRBM only).
+    judge_seeds : tuple of int
+        Judge seeds; the first is the main one (adversarial inputs, timings), the others re-run
+        every search to measure the spread over judge noise.
+    eps_max_l2, eps_max_linf : float
+        Top of the bisection bracket.
+    bisect_steps : int
+        Bisection steps along a direction (resolution ``eps_max / 2^steps``).
+    rerun_steps : int
+        Bisection steps of the fixed-budget attacks re-run at every ε.
+    norms : tuple of str
+    methods : tuple of str
+        Subset of :data:`ALL_METHODS`.
+    subspace_k : tuple of int
+        Subspace dimensions of the restricted DDN.
+    fraction_k : tuple of int
+        Eigenspace dimensions of the eigenspace-fraction curve.
+    rg_samples, walk_rg_samples : int
+        Chains per input of the RG-chain FIM (one-shot direction; each step of the walk).
+    walk_step : float
+        L2 step of the Fisher walk.
+    walk_max_steps : int
+    ddn_steps, cw_iterations, apgd_iter, pgd_iter : int
+    seed : int
+        Seeds the FIM sampling and the random directions (role-spawned).
+    threads : int or None
+        Torch CPU threads (restored afterwards).
+    """
+
+    n_inputs: int = 50
+    judge_samples: int = 2000
+    judge_seeds: tuple[int, ...] = (1, 2, 3)
+    eps_max_l2: float = 2.0
+    eps_max_linf: float = 0.5
+    bisect_steps: int = 9
+    rerun_steps: int = 8
+    norms: tuple[str, ...] = ("l2", "linf")
+    methods: tuple[str, ...] = ALL_METHODS
+    subspace_k: tuple[int, ...] = (1, 2, 4, 8, 16)
+    fraction_k: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    rg_samples: int = 4000
+    walk_rg_samples: int = 1000
+    walk_step: float = 0.05
+    walk_max_steps: int = 60
+    ddn_steps: int = 200
+    cw_iterations: int = 1000
+    apgd_iter: int = 100
+    pgd_iter: int = 20
+    seed: int = 0
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.n_inputs < 2:
+            raise ValueError(f"--inputs must be ≥ 2 (paired tests), got {self.n_inputs}")
+        if self.judge_samples < 1:
+            raise ValueError(f"--judge-samples must be ≥ 1, got {self.judge_samples}")
+        if not self.judge_seeds:
+            raise ValueError("--judge-seeds needs at least one seed")
+        if not (self.eps_max_l2 > 0 and self.eps_max_linf > 0
+                and math.isfinite(self.eps_max_l2) and math.isfinite(self.eps_max_linf)):
+            raise ValueError("--eps-max-l2 and --eps-max-linf must be positive and finite")
+        if self.bisect_steps < 1 or self.rerun_steps < 1:
+            raise ValueError("--bisect-steps and --rerun-steps must be ≥ 1")
+        bad = [n for n in self.norms if n not in ("l2", "linf")]
+        if bad or not self.norms:
+            raise ValueError(f"--norms must be among ('l2', 'linf'), got {self.norms}")
+        bad = [m for m in self.methods if m not in ALL_METHODS]
+        if bad:
+            raise ValueError(f"--methods: unknown {bad}; choose from {ALL_METHODS}")
+        if any(k < 1 for k in self.subspace_k + self.fraction_k):
+            raise ValueError("--subspace-k and --fraction-k must be positive")
+        if self.rg_samples < 32 or self.walk_rg_samples < 32:
+            raise ValueError("--rg-samples must be ≥ 32 (16 jackknife blocks of ≥ 2 chains)")
+        if self.walk_step <= 0 or self.walk_max_steps < 1:
+            raise ValueError("--walk-step must be positive and --walk-max-steps ≥ 1")
+
+    def eps_max(self, norm: str) -> float:
+        return self.eps_max_l2 if norm == "l2" else self.eps_max_linf
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MethodRow:
+    """One method under one norm (plain data).
+
+    Attributes
+    ----------
+    name, family : str
+        ``family`` is "baseline", "fisher" or "reference".
+    search : str
+        How the minimal ε was found ("bisection along the direction", "re-run at every ε", …).
+    resolution : float
+        Bracket width of the nominal ε.
+    eps, applied : list of float, per input (main judge seed)
+        Nominal ε and applied norm (in the budget's norm) at the flip; ``inf`` = not flipped.
+    applied_l2, applied_linf : list of float
+    applied_by_seed : list of list of float
+        Applied norms per judge seed (seed order of the config).
+    seconds : float
+        Attack (direction/FIM) plus main-seed search, all inputs.
+    extra : dict
+        Method-specific data (the sign kept, walk steps, …).
+    """
+
+    name: str
+    family: str
+    search: str
+    resolution: float
+    eps: list[float]
+    applied: list[float]
+    applied_l2: list[float]
+    applied_linf: list[float]
+    applied_by_seed: list[list[float]]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackStudyResult:
+    """Plain-data result of :func:`run_attack_study`."""
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    inputs: dict[str, Any]
+    rows: dict[str, list[MethodRow]]
+    summary: dict[str, Any]
+    paired: dict[str, Any]
+    fraction: dict[str, Any]
+    timings: dict[str, Any]
+    adversarial: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (without the adversarial tensors)."""
+        d = {k: v for k, v in asdict(self).items() if k != "adversarial"}
+        return _plain(d)
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, Tensor):
+        return _plain(o.tolist())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None     # JSON: null = not flipped within eps_max
+    return o
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+def quartiles(v: Tensor | list[float]) -> dict[str, Any]:
+    """Median and quartiles over inputs, unflipped (inf) counted above every finite value."""
+    t = torch.as_tensor(v, dtype=torch.float64)
+    big = torch.where(torch.isfinite(t), t, torch.full_like(t, 1e300))
+    q = torch.quantile(big, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    qq = [float(x) if x < 1e299 else float("inf") for x in q]
+    return {"q1": qq[0], "median": qq[1], "q3": qq[2],
+            "n_flipped": int(torch.isfinite(t).sum()), "n": int(t.numel())}
+
+
+def paired_test(a: list[float], b: list[float], *, cap: float) -> dict[str, Any]:
+    """Per-input paired comparison of method ``a`` against method ``b`` (smaller wins).
+
+    Unflipped inputs (inf) rank above every flipped one (replaced by ``cap``, larger than any
+    finite value) and two unflipped ones tie. Sign test (``scipy.stats.binomtest`` on the
+    non-tied inputs) and Wilcoxon signed-rank (``scipy.stats.wilcoxon``, zero differences
+    dropped), both two-sided.
+    """
+    from scipy.stats import binomtest, wilcoxon
+
+    ta = torch.as_tensor(a, dtype=torch.float64)
+    tb = torch.as_tensor(b, dtype=torch.float64)
+    ca = torch.where(torch.isfinite(ta), ta, torch.full_like(ta, cap))
+    cb = torch.where(torch.isfinite(tb), tb, torch.full_like(tb, cap))
+    diff = ca - cb
+    wins, losses = int((diff < 0).sum()), int((diff > 0).sum())
+    ties = int(diff.numel()) - wins - losses
+    n = wins + losses
+    p_sign = float(binomtest(wins, n, 0.5).pvalue) if n else 1.0
+    nz = diff[diff != 0]
+    p_w = float(wilcoxon(nz.numpy()).pvalue) if nz.numel() >= 1 else 1.0
+    both = torch.isfinite(ta) & torch.isfinite(tb) & (tb > 0)
+    ratio = float((ta[both] / tb[both]).median()) if both.any() else float("nan")
+    return {"wins": wins, "losses": losses, "ties": ties, "p_sign": p_sign,
+            "p_wilcoxon": p_w, "median_ratio": ratio}
+
+
+def eigenspace_fraction_stats(frac: Tensor, ks: list[int], d: int) -> dict[str, Any]:
+    """Quartiles and mean ± standard error over inputs of a fraction curve (n, K)."""
+    out: dict[str, Any] = {"k": ks, "random_expected": [k / d for k in ks]}
+    for key in ("median", "q1", "q3", "mean", "se"):
+        out[key] = []
+    for j in range(len(ks)):
+        f = frac[:, j]
+        f = f[torch.isfinite(f)]
+        q = torch.quantile(f, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        out["q1"].append(float(q[0]))
+        out["median"].append(float(q[1]))
+        out["q3"].append(float(q[2]))
+        out["mean"].append(float(f.mean()))
+        out["se"].append(float(f.std() / math.sqrt(f.numel())) if f.numel() > 1 else float("nan"))
+    out["per_input"] = frac.tolist()
+    return out
+
+
+# ------------------------------------------------------------------------------------- models
+
+def _is_rbm(model: Any) -> bool:
+    return getattr(model, "rbm", None) is not None or hasattr(model, "predict_proba_chains")
+
+
+def _rbm(model: Any) -> Any:
+    r = getattr(model, "rbm", None)
+    return r if r is not None else model
+
+
+def _autograd_fim(model: Any) -> Callable[[Tensor], Tensor]:
+    """The exact FIM of the differentiable surrogate (autograd), inputs (m, d) → (m, d, d)."""
+    from rgaudit.fisher.autograd import dense_fim, mean_field_fim
+
+    if _is_rbm(model):
+        net = _rbm(model)
+        return lambda z: mean_field_fim(net, z)
+    module = model.module if hasattr(model, "module") else model
+
+    def f(z: Tensor) -> Tensor:
+        p = next(module.parameters())
+        return dense_fim(module, z.to(p.dtype), "softmax").to(torch.float64)
+    return f
+
+
+def _rg_fim(net: Any, samples: int, gen: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """The RG-chain FIM (singles basis), re-estimated at every call."""
+    from rgaudit.fisher.chain import fim_from_mcrg
+    from rgaudit.rg.mcrg import mcrg_network
+
+    W1 = net.layer(1).W.detach()
+
+    def f(z: Tensor) -> Tensor:
+        res = mcrg_network(net, z.to(net.dtype), "singles", samples, generator=gen)
+        return fim_from_mcrg(res, W1).fim.to(torch.float64)
+    return f
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "unavailable"
+
+
+# ---------------------------------------------------------------------------------- the study
+
+def run_attack_study(model: Any, X_test: Tensor, y_test: Tensor,
+                     cfg: AttackStudyConfig | None = None, *, model_info: dict | None = None,
+                     progress: Progress | None = None) -> AttackStudyResult:
+    """Run the attack study on ``model``.
+
+    Parameters
+    ----------
+    model : DeepRBM, RBMClassifier or TorchClassifier
+        A DeepRBM is attacked through its mean-field surrogate and judged on its stochastic
+        network; any other classifier is attacked and judged on its own softmax.
+    X_test : Tensor of shape (n_test, d)
+    y_test : Tensor of shape (n_test,)
+    cfg : AttackStudyConfig, optional
+    model_info : dict, optional
+    progress : callable, optional
+
+    Returns
+    -------
+    AttackStudyResult
+    """
+    cfg = cfg or AttackStudyConfig()
+    with torch_threads(cfg.threads):
+        return _run(model, X_test, y_test, cfg, model_info or {}, progress or (lambda s: None))
+
+
+def _judges(model: Any, cfg: AttackStudyConfig, ids: list[int]) -> list[Any]:
+    from rgaudit.attacks.evaluate import StochasticJudge
+
+    if _is_rbm(model):
+        return [StochasticJudge(_rbm(model), n_samples=cfg.judge_samples, seed=s).for_inputs(ids)
+                for s in cfg.judge_seeds]
+    return [SoftmaxJudge(model.log_proba)]
+
+
+def surrogate_pred(model: Any, x: Tensor) -> Tensor:
+    """Arg-max class of the differentiable surrogate the attacks act on."""
+    from rgaudit.attacks.minimal_norm import surrogate_of
+
+    sur = surrogate_of(model)
+    return sur(x.to(next(sur.parameters()).dtype)).argmax(-1)
+
+
+def _select(model: Any, X: Tensor, y: Tensor, cfg: AttackStudyConfig
+            ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    from rgaudit.attacks.evaluate import StochasticJudge
+
+    pool = min(X.shape[0], max(4 * cfg.n_inputs, cfg.n_inputs + 20))
+    if _is_rbm(model):
+        j: Any = StochasticJudge(_rbm(model), n_samples=cfg.judge_samples,
+                                 seed=cfg.judge_seeds[0]).for_inputs(range(pool))
+    else:
+        j = SoftmaxJudge(model.log_proba)
+    pred = j(X[:pool]).cpu()
+    with torch.no_grad():
+        sur = surrogate_pred(model, X[:pool]).cpu()
+    # both the judge and the attacked surrogate must be right: an input the surrogate already
+    # misclassifies gives the surrogate attacks nothing to do (zero perturbation)
+    good = (pred == y[:pool].cpu()) & (sur == y[:pool].cpu())
+    ok = torch.nonzero(good).flatten()[: cfg.n_inputs]
+    if ok.numel() < 2:
+        raise ValueError("the model classifies fewer than 2 of the test inputs correctly; check "
+                         "the data set matches the model")
+    acc = float((pred == y[:pool].cpu()).double().mean())
+    return X[ok], y[ok], {"indices": ok.tolist(), "pool": pool, "pool_accuracy": acc,
+                          "surrogate_disagrees": int(((pred == y[:pool].cpu())
+                                                      & (sur != y[:pool].cpu())).sum()),
+                          "selection": "judge and surrogate both correct, test-set order"}
+
+
+def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
+         model_info: dict[str, Any], progress: Progress) -> AttackStudyResult:
+    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
+    from rgaudit.attacks.fisher_best import (
+        FisherWalk,
+        SubspaceDDN,
+        both_signs,
+        eigenspace_fraction,
+        random_orthonormal,
+    )
+    from rgaudit.attacks.minimal_norm import (
+        APGD,
+        DDN,
+        FAB,
+        FMN,
+        CarliniWagnerL2,
+        PGDEachEps,
+        surrogate_of,
+    )
+    from rgaudit.fisher.eig import top_eigenpairs
+
+    t_all = time.perf_counter()
+    load0 = _loadavg()
+    rbm = _is_rbm(model)
+    net = _rbm(model) if rbm else None
+    if net is not None:
+        net = net.to(torch.float64)
+        model = net
+    dtype = torch.float64 if rbm else next(model.module.parameters()).dtype
+    X = X_test.to(dtype)
+    x, y, sel = _select(model, X, y_test, cfg)
+    n, d = x.shape
+    judges = _judges(model, cfg, sel["indices"])
+    seeds = _spawn(cfg.seed)
+    sur = surrogate_of(model)
+    n_classes = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
+    meth = set(cfg.methods)
+    if not rbm:
+        meth -= {"fim-rg", "walk-rg"}
+
+    # FIMs at the clean inputs (shared by the one-shot, subspace and fraction measurements)
+    fims: dict[str, Tensor] = {}
+    fim_seconds: dict[str, float] = {}
+    progress("autograd FIM")
+    t0 = time.perf_counter()
+    fims["autograd"] = _autograd_fim(model)(x)
+    fim_seconds["autograd"] = time.perf_counter() - t0
+    if rbm and ({"fim-rg", "subspace"} & meth):
+        progress("RG-chain FIM")
+        t0 = time.perf_counter()
+        fims["rg"] = _rg_fim(net, cfg.rg_samples, seeds["rg"])(x)
+        fim_seconds["rg"] = time.perf_counter() - t0
+    kmax = min(d, max(cfg.fraction_k + cfg.subspace_k))
+    eig = {k: top_eigenpairs(F, kmax).vectors for k, F in fims.items()}     # (n, d, kmax)
+
+    rows: dict[str, list[MethodRow]] = {}
+    adversarial: dict[str, Tensor] = {}
+    fraction: dict[str, Any] = {}
+    walks: dict[str, Any] = {}
+    walk_seconds: dict[str, float] = {}
+    for norm_name in cfg.norms:
+        norm = cast(Norm, norm_name)
+        emax = cfg.eps_max(norm)
+        out: list[MethodRow] = []
+
+        def add(name: str, family: str, how: str, searches: list[Search], secs: float,
+                extra: dict[str, Any] | None = None, _out: list[MethodRow] = out,
+                _norm: Norm = norm) -> None:
+            s0 = searches[0]
+            _out.append(MethodRow(
+                name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(_norm).tolist(),
+                s0.applied_l2.tolist(), s0.applied_linf.tolist(),
+                [s.applied(_norm).tolist() for s in searches], secs, extra or {}))
+            adversarial[f"{_norm}/{name}"] = s0.adversarial.detach().cpu()
+
+        def along(step: Tensor, _emax: float = emax) -> list[Search]:
+            return [minimal_eps_along(j, x, y, step, eps_max=_emax, steps=cfg.bisect_steps)
+                    for j in judges]
+
+        def direction_method(name: str, family: str, atk: Any, how: str,
+                             _norm: Norm = norm) -> Any:
+            progress(f"{_norm}: {name}")
+            t0 = time.perf_counter()
+            step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
+                atk.cached_direction(x, y), _norm).to(x.dtype)
+            t_dir = time.perf_counter() - t0
+            res = along(step)
+            add(name, family, how, res, t_dir + _main_seconds(res, t0, t_dir))
+            return atk
+
+        how_dir = "bisection along the method's perturbation direction"
+        if "ddn" in meth and norm == "l2":
+            ddn = direction_method("ddn", "baseline", DDN(model=model, steps=cfg.ddn_steps),
+                                   how_dir)
+            fraction["ddn"] = ddn.cached_direction(x, y)
+        if "fmn" in meth:
+            direction_method(f"fmn-{norm}", "baseline",
+                             FMN(model=model, norm=norm, steps=cfg.ddn_steps), how_dir)
+        if "cw-l2" in meth and norm == "l2":
+            direction_method("cw-l2", "baseline",
+                             CarliniWagnerL2(model=model, max_iterations=cfg.cw_iterations),
+                             how_dir)
+        if "fab" in meth:
+            fab = direction_method(f"fab-{norm}", "baseline", FAB(model=model, norm=norm), how_dir)
+            if norm == "l2":
+                fraction["fab-l2"] = fab.cached_direction(x, y)
+        for name in ("apgd", "pgd"):
+            if name not in meth:
+                continue
+            progress(f"{norm}: {name} re-run at every ε")
+            atk: Any = (APGD(model=model, norm=norm, n_iter=cfg.apgd_iter) if name == "apgd"
+                        else PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter,
+                                        n_classes=n_classes, n_features=d))
+            t0 = time.perf_counter()
+            res = [minimal_eps_rerun(j, atk, x, y, eps_max=emax, steps=cfg.rerun_steps)
+                   for j in judges]
+            add(atk.name, "baseline", "bisection on ε, the attack re-run at every ε", res,
+                _main_seconds(res, t0, 0.0))
+        if {"deepfool", "fgm"} & meth:
+            clf = art_classifier(sur, d, n_classes)
+            if "deepfool" in meth:
+                direction_method("deepfool", "baseline", DeepFool(classifier=clf, norm=norm),
+                                 "bisection along DeepFool's perturbation (ART)")
+            if "fgm" in meth:
+                direction_method("fgm" if norm == "l2" else "fgsm", "baseline",
+                                 FGM(classifier=clf, norm=norm),
+                                 "bisection along the loss gradient (ART)")
+        # --- the Fisher/RG attacks
+        for key, label in (("rg", "fim-rg"), ("autograd", "fim-autograd")):
+            if label not in meth or key not in eig:
+                continue
+            progress(f"{norm}: {label} (both signs)")
+            t0 = time.perf_counter()
+            step = unit_step(eig[key][..., 0], norm).to(x.dtype)
+            pairs = [both_signs(j, x, y, step, norm=norm, eps_max=emax, steps=cfg.bisect_steps)
+                     for j in judges]
+            secs = fim_seconds[key] + _main_seconds([p[0] for p in pairs], t0, 0.0)
+            add(label, "fisher", "bisection along ±(top FIM eigenvector), judge-preferred sign",
+                [p[0] for p in pairs], secs, {"sign": pairs[0][1].tolist()})
+        for key, label in (("rg", "walk-rg"), ("autograd", "walk-autograd")):
+            if label not in meth:
+                continue
+            progress(f"{norm}: {label} (Fisher walk)")
+            if label not in walks:       # the walk is in L2; its chord serves both norms
+                ffn = (_rg_fim(net, cfg.walk_rg_samples, seeds["walk"]) if key == "rg"
+                       else _autograd_fim(model))
+                walks[label] = FisherWalk(model=model, fim_fn=ffn, step_size=cfg.walk_step,
+                                          max_steps=cfg.walk_max_steps, norm=norm, name=label)
+                t0 = time.perf_counter()
+                walks[label].cached_direction(x, y)
+                walk_seconds[label] = time.perf_counter() - t0
+            walk = walks[label]
+            walk.norm = norm  # type: ignore[assignment]
+            t0 = time.perf_counter()
+            step = walk.unit(x, y)
+            res = along(step)
+            add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection along "
+                "its chord", res, walk_seconds[label] + _main_seconds(res, t0, 0.0),
+                {"steps": walk.steps_taken.tolist() if walk.steps_taken is not None else None,
+                 "step_size": cfg.walk_step})
+        if "subspace" in meth and norm == "l2":
+            src = "rg" if "rg" in eig else "autograd"
+            for k in cfg.subspace_k:
+                if k > d:
+                    continue
+                for kind in ("fim", "random"):
+                    g = torch.Generator().manual_seed(seeds["subspace"] + k)
+
+                    def basis(z: Tensor, _k: int = k, _s: str = src, _g: torch.Generator = g,
+                              _kind: str = kind) -> Tensor:
+                        if _kind == "fim":
+                            return eig[_s][..., :_k]
+                        return random_orthonormal(z.shape[0], d, _k, _g)
+                    name = f"subspace-{kind}-k{k}"
+                    space = f"top-k {src} FIM eigenspace" if kind == "fim" else "random k-space"
+                    direction_method(name, "fisher" if kind == "fim" else "reference",
+                                     SubspaceDDN(model=model, basis=basis, steps=cfg.ddn_steps,
+                                                 name=name),
+                                     f"DDN restricted to the {space}, bisection along it")
+        if "random" in meth:
+            direction_method("random", "reference",
+                             RandomDirection(generator=torch.Generator().manual_seed(
+                                 seeds["random"]), norm=norm), "bisection along a Gaussian "
+                             "direction")
+        rows[norm] = out
+
+    summary, paired = _summaries(rows, cfg)
+    frac_out: dict[str, Any] = {}
+    ks = [k for k in cfg.fraction_k if k <= d]
+    for att, delta in fraction.items():
+        for key, U in eig.items():
+            f = eigenspace_fraction(delta, U[..., : max(ks)])[:, [k - 1 for k in ks]]
+            frac_out[f"{att}|{key}"] = eigenspace_fraction_stats(f, ks, d)
+        g = torch.Generator().manual_seed(seeds["fraction"])
+        R = random_orthonormal(n, d, max(ks), g)
+        f = eigenspace_fraction(delta, R)[:, [k - 1 for k in ks]]
+        frac_out[f"{att}|random"] = eigenspace_fraction_stats(f, ks, d)
+    timings = {"total_seconds": time.perf_counter() - t_all, "fim_seconds": fim_seconds,
+               "loadavg_start": load0, "loadavg_end": _loadavg(),
+               "threads": cfg.threads, "cpu_count": os.cpu_count()}
+    info = {"kind": "deep-rbm" if rbm else getattr(model, "kind", "torch"),
+            "judge": (f"stochastic network, {cfg.judge_samples} chains, seeds "
+                      f"{list(cfg.judge_seeds)}" if rbm else "softmax arg-max (deterministic)"),
+            "surrogate": "mean-field network" if rbm else "the model itself",
+            "n_features": d, "n_classes": n_classes, **model_info}
+    if net is not None:
+        info["widths"] = list(net.widths)
+    return AttackStudyResult(cfg.to_dict(), info, sel, rows, summary, paired, frac_out, timings,
+                             adversarial)
+
+
+def _main_seconds(res: list[Search], t0: float, t_dir: float) -> float:
+    """Seconds of the attack plus its main-seed search (the other seeds' searches excluded)."""
+    total = time.perf_counter() - t0 - t_dir
+    return total / max(len(res), 1)
+
+
+def _spawn(seed: int) -> dict[str, Any]:
+    """Role-spawned seeds (numpy SeedSequence): RG sampling, walk, subspace, random, fraction."""
+    import numpy as np
+
+    roles = ("rg", "walk", "subspace", "random", "fraction")
+    kids = np.random.SeedSequence(seed).spawn(len(roles))
+    vals = {r: int(k.generate_state(1, dtype=np.uint32)[0]) for r, k in zip(roles, kids,
+                                                                           strict=True)}
+    out: dict[str, Any] = dict(vals)
+    out["rg"] = torch.Generator().manual_seed(vals["rg"])
+    out["walk"] = torch.Generator().manual_seed(vals["walk"])
+    return out
+
+
+def _summaries(rows: dict[str, list[MethodRow]], cfg: AttackStudyConfig
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    summary: dict[str, Any] = {}
+    paired: dict[str, Any] = {}
+    for norm, rs in rows.items():
+        per: dict[str, Any] = {}
+        for r in rs:
+            med_by_seed = [quartiles(a)["median"] for a in r.applied_by_seed]
+            fin = [m for m in med_by_seed if math.isfinite(m)]
+            sd = float(torch.tensor(fin, dtype=torch.float64).std()) if len(fin) > 1 else 0.0
+            per[r.name] = {**quartiles(r.applied), "nominal": quartiles(r.eps),
+                           "median_by_seed": med_by_seed, "seed_sd": sd,
+                           "resolution": r.resolution, "family": r.family, "search": r.search,
+                           "seconds_per_input": r.seconds / max(len(r.eps), 1)}
+        base = [r for r in rs if r.family == "baseline"]
+        best = min(base, key=lambda r: (quartiles(r.applied)["median"],
+                                        quartiles(r.applied)["q3"])) if base else None
+        cap = 1e6 * cfg.eps_max(norm)
+        pp: dict[str, Any] = {"best_baseline": best.name if best else None, "vs": {}}
+        if best is not None:
+            for r in rs:
+                if r.name != best.name:
+                    pp["vs"][r.name] = paired_test(r.applied, best.applied, cap=cap)
+        summary[norm] = per
+        paired[norm] = pp
+    return summary, paired
+
+
+# --------------------------------------------------------------------------- non-RBM model
+
+def train_torch_mlp(dataset: Any, *, hidden: int = 64, epochs: int = 60, seed: int = 0) -> Any:
+    """A small torch MLP (d-hidden-classes, ReLU) trained on ``dataset`` with Adam.
+
+    Returns
+    -------
+    rgaudit.models.base.TorchClassifier
+        Wrapping the trained float64 module; ``meta`` records the test accuracy.
+    """
+    from rgaudit.models.base import TorchClassifier
+
+    g = torch.Generator().manual_seed(seed)
+    d, C = dataset.n_features, dataset.n_classes
+    lin1, lin2 = torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, C)
+    with torch.no_grad():
+        for lin in (lin1, lin2):
+            b = 1 / math.sqrt(lin.in_features)
+            lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-b, b, generator=g))
+            lin.bias.zero_()
+    module = torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2).to(torch.float64)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    Xtr, ytr = dataset.X_train.to(torch.float64), dataset.y_train
+    for _ in range(int(epochs)):
+        perm = torch.randperm(Xtr.shape[0], generator=g)
+        for i in range(0, Xtr.shape[0], 128):
+            idx = perm[i:i + 128]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(module(Xtr[idx]), ytr[idx]).backward()
+            opt.step()
+    module.eval()
+    with torch.no_grad():
+        acc = float((module(dataset.X_test.to(torch.float64)).argmax(-1) == dataset.y_test)
+                    .double().mean())
+    side = math.isqrt(d)
+    shape = (side, side) if side * side == d else (d,)
+    return TorchClassifier(module, shape, C, meta={"test_accuracy": acc, "hidden": hidden,
+                                                   "epochs": epochs, "seed": seed})
+
+
+# ----------------------------------------------------------------------------------- runner
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rgaudit.experiments.attack_study WHICH OUT [options]`` (documented runs).
+
+    WHICH: ``default`` (models/default, trained if absent), ``mlp`` (a small torch MLP trained
+    here on digits) or ``depth`` (DeepRBMs of depth 2–6, trained as in the depth study).
+    """
+    import argparse
+
+    from rgaudit.data import load_dataset
+    from rgaudit.report.attack_report import write_attack_report
+    from rgaudit.report.io import new_run_dir
+
+    ap = argparse.ArgumentParser(prog="attack_study")
+    ap.add_argument("which", choices=("default", "mlp", "depth"))
+    ap.add_argument("out")
+    ap.add_argument("--inputs", type=int, default=50)
+    ap.add_argument("--judge-samples", type=int, default=1000)
+    ap.add_argument("--judge-seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4, 5, 6])
+    ap.add_argument("--subspace-k", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    ap.add_argument("--bisect-steps", type=int, default=9)
+    ap.add_argument("--rerun-steps", type=int, default=8)
+    ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
+    a = ap.parse_args(argv)
+    cfg = AttackStudyConfig(n_inputs=a.inputs, judge_samples=a.judge_samples,
+                            judge_seeds=tuple(a.judge_seeds), subspace_k=tuple(a.subspace_k),
+                            bisect_steps=a.bisect_steps, rerun_steps=a.rerun_steps,
+                            methods=tuple(a.methods))
+    ds = load_dataset("digits", seed=0)
+    t0 = time.perf_counter()
+
+    def prog(s: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {s}", flush=True)
+
+    jobs: list[tuple[str, Any, dict[str, Any]]] = []
+    if a.which == "default":
+        from rgaudit.experiments.train_default import ensure_default_model
+
+        net, info = ensure_default_model()
+        jobs.append(("default digits DeepRBM", net, {"path": "models/default"}))
+    elif a.which == "mlp":
+        mlp = train_torch_mlp(ds)
+        jobs.append(("torch MLP 64-64-10 (non-RBM)", mlp, dict(mlp.meta)))
+    else:
+        from rgaudit.experiments.depth import DepthConfig, train_depth
+
+        dc = DepthConfig()
+        for depth in a.depths:
+            prog(f"training depth {depth}")
+            net, rep = train_depth(ds, depth, dc)
+            jobs.append((f"depth {depth} DeepRBM", net,
+                         {"depth": depth, "accuracy": rep.get("accuracy")}))
+    for title, model, info in jobs:
+        prog(title)
+        res = run_attack_study(model, ds.X_test, ds.y_test, cfg, model_info=info,
+                               progress=prog)
+        run = new_run_dir(a.out, "attack-study")
+        try:
+            paths = write_attack_report(res, run, title=title)
+        except Exception:                          # keep the numbers if rendering fails
+            import json
+
+            (run / "raw.json").write_text(json.dumps(res.to_dict()))
+            raise
+        prog(f"wrote {paths['md']}")
+
+
+# ------------------------------------------------------------------- one method (rgaudit attack)
+
+ONE_METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
+               "walk")
+
+
+def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: str, *,
+               eps_max: float, steps: int = 10, seed: int = 0,
+               fim: Tensor | None = None, fim_fn: Callable[[Tensor], Tensor] | None = None
+               ) -> tuple[Search, dict[str, Any]]:
+    """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
+
+    Parameters
+    ----------
+    model : DeepRBM or Classifier
+    x : Tensor of shape (n, d)
+    y : Tensor of shape (n,)
+    judge : Judge
+    method : str
+        One of :data:`ONE_METHODS`.
+    norm : {"l2", "linf"}
+    eps_max : float
+    steps : int
+        Bisection steps (re-run attacks: the same number).
+    seed : int
+        Seed of the random direction.
+    fim : Tensor of shape (n, d, d), optional
+        FIMs of ``x`` for ``method="fim"`` (both signs of the top eigenvector are tried).
+    fim_fn : callable, optional
+        FIM re-estimated along the Fisher walk (``method="walk"``).
+
+    Returns
+    -------
+    search : Search
+    info : dict
+        ``search`` (how), ``seconds`` and method-specific data.
+    """
+    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
+    from rgaudit.attacks.fisher_best import FisherWalk, both_signs
+    from rgaudit.attacks.minimal_norm import (
+        APGD,
+        DDN,
+        FAB,
+        FMN,
+        CarliniWagnerL2,
+        PGDEachEps,
+        surrogate_of,
+    )
+    from rgaudit.fisher.eig import top_eigenpairs
+
+    if method not in ONE_METHODS:
+        raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
+    norm = cast(Norm, norm)
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    d = x.shape[1]
+    if method in ("pgd", "apgd"):
+        atk: Any = (APGD(model=model, norm=norm) if method == "apgd" else
+                    PGDEachEps(model=model, norm=norm, n_features=d,
+                               n_classes=int(surrogate_of(model)(x[:1].to(
+                                   next(surrogate_of(model).parameters()).dtype)).shape[-1])))
+        s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
+        info["search"] = "bisection on ε, the attack re-run at every ε"
+    elif method == "fim":
+        if fim is None:
+            raise ValueError("method 'fim' needs the FIMs of the inputs")
+        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
+        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,
+                             steps=steps)
+        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
+                    sign=sign.tolist())
+    else:
+        if method == "walk":
+            if fim_fn is None:
+                raise ValueError("method 'walk' needs a FIM function")
+            atk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)
+        elif method in ("fgm", "deepfool"):
+            sur = surrogate_of(model)
+            C = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
+            clf = art_classifier(sur, d, C)
+            atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
+        elif method == "random":
+            atk = RandomDirection(generator=torch.Generator().manual_seed(seed + 7),
+                                  norm=norm)
+        else:
+            cls = {"ddn": DDN, "fmn": FMN, "cw-l2": CarliniWagnerL2, "fab": FAB}[method]
+            if method in ("ddn", "cw-l2") and norm != "l2":
+                raise ValueError(f"{method} is an L2 attack: use --norm l2")
+            atk = cls(model=model, norm=norm)
+        step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
+            atk.cached_direction(x, y), norm).to(x.dtype)
+        s = minimal_eps_along(judge, x, y, step, eps_max=eps_max, steps=steps)
+        info["search"] = "bisection along the method's direction"
+        if method == "walk" and atk.steps_taken is not None:
+            info["walk_steps"] = atk.steps_taken.tolist()
+    info["seconds"] = time.perf_counter() - t0
+    return s, info
+
+
+if __name__ == "__main__":
+    main()
