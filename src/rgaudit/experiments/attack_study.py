@@ -31,7 +31,7 @@ import torch
 
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
-from rgaudit.train.pipeline import torch_threads
+from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -329,7 +329,7 @@ def run_attack_study(model: Any, X_test: Tensor, y_test: Tensor,
     AttackStudyResult
     """
     cfg = cfg or AttackStudyConfig()
-    with torch_threads(cfg.threads):
+    with limit_threads(cfg.threads):
         return _run(model, X_test, y_test, cfg, model_info or {}, progress or (lambda s: None))
 
 
