@@ -8,14 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from rgaudit.commands._options import (
@@ -173,9 +166,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"training {list(shape)} on {dataset.name} "
                           f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
                           f"seed {seed}, device {device}")
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                          console=console, transient=False) as bar:
+            from rgaudit.report.progress import progress_columns
+
+            with Progress(*progress_columns(), console=console, transient=False) as bar:
                 net, report = train_default(dataset, config, progress=RichProgress(bar))
             try:
                 path = save_model(net, out, metadata={**report, "dataset_spec": data})

@@ -233,17 +233,11 @@ def progress_bar(total: int, done: int, description: str, enabled: bool
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
+    from rgaudit.report.progress import progress_columns
+
+    with Progress(*progress_columns(), transient=False) as bar:
         task = bar.add_task(description, total=total, completed=done)
         yield lambda n: bar.advance(task, n)
 

@@ -7,8 +7,6 @@ report's numbers are the JSON's. Figures use matplotlib's object API (no global 
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from rgaudit.report.html import render_html
 from rgaudit.report.io import atomic_write_text, to_plain, write_result
 
 KIND = "audit-any"
@@ -218,23 +217,6 @@ def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
               f"{data['inputs']['pool_accuracy']:.3f}).", "",
               f"Time: {data['timings']['total']:.1f} s.", ""]
     return "\n".join(lines)
-
-
-def render_html(markdown_text: str, images: dict[str, bytes]) -> str:
-    """Self-contained HTML: the Markdown rendered, figures inlined as data URIs."""
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
-    for name, png in images.items():
-        b64 = base64.b64encode(png).decode()
-        body = body.replace(f'src="{html.escape(name)}"', f'src="data:image/png;base64,{b64}"')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}"
-             "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-             "th:first-child,td:first-child{text-align:left}"
-             "img{max-width:100%;display:block;margin:1em 0}")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>rgaudit audit</title>"
-            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def write_any_audit_report(result: Any, run_dir: str | Path,

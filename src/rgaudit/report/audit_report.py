@@ -7,7 +7,6 @@ study when the payload carries one. The HTML embeds the PNGs as base64, so it is
 
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rgaudit.report.figures import save_figure  # noqa: E402
+from rgaudit.report.html import render_html
 from rgaudit.report.io import atomic_write_text, to_plain, write_result  # noqa: E402
 
 DPI = 90
@@ -290,32 +290,6 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
     for img in images or []:
         lines.append(f"![{img}]({img})")
     return "\n".join(lines) + "\n"
-
-
-def render_html(markdown_text: str, images: list[Path]) -> str:
-    """A self-contained HTML page: the Markdown report rendered (tables included), plots inlined.
-
-    Parameters
-    ----------
-    markdown_text : str
-        The report as Markdown; image references ``![name](file.png)`` to files in ``images``
-        are replaced by inline ``data:`` URIs, so the page needs no other file.
-    images : list of Path
-        The plots referenced by the Markdown.
-    """
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
-    for p in images:
-        b64 = base64.b64encode(p.read_bytes()).decode()
-        body = body.replace(f'src="{p.name}"', f'src="data:image/png;base64,{b64}"')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}"
-             "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-             "th:first-child,td:first-child{text-align:left}"
-             "img{max-width:100%;display:block;margin:1em 0}")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>rgaudit audit</title>"
-            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def write_audit_report(payload: Any, run_dir: str | Path) -> dict[str, Path]:

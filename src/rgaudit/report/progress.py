@@ -8,6 +8,21 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def progress_columns() -> tuple[Any, ...]:
+    """The columns of every rgaudit progress bar: description, bar, ``done/total``, elapsed,
+    ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+
 @contextmanager
 def rich_progress(console: Any = None, *, transient: bool = True) -> Iterator[Any]:
     """Context manager yielding a ``progress(stage, done, total, **info)`` callback.
@@ -15,18 +30,9 @@ def rich_progress(console: Any = None, *, transient: bool = True) -> Iterator[An
     Each stage gets its own bar (description, ``done/total``, elapsed, ETA); ``info`` numbers
     (loss, …) are shown after the description.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
-    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*cols, console=console, transient=transient) as prog:
+    with Progress(*progress_columns(), console=console, transient=transient) as prog:
         bar = prog.add_task("starting", total=None)
 
         def update(stage: str, done: int, total: int, **info: Any) -> None:
