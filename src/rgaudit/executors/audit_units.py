@@ -104,8 +104,8 @@ def _merge_attack(parts: list[dict[str, Any]], norm: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v0 in parts[0].items():
         vals = [p[k] for p in parts]
-        if k in ATTACK_PER_INPUT:
-            out[k] = [e for v in vals for e in v]
+        if k in ATTACK_PER_INPUT:   # None: not recorded by this method (e.g. ``confident``)
+            out[k] = None if any(v is None for v in vals) else [e for v in vals for e in v]
         elif k == "flip_rate":
             out[k] = np.mean(np.array(vals, dtype=np.float64), axis=0).tolist()
         elif k == "seconds":
