@@ -213,19 +213,21 @@ class PairAccumulator:
 def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_next: Operators,
               var_tol: float, max_cond: float) -> LayerPair:
     mom = acc.moments()
-    reps = acc.leave_one_out()
+    rep = acc.replicates()   # stacked leave-one-block-out moments, no per-replicate copies
+    n_reps = int(rep.n.shape[0])
     batch = acc.batch_shape
     mn, mp = ops_next.size, ops_prev.size
     nb = math.prod(batch)
     cn = mom.c_aa.reshape(nb, mn, mn)
     cp = mom.c_bb.reshape(nb, mp, mp)
     d = mom.c_ab.reshape(nb, mn, mp)
-    cn_r = torch.stack([r.c_aa for r in reps]).reshape(len(reps), nb, mn, mn)
-    cp_r = torch.stack([r.c_bb for r in reps]).reshape(len(reps), nb, mp, mp)
-    d_r = torch.stack([r.c_ab for r in reps]).reshape(len(reps), nb, mn, mp)
+    cn_r = rep.c_aa.reshape(n_reps, nb, mn, mn)
+    cp_r = rep.c_bb.reshape(n_reps, nb, mp, mp)
+    d_r = rep.c_ab.reshape(n_reps, nb, mn, mp)
+    del rep
     dev = cn.device
     t = torch.zeros(nb, mn, mp, dtype=torch.float64, device=dev)
-    t_r = torch.zeros(len(reps), nb, mn, mp, dtype=torch.float64, device=dev)
+    t_r = torch.zeros(n_reps, nb, mn, mp, dtype=torch.float64, device=dev)
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
     mask_p = torch.zeros(nb, mp, dtype=torch.bool, device=dev)
     infos: list[SolveInfo] = []
@@ -244,7 +246,7 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
-    n_rep = (len(reps),)
+    n_rep = (n_reps,)
     return LayerPair(
         index=index,
         T=shaped(t), T_stderr=shaped(jackknife_stderr(t_r), ()), T_replicates=shaped(t_r, n_rep),

@@ -1,0 +1,85 @@
+"""The faster accumulator (tiled symmetric products, stacked replicates by subtraction) against
+the straightforward scheme it replaced, on the setups of the exact tests (issue 16).
+
+Deterministic comparisons (no sampling error): the two schemes see the same samples, so they must
+agree to rounding; the tolerance 1e-10 is the brief's.
+"""
+
+import pytest
+import torch
+
+import rgaudit.rg.moments as moments
+from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.rg.mcrg import mcrg_network
+from rgaudit.rg.moments import CovarianceAccumulator
+
+F64 = torch.float64
+TOL = dict(rtol=0.0, atol=1e-10)
+
+
+def _fill(acc: CovarianceAccumulator, a: torch.Tensor, b: torch.Tensor, chunk: int) -> None:
+    for i in range(0, a.shape[-2], chunk):
+        acc.update(a[..., i:i + chunk, :], b[..., i:i + chunk, :])
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_replicates_equal_weighted_block_sums(binary):
+    """Stacked replicates = moments of the blocks with one left out (the old per-block path)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 4000, 7, generator=g, dtype=F64)
+    b = torch.rand(2, 4000, 5, generator=g, dtype=F64)
+    if binary:
+        a, b = (a < 0.3).to(F64), (b < 0.6).to(F64)
+    else:
+        a, b = a + 50.0, 3.0 * b - 1.0
+    acc = CovarianceAccumulator(7, 5, n_blocks=8, batch_shape=(2,))
+    _fill(acc, a, b, 250)
+    assert acc._integer is binary
+    rep = acc.replicates()
+    assert rep.c_aa.shape == (8, 2, 7, 7) and rep.c_ab.shape == (8, 2, 7, 5)
+    for k in range(8):
+        w = torch.ones(8, dtype=F64)
+        w[k] = 0.0
+        ref = acc._moments(w)
+        assert float(rep.n[k]) == ref.n
+        for name in ("mean_a", "mean_b", "c_aa", "c_ab", "c_bb"):
+            torch.testing.assert_close(getattr(rep, name)[k], getattr(ref, name), **TOL)
+    loo = acc.leave_one_out()
+    assert len(loo) == 8
+    torch.testing.assert_close(loo[3].c_ab, rep.c_ab[3], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tiled_symmetric_products_equal_plain_products(binary, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(3000, 13, generator=g, dtype=torch.float32)
+    b = torch.rand(3000, 9, generator=g, dtype=torch.float32)
+    if binary:
+        a, b = (a < 0.4).float(), (b < 0.5).float()
+    accs = []
+    for tile_min in (10**9, 1):          # plain products, then tiles even for tiny m
+        monkeypatch.setattr(moments, "GRAM_TILE_MIN", tile_min)
+        acc = CovarianceAccumulator(13, 9, n_blocks=4)
+        _fill(acc, a, b, 300)
+        accs.append(acc)
+    plain, tiled = accs
+    if binary:   # exact integer sums: identical bits
+        assert torch.equal(plain.saa, tiled.saa) and torch.equal(plain.sbb, tiled.sbb)
+    for x, y in ((plain.saa, tiled.saa), (plain.sab, tiled.sab), (plain.sbb, tiled.sbb)):
+        torch.testing.assert_close(x, y, rtol=1e-13, atol=0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_mcrg_network_same_numbers_with_and_without_tiling(seed, monkeypatch):
+    """The exact-test network of test_mcrg.py: T, errors and covariances agree to 1e-10."""
+    g = torch.Generator().manual_seed(seed)
+    net = DeepRBM.random([6, 4, 4, 3], generator=g, dtype=F64)
+    x = torch.rand(2, 6, generator=g, dtype=F64)
+    out = []
+    for tile_min in (10**9, 1):
+        monkeypatch.setattr(moments, "GRAM_TILE_MIN", tile_min)
+        out.append(mcrg_network(net, x, "full", 4000, generator=seed + 100, n_blocks=16))
+    for p, q in zip(out[0].computed(), out[1].computed(), strict=True):
+        for name in ("T", "T_stderr", "T_replicates", "C_next", "C_prev", "D",
+                     "C_next_replicates", "C_prev_replicates", "D_replicates"):
+            torch.testing.assert_close(getattr(p, name), getattr(q, name), **TOL)
