@@ -159,6 +159,8 @@ def register(app: typer.Typer) -> None:
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
+        max_memory: float = typer.Option(None, "--max-memory", min=0.1, help="Memory budget "
+                                         "in GiB (default 80% of the memory available now)."),
     ) -> None:
         """Audit a DeepRBM: MCRG diagnosis, input FIMs, FIM attacks vs standard attacks."""
         from rgaudit.experiments.audit import AuditConfig, run_audit
@@ -174,12 +176,22 @@ def register(app: typer.Typer) -> None:
                           ("judge_samples", judge_samples), ("large_basis", large_basis)):
             if val is not None:
                 setattr(cfg, name, val)
+        from rgaudit.experiments.audit_plan import plan_audit  # sizes that fit, or refuse
+
+        given = [n for n, v in (("mcrg_samples", mcrg_samples), ("direct_samples",
+                 direct_samples), ("judge_samples", judge_samples), ("large_basis",
+                 large_basis), ("n_inputs", None if inputs == 20 else inputs)) if v is not None]
+        plan = plan_audit(net.widths, cfg, fixed=given, depth_study=depth, memory_limit=None
+                          if max_memory is None else int(max_memory * 2**30))
+        console.print(plan.summary())
+        cfg = plan.config
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("audit", total=None)
             result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
                                progress=lambda s: prog.update(task, description=s))
             payload = result.to_dict()
+            payload["plan"] = plan.to_dict()
             if depth:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study
 
