@@ -70,16 +70,54 @@ def test_tiled_symmetric_products_equal_plain_products(binary, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", [0, 2])
-def test_mcrg_network_same_numbers_with_and_without_tiling(seed, monkeypatch):
+def test_mcrg_network_same_numbers_fast_and_plain(seed, monkeypatch):
     """The exact-test network of test_mcrg.py: T, errors and covariances agree to 1e-10."""
     g = torch.Generator().manual_seed(seed)
     net = DeepRBM.random([6, 4, 4, 3], generator=g, dtype=F64)
     x = torch.rand(2, 6, generator=g, dtype=F64)
+    import rgaudit.rg.replicate_solve as rs
+
     out = []
-    for tile_min in (10**9, 1):
-        monkeypatch.setattr(moments, "GRAM_TILE_MIN", tile_min)
+    for fast in (False, True):   # plain products + eigenvalue checks, then tiles + certificates
+        monkeypatch.setattr(moments, "GRAM_TILE_MIN", 1 if fast else 10**9)
+        monkeypatch.setattr(rs, "EXACT_COND_MAX", 1 if fast else 10**9)
         out.append(mcrg_network(net, x, "full", 4000, generator=seed + 100, n_blocks=16))
     for p, q in zip(out[0].computed(), out[1].computed(), strict=True):
         for name in ("T", "T_stderr", "T_replicates", "C_next", "C_prev", "D",
                      "C_next_replicates", "C_prev_replicates", "D_replicates"):
             torch.testing.assert_close(getattr(p, name), getattr(q, name), **TOL)
+
+
+def _spd_stack(m: int, n_rep: int, seed: int, tiny: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n_rep, 6 * m, m, generator=g, dtype=F64) < 0.3).to(F64)
+    c = x.transpose(-1, -2) @ x / x.shape[1]
+    if tiny:
+        c[1] = c[1] + 0.0   # replicate 1: an almost collinear pair of operators
+        c[1, :, 0] = c[1, :, 1]
+        c[1, 0, :] = c[1, 1, :]
+        c[1, 0, 0] = c[1, 1, 1] + tiny
+    return c
+
+
+@pytest.mark.parametrize("tiny", [0.0, 1e-9])
+def test_certified_replicate_solves_equal_the_eigenvalue_checked_ones(tiny, monkeypatch):
+    """Same T_r and the same regularisation decisions as solve_replicates (m above the exact
+    threshold, lowered here to keep the test small)."""
+    import rgaudit.rg.replicate_solve as rs
+    from rgaudit.rg.solve import solve_cov, solve_replicates
+
+    monkeypatch.setattr(rs, "EXACT_COND_MAX", 8)
+    m = 40
+    c = _spd_stack(m, 5, seed=1, tiny=tiny)
+    d = torch.randn(5, m, 7, generator=torch.Generator().manual_seed(2), dtype=F64)
+    _, info = solve_cov(c[0], d[0], max_cond=1e8)
+    ref, ref_info = solve_replicates(c, d, info, max_cond=1e8)
+    new, new_info = rs.solve_replicates_certified(c, d, info, max_cond=1e8)
+    torch.testing.assert_close(new, ref, **TOL)
+    assert new_info.n_replicates_regularised == ref_info.n_replicates_regularised
+    assert new_info.n_replicates_regularised == (1 if tiny else 0)
+    if tiny:   # the uncertified replicate had its condition number computed exactly
+        assert new_info.max_cond_replicates == pytest.approx(ref_info.max_cond_replicates)
+    else:
+        assert new_info.to_dict()["max_cond_replicates"] is None

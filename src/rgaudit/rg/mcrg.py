@@ -72,7 +72,8 @@ import torch
 
 from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
-from rgaudit.rg.solve import SolveInfo, constant_operators, solve_cov, solve_replicates
+from rgaudit.rg.replicate_solve import solve_replicates_certified
+from rgaudit.rg.solve import SolveInfo, constant_operators, solve_cov
 
 Tensor = torch.Tensor
 Kernel = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -235,7 +236,8 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
         mask_p[b] = ~constant_operators(cp[b], var_tol)
         colmask = mask_p[b].to(torch.float64)
         xb, info = solve_cov(cn[b], d[b] * colmask, var_tol=var_tol, max_cond=max_cond)
-        xr, info = solve_replicates(cn_r[:, b], d_r[:, b] * colmask, info, max_cond=max_cond)
+        xr, info = solve_replicates_certified(cn_r[:, b], d_r[:, b] * colmask, info,
+                                              max_cond=max_cond)
         kept = info.kept.to(dev)
         mask_n[b, kept] = True
         t[b, kept] = xb
@@ -400,7 +402,8 @@ def mcrg_chain(
             progress(done, int(n_samples))
     layers: list[LayerPair | None] = [None] * n_k
     for i in pairs:
-        layers[i] = accs[i].finalise(i, var_tol=var_tol, max_cond=max_cond)
+        # free each pair's block sums once its result exists (peak: one pair's sums + results)
+        layers[i] = accs.pop(i).finalise(i, var_tol=var_tol, max_cond=max_cond)
     return MCRGResult(
         layers=layers,
         positions=list(range(n_k + 1)) if positions is None else list(positions),
