@@ -234,10 +234,12 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     infos: list[SolveInfo] = []
     for b in range(nb):
         mask_p[b] = ~constant_operators(cp[b], var_tol)
+        every = bool(mask_p[b].all())   # no constant column: skip the masked copies of D
         colmask = mask_p[b].to(torch.float64)
-        xb, info = solve_cov(cn[b], d[b] * colmask, var_tol=var_tol, max_cond=max_cond)
-        xr, info = solve_replicates_certified(cn_r[:, b], d_r[:, b] * colmask, info,
-                                              max_cond=max_cond)
+        xb, info = solve_cov(cn[b], d[b] if every else d[b] * colmask, var_tol=var_tol,
+                             max_cond=max_cond)
+        xr, info = solve_replicates_certified(cn_r[:, b], d_r[:, b] if every else
+                                              d_r[:, b] * colmask, info, max_cond=max_cond)
         kept = info.kept.to(dev)
         mask_n[b, kept] = True
         t[b, kept] = xb

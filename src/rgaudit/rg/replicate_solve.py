@@ -72,7 +72,11 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
             lo, hi = ev[0], ev[-1].clamp_min(1e-300)
             cond_r[r] = hi / lo if lo > 0 else float("inf")
     ill = ~torch.isnan(cond_r) & ~(cond_r <= max_cond)
-    x, status = torch.linalg.solve_ex(ck, dk)
+    # one replicate at a time: LU workspace of one m×m matrix, not of the whole stack
+    x = torch.empty(dk.shape, dtype=dk.dtype, device=dk.device)
+    status = torch.zeros(n_rep, dtype=torch.int32, device=ck.device)
+    for r in range(n_rep):
+        x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])
     bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
         lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
