@@ -121,3 +121,23 @@ def test_certified_replicate_solves_equal_the_eigenvalue_checked_ones(tiny, monk
         assert new_info.max_cond_replicates == pytest.approx(ref_info.max_cond_replicates)
     else:
         assert new_info.to_dict()["max_cond_replicates"] is None
+
+
+def test_replicate_with_every_operator_constant_gives_zero_not_a_crash():
+    """C_r = 0 (all fluctuations in the left-out block): the plain path raised a singular-matrix
+    error here (seen on a 784-500-500-10 audit); T_r is 0 and the replicate is flagged."""
+    from rgaudit.rg.replicate_solve import solve_replicates_certified
+    from rgaudit.rg.solve import solve_cov, solve_replicates
+
+    c = _spd_stack(6, 4, seed=4)
+    d = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    c[2] = 0.0
+    d[2] = 0.0
+    _, info = solve_cov(c[0], d[0])
+    with pytest.raises(RuntimeError, match="singular"):
+        solve_replicates(c, d, info)
+    x, info_r = solve_replicates_certified(c, d, info)
+    assert torch.isfinite(x).all() and torch.equal(x[2], torch.zeros_like(x[2]))
+    assert info_r.n_replicates_regularised == 1
+    ref, _ = solve_replicates(c[[0, 1, 3]], d[[0, 1, 3]], info)
+    torch.testing.assert_close(x[[0, 1, 3]], ref, **TOL)

@@ -13,6 +13,12 @@ before. The solves themselves are the same LU solves, so the numbers are the sam
 :func:`~rgaudit.rg.solve.solve_replicates` whenever the decisions agree, and the decisions agree
 whenever a replicate is certified (certified ⇒ ``cond ≤ max_cond`` ⇒ not ill).
 
+Up to :data:`EXACT_COND_MAX` kept operators every replicate's eigenvalues are computed, exactly
+as before. A replicate whose kept operators are all constant (``C_r = 0``: their only
+fluctuations fell in the left-out block) is regularised with the largest replicate's scale and
+gives ``T_r = 0`` instead of a singular-matrix crash (the plain path crashed there on a
+784-500-500-10 network).
+
 The price: a certified replicate's condition number is not computed, so
 ``max_cond_replicates`` is the largest *computed* one (``nan`` — ``None`` in JSON — when every
 replicate was certified), and ``SolveInfo`` says which.
@@ -53,8 +59,7 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
     """
     kept = info.kept.to(c.device)
     m = int(kept.numel())
-    if m <= EXACT_COND_MAX or info.lam > 0:
-        # small sets: exact eigenvalues are cheap; regularised full sample: no check is made
+    if info.lam > 0:   # regularised full sample: every replicate gets its λ, no check is made
         return solve_replicates(c, d, info, max_cond=max_cond)
     full = m == c.shape[-1]
     ck = c if full else c[:, kept][:, :, kept]
@@ -64,10 +69,11 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
     cond_r = torch.full((n_rep,), float("nan"), dtype=ck.dtype, device=ck.device)
     for r in range(n_rep):
         cr = ck[r]
-        up = torch.minimum(torch.linalg.matrix_norm(cr), cr.abs().sum(-1).amax())
-        tau = float(up) / max_cond
-        _, status = torch.linalg.cholesky_ex(cr - tau * eye)
-        if int(status) != 0:   # not certified: the exact condition number decides
+        if m > EXACT_COND_MAX:   # small sets: exact eigenvalues are cheap, compute them
+            up = torch.minimum(torch.linalg.matrix_norm(cr), cr.abs().sum(-1).amax())
+            tau = float(up) / max_cond
+            _, status = torch.linalg.cholesky_ex(cr - tau * eye)
+        if m <= EXACT_COND_MAX or int(status) != 0:   # the exact condition number decides
             ev = torch.linalg.eigvalsh(cr)
             lo, hi = ev[0], ev[-1].clamp_min(1e-300)
             cond_r[r] = hi / lo if lo > 0 else float("inf")
@@ -76,12 +82,17 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
     x = torch.empty(dk.shape, dtype=dk.dtype, device=dk.device)
     status = torch.zeros(n_rep, dtype=torch.int32, device=ck.device)
     for r in range(n_rep):
-        x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])
+        x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])   # type: ignore[call-overload]
     bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
         lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
-        x_r = torch.linalg.solve(ck + lam_r[:, None, None] * eye, dk)
-        x = torch.where(bad[:, None, None], x_r, x)
+        # A replicate in which every kept operator is constant (its only fluctuations fell in
+        # the left-out block; seen on saturated 784-input networks) has C_r = 0 and λ_r = 0:
+        # borrow the largest replicate's scale (its D_r is 0 too, so T_r = 0, not a crash).
+        scale = lam_r.max()
+        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
+        for r in torch.nonzero(bad).flatten().tolist():
+            x[r] = torch.linalg.solve(ck[r] + lam_r[r] * eye, dk[r])
     computed = cond_r[~torch.isnan(cond_r)]
     worst = float(computed.max()) if computed.numel() else float("nan")
     return x, replace(info, n_replicates_regularised=int(bad.sum()), max_cond_replicates=worst)
