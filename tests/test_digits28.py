@@ -30,3 +30,22 @@ def test_upscale_is_bilinear():
     out = upscale(ramp)
     assert out.shape == (1, 28, 28)
     np.testing.assert_allclose(out[0, 5], np.linspace(0.0, 1.0, 28), atol=1e-6)
+
+
+def test_train_defaults_to_784_500_500_10_on_digits28(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from rgaudit.cli import app
+
+    seen = {}
+
+    def fake(dataset, config, progress=None):
+        seen["widths"] = config.widths
+        raise ValueError("stop after the configuration")
+
+    monkeypatch.setattr("rgaudit.train.pipeline.train_default", fake)
+    res = CliRunner().invoke(app, ["train", "--data", "digits28", "--out",
+                                   str(tmp_path / "m")])
+    assert res.exit_code == 1 and seen["widths"] == (784, 500, 500, 10)
+    CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "m")])
+    assert seen["widths"] == (64, 100, 100, 10)
