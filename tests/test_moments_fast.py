@@ -141,3 +141,23 @@ def test_replicate_with_every_operator_constant_gives_zero_not_a_crash():
     assert info_r.n_replicates_regularised == 1
     ref, _ = solve_replicates(c[[0, 1, 3]], d[[0, 1, 3]], info)
     torch.testing.assert_close(x[[0, 1, 3]], ref, **TOL)
+
+
+def test_frozen_output_layer_gives_zero_T_and_is_reported():
+    """A saturated output (every operator constant on all samples, as for confident inputs of
+    the 784-500-500-10 digits28 network) no longer stops the run: T = 0, flagged, chain FIM 0."""
+    from rgaudit.fisher.chain import fim_from_mcrg
+
+    g = torch.Generator().manual_seed(0)
+    net = DeepRBM.random([5, 4, 4, 2], generator=g, dtype=F64)
+    with torch.no_grad():
+        net.layer(3).W.mul_(0.0)
+        net.layer(3).a.copy_(torch.tensor([60.0, -60.0], dtype=F64))   # output frozen at (1, 0)
+    x = torch.rand(2, 5, generator=g, dtype=F64)
+    res = mcrg_network(net, x, "singles", 2000, generator=1)
+    top = res.layers[2]
+    assert top.frozen == [0, 1] and torch.equal(top.T, torch.zeros_like(top.T))
+    assert not top.kept_mask_next.any() and top.max_cond != top.max_cond   # nan: nothing solved
+    assert res.layers[1].frozen == [] and bool((res.layers[1].T != 0).any())
+    fim = fim_from_mcrg(res, net.layer(1).W.detach())
+    assert torch.equal(fim.fim, torch.zeros_like(fim.fim))

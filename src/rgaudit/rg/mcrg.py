@@ -120,8 +120,14 @@ class LayerPair:
 
     @property
     def max_cond(self) -> float:
-        """Largest condition number over batch elements."""
-        return max(i.cond for i in self.solve_info)
+        """Largest condition number over batch elements (frozen elements, cond nan, skipped)."""
+        vals = [i.cond for i in self.solve_info if not math.isnan(i.cond)]
+        return max(vals) if vals else float("nan")
+
+    @property
+    def frozen(self) -> list[int]:
+        """Flattened batch elements whose layer was frozen (no operator fluctuated): ``T = 0``."""
+        return [b for b, i in enumerate(self.solve_info) if i.kept.numel() == 0]
 
     def to_dict(self, matrices: bool = False) -> dict[str, Any]:
         """Plain data; ``matrices=True`` also includes ``T``, ``T_stderr`` and ``C_next``."""
@@ -234,6 +240,13 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     infos: list[SolveInfo] = []
     for b in range(nb):
         mask_p[b] = ~constant_operators(cp[b], var_tol)
+        if bool(constant_operators(cn[b], var_tol).all()) or not bool(mask_p[b].any()):
+            # A frozen layer (every operator constant on all S samples, e.g. the saturated
+            # output of a confident 784-input network): no response is measurable, T = 0 with
+            # no kept operator, reported in SolveInfo (cond nan) instead of stopping the run.
+            infos.append(SolveInfo(torch.zeros(0, dtype=torch.long),
+                                   torch.arange(mn), float("nan"), False, 0.0))
+            continue
         every = bool(mask_p[b].all())   # no constant column: skip the masked copies of D
         colmask = mask_p[b].to(torch.float64)
         xb, info = solve_cov(cn[b], d[b] if every else d[b] * colmask, var_tol=var_tol,
