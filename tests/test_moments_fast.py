@@ -161,3 +161,9 @@ def test_frozen_output_layer_gives_zero_T_and_is_reported():
     assert res.layers[1].frozen == [] and bool((res.layers[1].T != 0).any())
     fim = fim_from_mcrg(res, net.layer(1).W.detach())
     assert torch.equal(fim.fim, torch.zeros_like(fim.fim))
+    from rgaudit.rg.spectra import pair_spectra
+
+    spec = pair_spectra(top)
+    assert [s.fisher.numel() for s in spec] == [0, 0]
+    assert spec[0].counts["fisher~1"].value == 0 and "frozen" in spec[0].flags[0]
+    assert all(s.fisher.numel() > 0 for s in pair_spectra(res.layers[1]))
