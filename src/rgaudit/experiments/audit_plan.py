@@ -16,8 +16,9 @@ blocks):
   ``I``); time ``S (Σ_k 2 n_{k-1} n_k + 3·2 m²)`` float32 flops plus ``17`` eigenvalue problems
   and solves of size ``m`` per input;
 * FIMs: every Monte Carlo FIM keeps 16 replicates of ``d × d`` (``17 d²`` float64 per input and
-  estimator, three estimators, plus one symmetrised copy during its eigenvalues); time ``≈ 35``
-  symmetric eigenvalue problems of size ``d`` per input and estimator;
+  estimator, three estimators, plus three stack-sized temporaries while a spectrum with errors
+  is computed); both MCRG results are still held then; time ``≈ 35`` symmetric eigenvalue
+  problems of size ``d`` per input and estimator;
 * direct FIM, attacks and the judge: sampling ``chains × Σ_k 2 n_{k-1} n_k``.
 
 Rates are those measured on the 2-core development machine (single thread; :data:`RATES`).
@@ -42,12 +43,12 @@ RATES = {"gemm32": 4.0e10, "gemm64": 2.0e10, "eig": 2.4e-10, "solve": 2.0e-10,
 N_BLOCKS = 16
 #: Time target of the automatic plan (seconds) and its default memory ceiling (bytes).
 TIME_TARGET_S = 240.0
-MEMORY_TARGET = 3 * 2**30
+MEMORY_TARGET = int(3.5 * 2**30)
 #: Fixed overhead: interpreter, torch, the model, the data and the report (bytes, seconds).
 BASE_BYTES = 600 * 2**20
 BASE_SECONDS = 15.0
 #: Smallest sizes the automatic plan goes down to.
-FLOOR = {"n_inputs": 4, "mcrg_samples": 2000, "direct_samples": 4000, "judge_samples": 500,
+FLOOR = {"n_inputs": 3, "mcrg_samples": 2000, "direct_samples": 4000, "judge_samples": 500,
          "large_pairs": 16}
 ADJUSTABLE = ("n_inputs", "mcrg_samples", "direct_samples", "judge_samples", "large_basis")
 
@@ -140,11 +141,13 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         chunk_vals = 64 * 2**20 * 2   # operator values of one chunk (mcrg.CHUNK_BYTES), 2 sets
         parts[label] = {"bytes": mem + keep + trans + chunk_vals, "seconds": sec}
         peak = max(peak, held + mem + keep + trans + chunk_vals)
-        held += keep if label == "mcrg singles" else 0.0   # the singles result is kept
+        held += keep   # both MCRG results stay referenced until the FIMs are done
     fim_rep = (N_BLOCKS + 1) * d * d * f8 * inp              # one FIM with its replicates
     n_mc = 3                                                  # direct, rg-singles, rg-large
     eig_s = inp * 35 * r["eig"] * d**3
-    parts["fims"] = {"bytes": n_mc * fim_rep + 2 * N_BLOCKS * d * d * f8 * inp,
+    # the replicate stacks, plus the symmetrised copy, its sum temporary and the eigenvalue
+    # workspace of one stack while its spectrum is computed
+    parts["fims"] = {"bytes": n_mc * fim_rep + 3 * N_BLOCKS * d * d * f8 * inp,
                      "seconds": n_mc * eig_s + 2 * inp * r["eig"] * d**3}
     peak = max(peak, held + parts["fims"]["bytes"])
     states = 2 ** min(w[-1], 20)
@@ -222,7 +225,7 @@ def _large_pairs(spec: str) -> int | None:
 
 
 def _halve(cfg: AuditConfig, name: str, fixed: tuple[str, ...]) -> AuditConfig | None:
-    """``cfg`` with one size halved (not below :data:`FLOOR`), or None if it cannot shrink."""
+    """``cfg`` with one size halved (inputs: × 0.7; not below :data:`FLOOR`), or None."""
     if name in fixed:
         return None
     if name == "large_basis":
@@ -234,7 +237,8 @@ def _halve(cfg: AuditConfig, name: str, fixed: tuple[str, ...]) -> AuditConfig |
     if v <= FLOOR[name]:
         return None
     new = max(FLOOR[name], v // 2)
-    if name == "n_inputs":
+    if name == "n_inputs":   # finer steps: every input is costly, but each one counts
+        new = max(FLOOR[name], min(v - 1, int(0.7 * v)))
         return replace(cfg, n_inputs=new, n_diagnose=min(cfg.n_diagnose, new))
     return replace(cfg, **{name: new})
 
