@@ -32,6 +32,9 @@ def test_defaults_fit_unchanged_on_the_8x8_model():
     assert plan.changes == [] and plan.config == AuditConfig()
     assert plan.estimate.memory_bytes < MEMORY_TARGET and plan.estimate.seconds < TIME_TARGET_S
     assert "20 inputs" in plan.summary() and plan.to_dict()["chosen"]["n_inputs"] == 20
+    with_depth = plan_audit([64, 100, 100, 10], AuditConfig(), memory_limit=8 * GIB,
+                            depth_study=True)
+    assert with_depth.depth_inputs == 10 and with_depth.changes == []
 
 
 def test_mnist_scale_defaults_are_scaled_to_fit_and_say_so():
@@ -42,6 +45,10 @@ def test_mnist_scale_defaults_are_scaled_to_fit_and_say_so():
     assert "scaled to fit" in plan.summary()
     d = plan.to_dict()
     assert d["chosen"]["n_inputs"] == plan.config.n_inputs and d["changes"] == plan.changes
+    deep = plan_audit([784, 500, 500, 10], AuditConfig(), memory_limit=8 * GIB,
+                      depth_study=True)
+    assert deep.depth_inputs < 10 and "depth study on" in deep.summary()
+    assert deep.estimate.memory_bytes <= MEMORY_TARGET
 
 
 def test_user_sizes_are_kept_and_a_too_large_configuration_is_refused_up_front():

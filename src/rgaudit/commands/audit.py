@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study
 
                 payload["depth"] = run_depth_study(
-                    ds, DepthConfig(seed=seed),
+                    ds, DepthConfig(seed=seed, n_inputs=plan.depth_inputs),
                     progress=lambda s: prog.update(task, description=s)).to_dict()
         run_dir = new_run_dir(out, "audit")
         paths = write_audit_report(payload, run_dir)

@@ -93,6 +93,18 @@ class CostEstimate:
             self.memory_bytes), "seconds": round(float(self.seconds), 1), "parts": self.parts}
 
 
+#: The depth study (``experiments/depth.py``, run after the audit) holds a direct FIM with its
+#: replicates and their spectra for each of its inputs: ≈ 110 float64 ``d × d`` matrices per
+#: input (measured: 5.7 GB peak with its default 10 inputs at d = 784).
+DEPTH_STACKS = 110
+DEPTH_INPUTS = 10
+
+
+def depth_study_bytes(d: int, n_inputs: int) -> float:
+    """Peak memory of the depth study for ``n_inputs`` inputs of dimension ``d`` (bytes)."""
+    return float(DEPTH_STACKS * n_inputs * d * d * 8)
+
+
 def _sampling_flops(widths: tuple[int, ...]) -> float:
     return float(sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False)))
 
@@ -165,8 +177,10 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
     peak = max(peak, held + n_mc * fim_rep + parts["attacks"]["bytes"])
     seconds = BASE_SECONDS + sum(p["seconds"] for p in parts.values())
     if depth_study:
-        parts["depth study"] = {"bytes": 200 * 2**20, "seconds": 20.0 + 0.05 * d}
+        parts["depth study"] = {"bytes": depth_study_bytes(d, DEPTH_INPUTS),
+                                "seconds": 20.0 + 0.05 * d}
         seconds += parts["depth study"]["seconds"]
+        peak = max(peak, parts["depth study"]["bytes"])
     parts = {k: {"bytes": float(v["bytes"]), "seconds": round(float(v["seconds"]), 2)}
              for k, v in parts.items()}
     return CostEstimate(BASE_BYTES + peak, seconds, parts)
@@ -189,6 +203,8 @@ class AuditPlan:
         Seconds the automatic sizes aim at.
     fixed : tuple of str
         Sizes the user gave explicitly (never changed).
+    depth_inputs : int
+        Inputs of the depth study (its default 10, fewer when its FIMs would not fit).
     """
 
     config: AuditConfig
@@ -197,10 +213,12 @@ class AuditPlan:
     memory_limit: int
     time_target: float
     fixed: tuple[str, ...]
+    depth_inputs: int = DEPTH_INPUTS
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": {k: getattr(self.config, k) for k in ADJUSTABLE},
                 "changes": list(self.changes), "fixed_by_user": list(self.fixed),
+                "depth_study_inputs": self.depth_inputs,
                 "estimate": self.estimate.to_dict(),
                 "memory_limit": format_bytes(self.memory_limit),
                 "time_target_s": self.time_target, "rates": dict(RATES)}
@@ -212,6 +230,8 @@ class AuditPlan:
                 f"{c.large_basis}), {c.direct_samples} direct-FIM chains, {c.judge_samples} "
                 f"judge chains; estimated {format_bytes(self.estimate.memory_bytes)} peak, "
                 f"~{self.estimate.seconds:.0f} s (1 thread, development machine)")
+        if self.depth_inputs != DEPTH_INPUTS:
+            head += f"; depth study on {self.depth_inputs} inputs (not {DEPTH_INPUTS})"
         if not self.changes:
             return head
         return head + "\n  scaled to fit (" + format_bytes(min(
@@ -304,8 +324,18 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
     names = {f.name for f in fields(AuditConfig)}
     assert set(ADJUSTABLE) <= names
 
+    d = int(widths[0])
+    depth_inputs = DEPTH_INPUTS
+    while depth_inputs > 2 and BASE_BYTES + depth_study_bytes(d, depth_inputs) > target_mem:
+        depth_inputs -= 1
+
     def est(c: AuditConfig) -> CostEstimate:
-        return estimate_audit(widths, c, depth_study=depth_study)
+        e = estimate_audit(widths, c, depth_study=False)
+        if not depth_study:
+            return e
+        dep = {"bytes": depth_study_bytes(d, depth_inputs), "seconds": 20.0 + 0.05 * d}
+        return CostEstimate(max(e.memory_bytes, BASE_BYTES + dep["bytes"]),
+                            e.seconds + dep["seconds"], {**e.parts, "depth study": dep})
 
     e = est(cfg)
     for _ in range(60):
@@ -326,4 +356,4 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
             f"{cfg.large_basis}), {cfg.direct_samples} direct-FIM chains (estimated wall time "
             f"~{e.seconds:.0f} s)")
     check_memory(e.memory_bytes, what=what, limit=limit, option="--max-memory")
-    return AuditPlan(cfg, e, changes, limit, float(time_target), fixed_t)
+    return AuditPlan(cfg, e, changes, limit, float(time_target), fixed_t, depth_inputs)
