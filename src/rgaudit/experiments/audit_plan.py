@@ -95,7 +95,7 @@ class CostEstimate:
 
 #: The depth study (``experiments/depth.py``, run after the audit) holds a direct FIM with its
 #: replicates and their spectra for each of its inputs: ≈ 110 float64 ``d × d`` matrices per
-#: input (measured: 5.7 GB peak with its default 10 inputs at d = 784).
+#: input (measured: ≈ 5.8 GiB peak with its default 10 inputs at d = 784).
 DEPTH_STACKS = 110
 DEPTH_INPUTS = 10
 
