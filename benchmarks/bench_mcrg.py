@@ -12,11 +12,21 @@ in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its ow
 A second timing runs the whole chain (RBM sampling + pair basis) through ``mcrg_network`` for
 reference.
 
+``--scale`` (issue 16) measures m = 500, 1000, 2000 operators instead: the estimator's two phases
+separately (accumulation over the chunks; finalisation = replicates + 17 solves), in **CPU
+seconds** of the single-threaded subprocess as well as wall seconds (the development machine is
+shared, so wall time is inflated by the load; CPU time is not, to first order), the float32
+floor in the same units, and peak memory against S (m fixed) and against m. Since the
+finalisation does not depend on S, the ratio to the floor falls with S as
+``(a·S + F) / (f·S)``; the sample size at which it reaches 1.3 is ``F / (1.3 f − a)`` with
+``a``, ``f`` the measured per-sample costs and ``F`` the finalisation time.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_mcrg.py [--threads 1] [--quick]
+    .venv/bin/python benchmarks/bench_mcrg.py --scale
 
-Writes ``benchmarks/results/mcrg.json``.
+Writes ``benchmarks/results/mcrg.json`` (``mcrg_scale.json`` with ``--scale``).
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ CONFIGS = [  # (S, m)
     (100_000, 1000),
 ]
 QUICK = [(20_000, 100), (200_000, 100), (20_000, 400)]
+SCALE = [(40_000, 500), (40_000, 1000), (40_000, 2000)]
+SCALE_MEMORY_S = [(10_000, 1000), (160_000, 1000)]   # peak memory against S at fixed m
 CHUNK = 8192
 
 
@@ -64,7 +76,24 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
             done += n
 
     t0 = time.perf_counter()
-    if kind == "estimator":
+    c0 = time.process_time()
+    phases: dict[str, float] = {}
+    if kind == "phases":   # the estimator, accumulation and finalisation timed apart
+        from rgaudit.rg.mcrg import PairAccumulator
+
+        ops = ProductBasis.singles(m)
+        acc = PairAccumulator(ops, ops, n_blocks=16, batch_shape=(), device=torch.device("cpu"))
+        n_chunks = -(-s // chunk)
+        for c, (hp, hn) in enumerate(chunks()):
+            acc.update(hp, hn, min(c * 16 // n_chunks, 15))
+        phases = {"accumulate_cpu_s": time.process_time() - c0,
+                  "accumulate_wall_s": time.perf_counter() - t0}
+        c1, t1 = time.process_time(), time.perf_counter()
+        pair = acc.finalise(0)
+        phases.update(finalise_cpu_s=time.process_time() - c1,
+                      finalise_wall_s=time.perf_counter() - t1)
+        assert bool(torch.isfinite(pair.T).all())
+    elif kind == "estimator":
         ops = ProductBasis.singles(m)
         pair = mcrg_pairs(chunks(), ops, ops, n_blocks=16,
                           contiguous_blocks=-(-s // chunk))
@@ -89,9 +118,48 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
     else:
         raise ValueError(kind)
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"kind": kind, "S": s, "m": m, "seconds": dt, "peak_rss_mib": peak / 1024,
-            "rss_increase_mib": (peak - base_rss) / 1024}
+    return {"kind": kind, "S": s, "m": m, "seconds": dt, "cpu_seconds": cpu,
+            "peak_rss_mib": peak / 1024, "rss_increase_mib": (peak - base_rss) / 1024,
+            "loadavg": os.getloadavg(), **phases}
+
+
+def _scale(threads: int) -> dict:
+    """Issue 16: m = 500…2000, phases in CPU seconds, floor ratios, memory against S and m."""
+    rows = []
+    for s, m in SCALE:
+        est = _run_sub("phases", s, m, threads)
+        f32 = _run_sub("floor32", s, m, threads)
+        a = est["accumulate_cpu_s"] / s
+        f = f32["cpu_seconds"] / s
+        fin = est["finalise_cpu_s"]
+        s_13 = fin / (1.3 * f - a) if 1.3 * f > a else float("inf")
+        row = {"S": s, "m": m, **{k: est[k] for k in ("accumulate_cpu_s", "finalise_cpu_s",
+                                                        "accumulate_wall_s", "finalise_wall_s")},
+               "estimator_cpu_s": est["cpu_seconds"], "estimator_wall_s": est["seconds"],
+               "floor_f32_cpu_s": f32["cpu_seconds"], "floor_f32_wall_s": f32["seconds"],
+               "ratio_to_f32_floor_cpu": est["cpu_seconds"] / f32["cpu_seconds"],
+               "accumulate_ratio_to_f32_floor_cpu": est["accumulate_cpu_s"]
+               / f32["cpu_seconds"],
+               "S_for_ratio_1_3": s_13, "S_for_ratio_1_3_per_m": s_13 / m,
+               "estimator_peak_rss_mib": est["peak_rss_mib"],
+               "floor_peak_rss_mib": f32["peak_rss_mib"],
+               "estimator_rss_increase_mib": est["rss_increase_mib"],
+               "loadavg": [est["loadavg"], f32["loadavg"]]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    mem_s = []
+    for s, m in SCALE_MEMORY_S:
+        est = _run_sub("phases", s, m, threads)
+        mem_s.append({"S": s, "m": m, "peak_rss_mib": est["peak_rss_mib"],
+                      "rss_increase_mib": est["rss_increase_mib"],
+                      "cpu_seconds": est["cpu_seconds"], "loadavg": est["loadavg"]})
+        print(json.dumps(mem_s[-1]), flush=True)
+    return {"benchmark": "mcrg estimator at m = 500-2000 (issue 16)", "chunk": CHUNK,
+            "n_blocks": 16, "threads": threads, "rows": rows, "memory_vs_S": mem_s,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "loadavg_at_end": os.getloadavg()}}
 
 
 def _run_sub(kind: str, s: int, m: int, threads: int) -> dict:
@@ -106,10 +174,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", nargs=4)
+    ap.add_argument("--scale", action="store_true", help="m = 500-2000 (issue 16)")
     args = ap.parse_args()
     if args.one:
         kind, s, m, th = args.one
         print(json.dumps(_one(kind, int(s), int(m), int(th))))
+        return
+    if args.scale:
+        doc = _scale(args.threads)
+        out = Path(__file__).parent / "results" / "mcrg_scale.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {out}")
         return
     rows = []
     for s, m in QUICK if args.quick else CONFIGS:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rgaudit.commands._options import check_device, check_seed
+from rgaudit.commands._options import check_device, check_seed, max_memory_option
 from rgaudit.errors import RGAuditError
 
 METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
@@ -203,6 +203,7 @@ def register(app: typer.Typer) -> None:
                                           help="Also run the attack study (adv-lib baselines, "
                                           "Fisher walk, subspace attacks; minutes per input "
                                           "batch, see docs/attacks.md)."),
+        max_memory: str = max_memory_option(),
     ) -> None:
         """Audit a model: input FIM, attacks, a report with a verdict (+ MCRG for RBM nets)."""
         from rgaudit.commands.audit_any import audit_any_model, is_rgaudit_folder
@@ -229,6 +230,14 @@ def register(app: typer.Typer) -> None:
                           ("judge_samples", judge_samples), ("large_basis", large_basis)):
             if val is not None:
                 setattr(cfg, name, val)
+        from rgaudit.experiments.audit_plan import plan_audit  # sizes that fit, or refuse
+
+        given = [n for n, v in (("mcrg_samples", mcrg_samples), ("direct_samples",
+                 direct_samples), ("judge_samples", judge_samples), ("large_basis",
+                 large_basis), ("n_inputs", None if inputs == 20 else inputs)) if v is not None]
+        plan = plan_audit(net.widths, cfg, fixed=given, depth_study=depth)  # --max-memory
+        console.print(plan.summary())
+        cfg = plan.config
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("audit", total=None)
@@ -250,11 +259,12 @@ def register(app: typer.Typer) -> None:
                                       judge_seeds=(seed + 1,), seed=seed),
                     model_info=info,
                     progress=lambda s: prog.update(task, description=s)).to_dict()
+            payload["plan"] = plan.to_dict()
             if depth:
                 from rgaudit.experiments.depth import DepthConfig, run_depth_study
 
                 payload["depth"] = run_depth_study(
-                    ds, DepthConfig(seed=seed),
+                    ds, DepthConfig(seed=seed, n_inputs=plan.depth_inputs),
                     progress=lambda s: prog.update(task, description=s)).to_dict()
         paths = write_audit_report(payload, run_dir)
         table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "

@@ -21,6 +21,11 @@ from rgaudit.commands._options import (
 )
 from rgaudit.errors import ResourceError, RGAuditError, UsageError
 
+#: From this input width on (28×28 images) the default hidden layers have MNIST_HIDDEN units
+#: (784-500-500-10, the scale of Hinton's DBN); below it 100 (64-100-100-10 on digits).
+MNIST_FEATURES = 784
+MNIST_HIDDEN = 500
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -97,10 +102,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train(
-        data: str = typer.Option("digits", help="digits, bars[:N[:SAMPLES]], idx:FOLDER or "
-                                 "npz:FILE"),
+        data: str = typer.Option("digits", help="digits, digits28, bars[:N[:SAMPLES]], "
+                                 "idx:FOLDER or npz:FILE"),
         widths: str = typer.Option(None, help="Layer widths n_0,…,n_N; default "
-                                   "n_features,100,100,n_classes (64,100,100,10 on digits)"),
+                                   "n_features,100,100,n_classes (64,100,100,10 on digits); "
+                                   "500-unit hidden layers from 784 inputs up (784,500,500,10 "
+                                   "on digits28 and MNIST)"),
         epochs: int = typer.Option(None, min=0, max=MAX_EPOCHS, help="Fine-tuning epochs "
                                    "(default 40; 0 skips fine-tuning)"),
         pretrain_epochs: int = typer.Option(None, min=0, max=MAX_EPOCHS, help="CD epochs per "
@@ -152,8 +159,9 @@ def register(app: typer.Typer) -> None:
         except RGAuditError as err:  # the --data named on the command line is unusable
             raise typer.BadParameter(str(err), param_hint="--data") from err
         try:
+            hidden = MNIST_HIDDEN if dataset.n_features >= MNIST_FEATURES else 100
             shape = (parse_widths(widths) if widths else
-                     (dataset.n_features, 100, 100, dataset.n_classes))
+                     (dataset.n_features, hidden, hidden, dataset.n_classes))
             base = TrainConfig()
             pre = replace(base.pretrain, k=k, persistent=pcd,
                           **({"epochs": pretrain_epochs} if pretrain_epochs is not None else {}))

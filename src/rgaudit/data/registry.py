@@ -3,6 +3,7 @@
 Specs
 -----
 ``digits``                 scikit-learn's 8×8 digits (default)
+``digits28``               the same digits upscaled to 28×28 (bilinear; MNIST-sized, no download)
 ``bars[:N[:SAMPLES]]``     synthetic N×N bars-and-stripes (default 4, 2000 samples)
 ``idx:FOLDER``             MNIST / Fashion-MNIST IDX files, raw or .gz
 ``npz:FILE``               a NumPy archive with X, y (and optionally X_test, y_test, shape)
@@ -13,11 +14,12 @@ from __future__ import annotations
 from rgaudit.data.bars import load_bars
 from rgaudit.data.dataset import Dataset
 from rgaudit.data.digits import load_digits
+from rgaudit.data.digits28 import load_digits28
 from rgaudit.data.idx import load_idx
 from rgaudit.data.npz import load_npz
 from rgaudit.errors import DatasetError
 
-SPECS = ("digits", "bars[:N[:SAMPLES]]", "idx:FOLDER", "npz:FILE")
+SPECS = ("digits", "digits28", "bars[:N[:SAMPLES]]", "idx:FOLDER", "npz:FILE")
 
 
 def load_dataset(spec: str = "digits", *, seed: int = 0) -> Dataset:
@@ -43,6 +45,8 @@ def load_dataset(spec: str = "digits", *, seed: int = 0) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "digits" and not arg:
         return load_digits(seed=seed)
+    if kind == "digits28" and not arg:
+        return load_digits28(seed=seed)
     if kind == "bars":
         try:
             parts = [int(p) for p in arg.split(":")] if arg else []

@@ -173,8 +173,14 @@ class LayerPair:
 
     @property
     def max_cond(self) -> float:
-        """Largest condition number over batch elements."""
-        return max(i.cond for i in self.solve_info)
+        """Largest condition number over batch elements (frozen elements, cond nan, skipped)."""
+        vals = [i.cond for i in self.solve_info if not math.isnan(i.cond)]
+        return max(vals) if vals else float("nan")
+
+    @property
+    def frozen(self) -> list[int]:
+        """Flattened batch elements whose layer was frozen (no operator fluctuated): ``T = 0``."""
+        return [b for b, i in enumerate(self.solve_info) if i.kept.numel() == 0]
 
     def to_dict(self, matrices: bool = False) -> dict[str, Any]:
         """Plain data; ``matrices=True`` also includes ``T``, ``T_stderr`` and ``C_next``."""
@@ -270,21 +276,31 @@ class PairAccumulator:
 def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_next: Operators,
               var_tol: float, max_cond: float) -> LayerPair:
     mom = acc.moments()
-    reps = acc.leave_one_out()
+    rep = acc.replicates()   # stacked leave-one-block-out moments, no per-replicate copies
+    n_reps = int(rep.n.shape[0])
     batch = acc.batch_shape
     mn, mp = ops_next.size, ops_prev.size
     nb = math.prod(batch)
     cn = mom.c_aa.reshape(nb, mn, mn)
     cp = mom.c_bb.reshape(nb, mp, mp)
     d = mom.c_ab.reshape(nb, mn, mp)
-    cn_r = torch.stack([r.c_aa for r in reps]).reshape(len(reps), nb, mn, mn)
-    cp_r = torch.stack([r.c_bb for r in reps]).reshape(len(reps), nb, mp, mp)
-    d_r = torch.stack([r.c_ab for r in reps]).reshape(len(reps), nb, mn, mp)
+    cn_r = rep.c_aa.reshape(n_reps, nb, mn, mn)
+    cp_r = rep.c_bb.reshape(n_reps, nb, mp, mp)
+    d_r = rep.c_ab.reshape(n_reps, nb, mn, mp)
+    del rep
     dev = cn.device
     mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
-    colmask = mask_p.to(torch.float64).unsqueeze(-2)            # (nb, 1, mp)
-    t, t_r, infos = solve_batch(cn, d * colmask, c_reps=cn_r, d_reps=d_r * colmask,
-                                var_tol=var_tol, max_cond=max_cond)
+    if bool(mask_p.all()):          # no constant column: no masked copies of D
+        d_in, d_r_in = d, d_r
+    else:
+        colmask = mask_p.to(torch.float64).unsqueeze(-2)        # (nb, 1, mp)
+        d_in, d_r_in = d * colmask, d_r * colmask
+    # frozen_ok: a frozen layer (every operator constant on all S samples, e.g. the saturated
+    # output of a confident 784-input network) gives T = 0 with no kept operator, reported in
+    # SolveInfo (cond nan), instead of stopping the run
+    t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
+                                max_cond=max_cond, frozen_ok=True)
+    del d_in, d_r_in
     assert t_r is not None
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
     for b, info in enumerate(infos):
@@ -294,7 +310,7 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
-    n_rep = (len(reps),)
+    n_rep = (n_reps,)
     err = jackknife_stderr(t_r)
     unest = unestimated_entries(err, mask_n, mask_p)
     estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
@@ -453,7 +469,8 @@ def mcrg_chain(
             progress(done, int(n_samples))
     layers: list[LayerPair | None] = [None] * n_k
     for i in pairs:
-        layers[i] = accs[i].finalise(i, var_tol=var_tol, max_cond=max_cond)
+        # free each pair's block sums once its result exists (peak: one pair's sums + results)
+        layers[i] = accs.pop(i).finalise(i, var_tol=var_tol, max_cond=max_cond)
     return MCRGResult(
         layers=layers,
         positions=list(range(n_k + 1)) if positions is None else list(positions),

@@ -242,6 +242,7 @@ def solve_batch(
     d_reps: Tensor | None = None,
     var_tol: float = 1e-12,
     max_cond: float = MAX_COND,
+    frozen_ok: bool = False,
 ) -> tuple[Tensor, Tensor | None, list[SolveInfo]]:
     """The one batched "drop constants → solve → scatter" of every ``C T = D`` in rgaudit.
 
@@ -258,6 +259,16 @@ def solve_batch(
         Jackknife replicates; they reuse each element's kept set and regulariser.
     var_tol, max_cond : float
         As in :func:`solve_cov`.
+    frozen_ok : bool, default False
+        An element whose operators are all constant ("frozen": nothing fluctuates) gets
+        ``x = 0`` and a :class:`SolveInfo` with no kept operator and ``cond = nan`` instead of
+        raising (the sampled estimator's choice; exact paths keep the error).
+
+    Replicates of an element keeping more than
+    :data:`rgaudit.rg.replicate_solve.EXACT_COND_MAX` operators are solved one at a time with
+    their conditioning certified by a Cholesky factorisation instead of an eigenvalue problem
+    (:func:`rgaudit.rg.replicate_solve.solve_replicates_certified`; same numbers whenever it
+    certifies).
 
     Returns
     -------
@@ -272,7 +283,7 @@ def solve_batch(
     nb, m, p = d.shape
     diag = torch.diagonal(c, dim1=-2, dim2=-1)
     keep = diag > var_tol * diag.abs().amax(-1, keepdim=True).clamp_min(1e-300)
-    if not bool(keep.any(-1).all()):
+    if not frozen_ok and not bool(keep.any(-1).all()):
         raise ValueError(
             "every operator is constant on the samples (saturated units?): nothing to solve; "
             "use more samples or an input where the layer is not saturated"
@@ -287,6 +298,10 @@ def solve_batch(
         idx = torch.nonzero(inverse == gi).flatten()
         kept = torch.nonzero(groups[gi]).flatten()
         dropped = torch.nonzero(~groups[gi]).flatten()
+        if kept.numel() == 0:                      # frozen (only with frozen_ok): x = 0
+            for b in idx.tolist():
+                infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float("nan"), False, 0.0)
+            continue
         ck = c[idx][:, kept][:, :, kept]
         dk = d[idx][:, kept]
         eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
@@ -301,7 +316,19 @@ def solve_batch(
         x[idx.unsqueeze(-1), kept] = xg
         n_bad = [0] * len(idx)
         cond_rmax = [float("nan")] * len(idx)
-        if x_r is not None and c_reps is not None and d_reps is not None:
+        from rgaudit.rg.replicate_solve import EXACT_COND_MAX, solve_replicates_certified
+
+        if (x_r is not None and c_reps is not None and d_reps is not None
+                and len(kept) > EXACT_COND_MAX):
+            for j, b in enumerate(idx.tolist()):    # large: one element, one replicate at a time
+                info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
+                                   float(lam[j]))
+                xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b], info_b,
+                                                          max_cond=max_cond)
+                x_r[:, b, kept] = xr_b
+                n_bad[j] = info_b.n_replicates_regularised
+                cond_rmax[j] = info_b.max_cond_replicates
+        elif x_r is not None and c_reps is not None and d_reps is not None:
             ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
             dkr = d_reps[:, idx][:, :, kept]
             ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])

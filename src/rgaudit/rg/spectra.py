@@ -174,6 +174,24 @@ class Count:
                 "criterion": self.criterion}
 
 
+def _frozen_spectrum(index: int, b: int, sv: Tensor, sv_err: Tensor, nrep: int,
+                     threshold: float, kept_delta: float, n_sigma: float,
+                     shared_basis: bool) -> PairSpectrum:
+    """Spectrum of a frozen layer (``LayerPair.frozen``: no operator fluctuated, ``T = 0``):
+    no Fisher-normalised value exists; every count is 0 and a flag says why."""
+    z = torch.zeros(0, dtype=torch.float64)
+    zr = torch.zeros(nrep, 0, dtype=torch.float64)
+    why = "frozen layer: no operator fluctuated on the samples"
+    counts = {"fisher~1": _count(z, z, zr, 1.0 - kept_delta, n_sigma, why),
+              f"fisher>{threshold}": _count(z, z, zr, threshold, n_sigma, why)}
+    if shared_basis:
+        counts["eig>1"] = _count(z, z, zr, 1.0, n_sigma, why)
+    return PairSpectrum(index, b, sv, sv_err, z, z, None, None, None, counts, fisher_raw=z,
+                        cond_next=float("nan"), cond_prev=float("nan"), floored_next=0,
+                        floored_prev=0, flags=[f"{why}: T = 0, no spectrum (more samples or "
+                                               "another input)"])
+
+
 def _count(values: Tensor, errors: Tensor, reps: Tensor, above: float, n_sigma: float,
            criterion: str, *, inclusive: bool = False) -> Count:
     """Count ``values > above`` (``≥`` when ``inclusive``); ``lo``/``hi`` shift the values by
@@ -318,6 +336,10 @@ def pair_spectra(pair: Any, *, shared_basis: bool = False, threshold: float = 0.
         kn, kp = pair.kept_next[b], pair.kept_prev[b]
         sv = torch.linalg.svdvals(t[b])
         sv_r = torch.linalg.svdvals(t_r[:, b])
+        if kn.numel() == 0 or kp.numel() == 0:
+            out.append(_frozen_spectrum(pair.index, b, sv, jackknife_stderr(sv_r), nrep,
+                                        threshold, kept_delta, n_sigma, shared_basis))
+            continue
         fs_raw, (inf_n, inf_p) = fisher_singular_values(t[b], cn[b], cp[b], kn, kp,
                                                          return_info=True)
         fs_r = fisher_singular_values(t_r[:, b], cn_r[:, b], cp_r[:, b], kn, kp)

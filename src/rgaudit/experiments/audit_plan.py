@@ -1,0 +1,361 @@
+"""The audit's cost model: estimated peak memory and wall time, and sizes that fit the machine.
+
+``rgaudit audit`` calls :func:`plan_audit` before anything is sampled. The plan keeps every size
+the user gave explicitly, scales down the others (inputs, chains, the large basis, judge chains)
+until the estimate fits the memory budget and the time target, says what it chose, and refuses a
+configuration that cannot fit — with the estimated memory and time — through
+:func:`rgaudit.guards.check_memory`, instead of failing after minutes.
+
+The model (issue 16) counts the float64 arrays the audit holds at its peak and the dominant
+floating-point work, per audited input (``I`` inputs, layer widths ``n_0 … n_N``, input dimension
+``d = n_0``, MCRG operator counts ``m_j`` per chain position, ``S`` MCRG chains, 16 jackknife
+blocks):
+
+* MCRG, per basis and pair ``j → j+1``: block sums ``16 (m_{j+1}² + m_{j+1} m_j + m_j²)``, the
+  stacked replicates as much again, ``T`` replicates ``16 m_{j+1} m_j`` (all float64, times
+  ``I``); time ``S (Σ_k 2 n_{k-1} n_k + 3·2 m²)`` float32 flops plus ``17`` eigenvalue problems
+  and solves of size ``m`` per input;
+* FIMs: every Monte Carlo FIM keeps 16 replicates of ``d × d`` (``17 d²`` float64 per input and
+  estimator, three estimators, plus three stack-sized temporaries while a spectrum with errors
+  is computed); both MCRG results are still held then; time ``≈ 35`` symmetric eigenvalue
+  problems of size ``d`` per input and estimator;
+* direct FIM, attacks and the judge: sampling ``chains × Σ_k 2 n_{k-1} n_k``.
+
+Rates are those measured on the 2-core development machine (single thread; :data:`RATES`).
+They make the model a guide, not a promise: the estimate is printed with the measured wall
+time in ``docs/benchmarks.md`` so its error is known (within a factor ~2 there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from rgaudit.experiments.audit import AuditConfig
+from rgaudit.guards import check_memory, format_bytes
+from rgaudit.guards import memory_limit as memory_limit_now
+
+#: Single-thread rates of the development machine: float32 / float64 GEMM (flop/s), time of one
+#: symmetric eigenvalue problem (``c · m³`` s), of one ``m × m`` solve with ``m`` right-hand
+#: sides, and of drawing one Bernoulli unit (s).
+RATES = {"gemm32": 4.0e10, "gemm64": 2.0e10, "eig": 2.4e-10, "solve": 2.0e-10,
+         "unit": 4.0e-9}
+N_BLOCKS = 16
+#: Time target of the automatic plan (seconds) and its default memory ceiling (bytes).
+TIME_TARGET_S = 240.0
+MEMORY_TARGET = int(3.5 * 2**30)
+#: Fixed overhead: interpreter, torch, the model, the data and the report (bytes, seconds).
+BASE_BYTES = 600 * 2**20
+BASE_SECONDS = 15.0
+#: Smallest sizes the automatic plan goes down to.
+FLOOR = {"n_inputs": 3, "mcrg_samples": 2000, "direct_samples": 4000, "judge_samples": 500,
+         "large_pairs": 16}
+ADJUSTABLE = ("n_inputs", "mcrg_samples", "direct_samples", "judge_samples", "large_basis")
+
+
+def basis_size(spec: str, n_units: int) -> int:
+    """Number of operators of a basis spec on a layer of ``n_units`` units (no pilot needed)."""
+    name, _, arg = spec.strip().lower().partition(":")
+    n_pairs = n_units * (n_units - 1) // 2
+    if name == "singles":
+        return n_units
+    if name == "full":
+        return 2**n_units - 1 if n_units < 63 else 2**62
+    if name == "pairs":
+        return n_units + (min(int(arg), n_pairs) if arg else n_pairs)
+    if name == "order":
+        return sum(math.comb(n_units, k) for k in range(1, min(int(arg), n_units) + 1))
+    raise ValueError(f"unknown operator basis {spec!r}; use singles, pairs, pairs:K, order:M "
+                     "or full")
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Estimated peak memory and wall time of an audit.
+
+    Attributes
+    ----------
+    memory_bytes : float
+        Peak resident memory.
+    seconds : float
+        Wall time on one thread of the development machine.
+    parts : dict
+        ``{stage: {"bytes": …, "seconds": …}}``; the peak is the base plus the largest stage
+        plus what earlier stages still hold.
+    """
+
+    memory_bytes: float
+    seconds: float
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory_bytes": float(self.memory_bytes), "memory": format_bytes(
+            self.memory_bytes), "seconds": round(float(self.seconds), 1), "parts": self.parts}
+
+
+#: The depth study (``experiments/depth.py``, run after the audit) holds a direct FIM with its
+#: replicates and their spectra for each of its inputs: ≈ 110 float64 ``d × d`` matrices per
+#: input (measured: ≈ 5.8 GiB peak with its default 10 inputs at d = 784).
+DEPTH_STACKS = 110
+DEPTH_INPUTS = 10
+
+
+def depth_study_bytes(d: int, n_inputs: int) -> float:
+    """Peak memory of the depth study for ``n_inputs`` inputs of dimension ``d`` (bytes)."""
+    return float(DEPTH_STACKS * n_inputs * d * d * 8)
+
+
+def _sampling_flops(widths: tuple[int, ...]) -> float:
+    return float(sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False)))
+
+
+def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
+                   depth_study: bool = False) -> CostEstimate:
+    """Cost model of :func:`rgaudit.experiments.audit.run_audit` (see the module docstring).
+
+    Parameters
+    ----------
+    widths : sequence of int
+        ``n_0 … n_N`` of the audited DeepRBM.
+    cfg : AuditConfig
+    depth_study : bool
+        Add the depth study (trains five small networks; roughly constant cost).
+
+    Returns
+    -------
+    CostEstimate
+    """
+    w = tuple(int(v) for v in widths)
+    d, n_layers, inp = w[0], len(w) - 1, int(cfg.n_inputs)
+    r = RATES
+    f8 = 8.0
+    samp = _sampling_flops(w) / r["gemm32"] + sum(w[1:]) * r["unit"]   # s per chain
+    parts: dict[str, dict[str, float]] = {}
+    held = 0.0   # bytes of results kept until the end
+    peak = 0.0
+    for label, spec in (("mcrg singles", "singles"), ("mcrg large", cfg.large_basis)):
+        ms = [basis_size(spec, n) for n in w]
+        mem = sec = 0.0
+        keep = 0.0
+        trans = 0.0
+        for j in range(1, n_layers):
+            mp, mn = ms[j], ms[j + 1]
+            blocks = N_BLOCKS * (mn * mn + mn * mp + mp * mp) * f8 * inp
+            reps = N_BLOCKS * (mn * mn + 2 * mn * mp + mp * mp) * f8 * inp
+            mem += blocks
+            keep += reps
+            # solver workspace (one input at a time: kept-block copies, eigenvalues, solution)
+            trans = max(trans, 4 * N_BLOCKS * (mn * mn + mn * mp) * f8)
+            prod = 2.0 * cfg.mcrg_samples * inp * (0.75 * mn * mn + mn * mp + 0.75 * mp * mp)
+            sec += prod / r["gemm32"]
+            sec += inp * (N_BLOCKS + 1) * (r["eig"] * mn**3 + r["solve"] * mn**2 * mp)
+        sec += cfg.mcrg_samples * inp * samp
+        chunk_vals = 64 * 2**20 * 2   # operator values of one chunk (mcrg.CHUNK_BYTES), 2 sets
+        parts[label] = {"bytes": mem + keep + trans + chunk_vals, "seconds": sec}
+        peak = max(peak, held + mem + keep + trans + chunk_vals)
+        held += keep   # both MCRG results stay referenced until the FIMs are done
+    fim_rep = (N_BLOCKS + 1) * d * d * f8 * inp              # one FIM with its replicates
+    n_mc = 3                                                  # direct, rg-singles, rg-large
+    eig_s = inp * 35 * r["eig"] * d**3
+    # the replicate stacks, plus the symmetrised copy, its sum temporary and the eigenvalue
+    # workspace of one stack while its spectrum is computed
+    parts["fims"] = {"bytes": n_mc * fim_rep + 3 * N_BLOCKS * d * d * f8 * inp,
+                     "seconds": n_mc * eig_s + 2 * inp * r["eig"] * d**3}
+    peak = max(peak, held + parts["fims"]["bytes"])
+    states = 2 ** min(w[-1], 20)
+    direct_s = cfg.direct_samples * inp * (2 * samp + 4 * d * w[1] / r["gemm32"]) \
+        + inp * states * d * 4 / r["gemm32"]
+    parts["direct fim"] = {"bytes": (N_BLOCKS + 1) * d * d * f8 * inp
+                           + 4 * min(states * inp * 1000, 2**22) * f8, "seconds": direct_s}
+    n_eps = len(cfg.eps_l2) + len(cfg.eps_linf)
+    n_methods = 3 + 4                               # FIM estimators (+mean-field), FGM, PGD,...
+    judgements = n_methods * (n_eps + 2 * cfg.bisect_steps)
+    atk_s = judgements * inp * cfg.judge_samples * samp \
+        + 2 * inp * cfg.pgd_iter * 4 * _sampling_flops(w) / r["gemm32"]
+    parts["attacks"] = {"bytes": inp * cfg.judge_samples * sum(w) * 4.0 * 4,
+                        "seconds": atk_s}
+    peak = max(peak, held + n_mc * fim_rep + parts["attacks"]["bytes"])
+    seconds = BASE_SECONDS + sum(p["seconds"] for p in parts.values())
+    if depth_study:
+        parts["depth study"] = {"bytes": depth_study_bytes(d, DEPTH_INPUTS),
+                                "seconds": 20.0 + 0.05 * d}
+        seconds += parts["depth study"]["seconds"]
+        peak = max(peak, parts["depth study"]["bytes"])
+    parts = {k: {"bytes": float(v["bytes"]), "seconds": round(float(v["seconds"]), 2)}
+             for k, v in parts.items()}
+    return CostEstimate(BASE_BYTES + peak, seconds, parts)
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """The sizes an audit will run with, why, and what they are estimated to cost.
+
+    Attributes
+    ----------
+    config : AuditConfig
+        The configuration to run.
+    estimate : CostEstimate
+    changes : list of str
+        One line per size the plan changed (``"n_inputs 20 → 8"``), empty when nothing changed.
+    memory_limit : int
+        The budget the estimate was checked against (bytes).
+    time_target : float
+        Seconds the automatic sizes aim at.
+    fixed : tuple of str
+        Sizes the user gave explicitly (never changed).
+    depth_inputs : int
+        Inputs of the depth study (its default 10, fewer when its FIMs would not fit).
+    """
+
+    config: AuditConfig
+    estimate: CostEstimate
+    changes: list[str]
+    memory_limit: int
+    time_target: float
+    fixed: tuple[str, ...]
+    depth_inputs: int = DEPTH_INPUTS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": {k: getattr(self.config, k) for k in ADJUSTABLE},
+                "changes": list(self.changes), "fixed_by_user": list(self.fixed),
+                "depth_study_inputs": self.depth_inputs,
+                "estimate": self.estimate.to_dict(),
+                "memory_limit": format_bytes(self.memory_limit),
+                "time_target_s": self.time_target, "rates": dict(RATES)}
+
+    def summary(self) -> str:
+        """Console text: the chosen sizes, what changed, the estimate."""
+        c = self.config
+        head = (f"audit plan: {c.n_inputs} inputs, {c.mcrg_samples} MCRG chains (singles + "
+                f"{c.large_basis}), {c.direct_samples} direct-FIM chains, {c.judge_samples} "
+                f"judge chains; estimated {format_bytes(self.estimate.memory_bytes)} peak, "
+                f"~{self.estimate.seconds:.0f} s (1 thread, development machine)")
+        if self.depth_inputs != DEPTH_INPUTS:
+            head += f"; depth study on {self.depth_inputs} inputs (not {DEPTH_INPUTS})"
+        if not self.changes:
+            return head
+        return head + "\n  scaled to fit (" + format_bytes(min(
+            self.memory_limit, MEMORY_TARGET)) + f", ~{self.time_target:.0f} s): " + "; ".join(
+            self.changes)
+
+
+def _large_pairs(spec: str) -> int | None:
+    name, _, arg = spec.strip().lower().partition(":")
+    return int(arg) if name == "pairs" and arg else None
+
+
+def _halve(cfg: AuditConfig, name: str, fixed: tuple[str, ...]) -> AuditConfig | None:
+    """``cfg`` with one size halved (inputs: × 0.7; not below :data:`FLOOR`), or None."""
+    if name in fixed:
+        return None
+    if name == "large_basis":
+        k = _large_pairs(cfg.large_basis)
+        if k is None or k <= FLOOR["large_pairs"]:
+            return None
+        return replace(cfg, large_basis=f"pairs:{max(FLOOR['large_pairs'], k // 2)}")
+    v = getattr(cfg, name)
+    if v <= FLOOR[name]:
+        return None
+    new = max(FLOOR[name], v // 2)
+    if name == "n_inputs":   # finer steps: every input is costly, but each one counts
+        new = max(FLOOR[name], min(v - 1, int(0.7 * v)))
+        return replace(cfg, n_inputs=new, n_diagnose=min(cfg.n_diagnose, new))
+    return replace(cfg, **{name: new})
+
+
+def _shrink(cfg: AuditConfig, e: CostEstimate, fixed: tuple[str, ...], *,
+            memory: bool) -> AuditConfig | None:
+    """One step down: for memory, fewer inputs (every large array scales with them) then a
+    smaller large basis; for time, the knob of the most expensive stage first."""
+    if memory:
+        order = ["n_inputs", "large_basis"]
+    else:
+        knobs = {"fims": ["n_inputs"], "mcrg singles": ["mcrg_samples", "n_inputs"],
+                 "mcrg large": ["large_basis", "mcrg_samples"], "direct fim":
+                 ["direct_samples"], "attacks": ["judge_samples", "n_inputs"]}
+        stages = sorted(knobs, key=lambda k: -e.parts.get(k, {"seconds": 0.0})["seconds"])
+        order = [n for st in stages for n in knobs[st]]
+    for name in order:
+        nxt = _halve(cfg, name, fixed)
+        if nxt is not None:
+            return nxt
+    return None
+
+
+def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
+               fixed: tuple[str, ...] | set[str] = (), memory_limit: int | None = None,
+               time_target: float = TIME_TARGET_S, depth_study: bool = False) -> AuditPlan:
+    """Fit the audit's sizes to the machine, or refuse up front.
+
+    Sizes not in ``fixed`` are halved, down to :data:`FLOOR`, until the estimate is within
+    ``min(memory_limit, MEMORY_TARGET)`` and ``time_target``: for memory the number of inputs
+    (every large array scales with it), then the large basis; for time the knob of the most
+    expensive stage. Then the estimate must be within ``memory_limit``.
+
+    Parameters
+    ----------
+    widths : sequence of int
+    cfg : AuditConfig
+        The requested configuration (defaults count as adjustable unless named in ``fixed``).
+    fixed : iterable of str
+        Names of :data:`ADJUSTABLE` fields the user set explicitly.
+    memory_limit : int, optional
+        Bytes; default :func:`rgaudit.guards.memory_limit` (``--max-memory``,
+        ``RGAUDIT_MAX_MEMORY``, else 80 % of the available memory).
+    time_target : float
+    depth_study : bool
+
+    Returns
+    -------
+    AuditPlan
+
+    Raises
+    ------
+    rgaudit.errors.ResourceError
+        The configuration (after scaling what may be scaled) needs more memory than the limit;
+        the message gives the estimated memory and time.
+    """
+    fixed_t = tuple(sorted(set(fixed)))
+    bad = [f for f in fixed_t if f not in ADJUSTABLE]
+    if bad:
+        raise ValueError(f"unknown fixed sizes {bad}; use {ADJUSTABLE}")
+    limit = memory_limit_now() if memory_limit is None else int(memory_limit)
+    target_mem = min(limit, MEMORY_TARGET)
+    orig = cfg
+    names = {f.name for f in fields(AuditConfig)}
+    assert set(ADJUSTABLE) <= names
+
+    d = int(widths[0])
+    depth_inputs = DEPTH_INPUTS
+    while depth_inputs > 2 and BASE_BYTES + depth_study_bytes(d, depth_inputs) > target_mem:
+        depth_inputs -= 1
+
+    def est(c: AuditConfig) -> CostEstimate:
+        e = estimate_audit(widths, c, depth_study=False)
+        if not depth_study:
+            return e
+        dep = {"bytes": depth_study_bytes(d, depth_inputs), "seconds": 20.0 + 0.05 * d}
+        return CostEstimate(max(e.memory_bytes, BASE_BYTES + dep["bytes"]),
+                            e.seconds + dep["seconds"], {**e.parts, "depth study": dep})
+
+    e = est(cfg)
+    for _ in range(60):
+        over_mem = e.memory_bytes > target_mem
+        if not over_mem and e.seconds <= time_target:
+            break
+        nxt = _shrink(cfg, e, fixed_t, memory=over_mem)
+        if nxt is None and over_mem and e.seconds > time_target:
+            nxt = _shrink(cfg, e, fixed_t, memory=False)
+        if nxt is None:
+            break
+        cfg = nxt
+        e = est(cfg)
+    changes = [f"{n} {getattr(orig, n)} → {getattr(cfg, n)}" for n in ADJUSTABLE
+               if getattr(orig, n) != getattr(cfg, n)]
+    what = (f"the audit of a {'-'.join(str(v) for v in widths)} network with "
+            f"{cfg.n_inputs} inputs, {cfg.mcrg_samples} MCRG chains (singles + "
+            f"{cfg.large_basis}), {cfg.direct_samples} direct-FIM chains (estimated wall time "
+            f"~{e.seconds:.0f} s)")
+    check_memory(e.memory_bytes, what=what, limit=limit, option="--max-memory")
+    return AuditPlan(cfg, e, changes, limit, float(time_target), fixed_t, depth_inputs)
