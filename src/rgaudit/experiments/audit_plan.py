@@ -328,7 +328,8 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
 
     d = int(widths[0])
     depth_inputs = DEPTH_INPUTS
-    while depth_inputs > 2 and BASE_BYTES + depth_study_bytes(d, depth_inputs) > target_mem:
+    while (depth_study and depth_inputs > 2
+           and BASE_BYTES + depth_study_bytes(d, depth_inputs) > target_mem):
         depth_inputs -= 1
 
     def est(c: AuditConfig) -> CostEstimate:
