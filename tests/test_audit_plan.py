@@ -75,7 +75,7 @@ def test_cli_refuses_before_sampling(tmp_path):
     path = save_model(net, tmp_path / "big", metadata={
         "dataset_spec": "digits28", "dataset": {"name": "digits28", "split_seed": 0}})
     res = CliRunner().invoke(app, ["audit", "--model", str(path), "--inputs", "30",
-                                   "--max-memory", "0.5", "--out", str(tmp_path / "runs")])
+                                   "--max-memory", "0.5G", "--out", str(tmp_path / "runs")])
     assert res.exit_code != 0
     assert isinstance(res.exception, ResourceError), res.output
     assert "GiB" in str(res.exception) and not (tmp_path / "runs").exists()

@@ -223,7 +223,6 @@ def register(app: typer.Typer) -> None:
         if large_basis is not None:
             large_basis = check_basis(large_basis)
         console = Console()
-        run_dir = new_run_dir(out, "audit")  # a fresh, marked folder, made before the work
         net, info, ds = _load(model, data, device, console)
         cfg = AuditConfig(n_inputs=inputs, seed=seed)
         for name, val in (("mcrg_samples", mcrg_samples), ("direct_samples", direct_samples),
@@ -238,6 +237,9 @@ def register(app: typer.Typer) -> None:
         plan = plan_audit(net.widths, cfg, fixed=given, depth_study=depth)  # --max-memory
         console.print(plan.summary())
         cfg = plan.config
+        # a fresh, marked folder, made before the work (after the checks: a refused audit
+        # leaves nothing behind)
+        run_dir = new_run_dir(out, "audit")
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("audit", total=None)
@@ -337,10 +339,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--method {method} is an L2 attack: use --norm l2")
         emax = float(eps_max if eps_max is not None else (4.0 if norm == "l2" else 0.5))
         console = Console()
-        run_dir = new_run_dir(out, "attack")  # a fresh, marked folder, made before the work
         net, minfo, ds = _load(model, data, device, console)
         if eps is not None:
             check_eps(eps, norm, net.widths[0])
+        run_dir = new_run_dir(out, "attack")  # a fresh, marked folder, made before the work
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
