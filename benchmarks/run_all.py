@@ -1,6 +1,7 @@
 """Run every benchmark in this folder, one process each; results land in benchmarks/results/.
 
-Usage: ``make bench`` or ``python benchmarks/run_all.py [NAME ...]`` (mcrg, fim, relu, ising).
+Usage: ``make bench`` or ``python benchmarks/run_all.py [NAME ...]`` (mcrg, fim, relu, ising,
+serve, ray, scale).
 Benchmarks are measurements, not tests: run them on an otherwise idle machine.
 """
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("mcrg", "fim", "relu", "ising")
+NAMES = ("mcrg", "fim", "relu", "ising", "serve", "ray", "scale")
 
 
 def main(argv: list[str]) -> int:
