@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 audit: $(STAMP)
 	$(VENV)/bin/rgaudit audit
 
+# One torch/BLAS thread in the suite: with two threads, after the attack study has run in the
+# same process, torch's batched float64 LU once returned invalid pivots on a finite batch
+# (docs/design.md, "Known issue: threaded LAPACK"); the commands default to one thread too.
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=20
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
