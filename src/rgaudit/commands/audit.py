@@ -269,15 +269,16 @@ def register(app: typer.Typer) -> None:
                     ds, DepthConfig(seed=seed, n_inputs=plan.depth_inputs),
                     progress=lambda s: prog.update(task, description=s)).to_dict()
         paths = write_audit_report(payload, run_dir)
+        res_l2 = min(r.get("resolution", 0.0) for r in result.attacks["l2"].values())
         table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "
-                      "median [q1, q3]")
+                      f"median [q1, q3]; search resolution {res_l2:.2g}, so two decimals")
         for col in ("method", "nominal", "applied", "flipped"):
             table.add_column(col)
         for name, r in result.attacks["l2"].items():
             s, a = r["min_eps_summary"], r["min_eps_actual_summary"]
             table.add_row(name,
-                          f"{s['median']:.3g} [{s['q1']:.3g}, {s['q3']:.3g}]",
-                          f"{a['median']:.3g} [{a['q1']:.3g}, {a['q3']:.3g}]",
+                          f"{s['median']:.2f} [{s['q1']:.2f}, {s['q3']:.2f}]",
+                          f"{a['median']:.2f} [{a['q1']:.2f}, {a['q3']:.2f}]",
                           f"{s['n_flipped']}/{s['n']}")
         console.print(table)
         console.print(f"report: {paths['html']}")
