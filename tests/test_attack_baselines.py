@@ -27,6 +27,7 @@ from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.models.base import TorchClassifier
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.schemas import validate
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +238,7 @@ def test_attack_cli_writes_json_npz_and_per_input_minimal_eps(tmp_path):
     assert "flip rate" in res.output and "minimal flipping ε per input" in res.output
     run_dir = tmp_path / "runs" / res.output.strip().splitlines()[-1].split("/")[-1]
     doc = read_result(run_dir / "attack.json", "attack")
+    validate(doc)
     assert len(doc["per_input"]["min_eps"]) == 3
     assert doc["resolution"] == 4.0 / 2 ** 5
     z = np.load(run_dir / "adversarial.npz")
@@ -272,6 +274,7 @@ def test_attack_study_end_to_end_writes_report(trained, tmp_path):
     res = run_attack_study(net, ds.X_test, ds.y_test, cfg)
     paths = write_attack_report(res, tmp_path)
     doc = read_result(paths["json"], "attack-study")
+    validate(doc)
     names = {r["name"] for r in doc["rows"]["l2"]}
     assert {"ddn", "fmn-l2", "cw-l2", "fab-l2", "apgd-dlr", "pgd", "fim-rg", "fim-autograd",
             "walk-rg", "walk-autograd", "subspace-fim-k1", "subspace-random-k2"} <= names

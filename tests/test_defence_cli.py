@@ -14,6 +14,7 @@ from rgaudit.commands.cloning import register
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.nets.io import save_model
 from rgaudit.report.io import read_result
+from rgaudit.schemas import validate
 
 
 def _app() -> typer.Typer:
@@ -31,6 +32,7 @@ def test_protect_and_clone_attack(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "p.json")])
     assert res.exit_code == 0, res.output
     cfg = read_result(tmp_path / "p.json", "poisoning-config")
+    validate(cfg)
     assert cfg["defence"] == "rg" and cfg["norm"] == "kl" and cfg["eps"] == 0.2
     out = tmp_path / "run"
     res = runner.invoke(_app(), ["clone-attack", str(model), "--defence", "none", "--defence",
@@ -40,6 +42,7 @@ def test_protect_and_clone_attack(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["kind"] == "cloning" and len(doc["rows"]) == 4
+    validate(doc)
     n_eval = doc["victim"]["n_eval"]
     for row in doc["rows"]:
         # fractions of the evaluation set: integer counts out of n_eval

@@ -143,11 +143,13 @@ def _audit_json(result):
 @pytest.mark.slow
 def test_audit_units_have_the_batched_audit_schema():
     from rgaudit.executors.audit_units import run_audit_units
-    from rgaudit.experiments.audit import run_audit
+    from rgaudit.experiments.audit import audit_stage_count, run_audit
     from rgaudit.report.io import to_plain
 
     net, X, y, cfg = _tiny_audit()
-    batched = to_plain(run_audit(net, X, y, cfg).to_dict())
+    stages: list[str] = []
+    batched = to_plain(run_audit(net, X, y, cfg, progress=stages.append).to_dict())
+    assert len(stages) == audit_stage_count()      # the CLI's bar total counts these stages
     units = to_plain(run_audit_units(net, X, y, cfg, make_executor("local")).to_dict())
 
     def shape(d, pre=""):

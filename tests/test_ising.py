@@ -13,6 +13,7 @@ them looser still), fit-marginal checks), so ≈ 0.3 % in all, plus the untested
 
 from __future__ import annotations
 
+import json
 from math import log
 
 import numpy as np
@@ -44,6 +45,7 @@ from rgaudit.physics.rbm_kernel import (
     fit_block_rbm,
     majority_table,
 )
+from rgaudit.schemas import validate
 
 N_SIGMA = 4.0
 
@@ -314,6 +316,7 @@ def test_command_writes_result_and_table(tmp_path) -> None:
         torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "result.json").exists() and (tmp_path / "table.md").exists()
+    validate(json.loads((tmp_path / "result.json").read_text()))
     assert "level" in (tmp_path / "table.md").read_text()
     bad = CliRunner().invoke(app, ["ising", "--L", "20", "--levels", "3", "--out", str(tmp_path)])
     assert bad.exit_code != 0

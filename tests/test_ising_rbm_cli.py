@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from rgaudit.commands.ising import register
+from rgaudit.schemas import validate
 
 CELL = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)|—")
 
@@ -59,6 +60,7 @@ def test_ising_both_kernels_tables_equal_json(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "result.json").read_text())
     assert set(doc) >= {"majority", "rbm"}
+    validate(doc)
     rbm = doc["rbm"]
     table = rbm["table"]  # P(h = 1 | block state k), k = Σ_i 2^i h_i
     assert len(table) == 16

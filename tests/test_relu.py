@@ -31,6 +31,7 @@ from rgaudit.experiments.relu.scaling import scaling_study
 from rgaudit.fisher.autograd import dense_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.relu import relu_mlp, sample_relu_nets, sphere_inputs, width_profile
+from rgaudit.schemas import validate
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -181,6 +182,7 @@ def test_cli_quick_run_writes_valid_json(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads((out / "result.json").read_text())
     assert data["schema_version"] == 1 and data["kind"] == "relu-scaling"
+    validate(data)
     assert data["config"]["seed"] == 3
     assert data["scaling"]["fits"] and data["trained"]["trained"]["n_inputs"] > 0
     _report_numbers_equal_json((out / "report.md").read_text(), data)

@@ -11,6 +11,7 @@ from rgaudit.experiments.diagnose import class_fixed_points, run_diagnose
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.nets.io import save_model
 from rgaudit.report.diagnose_report import render_markdown
+from rgaudit.schemas import validate
 
 
 def _net(seed=0, widths=(64, 6, 6, 10), dtype=torch.float32):
@@ -70,6 +71,7 @@ def test_diagnose_command_writes_outputs(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["kind"] == "diagnose" and doc["settings"]["ops"] == "pairs"
+    validate(doc)
     assert (out / "rg_spectra.png").exists()
     _report_numbers_equal_json((out / "report.md").read_text(), doc)
 

@@ -119,6 +119,13 @@ def test_interrupted_zoo_resumes_and_skips_finished_units(tmp_path, monkeypatch)
     stored = res.networks[0]
     fresh.pop("timings"), stored.pop("timings")
     assert json.dumps(fresh, sort_keys=True) == json.dumps(stored, sort_keys=True)
+    # the result document `rgaudit zoo` writes from this result matches the shipped schema
+    from rgaudit.report.io import read_result, to_plain, write_result
+    from rgaudit.schemas import validate
+
+    path = write_result(tmp_path / "result.json", "zoo",
+                        {**to_plain(res.to_dict()), "command": "rgaudit zoo", "wall_seconds": 1.0})
+    validate(read_result(path, "zoo"))
 
 
 def test_cli_rejects_bad_executor_and_foreign_folder(tmp_path):

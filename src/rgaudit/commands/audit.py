@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
@@ -240,17 +240,34 @@ def register(app: typer.Typer) -> None:
         # a fresh, marked folder, made before the work (after the checks: a refused audit
         # leaves nothing behind)
         run_dir = new_run_dir(out, "audit")
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as prog:
-            task = prog.add_task("audit", total=None)
+        from rgaudit.experiments.audit import audit_stage_count
+        from rgaudit.experiments.depth import DepthConfig
+        from rgaudit.report.progress import progress_columns
+
+        # the bar counts stages: the audit's (selection, FIM estimators, attacks per norm),
+        # the attack study as one, three per network of the depth study
+        n_audit = audit_stage_count()
+        depth_cfg = DepthConfig(seed=seed, n_inputs=plan.depth_inputs) if depth else None
+        total = (n_audit + int(attack_study)
+                 + (3 * len(depth_cfg.depths) if depth_cfg is not None else 0))
+        with Progress(*progress_columns(), console=console, transient=True) as prog:
+            task = prog.add_task("audit", total=total)
+            started = [0]
+
+            def stage(s: str) -> None:  # a new stage: the previous ones are done
+                prog.update(task, description=s, completed=started[0])
+                started[0] += 1
+
             if executor is None:
                 result = run_audit(net, ds.X_test, ds.y_test, cfg, model_info=info,
-                                   progress=lambda s: prog.update(task, description=s))
+                                   progress=stage)
             else:
                 from rgaudit.executors.audit_units import audit_with_executor
 
                 prog.update(task, description=f"audit inputs ({executor} executor)")
                 result = audit_with_executor(net, ds, cfg, info, executor, address, out)
+            started[0] = n_audit
+            prog.update(task, completed=n_audit)
             payload = result.to_dict()
             if attack_study:
                 from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
@@ -261,13 +278,13 @@ def register(app: typer.Typer) -> None:
                                       judge_seeds=(seed + 1,), seed=seed),
                     model_info=info,
                     progress=lambda s: prog.update(task, description=s)).to_dict()
+                started[0] += 1
+                prog.update(task, completed=started[0])
             payload["plan"] = plan.to_dict()
-            if depth:
-                from rgaudit.experiments.depth import DepthConfig, run_depth_study
+            if depth_cfg is not None:
+                from rgaudit.experiments.depth import run_depth_study
 
-                payload["depth"] = run_depth_study(
-                    ds, DepthConfig(seed=seed, n_inputs=plan.depth_inputs),
-                    progress=lambda s: prog.update(task, description=s)).to_dict()
+                payload["depth"] = run_depth_study(ds, depth_cfg, progress=stage).to_dict()
         paths = write_audit_report(payload, run_dir)
         res_l2 = min(r.get("resolution", 0.0) for r in result.attacks["l2"].values())
         table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "

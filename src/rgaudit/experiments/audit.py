@@ -248,11 +248,21 @@ def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator
     return fims, info, dfim, res_s
 
 
+#: attack families of the audit (``fim``: one attack per FIM estimator; ``ddn``: L2 only)
+AUDIT_METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fab", "apgd")
+
+
+def audit_stage_count() -> int:
+    """Number of ``progress`` messages :func:`run_audit` sends: the input selection, one per
+    FIM estimator, one per attack and norm. The CLI's bar counts these stages."""
+    per_norm = sum(len(FIM_ESTIMATORS) if m == "fim" else int(m != "ddn" or norm == "l2")
+                   for norm in ("l2", "linf") for m in AUDIT_METHODS)
+    return 1 + len(FIM_ESTIMATORS) + per_norm
+
+
 def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
                  grad_true: Tensor, seed: int, pgd_iter: int = 20,
-                 methods: tuple[str, ...] = ("fim", "fgm", "pgd", "deepfool", "random", "ddn",
-                                             "fab", "apgd")
-                 ) -> list[Attack]:
+                 methods: tuple[str, ...] = AUDIT_METHODS) -> list[Attack]:
     """The attacks of the audit (one factory for ``rgaudit audit`` and ``rgaudit attack``).
 
     FIM attacks (one per entry of ``fims``) use precomputed FIMs of the inputs ``x`` and the
