@@ -207,23 +207,13 @@ def test_baselines_attack_a_torch_classifier_judged_on_its_softmax():
 def test_attack_cli_writes_json_npz_and_per_input_minimal_eps(tmp_path):
     import numpy as np
     import typer
+    from test_audit import _tiny_model
     from typer.testing import CliRunner
 
     from rgaudit.commands.audit import register
-    from rgaudit.nets.io import save_model
     from rgaudit.report.io import read_result
 
-    ds = load_dataset("digits", seed=0)
-    g = torch.Generator().manual_seed(0)
-    net = DeepRBM.random([64, 16, 10], generator=g, scale=4.0, dtype=torch.float32)
-    with torch.no_grad():
-        H = net.layer(1).prob_up(ds.X_train)
-        Y = torch.nn.functional.one_hot(ds.y_train, 10).float() * 8 - 4
-        A = torch.cat([H, torch.ones(H.shape[0], 1)], 1)
-        sol = torch.linalg.lstsq(A, Y).solution
-        net.layer(2).W.copy_(sol[:-1].T)
-        net.layer(2).a.copy_(sol[-1])
-    path = save_model(net, tmp_path / "tiny")
+    path = _tiny_model(tmp_path)
     app = typer.Typer()
     register(app)
 
