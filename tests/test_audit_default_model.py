@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import typer
+from cli_apps import app_with
 from test_audit import _tiny_model
 from typer.testing import CliRunner
 
@@ -18,14 +19,7 @@ from rgaudit.report.io import read_result
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command()
-    def _noop() -> None:  # a second command keeps typer in multi-command mode
-        pass
-
-    return app
+    return app_with(register)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import json
 import re
 
 import typer
+from cli_apps import app_with
 from typer.testing import CliRunner
 
 from rgaudit.commands.ising import register
@@ -15,14 +16,7 @@ CELL = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)|—")
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command()
-    def _other() -> None:  # a second command keeps typer in multi-command mode
-        pass
-
-    return app
+    return app_with(register)
 
 
 def _tables(md: str) -> list[list[list[str]]]:
