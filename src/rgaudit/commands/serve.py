@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rgaudit.serve.monitor import MonitorSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +51,17 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", min=1,
                                     help="Torch/BLAS threads of this process (run one process "
                                     "per core)."),
+        monitor: str = typer.Option("none", "--monitor", help="Extraction monitor: none or "
+                                    "prada (Juuti et al. 2019; docs/serving.md)."),
+        monitor_action: str = typer.Option("log", "--monitor-action", help="What a flagged "
+                                           "client gets: log (recorded and reported only) or "
+                                           "block (403 from then on)."),
+        prada_delta: float = typer.Option(None, "--prada-delta", help="Flag a client when the "
+                                          "Shapiro-Wilk W of its distances < this (default: "
+                                          "the value calibrated on digits, docs/serving.md)."),
+        admin_key: str = typer.Option(None, "--admin-key", help="Key (X-Admin-Key header) for "
+                                      "GET /v1/monitor; default $RGAUDIT_ADMIN_KEY (prefer the "
+                                      "variable: options show in the process list)."),
     ) -> None:
         """Serve MODEL's (defended) answers over HTTP: POST /v1/predict, GET /v1/model,
         GET /healthz, OpenAPI at /docs."""
@@ -67,6 +82,7 @@ def register(app: typer.Typer) -> None:
                 queue_timeout_s=queue_timeout, quota=quota, require_key=require_key,
                 api_keys=api_keys,
                 log_path=log, log_max_bytes=log_max_bytes, seed=seed)
+            watch = _monitor_settings(monitor, monitor_action, prada_delta, admin_key)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         import torch
@@ -77,8 +93,26 @@ def register(app: typer.Typer) -> None:
                                      seed=seed, estimator=estimator)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        app = create_app(defended, settings)
+        app = create_app(defended, settings, watch)
         typer.echo(f"serving {model} with defence {defended.poisoner.name!r} on "
                    f"http://{host}:{port} (OpenAPI: /docs)")
+        if watch.monitor != "none":
+            typer.echo(f"extraction monitor {watch.monitor} (delta {watch.prada.delta}, action "
+                       f"{watch.action}); report at GET /v1/monitor "
+                       + ("with the X-Admin-Key header" if watch.admin_key else
+                          "disabled: no --admin-key / $RGAUDIT_ADMIN_KEY"))
         with threadpool_limits(limits=threads):
             uvicorn.Server(uvicorn_config(app, host, port, log_level="info")).run()
+
+
+def _monitor_settings(monitor: str, action: str, delta: float | None,
+                      admin_key: str | None) -> MonitorSettings:
+    """``MonitorSettings`` of the ``--monitor*``, ``--prada-delta`` and ``--admin-key`` options."""
+    from rgaudit.serve.monitor import MonitorSettings
+    from rgaudit.serve.prada import PradaConfig
+
+    if monitor == "none" and (delta is not None or action != "log"):
+        raise ValueError("--prada-delta and --monitor-action need --monitor prada")
+    prada = PradaConfig() if delta is None else PradaConfig(delta=delta)
+    return MonitorSettings(monitor=monitor, action=action,
+                           admin_key=MonitorSettings.admin_key_from(admin_key), prada=prada)

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rgaudit.serve.accounting import Accounting, client_id
 from rgaudit.serve.defended import DefendedModel
+from rgaudit.serve.monitor import MonitorSettings, install_monitor
 from rgaudit.serve.querylog import QueryLog
 from rgaudit.serve.schemas import ErrorResponse, ModelInfo, PredictRequest, PredictResponse
 from rgaudit.serve.settings import ServeSettings
@@ -56,13 +57,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 401, 413, 415, 422, 429, 503)}
 
 
-def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(model: DefendedModel, settings: ServeSettings | None = None,
+               monitor: MonitorSettings | None = None) -> FastAPI:
     """Build the API for ``model``.
 
     Parameters
     ----------
     model : DefendedModel
     settings : ServeSettings, optional
+    monitor : MonitorSettings, optional
+        The extraction monitor (default off; :mod:`rgaudit.serve.monitor`).
 
     Returns
     -------
@@ -87,6 +91,7 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
                   "defence (rgaudit serve).", version="1", debug=False)
     app.state.accounting = accounting
     app.state.query_log = qlog
+    watch = install_monitor(app, monitor or MonitorSettings(), n_features)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -129,6 +134,9 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
                                f"send your API key in the {s.api_key_header} header")
             if s.api_keys is not None and key not in s.api_keys:
                 raise ApiError(401, "unknown_api_key", "this API key is not accepted")
+            if watch is not None and watch.blocks(client):
+                raise ApiError(403, "client_flagged", "this client was flagged by the "
+                               "extraction monitor; contact the operator")
             x = await _read_inputs(request)
             record["n"] = len(x)
             record["inputs_sha256"] = [hashlib.sha256(r.tobytes()).hexdigest()[:16] for r in x]
@@ -141,6 +149,8 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None) -> F
             except BaseException:
                 accounting.release(client, len(x))
                 raise
+            if watch is not None:
+                record.update(await anyio.to_thread.run_sync(watch.observe, client, x, labels))
             body = {"probabilities": p.tolist(), "labels": labels.tolist(),
                     "defence": model.poisoner.name,
                     "quota_remaining": accounting.remaining(client)}

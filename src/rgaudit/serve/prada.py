@@ -278,6 +278,17 @@ class PradaMonitor:
             st = self._clients.get(client)
             return None if st is None else self._status(client, st)
 
+    def distances(self, client: str) -> np.ndarray:
+        """The client's window of minimum distances ``D`` (oldest first), shape (m,)."""
+        with self._lock:
+            st = self._clients.get(client)
+            if st is None:
+                return np.zeros(0)
+            w = st.window()
+            if st.n_dist > len(w):
+                w = np.roll(w, -(st.n_dist % len(w)))
+            return w.copy()
+
     def is_flagged(self, client: str) -> bool:
         with self._lock:
             st = self._clients.get(client)
