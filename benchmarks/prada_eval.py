@@ -235,7 +235,8 @@ def main() -> None:
                  "cpu_ms": 1e3 * (time.process_time() - c0) / len(x), "queries": len(x),
                  "loadavg": loadavg()}
     result: dict[str, Any] = {
-        "model": "default (digits 64-100-100-10)", "config": base.__dict__,
+        "model": "default (digits 64-100-100-10)",
+        "config": {k: v for k, v in base.__dict__.items() if k != "delta"},
         "paper_delta": PAPER_DELTA, "calibration_min_w": calib_min, "delta_calibrated": delta_cal,
         "streams": {}, "delta_sweep": {}, "timing": timing, "detector_cost": per_query,
         "stopped_early": stopped_early, "loadavg_start": load_start, "loadavg_end": loadavg(),

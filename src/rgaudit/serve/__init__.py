@@ -6,5 +6,7 @@
 - :mod:`rgaudit.serve.accounting` — per-client query counts and the optional quota;
 - :mod:`rgaudit.serve.querylog` — append-only JSONL query log, rotated by size;
 - :mod:`rgaudit.serve.app` — the FastAPI application factory;
+- :mod:`rgaudit.serve.prada` — the PRADA extraction detector (pure logic);
+- :mod:`rgaudit.serve.monitor` — ``--monitor prada`` in the server (``GET /v1/monitor``);
 - :mod:`rgaudit.serve.client` — an HTTP client of the API (used by ``clone-attack --target``).
 """
