@@ -32,6 +32,7 @@ from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_c
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
 from rgaudit.attacks.minimal_norm import APGD, DDN, FAB
+from rgaudit.choices import FIM_ESTIMATORS
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
 from rgaudit.fisher.direct import direct_fim
@@ -158,7 +159,6 @@ def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
     return {"basis": "singles", "pairs": pairs}
 
 
-FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")
 TOP_K = 5           # top FIM eigenvalues reported with jackknife errors
 SPECTRUM_SIGMA = 3.0  # significance: λ > noise floor + 3 jackknife σ
 
