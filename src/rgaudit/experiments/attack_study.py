@@ -88,7 +88,7 @@ class AttackStudyConfig:
     eps_max_linf: float = 0.5
     bisect_steps: int = 9
     rerun_steps: int = 8
-    norms: tuple[str, ...] = ("l2", "linf")
+    norms: tuple[str, ...] = ATTACK_NORMS
     methods: tuple[str, ...] = ALL_METHODS
     subspace_k: tuple[int, ...] = (1, 2, 4, 8, 16)
     fraction_k: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -797,7 +797,7 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
 
     if method not in ONE_METHODS:
         raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
-    if norm not in ("l2", "linf"):
+    if norm not in ATTACK_NORMS:
         raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
     norm = cast(Norm, norm)
     t0 = time.perf_counter()
