@@ -180,10 +180,9 @@ def register(app: typer.Typer) -> None:
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
-        executor: ExecutorName | None = typer.Option(None, "--executor", help="local or ray: "
-                                                    "per-input work "
-                                     "as units with their own generators, resumable (see "
-                                     "docs/scaling.md); default: one batched run."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: per-input work as units with their own "
+            "generators, resumable (see docs/scaling.md); default: one batched run."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
         attack_study: bool = typer.Option(False, "--attack-study/--no-attack-study",
                                           help="Also run the attack study (adv-lib baselines, "

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from rgaudit.choices import DEFENCES, BudgetNorm, GenerationEstimator
+from rgaudit.choices import DEFENCES, BudgetNorm, ExecutorName, GenerationEstimator
 from rgaudit.commands._options import MAX_EPOCHS, check_seed, force_option
 
 
@@ -144,9 +144,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or one "
                                  "rgaudit wrote)."),
         force: bool = force_option(),
-        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
-                                     "(defence, budget) cell, kept in OUT/units for resuming "
-                                     "(default: a plain loop)."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: one unit per (defence, budget) cell, kept "
+            "in OUT/units for resuming (default: a plain loop)."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from rgaudit.choices import ExecutorName
 from rgaudit.commands._options import (
     check_device,
     check_seed,
@@ -58,9 +59,9 @@ def register(app: typer.Typer) -> None:
                                  "empty, or one rgaudit wrote)."),
         force: bool = force_option(),
         max_memory: str = max_memory_option(),
-        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
-                                     "input with its own generator (default: one batched "
-                                     "run)."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: one unit per input with its own generator "
+            "(default: one batched run)."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Estimate per-layer stability matrices by MCRG and study their convergence."""
