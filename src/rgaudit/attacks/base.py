@@ -19,14 +19,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, final
+from typing import final
 
 import torch
 
+from rgaudit.choices import ATTACK_NORMS as NORMS
+from rgaudit.choices import AttackNorm as Norm
+
 Tensor = torch.Tensor
-Norm = Literal["l2", "linf"]
 Judge = Callable[[Tensor], Tensor]
-NORMS: tuple[str, ...] = ("l2", "linf")
 
 
 def check_norm(norm: str) -> str:

@@ -11,12 +11,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from rgaudit.choices import (
+    ATTACK_METHODS,
+    FIM_ESTIMATORS,
+    AttackMethod,
+    AttackNorm,
+    ExecutorName,
+    FimEstimator,
+)
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
 from rgaudit.errors import RGAuditError
-
-METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
-           "walk")  # = experiments.attack_study.ONE_METHODS
-FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")  # = experiments.audit
 
 
 def data_for_model(cfg: dict[str, Any], data: str | None) -> tuple[str, int, str]:
@@ -129,25 +133,6 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
     return net, info, ds
 
 
-def check_basis(spec: str, param_hint: str = "--large-basis") -> str:
-    """Syntax-check an operator basis spec (``singles``, ``pairs:K``, ``order:M``…) up front."""
-    import torch
-
-    from rgaudit.rg.operators import parse_basis
-
-    name, _, arg = spec.strip().lower().partition(":")
-    if name in ("pairs", "order") and arg and not (arg.isdigit() and int(arg) >= 1):
-        raise typer.BadParameter(f"{spec!r}: the number after '{name}:' must be a positive "
-                                 f"integer, got {arg!r}", param_hint=param_hint)
-    pilot = (torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-    try:
-        # a toy layer of 4 units: the spec's syntax and numbers, not its size, are checked
-        parse_basis(spec, 4, pilot=pilot)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint=param_hint) from err
-    return spec.strip()
-
-
 def check_eps(eps: float, norm: str, n_features: int) -> float:
     """Refuse an attack budget beyond the diameter of the input box ``[0, 1]^d``.
 
@@ -195,9 +180,9 @@ def register(app: typer.Typer) -> None:
         large_basis: str = typer.Option(None, "--large-basis", help="e.g. pairs:64, order:2."),
         depth: bool = typer.Option(True, "--depth/--no-depth",
                                    help="Also run the depth study (depth 2–6, fast training)."),
-        executor: str = typer.Option(None, "--executor", help="local or ray: per-input work "
-                                     "as units with their own generators, resumable (see "
-                                     "docs/scaling.md); default: one batched run."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: per-input work as units with their own "
+            "generators, resumable (see docs/scaling.md); default: one batched run."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
         attack_study: bool = typer.Option(False, "--attack-study/--no-attack-study",
                                           help="Also run the attack study (adv-lib baselines, "
@@ -220,15 +205,16 @@ def register(app: typer.Typer) -> None:
         from rgaudit.report.audit_report import write_audit_report
         from rgaudit.report.io import new_run_dir
 
-        if large_basis is not None:
-            large_basis = check_basis(large_basis)
+        given_values = {n: v for n, v in (("mcrg_samples", mcrg_samples),
+                                          ("direct_samples", direct_samples),
+                                          ("judge_samples", judge_samples),
+                                          ("large_basis", large_basis)) if v is not None}
+        try:  # the config validates (before any loading); its messages name the options
+            cfg = AuditConfig(n_inputs=inputs, seed=seed, **given_values)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         console = Console()
         net, info, ds = _load(model, data, device, console)
-        cfg = AuditConfig(n_inputs=inputs, seed=seed)
-        for name, val in (("mcrg_samples", mcrg_samples), ("direct_samples", direct_samples),
-                          ("judge_samples", judge_samples), ("large_basis", large_basis)):
-            if val is not None:
-                setattr(cfg, name, val)
         from rgaudit.experiments.audit_plan import plan_audit  # sizes that fit, or refuse
 
         given = [n for n, v in (("mcrg_samples", mcrg_samples), ("direct_samples",
@@ -286,17 +272,17 @@ def register(app: typer.Typer) -> None:
 
                 payload["depth"] = run_depth_study(ds, depth_cfg, progress=stage).to_dict()
         paths = write_audit_report(payload, run_dir)
-        res_l2 = min(r.get("resolution", 0.0) for r in result.attacks["l2"].values())
+        res_l2 = min(r.resolution for r in result.attacks["l2"].values())
         table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "
                       f"median [q1, q3]; search resolution {res_l2:.2g}, so two decimals")
         for col in ("method", "nominal", "applied", "flipped"):
             table.add_column(col)
         for name, r in result.attacks["l2"].items():
-            s, a = r["min_eps_summary"], r["min_eps_actual_summary"]
+            s, a = r.min_eps_summary, r.min_eps_actual_summary
             table.add_row(name,
-                          f"{s['median']:.2f} [{s['q1']:.2f}, {s['q3']:.2f}]",
-                          f"{a['median']:.2f} [{a['q1']:.2f}, {a['q3']:.2f}]",
-                          f"{s['n_flipped']}/{s['n']}")
+                          f"{s.median:.2f} [{s.q1:.2f}, {s.q3:.2f}]",
+                          f"{a.median:.2f} [{a.q1:.2f}, {a.q3:.2f}]",
+                          f"{s.n_flipped}/{s.n}")
         console.print(table)
         console.print(f"report: {paths['html']}")
         typer.echo(str(run_dir))
@@ -304,11 +290,11 @@ def register(app: typer.Typer) -> None:
     @app.command("attack")
     def attack(
         model: Path = typer.Argument(..., help="Model folder."),
-        method: str = typer.Option("fim", "--method", help="|".join(METHODS)),
+        method: AttackMethod = typer.Option("fim", "--method", help="|".join(ATTACK_METHODS)),
         eps: float = typer.Option(None, "--eps", min=0.0, help="Budget of the reported flip "
                                   "rate (optional; the minimal ε per input is always searched)."),
-        norm: str = typer.Option("l2", "--norm", help="l2 or linf."),
-        fim: str = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
+        norm: AttackNorm = typer.Option("l2", "--norm", help="l2 or linf."),
+        fim: FimEstimator = typer.Option("direct", "--fim", help="FIM estimator for --method fim: "
                                 + "|".join(FIM_ESTIMATORS) + " (--method walk: rg-singles "
                                 "re-estimates the RG-chain FIM per step, else mean-field)."),
         data: str = typer.Option(None, "--data", help="Data set spec; must match the model's."),
@@ -347,12 +333,6 @@ def register(app: typer.Typer) -> None:
         if eps_max is not None and not (math.isfinite(eps_max) and eps_max > 0):
             raise typer.BadParameter(f"must be a positive finite number, got {eps_max!r}",
                                      param_hint="--eps-max")
-        if method not in METHODS:
-            raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
-        if norm not in ("l2", "linf"):
-            raise typer.BadParameter(f"--norm must be l2 or linf, got {norm!r}")
-        if fim not in FIM_ESTIMATORS:
-            raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
         if method in ("ddn", "cw-l2") and norm != "l2":
             raise typer.BadParameter(f"--method {method} is an L2 attack: use --norm l2")
         emax = float(eps_max if eps_max is not None else (4.0 if norm == "l2" else 0.5))
@@ -364,7 +344,7 @@ def register(app: typer.Typer) -> None:
         judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
-        judge = judge.for_inputs(sel["indices"])
+        judge = judge.for_inputs(sel.indices)
         F = None
         if method == "fim":
             # only the requested estimator (the direct run also gives ∇P(true|x))
@@ -382,7 +362,7 @@ def register(app: typer.Typer) -> None:
         result: dict[str, Any] = {
             "model": minfo, "method": method, "norm": norm, "fim": fim if method in (
                 "fim", "walk") else None, "eps_max": emax, "resolution": s.resolution,
-            "judge": {"samples": judge_samples, "seed": seed + 1}, "inputs": sel,
+            "judge": {"samples": judge_samples, "seed": seed + 1}, "inputs": sel.to_dict(),
             "labels": y.tolist(),
             "per_input": {"min_eps": s.eps.tolist(), "applied_l2": s.applied_l2.tolist(),
                           "applied_linf": s.applied_linf.tolist(),
@@ -399,13 +379,13 @@ def register(app: typer.Typer) -> None:
         write_result(run_dir / "attack.json", "attack", result)
         np.savez_compressed(run_dir / "adversarial.npz",
                             clean=x.detach().cpu().numpy(), adversarial=s.adversarial.cpu().numpy(),
-                            labels=y.cpu().numpy(), indices=np.asarray(sel["indices"]),
+                            labels=y.cpu().numpy(), indices=np.asarray(sel.indices),
                             min_eps=s.eps.numpy())
         table = Table(title=f"{method} ({norm}): minimal flipping ε per input "
                       f"(bisection resolution {s.resolution:.2g})")
         for col in ("test index", "label", "nominal ε", f"applied {norm}"):
             table.add_column(col)
-        for i, idx in enumerate(sel["indices"]):
+        for i, idx in enumerate(sel.indices):
             e, a = float(s.eps[i]), float(s.applied(norm)[i])
             table.add_row(str(idx), str(int(y[i])), f"{e:.3g}" if math.isfinite(e) else
                           f"> {emax:g}", f"{a:.3g}" if math.isfinite(a) else "—")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -10,29 +9,24 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from rgaudit.choices import DEFENCES, BudgetNorm, ExecutorName, GenerationEstimator
 from rgaudit.commands._options import MAX_EPOCHS, check_seed, force_option
-
-NORMS = ("l1", "l2", "kl")
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
+    """Parse comma-separated numbers (their values are checked by the config)."""
     try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from err
-    if not vals or any(not (math.isfinite(v) and v >= 0) for v in vals):
-        raise typer.BadParameter(f"{what} must be finite non-negative numbers, got {text!r}")
-    return vals
 
 
-def _positive_ints(text: str, what: str) -> tuple[int, ...]:
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    """Parse comma-separated integers (their values are checked by the config)."""
     try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from err
-    if not vals or any(v <= 0 for v in vals):
-        raise typer.BadParameter(f"{what} must be positive integers, got {text!r}")
-    return vals
 
 
 def _load_model(model: str) -> tuple[Any, dict[str, Any]]:
@@ -79,8 +73,8 @@ def register(app: typer.Typer) -> None:
     def protect(
         model: str = typer.Argument(..., help="Model folder, or 'default'."),
         eps: float = typer.Option(0.2, "--eps", min=0.0, help="Budget per answer."),
-        norm: str = typer.Option("l1", "--norm", help="l1, l2 or kl."),
-        estimator: str | None = typer.Option(
+        norm: BudgetNorm = typer.Option("l1", "--norm", help="Budget norm."),
+        estimator: GenerationEstimator | None = typer.Option(
             None, "--estimator",
             help="Generation-FIM estimator: auto (default: exact-chain when the layers can be "
                  "enumerated, else MCRG chain), exact, exact-chain, chain, or mean-field "
@@ -90,17 +84,12 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Write the RG output-poisoning config for MODEL (cloning section IV)."""
-        from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, ESTIMATORS, resolve_estimator
+        from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, resolve_estimator
         from rgaudit.defence.poison import RGPoisoner
         from rgaudit.outputs import prepare_out_file
         from rgaudit.report.io import write_result
 
-        if norm not in NORMS:
-            raise typer.BadParameter(f"--norm must be one of {NORMS}, got {norm!r}")
         estimator = DEFAULT_ESTIMATOR if estimator is None else estimator
-        if estimator not in ESTIMATORS:
-            raise typer.BadParameter(f"--estimator must be one of {', '.join(ESTIMATORS)}, "
-                                     f"got {estimator!r}")
         out = prepare_out_file(out, kind="poisoning-config", force=force)  # before the work
         net, cfg = _load_model(model)
         try:
@@ -131,10 +120,9 @@ def register(app: typer.Typer) -> None:
     def clone_attack(
         model: str = typer.Argument(..., help="Model folder, or 'default'."),
         defence: list[str] = typer.Option(["none", "rg"], "--defence",
-                                          help="none, rg, random, reverse-sigmoid, mad "
-                                          "(repeatable)."),
+                                          help=", ".join(DEFENCES) + " (repeatable)."),
         eps: str = typer.Option("0.1,0.3", "--eps", help="Budgets, comma-separated."),
-        norm: str = typer.Option("l1", "--norm", help="l1, l2 or kl."),
+        norm: BudgetNorm = typer.Option("l1", "--norm", help="Budget norm."),
         queries: str = typer.Option("240", "--queries", help="Numbers of queries, "
                                     "comma-separated."),
         attacker: list[str] = typer.Option(None, "--attacker", help="Attackers (repeatable; "
@@ -156,25 +144,25 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or one "
                                  "rgaudit wrote)."),
         force: bool = force_option(),
-        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
-                                     "(defence, budget) cell, kept in OUT/units for resuming "
-                                     "(default: a plain loop)."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: one unit per (defence, budget) cell, kept "
+            "in OUT/units for resuming (default: a plain loop)."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Clone MODEL from (poisoned) answers and measure clones, transfer and utility."""
+        from dataclasses import asdict
+
         from rgaudit.commands.audit import dataset_for_model
         from rgaudit.defence.cloning_attacks import ATTACKERS
-        from rgaudit.experiments.cloning import CloningSettings, run_cloning
+        from rgaudit.experiments.cloning import CloningConfig, run_cloning
         from rgaudit.report.cloning_report import markdown, plot_curves
         from rgaudit.report.io import atomic_write_text, read_result, write_result
 
         console = Console()
-        if not (math.isfinite(eps_adv) and eps_adv > 0):
-            raise typer.BadParameter(f"--eps-adv must be finite and > 0, got {eps_adv}")
-        try:
-            settings = CloningSettings(
-                defences=tuple(defence), eps=_floats(eps, "--eps"), norm=norm,
-                n_queries=_positive_ints(queries, "--queries"),
+        eps_values, n_queries = _floats(eps, "--eps"), _ints(queries, "--queries")
+        try:  # the config validates; its messages name the options
+            settings = CloningConfig(
+                defences=tuple(defence), eps=eps_values, norm=norm, n_queries=n_queries,
                 attackers=tuple(attacker) if attacker else ATTACKERS, eps_adv=eps_adv,
                 mlp_epochs=epochs, layerwise_sweeps=sweeps, seed=seed)
         except ValueError as err:
@@ -195,7 +183,7 @@ def register(app: typer.Typer) -> None:
                 ex = make_executor(executor, address=address)
                 store = UnitStore(out, {"study": "clone-attack", "model": model,
                                         "model_sha256": cfg.get("weights_sha256"), "data": spec,
-                                        "settings": settings.__dict__})
+                                        "settings": asdict(settings)})
             try:
                 result = run_cloning(net, ds, settings,
                                      progress=lambda s: prog.update(task, description=s),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from rgaudit.choices import ExecutorName
 from rgaudit.commands._options import (
     check_device,
     check_seed,
@@ -58,19 +59,18 @@ def register(app: typer.Typer) -> None:
                                  "empty, or one rgaudit wrote)."),
         force: bool = force_option(),
         max_memory: str = max_memory_option(),
-        executor: str = typer.Option(None, "--executor", help="local or ray: one unit per "
-                                     "input with its own generator (default: one batched "
-                                     "run)."),
+        executor: ExecutorName | None = typer.Option(
+            None, "--executor", help="local or ray: one unit per input with its own generator "
+            "(default: one batched run)."),
         address: str = typer.Option(None, "--address", help="Ray cluster address."),
     ) -> None:
         """Estimate per-layer stability matrices by MCRG and study their convergence."""
         import torch
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from rgaudit.commands.audit import check_basis
         from rgaudit.device import resolve_device
         from rgaudit.errors import ResourceError
-        from rgaudit.experiments.diagnose import run_diagnose
+        from rgaudit.experiments.diagnose import DiagnoseConfig, DiagnoseSource, run_diagnose
         from rgaudit.guards import check_mcrg_memory
         from rgaudit.nets.io import load_model
         from rgaudit.outputs import prepare_out
@@ -82,8 +82,11 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         specs = [s.strip() for s in bases.split(",") if s.strip()] + [ops]
-        for spec_ in specs:
-            check_basis(spec_, param_hint="--ops/--bases")
+        try:  # the config validates (bases included); its messages name the options
+            cfg = DiagnoseConfig(ops=ops, n_samples=samples, basis_specs=tuple(specs),
+                                 fixed_point_samples=fp_samples, seed=seed, device=str(dev))
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         try:
             net, config = load_model(model, device=dev)
         except ResourceError:
@@ -112,10 +115,8 @@ def register(app: typer.Typer) -> None:
                 bar.update(tasks[stage], completed=done)
 
             if executor is None:
-                result = run_diagnose(net, x, y, ops=ops, n_samples=samples,
-                                      basis_specs=specs, fixed_point_inputs=fp_x,
-                                      fixed_point_labels=fp_y, fixed_point_samples=fp_samples,
-                                      seed=seed, device=dev, progress=progress)
+                result = run_diagnose(net, x, y, config=cfg, fixed_point_inputs=fp_x,
+                                      fixed_point_labels=fp_y, progress=progress)
             else:
                 from rgaudit.executors import make_executor
                 from rgaudit.executors.diagnose_units import diagnose_with_executor
@@ -123,15 +124,12 @@ def register(app: typer.Typer) -> None:
                 progress(f"inputs on the {executor} executor", 0, inputs)
                 ex = make_executor(executor, address=address)
                 try:
-                    result = diagnose_with_executor(
-                        net, x, y, ex, ops=ops, n_samples=samples, basis_specs=specs,
-                        fixed_point_inputs=fp_x, fixed_point_labels=fp_y,
-                        fixed_point_samples=fp_samples, seed=seed, device=dev)
+                    result = diagnose_with_executor(net, x, y, ex, cfg, fixed_point_inputs=fp_x,
+                                                    fixed_point_labels=fp_y)
                 finally:
                     ex.close()
                 progress(f"inputs on the {executor} executor", inputs, inputs)
-        result.settings.update(model=str(model), data=spec, split_seed=split_seed,
-                               model_dataset=config.get("dataset"))
+        result.source = DiagnoseSource(str(model), spec, split_seed, config.get("dataset"))
         paths = write_report(result, out)
         write_result(out / "result.json", "diagnose", result.to_dict())
         typer.echo(f"wrote {out / 'result.json'}, " + ", ".join(p.name for p in paths))

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rgaudit.choices import IsingKernel
 from rgaudit.commands._options import (
     MAX_THERMAL,
     check_seed,
@@ -15,11 +16,6 @@ from rgaudit.commands._options import (
     force_option,
     max_memory_option,
 )
-
-# config field → CLI option, for messages of IsingMCRGConfig.validate (longest names first)
-_OPTION_NAMES = (("sweeps_per_chunk", "--sweeps-per-chunk"), ("n_sweeps", "--sweeps"),
-                 ("n_blocks", "--blocks"), ("n_even", "--even"), ("n_odd", "--odd"))
-
 
 #: Peak bytes per lattice site and chain of the Swendsen–Wang sampler (see the estimate below).
 ISING_BYTES_PER_SITE = 40
@@ -44,7 +40,8 @@ def register(app: typer.Typer) -> None:
         sweeps_per_chunk: int = typer.Option(25, min=1,
                                              help="Measurements per chain in one chunk."),
         blocks: int = typer.Option(20, min=2, help="Jackknife blocks."),
-        kernel: str = typer.Option("majority", help="majority, rbm or both."),
+        kernel: IsingKernel = typer.Option("majority", help="Blocking kernel: the majority "
+                                           "rule, the trained RBM kernel, or both."),
         seed: int = typer.Option(0, callback=check_seed, help="Seed of every random stream."),
         threads: int = typer.Option(1, min=1, callback=check_threads,
                                     help="torch CPU threads."),
@@ -66,36 +63,22 @@ def register(app: typer.Typer) -> None:
         from rgaudit.report.ising_report import plot_exponents, render_markdown
         from rgaudit.threads import limit_threads
 
-        if kernel not in ("majority", "rbm", "both"):
-            raise typer.BadParameter(f"kernel must be majority, rbm or both, got {kernel!r}")
-        cfg = IsingMCRGConfig(
-            size=size,
-            levels=levels,
-            n_even=even,
-            n_odd=odd,
-            n_chains=chains,
-            n_sweeps=sweeps,
-            n_thermal=thermal,
-            sweeps_per_chunk=sweeps_per_chunk,
-            n_blocks=blocks,
-            seed=seed,
-        )
-        if size % (2**levels) or size >> levels < 4:
-            raise typer.BadParameter(
-                f"--L {size} must be divisible by 2**levels = {2**levels} (--levels {levels}) "
-                "and leave a lattice of at least 4×4", param_hint="--L")
-        if sweeps < sweeps_per_chunk * blocks:
-            raise typer.BadParameter(
-                f"--sweeps {sweeps} gives fewer chunks than --blocks {blocks} "
-                f"(--sweeps-per-chunk {sweeps_per_chunk}); pass --sweeps ≥ "
-                f"{sweeps_per_chunk * blocks}", param_hint="--sweeps")
-        try:
-            cfg.validate()
+        try:  # the config validates; its messages name the options
+            cfg = IsingMCRGConfig(
+                size=size,
+                levels=levels,
+                n_even=even,
+                n_odd=odd,
+                n_chains=chains,
+                n_sweeps=sweeps,
+                n_thermal=thermal,
+                sweeps_per_chunk=sweeps_per_chunk,
+                n_blocks=blocks,
+                seed=seed,
+            )
+            cfg.check_study()
         except ValueError as err:
-            msg = str(err)
-            for field, opt in _OPTION_NAMES:
-                msg = msg.replace(field, opt)
-            raise typer.BadParameter(msg) from err
+            raise typer.BadParameter(str(err)) from err
         # Swendsen–Wang per site and chain: int8 spins, two float32 bond uniforms, a float32
         # flip draw, int64 cluster parents and labels, and the blocked lattices: ~40 bytes
         check_memory(ISING_BYTES_PER_SITE * chains * size * size,

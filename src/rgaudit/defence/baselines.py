@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rgaudit.choices import DEFENCES as DEFENCES
 from rgaudit.defence.generation_fim import tangent_projector
 from rgaudit.defence.poison import Poisoner
 
@@ -149,4 +150,3 @@ def make_poisoner(name: str, *, eps: float, norm: str, kind: str, net: object = 
     raise ValueError(f"unknown defence {name!r}; use none, rg, random, reverse-sigmoid or mad")
 
 
-DEFENCES: tuple[str, ...] = ("none", "rg", "random", "reverse-sigmoid", "mad")

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 
-Norm = Literal["l1", "l2", "kl"]
-OutputKind = Literal["unit", "simplex"]
-NORMS: tuple[str, ...] = ("l1", "l2", "kl")
-KINDS: tuple[str, ...] = ("unit", "simplex")
+from rgaudit.choices import BUDGET_NORMS as NORMS
+from rgaudit.choices import OUTPUT_KINDS as KINDS
+from rgaudit.choices import BudgetNorm as Norm
+from rgaudit.choices import OutputKind as OutputKind
+
 _TINY = 1e-12
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rgaudit.choices import ATTACKERS as ATTACKERS
 from rgaudit.defence.layerwise import LayerwiseConfig, train_layerwise
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.train.cd import CDConfig, greedy_pretrain
@@ -49,8 +50,6 @@ RBM_INITS: tuple[str, ...] = ("cd", "random")
 CLONE_CD = CDConfig(epochs=50)
 #: eq. 14 settings of the clone: small steps and Rao-Blackwellised pairs (10 chains per point)
 CLONE_LAYERWISE = LayerwiseConfig(max_sweeps=5, epochs=3, lr=0.01, pair_samples=10, tol=1e-2)
-ATTACKERS: tuple[str, ...] = ("rbm-eq14", "distill-mlp", "label-only", "knockoff-prob",
-                              "knockoff-label", "copycat-prob", "copycat-label")
 
 
 @dataclass

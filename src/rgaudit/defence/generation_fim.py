@@ -37,10 +37,12 @@ Three estimators:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from rgaudit.choices import GENERATION_ESTIMATORS as ESTIMATORS
+from rgaudit.choices import GenerationEstimator as Estimator
 from rgaudit.defence.generation import (
     _as_outputs,
     exact_generation_stability,
@@ -53,8 +55,6 @@ from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets
 from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
-Estimator = Literal["auto", "exact", "exact-chain", "chain", "mean-field"]
-ESTIMATORS: tuple[str, ...] = ("auto", "exact", "exact-chain", "chain", "mean-field")
 
 #: THE default generation-FIM estimator of the library, the poisoner, the cloning study and the
 #: CLI (issue 14 item 2): exact where the layers can be enumerated, MCRG chain otherwise.

@@ -60,8 +60,12 @@ def audit_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]
         attacks = run_attacks(net, x, y, fims, grad_true, judge,
                               replace(cfg, seed=int_seed(ss_attack) % 2**31), lambda s: None)
         t2 = time.perf_counter()
-    return {"index": int(unit.payload["index"]), "fim": finfo, "diagnosis": diag,
-            "attacks": attacks, "timings": {"fim": t1 - t0, "attacks": t2 - t1}}
+    return {"index": int(unit.payload["index"]),
+            "fim": {name: info.to_dict() for name, info in finfo.items()},
+            "diagnosis": diag.to_dict(),
+            "attacks": {norm: {m: row.to_dict() for m, row in per.items()}
+                        for norm, per in attacks.items()},
+            "timings": {"fim": t1 - t0, "attacks": t2 - t1}}
 
 
 def _median(vals: list[Any]) -> Any:
@@ -114,9 +118,11 @@ def _merge_attack(parts: list[dict[str, Any]], norm: str) -> dict[str, Any]:
             continue
         else:
             out[k] = v0
-    out["min_eps_summary"] = _quartiles(torch.tensor(out["min_eps"], dtype=torch.float64))
+    out["min_eps_summary"] = _quartiles(torch.tensor(out["min_eps"], dtype=torch.float64)
+                                        ).to_dict()
     applied = out["min_eps_actual_l2"] if norm == "l2" else out["min_eps_actual_linf"]
-    out["min_eps_actual_summary"] = _quartiles(torch.tensor(applied, dtype=torch.float64))
+    out["min_eps_actual_summary"] = _quartiles(torch.tensor(applied, dtype=torch.float64)
+                                               ).to_dict()
     return out
 
 
@@ -167,7 +173,13 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
         When inputs failed after retries (the finished ones stay in ``store``).
     """
     from rgaudit.attacks.evaluate import StochasticJudge
-    from rgaudit.experiments.audit import AuditResult, select_inputs
+    from rgaudit.experiments.audit import (
+        AttackRow,
+        AuditResult,
+        Diagnosis,
+        FimInfo,
+        select_inputs,
+    )
     from rgaudit.threads import limit_threads
 
     t_all = time.perf_counter()
@@ -176,23 +188,27 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
     with limit_threads(cfg.threads):
         x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)
     units = [Unit(f"input-{idx}", {"index": idx, "x": x[i].tolist(), "y": int(y[i])})
-             for i, idx in enumerate(sel["indices"])]
+             for i, idx in enumerate(sel.indices)]
     rep = executor.map(audit_unit, units, seed=cfg.seed, shared={"net": net, "config": cfg},
                        store=store, progress=progress)
     rep.raise_on_failure("audit inputs")
     merged = merge_units(rep.values, cfg.n_diagnose)
-    sel["images"] = x[: min(4, x.shape[0])].tolist()
-    sel["labels"] = y.tolist()
+    sel.images = x[: min(4, x.shape[0])].tolist()
+    sel.labels = y.tolist()
     summary = rep.summary()
     timings = {"fim (sum over inputs)": summary["stage_seconds_total"].get("fim", 0.0),
                "attacks (sum over inputs)": summary["stage_seconds_total"].get("attacks", 0.0),
                "executor start-up": summary["startup_seconds"],
                "total": time.perf_counter() - t_all}
-    return AuditResult({**cfg.to_dict(), "executor": rep.executor,
-                        "per_input_generators": "SeedSequence(entropy=(seed, hash(input key)))",
-                        "execution": summary},
-                       {"widths": list(net.widths), **(model_info or {})}, sel,
-                       merged["diagnosis"], merged["fim"], merged["attacks"], timings)
+    return AuditResult(
+        cfg, {"widths": list(net.widths), **(model_info or {})}, sel,
+        Diagnosis.from_dict(merged["diagnosis"]),
+        {name: FimInfo.from_dict(d) for name, d in merged["fim"].items()},
+        {norm: {m: AttackRow.from_dict(d) for m, d in per.items()}
+         for norm, per in merged["attacks"].items()}, timings,
+        execution={"executor": rep.executor,
+                   "per_input_generators": "SeedSequence(entropy=(seed, hash(input key)))",
+                   "execution": summary})
 
 
 def audit_with_executor(net: Any, ds: Any, cfg: Any, info: dict[str, Any], executor: str,

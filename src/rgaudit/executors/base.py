@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from rgaudit.choices import EXECUTORS as EXECUTORS
+
 if TYPE_CHECKING:
     import torch
 
     from rgaudit.executors.store import UnitStore
 
 UnitFn = Callable[["Unit", np.random.SeedSequence, Any], Any]
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)

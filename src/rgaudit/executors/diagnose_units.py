@@ -23,24 +23,26 @@ from rgaudit.executors.base import Executor, Unit, int_seed
 
 
 def diagnose_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> Any:
-    """``run_diagnose`` on one input; ``shared``: ``net`` and the keyword arguments."""
+    """``run_diagnose`` on one input; ``shared``: ``net`` and the ``config``."""
     import torch
 
     from rgaudit.experiments.diagnose import run_diagnose
 
     x = torch.tensor([unit.payload["x"]], dtype=torch.float32)
     y = None if unit.payload["y"] is None else torch.tensor([unit.payload["y"]])
-    return run_diagnose(shared["net"], x, y, seed=int_seed(ss) % 2**62, **shared["kwargs"])
+    return run_diagnose(shared["net"], x, y, shared["config"], seed=int_seed(ss) % 2**62)
 
 
-def merge(parts: list[Any], settings: dict[str, Any]) -> Any:
-    """Per-input :class:`DiagnoseResult` objects (input order) → one result."""
+def merge(parts: list[Any], config: Any, inputs: Any, execution: Any) -> Any:
+    """Per-input :class:`DiagnoseResult` objects (input order) → one result with the driver's
+    ``config`` (:class:`DiagnoseConfig`), ``inputs`` (:class:`DiagnosedInputs`) and
+    ``execution`` (:class:`DiagnoseExecution`)."""
     import torch
 
     from rgaudit.experiments.diagnose import DepthStep, DiagnoseResult
 
-    out = DiagnoseResult(settings=settings, notes=list(dict.fromkeys(
-        n for p in parts for n in p.notes)))
+    out = DiagnoseResult(config, inputs, notes=list(dict.fromkeys(
+        n for p in parts for n in p.notes)), execution=execution)
     for i, s0 in enumerate(parts[0].spectra):
         ss = [p.spectra[i] for p in parts]
         k = min(s.fisher.shape[1] for s in ss)
@@ -67,39 +69,44 @@ def merge(parts: list[Any], settings: dict[str, Any]) -> Any:
     return out
 
 
-def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, *,
-                           fixed_point_inputs: Any = None, fixed_point_labels: Any = None,
-                           fixed_point_samples: int = 2000, seed: int = 0,
-                           **kwargs: Any) -> Any:
+def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config: Any = None,
+                           *, fixed_point_inputs: Any = None, fixed_point_labels: Any = None,
+                           **overrides: Any) -> Any:
     """The diagnosis of inputs ``x`` with one unit per input (see the module docstring).
 
-    ``kwargs`` go to :func:`run_diagnose` (``ops``, ``n_samples``, ``basis_specs``,
-    ``sample_counts``, ``device``, ``n_blocks``). Raises RuntimeError when inputs failed.
+    ``config`` is the :class:`~rgaudit.experiments.diagnose.DiagnoseConfig` of
+    :func:`run_diagnose` (``overrides``: its fields, applied to it); its seed is the root of
+    the units' seeds and of the fixed-point study. Raises RuntimeError when inputs failed.
     """
     import torch
 
-    from rgaudit.experiments.diagnose import class_fixed_points
+    from rgaudit.experiments.diagnose import (
+        DiagnoseConfig,
+        DiagnoseExecution,
+        class_fixed_points,
+    )
 
+    cfg = replace(config or DiagnoseConfig(), **overrides)
+    seed, fixed_point_samples = cfg.seed, cfg.fixed_point_samples
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
     units = [Unit(f"input-{i}", {"x": x[i].tolist(),
                                  "y": None if y is None else int(y[i])})
              for i in range(x.shape[0])]
-    rep = executor.map(diagnose_unit, units, seed=seed, shared={"net": net, "kwargs": kwargs})
+    rep = executor.map(diagnose_unit, units, seed=seed, shared={"net": net, "config": cfg})
     rep.raise_on_failure("diagnose inputs")
     parts = rep.values
-    settings = {**parts[0].settings, "n_inputs": int(x.shape[0]), "seed": seed,
-                "labels": None if y is None else torch.as_tensor(y).tolist(),
-                "executor": rep.executor,
-                "per_input_generators": "SeedSequence(entropy=(seed, hash(input key)))",
-                "execution": rep.summary()}
-    result = merge(parts, settings)
+    inputs = replace(parts[0].inputs, n_inputs=int(x.shape[0]),
+                     labels=None if y is None else torch.as_tensor(y).tolist())
+    execution = DiagnoseExecution(rep.executor, "SeedSequence(entropy=(seed, hash(input key)))",
+                                  rep.summary())
+    result = merge(parts, cfg, inputs, execution)
     if fixed_point_inputs is not None:
         if net.widths[-1] > 12:
             result.notes.append(f"fixed-point study skipped: output layer has "
                                 f"{net.widths[-1]} > 12 units")
         else:
-            dev = torch.device(kwargs.get("device", "cpu"))
+            dev = torch.device(cfg.device)
             result.fixed_points = class_fixed_points(
                 net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
                 torch.Generator(device=dev).manual_seed(seed + 300))

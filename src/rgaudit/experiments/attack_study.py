@@ -31,6 +31,7 @@ import torch
 
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
+from rgaudit.choices import ATTACK_METHODS, ATTACK_NORMS
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -87,7 +88,7 @@ class AttackStudyConfig:
     eps_max_linf: float = 0.5
     bisect_steps: int = 9
     rerun_steps: int = 8
-    norms: tuple[str, ...] = ("l2", "linf")
+    norms: tuple[str, ...] = ATTACK_NORMS
     methods: tuple[str, ...] = ALL_METHODS
     subspace_k: tuple[int, ...] = (1, 2, 4, 8, 16)
     fraction_k: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -114,9 +115,9 @@ class AttackStudyConfig:
             raise ValueError("--eps-max-l2 and --eps-max-linf must be positive and finite")
         if self.bisect_steps < 1 or self.rerun_steps < 1:
             raise ValueError("--bisect-steps and --rerun-steps must be ≥ 1")
-        bad = [n for n in self.norms if n not in ("l2", "linf")]
+        bad = [n for n in self.norms if n not in ATTACK_NORMS]
         if bad or not self.norms:
-            raise ValueError(f"--norms must be among ('l2', 'linf'), got {self.norms}")
+            raise ValueError(f"--norms must be among {ATTACK_NORMS}, got {self.norms}")
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
             raise ValueError(f"--methods: unknown {bad}; choose from {ALL_METHODS}")
@@ -747,8 +748,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # ------------------------------------------------------------------- one method (rgaudit attack)
 
-ONE_METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
-               "walk")
+ONE_METHODS = ATTACK_METHODS
 
 
 def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: str, *,
@@ -797,7 +797,7 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
 
     if method not in ONE_METHODS:
         raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
-    if norm not in ("l2", "linf"):
+    if norm not in ATTACK_NORMS:
         raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
     norm = cast(Norm, norm)
     t0 = time.perf_counter()

@@ -14,7 +14,8 @@ Steps (:func:`run_audit`):
    DeepFool on the mean-field surrogate, random directions; flip rate per budget and minimal
    flipping ε by bisection along each method's direction.
 
-No file I/O: the result is plain data (:meth:`AuditResult.to_dict`).
+The study takes one validated :class:`AuditConfig` and returns a typed :class:`AuditResult`;
+no file I/O here (:meth:`AuditResult.to_dict` is the JSON the CLI writes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_c
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
 from rgaudit.attacks.minimal_norm import APGD, DDN, FAB
+from rgaudit.choices import ATTACK_NORMS, FIM_ESTIMATORS
+from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
 from rgaudit.fisher.direct import direct_fim
@@ -45,9 +48,11 @@ Tensor = torch.Tensor
 Progress = Callable[[str], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuditConfig:
     """Settings of an audit (defaults: `make audit` in < 5 min on 2 CPU cores).
+
+    Validated on construction: ``ValueError`` naming the ``rgaudit audit`` option.
 
     Attributes
     ----------
@@ -87,42 +92,238 @@ class AuditConfig:
     seed: int = 0
     threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        for value, least, option in ((self.n_inputs, 1, "--inputs"),
+                                     (self.n_diagnose, 0, "n_diagnose"),
+                                     (self.mcrg_samples, 32, "--mcrg-samples"),
+                                     (self.direct_samples, 16, "--direct-samples"),
+                                     (self.judge_samples, 1, "--judge-samples"),
+                                     (self.bisect_steps, 1, "bisect_steps"),
+                                     (self.pgd_iter, 1, "pgd_iter")):
+            if value < least:
+                raise ValueError(f"{option} must be ≥ {least}, got {value}")
+        check_basis_spec(self.large_basis, "--large-basis")
+        for name, grid in (("eps_l2", self.eps_l2), ("eps_linf", self.eps_linf)):
+            g = [float(e) for e in grid]
+            if not g or any(not math.isfinite(e) or e <= 0 for e in g) or g != sorted(g):
+                raise ValueError(f"{name} must be increasing positive finite budgets, got {grid}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be ≥ 1, got {self.threads}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass
-class AuditResult:
-    """Plain-data audit result (see :func:`run_audit`)."""
+@dataclass(frozen=True)
+class Quartiles:
+    """Quartiles of per-input minimal ε over all inputs, unflipped ones (``inf``) counted as
+    above every finite value; ``n_flipped`` of ``n`` inputs flipped."""
 
-    config: dict[str, Any]
-    model: dict[str, Any]
-    inputs: dict[str, Any]
-    diagnosis: dict[str, Any]
-    fim: dict[str, Any]
-    attacks: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
+    q1: float
+    median: float
+    q3: float
+    n_flipped: int
+    n: int
 
     def to_dict(self) -> dict[str, Any]:
+        if self.n_flipped == 0:  # the key order the JSON has always had for this case
+            return {"median": self.median, "q1": self.q1, "q3": self.q3, "n_flipped": 0,
+                    "n": self.n}
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Quartiles:
+        return cls(d["q1"], d["median"], d["q3"], d["n_flipped"], d["n"])
 
-def _quartiles(v: Tensor) -> dict[str, float]:
+
+def _quartiles(v: Tensor) -> Quartiles:
     v = v.to(torch.float64)
     fin = v[torch.isfinite(v)]
     if fin.numel() == 0:
-        return {"median": float("inf"), "q1": float("inf"), "q3": float("inf"),
-                "n_flipped": 0, "n": int(v.numel())}
+        return Quartiles(float("inf"), float("inf"), float("inf"), 0, int(v.numel()))
     # medians over all inputs, counting unflipped (inf) ones as above every finite value
     q = torch.quantile(torch.where(torch.isfinite(v), v, torch.full_like(v, 1e300)),
                        torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     q = [float(t) if t < 1e299 else float("inf") for t in q]
-    return {"q1": q[0], "median": q[1], "q3": q[2], "n_flipped": int(fin.numel()),
-            "n": int(v.numel())}
+    return Quartiles(q[0], q[1], q[2], int(fin.numel()), int(v.numel()))
+
+
+@dataclass
+class AuditInputs:
+    """The audited inputs: test-set ``indices`` of the first correctly classified ones among
+    the first ``pool``, the judge's ``pool_accuracy``, up to four ``images`` and all
+    ``labels`` (None until the audit records them; left out of the JSON then)."""
+
+    indices: list[int]
+    pool: int
+    pool_accuracy: float
+    images: list[list[float]] | None = None
+    labels: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class PairDiagnosis:
+    """Fisher-normalised stability spectra of one layer pair, per diagnosed input."""
+
+    pair: str
+    n_ops: list[int]
+    fisher_sv: list[list[float]]
+    fisher_sv_err: list[list[float]]
+    n_kept_fisher_1: list[int]
+    regularised: bool
+    max_cond: float
+    unestimated: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d = {("n_kept_fisher~1" if k == "n_kept_fisher_1" else k): v for k, v in d.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairDiagnosis:
+        return cls(**{("n_kept_fisher_1" if k == "n_kept_fisher~1" else k): v
+                      for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The MCRG diagnosis: one :class:`PairDiagnosis` per layer pair, in ``basis``."""
+
+    basis: str
+    pairs: list[PairDiagnosis]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"basis": self.basis, "pairs": [p.to_dict() for p in self.pairs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Diagnosis:
+        return cls(d["basis"], [PairDiagnosis.from_dict(p) for p in d["pairs"]])
+
+
+@dataclass(frozen=True)
+class SpectrumInfo:
+    """Top-k FIM eigenvalues per input (jackknife errors) and noise-aware spectrum medians."""
+
+    top_eigs: list[list[float]]
+    top_eigs_err: list[list[float]] | None
+    top_eig: list[float]
+    top_eig_err: list[float] | None
+    spectrum_log10_median: list[float | None]
+    noise_floor_median: float
+    noise_floor_rel_median: float
+    n_significant_median: float
+    n_stiff_median: float
+    decades_median: float
+    effective_rank_median: float
+    significance: str
+
+
+@dataclass(frozen=True)
+class FimInfo:
+    """One FIM estimator's record: its settings and costs (``details``: basis, samples,
+    chain metadata, seconds, notes — they differ by estimator), its spectrum, and the
+    |cosine| of its top eigenvector with the direct FIM's."""
+
+    details: dict[str, Any]
+    spectrum: SpectrumInfo
+    cos_top_vs_direct: list[float]
+    median_cos_top_vs_direct: float
+    top_vectors: list[list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.details, **asdict(self.spectrum),
+                "cos_top_vs_direct": self.cos_top_vs_direct,
+                "median_cos_top_vs_direct": self.median_cos_top_vs_direct,
+                "top_vectors": self.top_vectors}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FimInfo:
+        names = {f.name for f in fields(SpectrumInfo)}
+        own = ("cos_top_vs_direct", "median_cos_top_vs_direct", "top_vectors")
+        return cls({k: v for k, v in d.items() if k not in names and k not in own},
+                   SpectrumInfo(**{k: d[k] for k in names}), *(d[k] for k in own))
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """One attack under one norm: flip rates on the budget grid and the per-input minimal
+    flipping ε (nominal, applied L2/L∞ after clipping) with their quartiles."""
+
+    epsilons: list[float]
+    flip_rate: list[float]
+    min_eps_along: str
+    min_eps: list[float]
+    min_eps_summary: Quartiles
+    min_eps_actual_l2: list[float]
+    min_eps_actual_linf: list[float]
+    min_eps_actual_summary: Quartiles
+    clean_correct: list[bool]
+    confident: list[bool] | None
+    resolution: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["min_eps_summary"] = self.min_eps_summary.to_dict()
+        d["min_eps_actual_summary"] = self.min_eps_actual_summary.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttackRow:
+        return cls(**{**d, "min_eps_summary": Quartiles.from_dict(d["min_eps_summary"]),
+                      "min_eps_actual_summary": Quartiles.from_dict(
+                          d["min_eps_actual_summary"])})
+
+
+#: attacks[norm][method]
+AttackTable = dict[str, dict[str, AttackRow]]
+
+
+@dataclass
+class AuditResult:
+    """Typed audit result (see :func:`run_audit`); :meth:`to_dict` is the JSON.
+
+    Attributes
+    ----------
+    config : AuditConfig
+    model : dict
+        Widths and the caller's ``model_info`` (path, data set, accuracy), recorded as is.
+    inputs : AuditInputs
+    diagnosis : Diagnosis
+    fim : dict of str to FimInfo
+        By estimator name (:data:`rgaudit.choices.FIM_ESTIMATORS`).
+    attacks : dict of str to dict of str to AttackRow
+        By norm, then method.
+    timings : dict of str to float
+    execution : dict or None
+        Executor path: ``executor``, ``per_input_generators`` and ``execution`` (recorded
+        in the JSON's ``config``).
+    """
+
+    config: AuditConfig
+    model: dict[str, Any]
+    inputs: AuditInputs
+    diagnosis: Diagnosis
+    fim: dict[str, FimInfo]
+    attacks: AttackTable
+    timings: dict[str, float] = field(default_factory=dict)
+    execution: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": {**self.config.to_dict(), **(self.execution or {})},
+                "model": self.model, "inputs": self.inputs.to_dict(),
+                "diagnosis": self.diagnosis.to_dict(),
+                "fim": {k: v.to_dict() for k, v in self.fim.items()},
+                "attacks": {n: {m: r.to_dict() for m, r in per.items()}
+                            for n, per in self.attacks.items()},
+                "timings": self.timings}
 
 
 def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJudge
-                  ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+                  ) -> tuple[Tensor, Tensor, AuditInputs]:
     """The first ``n`` inputs (in order) that the stochastic network classifies correctly.
 
     The judge keys its random numbers by test-set index (:meth:`StochasticJudge.for_inputs`),
@@ -136,34 +337,33 @@ def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJ
         raise ValueError("the network classifies none of the test inputs correctly; check "
                          "that --data (and its train/test split) matches the model's data set")
     acc = float((pred.cpu() == y[:pool].cpu()).double().mean())
-    return X[ok], y[ok], {"indices": ok.tolist(), "pool": pool, "pool_accuracy": acc}
+    return X[ok], y[ok], AuditInputs(ok.tolist(), pool, acc)
 
 
-def _diagnose(res: Any, n_diag: int) -> dict[str, Any]:
+def _diagnose(res: Any, n_diag: int) -> Diagnosis:
     pairs = []
     for p in res.computed():
         # layers k and k+1 of an untied network carry different units: no shared operator set,
         # so only the Fisher-normalised values are meaningful (DESIGN.md fact 3)
         spec = pair_spectra(p, shared_basis=False)[:n_diag]
-        pairs.append({
-            "pair": f"{p.index}->{p.index + 1}",
-            "n_ops": [len(p.names_prev), len(p.names_next)],
-            "fisher_sv": [s.fisher[:10].tolist() for s in spec],
-            "fisher_sv_err": [s.fisher_err[:10].tolist() for s in spec],
-            "n_kept_fisher~1": [s.counts["fisher~1"].value for s in spec],
-            "regularised": bool(p.any_regularised),
-            "max_cond": float(p.max_cond),
-            "unestimated": p.unestimated_counts()[:n_diag],
-        })
-    return {"basis": "singles", "pairs": pairs}
+        pairs.append(PairDiagnosis(
+            pair=f"{p.index}->{p.index + 1}",
+            n_ops=[len(p.names_prev), len(p.names_next)],
+            fisher_sv=[s.fisher[:10].tolist() for s in spec],
+            fisher_sv_err=[s.fisher_err[:10].tolist() for s in spec],
+            n_kept_fisher_1=[s.counts["fisher~1"].value for s in spec],
+            regularised=bool(p.any_regularised),
+            max_cond=float(p.max_cond),
+            unestimated=p.unestimated_counts()[:n_diag],
+        ))
+    return Diagnosis("singles", pairs)
 
 
-FIM_ESTIMATORS = ("direct", "rg-singles", "rg-large", "mean-field")
 TOP_K = 5           # top FIM eigenvalues reported with jackknife errors
 SPECTRUM_SIGMA = 3.0  # significance: λ > noise floor + 3 jackknife σ
 
 
-def _spectrum_info(F: Tensor, reps: Tensor | None) -> dict[str, Any]:
+def _spectrum_info(F: Tensor, reps: Tensor | None) -> SpectrumInfo:
     """Top-k eigenvalues (jackknife errors) and noise-aware spectrum summaries over inputs."""
     top = top_eigenpairs(F, TOP_K, replicates=reps)
     spec = [spectrum_summary(F[i], replicates=None if reps is None else reps[:, i],
@@ -173,27 +373,27 @@ def _spectrum_info(F: Tensor, reps: Tensor | None) -> dict[str, Any]:
         return float(torch.tensor(vals, dtype=torch.float64).median())
 
     logs = torch.tensor([s.log10 for s in spec], dtype=torch.float64).median(0).values
-    return {
-        "top_eigs": top.values.tolist(),
-        "top_eigs_err": None if top.stderr is None else top.stderr.tolist(),
-        "top_eig": top.values[:, 0].tolist(),
-        "top_eig_err": None if top.stderr is None else top.stderr[:, 0].tolist(),
-        "spectrum_log10_median": [float(v) if math.isfinite(v) else None for v in logs.tolist()],
-        "noise_floor_median": med([s.noise_floor for s in spec]),
-        "noise_floor_rel_median": med([s.noise_floor / s.eigenvalues[0]
-                                       if s.eigenvalues[0] > 0 else float("inf") for s in spec]),
-        "n_significant_median": med([s.n_significant for s in spec]),
-        "n_stiff_median": med([s.n_stiff for s in spec]),
-        "decades_median": med([s.decades for s in spec]),
-        "effective_rank_median": med([s.effective_rank for s in spec]),
-        "significance": (f"λ > |λ_min| + {SPECTRUM_SIGMA:g} jackknife σ" if reps is not None
-                         else "λ > |λ_min| (no sampling error: deterministic)"),
-    }
+    return SpectrumInfo(
+        top_eigs=top.values.tolist(),
+        top_eigs_err=None if top.stderr is None else top.stderr.tolist(),
+        top_eig=top.values[:, 0].tolist(),
+        top_eig_err=None if top.stderr is None else top.stderr[:, 0].tolist(),
+        spectrum_log10_median=[float(v) if math.isfinite(v) else None for v in logs.tolist()],
+        noise_floor_median=med([s.noise_floor for s in spec]),
+        noise_floor_rel_median=med([s.noise_floor / s.eigenvalues[0]
+                                    if s.eigenvalues[0] > 0 else float("inf") for s in spec]),
+        n_significant_median=med([s.n_significant for s in spec]),
+        n_stiff_median=med([s.n_stiff for s in spec]),
+        decades_median=med([s.decades for s in spec]),
+        effective_rank_median=med([s.effective_rank for s in spec]),
+        significance=(f"λ > |λ_min| + {SPECTRUM_SIGMA:g} jackknife σ" if reps is not None
+                      else "λ > |λ_min| (no sampling error: deterministic)"),
+    )
 
 
 def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator,
                  progress: Progress, *, only: tuple[str, ...] | None = None
-                 ) -> tuple[dict[str, Tensor], dict[str, Any], Any, Any]:
+                 ) -> tuple[dict[str, Tensor], dict[str, FimInfo], Any, Any]:
     """FIMs for inputs x (n, d); returns (fims, info, direct, mcrg_singles).
 
     ``only`` restricts the estimators computed (default: all of :data:`FIM_ESTIMATORS`); the
@@ -238,14 +438,13 @@ def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator
         info["mean-field"] = {"kind": "bernoulli", "dtype": "float64",
                               "seconds": time.perf_counter() - t0}
     ref = top_eigenpairs(dfim.fim, 1).vectors[..., 0]
+    records: dict[str, FimInfo] = {}
     for name, F in fims.items():
         v = top_eigenpairs(F, 1).vectors[..., 0]
         cos = abs_cosine(v, ref)
-        info[name].update(_spectrum_info(F, reps[name]))
-        info[name]["cos_top_vs_direct"] = cos.tolist()
-        info[name]["median_cos_top_vs_direct"] = float(cos.median())
-        info[name]["top_vectors"] = v[: min(4, v.shape[0])].tolist()
-    return fims, info, dfim, res_s
+        records[name] = FimInfo(info[name], _spectrum_info(F, reps[name]), cos.tolist(),
+                                float(cos.median()), v[: min(4, v.shape[0])].tolist())
+    return fims, records, dfim, res_s
 
 
 #: attack families of the audit (``fim``: one attack per FIM estimator; ``ddn``: L2 only)
@@ -256,7 +455,7 @@ def audit_stage_count() -> int:
     """Number of ``progress`` messages :func:`run_audit` sends: the input selection, one per
     FIM estimator, one per attack and norm. The CLI's bar counts these stages."""
     per_norm = sum(len(FIM_ESTIMATORS) if m == "fim" else int(m != "ddn" or norm == "l2")
-                   for norm in ("l2", "linf") for m in AUDIT_METHODS)
+                   for norm in ATTACK_NORMS for m in AUDIT_METHODS)
     return 1 + len(FIM_ESTIMATORS) + per_norm
 
 
@@ -335,11 +534,11 @@ def _min_eps(net: DeepRBM, atk: Attack, x: Tensor, y: Tensor, judge: StochasticJ
 
 
 def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], grad_true: Tensor,
-                judge: StochasticJudge, cfg: AuditConfig, progress: Progress) -> dict[str, Any]:
+                judge: StochasticJudge, cfg: AuditConfig, progress: Progress) -> AttackTable:
     """Flip-rate curves and minimal flipping ε of every method, L2 and L∞."""
-    out: dict[str, Any] = {}
+    out: AttackTable = {}
     for norm, grid in (("l2", cfg.eps_l2), ("linf", cfg.eps_linf)):
-        per: dict[str, Any] = {}
+        per: dict[str, AttackRow] = {}
         for atk in make_attacks(net, x, norm, fims=fims, grad_true=grad_true, seed=cfg.seed,
                                 pgd_iter=cfg.pgd_iter):
             progress(f"attack {atk.name} ({norm})")
@@ -348,18 +547,18 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
             me, along = _min_eps(net, atk, x, y, judge, norm, float(grid[-1]), cfg)
             a_l2 = me.actual_l2 if hasattr(me, "actual_l2") else me.applied_l2
             a_linf = me.actual_linf if hasattr(me, "actual_linf") else me.applied_linf
-            per[atk.name] = {
-                "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
-                "min_eps_along": along,
-                "min_eps": [float(e) for e in me.eps], "min_eps_summary": _quartiles(me.eps),
-                "min_eps_actual_l2": [float(e) for e in a_l2],
-                "min_eps_actual_linf": [float(e) for e in a_linf],
-                "min_eps_actual_summary": _quartiles(a_l2 if norm == "l2" else a_linf),
-                "clean_correct": me.clean_correct.tolist(),
-                "confident": (me.confident.tolist() if hasattr(me, "confident") else None),
-                "resolution": float(grid[-1]) / 2 ** cfg.bisect_steps,
-                "seconds": time.perf_counter() - t0,
-            }
+            per[atk.name] = AttackRow(
+                epsilons=list(grid), flip_rate=res.flip_rate.tolist(),
+                min_eps_along=along,
+                min_eps=[float(e) for e in me.eps], min_eps_summary=_quartiles(me.eps),
+                min_eps_actual_l2=[float(e) for e in a_l2],
+                min_eps_actual_linf=[float(e) for e in a_linf],
+                min_eps_actual_summary=_quartiles(a_l2 if norm == "l2" else a_linf),
+                clean_correct=me.clean_correct.tolist(),
+                confident=(me.confident.tolist() if hasattr(me, "confident") else None),
+                resolution=float(grid[-1]) / 2 ** cfg.bisect_steps,
+                seconds=time.perf_counter() - t0,
+            )
         out[norm] = per
     return out
 
@@ -401,7 +600,7 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     X = X_test.to(device=net.device, dtype=net.dtype)
     progress("selecting correctly classified inputs")
     x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)
-    judge = judge.for_inputs(sel["indices"])     # per-input random numbers, as in selection
+    judge = judge.for_inputs(sel.indices)     # per-input random numbers, as in selection
     t0 = time.perf_counter()
     fims, finfo, dfim, res_s = compute_fims(net, x, cfg, gen, progress)
     timings["fim"] = time.perf_counter() - t0
@@ -411,7 +610,7 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     attacks = run_attacks(net, x, y, fims, grad_true, judge, cfg, progress)
     timings["attacks"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
-    sel["images"] = x[: min(4, x.shape[0])].tolist()
-    sel["labels"] = y.tolist()
-    return AuditResult(cfg.to_dict(), {"widths": list(net.widths), **(model_info or {})}, sel,
+    sel.images = x[: min(4, x.shape[0])].tolist()
+    sel.labels = y.tolist()
+    return AuditResult(cfg, {"widths": list(net.widths), **(model_info or {})}, sel,
                        diagnosis, finfo, attacks, timings)

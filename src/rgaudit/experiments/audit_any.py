@@ -390,7 +390,7 @@ def mcrg_diagnosis(net: Any, x: Tensor, n_samples: int, seed: int) -> dict[str, 
                        generator=gen)
     d = _diagnose(res, x.shape[0])
     return {"available": True, "basis": "singles", "samples": n_samples,
-            "n_inputs": int(x.shape[0]), "pairs": d["pairs"],
+            "n_inputs": int(x.shape[0]), "pairs": [p.to_dict() for p in d.pairs],
             "note": ("MCRG diagnosis of the stochastic network with this model's weights (hidden "
                      "units sampled from its own layer conditionals). Fisher-normalised singular "
                      "values s ≈ 1 mark directions whose information survives the layer "

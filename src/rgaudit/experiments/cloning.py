@@ -7,12 +7,14 @@ not return Monte Carlo noise), and predicts ``argmax z``. The held-out pool is t
 evaluation set for clone accuracy, fidelity and transfer.
 
 For every defence and budget the pool's answers are poisoned once; for every number of queries
-``n`` (the first ``n`` of the pool) every attacker trains a clone, which is scored. Everything is
-returned as plain result objects; no file I/O here.
+``n`` (the first ``n`` of the pool) every attacker trains a clone, which is scored. The study
+takes one validated :class:`CloningConfig` and returns a typed :class:`CloningResult`
+(``to_dict`` is the JSON the CLI writes); no file I/O here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -20,9 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from rgaudit.defence.baselines import DEFENCES, make_poisoner
-from rgaudit.defence.cloning_attacks import ATTACKERS, CLONE_LAYERWISE, clone_attack
-from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, ESTIMATORS
+from rgaudit.choices import (
+    ATTACKERS,
+    BUDGET_NORMS,
+    DEFENCES,
+    GENERATION_ESTIMATORS,
+    BudgetNorm,
+    GenerationEstimator,
+)
+from rgaudit.defence.baselines import make_poisoner
+from rgaudit.defence.cloning_attacks import CLONE_LAYERWISE, clone_attack
+from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.nets.deep_rbm import DeepRBM
@@ -45,7 +55,16 @@ def victim_predictor(net: DeepRBM) -> Callable[[Tensor], Tensor]:
     return predict
 
 
-def poison_damage(po: Any, F: Tensor) -> dict[str, float]:
+@dataclass(frozen=True)
+class PoisonDamage:
+    """Fisher "damage" of poisoned answers (see :func:`poison_damage`)."""
+
+    median_fisher_damage: float
+    mean_fisher_damage: float
+    median_abs_cos_top: float
+
+
+def poison_damage(po: Any, F: Tensor) -> PoisonDamage:
     """Fisher "damage" of poisoned answers: median ``δyᵀ F̃ δy`` (what the RG poison aims to
     maximise) and median ``|cos(δy, v_top)|`` (``v_top`` the top eigenvector of ``P F̃ P``).
 
@@ -63,40 +82,89 @@ def poison_damage(po: Any, F: Tensor) -> dict[str, float]:
     norm = d.norm(dim=1)
     cos = (d * v).sum(1).abs() / norm.clamp_min(1e-300)
     moved = norm > 0
-    return {"median_fisher_damage": float(q.median()),
-            "mean_fisher_damage": float(q.mean()),
-            "median_abs_cos_top": float(cos[moved].median()) if moved.any() else float("nan")}
+    return PoisonDamage(float(q.median()), float(q.mean()),
+                        float(cos[moved].median()) if moved.any() else float("nan"))
+
+
+#: transfer attacks crafted on the clone (:func:`rgaudit.defence.metrics.transfer_rates`)
+TRANSFER_METHODS: tuple[str, ...] = ("fim", "fgm")
 
 
 @dataclass(frozen=True)
-class CloningSettings:
-    """Settings of a cloning study (all recorded in the result)."""
+class CloningConfig:
+    """Settings of a cloning study (all recorded in the result as ``settings``).
 
-    defences: tuple[str, ...] = ("none", "rg", "random", "reverse-sigmoid", "mad")
+    Validated on construction: ``ValueError`` naming the ``rgaudit clone-attack`` option.
+
+    Attributes
+    ----------
+    defences : tuple of str
+        Among :data:`rgaudit.choices.DEFENCES` (``--defence``).
+    eps : tuple of float
+        Poisoning budgets (``--eps``), finite and ≥ 0.
+    norm : {"l1", "l2", "kl"}
+        Budget norm (``--norm``).
+    n_queries : tuple of int
+        Numbers of queries (``--queries``), positive.
+    attackers : tuple of str
+        Among :data:`rgaudit.choices.ATTACKERS` (``--attacker``).
+    eps_adv : float
+        L2 budget of the transfer attacks (``--eps-adv``), finite and > 0.
+    transfer_methods : tuple of str
+        Among :data:`TRANSFER_METHODS`.
+    pool_fraction : float
+        Share of the test split used as query pool, in (0, 1).
+    estimator : str
+        Generation-FIM estimator of the RG defence (:data:`rgaudit.choices.GENERATION_ESTIMATORS`).
+    mlp_epochs, layerwise_sweeps : int
+        ``--epochs`` and ``--sweeps``, ≥ 1.
+    seed : int
+    """
+
+    defences: tuple[str, ...] = DEFENCES
     eps: tuple[float, ...] = (0.1, 0.3)
-    norm: str = "l1"
+    norm: BudgetNorm = "l1"
     n_queries: tuple[int, ...] = (240,)
     attackers: tuple[str, ...] = ATTACKERS
     eps_adv: float = 1.0
-    transfer_methods: tuple[str, ...] = ("fim", "fgm")
+    transfer_methods: tuple[str, ...] = TRANSFER_METHODS
     pool_fraction: float = 0.55
-    estimator: str = DEFAULT_ESTIMATOR
+    estimator: GenerationEstimator = DEFAULT_ESTIMATOR
     mlp_epochs: int = 100
     layerwise_sweeps: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
         bad = [d for d in self.defences if d not in DEFENCES]
-        bad += [a for a in self.attackers if a not in ATTACKERS]
+        if bad or not self.defences:
+            raise ValueError(f"--defence: unknown {bad}; choose from {', '.join(DEFENCES)}")
+        bad = [a for a in self.attackers if a not in ATTACKERS]
+        if bad or not self.attackers:
+            raise ValueError(f"--attacker: unknown {bad}; choose from {', '.join(ATTACKERS)}")
+        if self.norm not in BUDGET_NORMS:
+            raise ValueError(f"--norm must be one of {', '.join(BUDGET_NORMS)}, got "
+                             f"{self.norm!r}")
+        if not self.eps or any(not (math.isfinite(e) and e >= 0) for e in self.eps):
+            raise ValueError(f"--eps must be finite non-negative numbers, got {self.eps}")
+        if not self.n_queries or any(n <= 0 for n in self.n_queries):
+            raise ValueError(f"--queries must be positive integers, got {self.n_queries}")
+        if not (math.isfinite(self.eps_adv) and self.eps_adv > 0):
+            raise ValueError(f"--eps-adv must be finite and > 0, got {self.eps_adv}")
+        bad = [m for m in self.transfer_methods if m not in TRANSFER_METHODS]
         if bad:
-            raise ValueError(f"unknown defences/attackers {bad}; defences: {DEFENCES}, "
-                             f"attackers: {ATTACKERS}")
-        if self.norm not in ("l1", "l2", "kl"):
-            raise ValueError(f"norm must be l1, l2 or kl, got {self.norm!r}")
+            raise ValueError(f"transfer_methods: unknown {bad}; choose from {TRANSFER_METHODS}")
         if not 0 < self.pool_fraction < 1:
             raise ValueError("pool_fraction must lie in (0, 1)")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.estimator not in GENERATION_ESTIMATORS:
+            raise ValueError(f"--estimator must be one of {', '.join(GENERATION_ESTIMATORS)}, "
+                             f"got {self.estimator!r}")
+        if self.mlp_epochs < 1 or self.layerwise_sweeps < 1:
+            raise ValueError(f"--epochs and --sweeps must be ≥ 1, got {self.mlp_epochs}, "
+                             f"{self.layerwise_sweeps}")
+
+
+#: the name of :class:`CloningConfig` before issue 15 (kept: tests and scripts use it)
+CloningSettings = CloningConfig
 
 
 @dataclass(frozen=True)
@@ -123,7 +191,11 @@ class ServedVictim:
 
 @dataclass
 class CloningRow:
-    """One (defence, budget, queries, attacker) cell."""
+    """One (defence, budget, queries, attacker) cell.
+
+    ``transfer`` maps each transfer method to the victim's error rate on the clone's
+    adversarial examples; ``utility`` is :func:`rgaudit.defence.metrics.victim_utility`.
+    """
 
     defence: str
     eps: float
@@ -133,34 +205,118 @@ class CloningRow:
     fidelity: float
     transfer: dict[str, float]
     utility: dict[str, float]
-    poison: dict[str, float] = field(default_factory=dict)
+    poison: PoisonDamage
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CloningRow:
+        """The row back from its ``asdict`` form (executor units return plain data)."""
+        return cls(**{**d, "poison": PoisonDamage(**d["poison"])})
+
+
+@dataclass(frozen=True)
+class VictimInfo:
+    """The victim as the study saw it.
+
+    Attributes
+    ----------
+    widths : list of int
+    eval_accuracy : float
+        Accuracy of the victim's predictions on the evaluation set.
+    n_pool, n_eval : int
+        Query pool and evaluation set sizes.
+    fim_estimator : str
+        The generation-FIM estimator the RG defence resolved to.
+    answers : str
+    served : dict or None
+        What a served API (``--target``) says of itself.
+    """
+
+    widths: list[int]
+    eval_accuracy: float
+    n_pool: int
+    n_eval: int
+    fim_estimator: str
+    answers: str = "normalised sigmoid of mean-field logits"
+    served: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.served is None:
+            del d["served"]
+        return d
 
 
 @dataclass
 class CloningResult:
-    """Result of :func:`run_cloning`."""
+    """Result of :func:`run_cloning`.
 
-    settings: dict[str, Any]
-    victim: dict[str, Any]
+    Attributes
+    ----------
+    config : CloningConfig
+    victim : VictimInfo
+    rows : list of CloningRow
+    seconds : float
+    execution : dict or None
+        The executor's summary (``--executor``), else None.
+    """
+
+    config: CloningConfig
+    victim: VictimInfo
     rows: list[CloningRow] = field(default_factory=list)
     seconds: float = 0.0
+    execution: dict[str, Any] | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ``settings`` object of the JSON: the config, and the execution summary."""
+        extra = {} if self.execution is None else {"execution": self.execution}
+        return {**asdict(self.config), **extra}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "victim": self.victim, "seconds": self.seconds,
-                "rows": [asdict(r) for r in self.rows]}
+        return {"settings": self.settings, "victim": self.victim.to_dict(),
+                "seconds": self.seconds, "rows": [asdict(r) for r in self.rows]}
 
 
-def _poisoned(defence: str, eps: float, ctx: dict[str, Any]) -> PoisonedOutputs:
+@dataclass(frozen=True)
+class CloningContext:
+    """What every (defence, budget) cell needs: the executor units' shared object.
+
+    Attributes
+    ----------
+    net : DeepRBM
+    config : CloningConfig
+    n_inputs : int
+        Input width ``d``.
+    honest : Tensor of shape (n_pool, K)
+        The victim's honest answers to the pool.
+    x_pool : Tensor of shape (n_pool, d)
+    x_eval : Tensor of shape (n_eval, d)
+    y_eval : Tensor of shape (n_eval,)
+    F_honest : Tensor of shape (n_pool, K, K)
+        Generation FIMs at the honest answers (float64, CPU).
+    """
+
+    net: DeepRBM
+    config: CloningConfig
+    n_inputs: int
+    honest: Tensor
+    x_pool: Tensor
+    x_eval: Tensor
+    y_eval: Tensor
+    F_honest: Tensor
+
+
+def _poisoned(defence: str, eps: float, ctx: CloningContext) -> PoisonedOutputs:
     """The pool's answers poisoned once by (defence, eps), with the study's poison seed."""
-    s: CloningSettings = ctx["settings"]
-    poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=ctx["net"],
-                             n_inputs=ctx["n_inputs"], **({"estimator": s.estimator}
-                                                          if defence == "rg" else {}))
+    s = ctx.config
+    poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=ctx.net,
+                             n_inputs=ctx.n_inputs, **({"estimator": s.estimator}
+                                                       if defence == "rg" else {}))
     gen = torch.Generator().manual_seed(s.seed)
-    return poisoner(ctx["honest"], ctx["x_pool"], gen)
+    return poisoner(ctx.honest, ctx.x_pool, gen)
 
 
-def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: dict[str, Any],
+def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: CloningContext,
                 progress: Callable[[str], None] | None,
                 victim: Callable[[Any], Any] | None = None) -> list[CloningRow]:
     """Train and score every clone on the first ``n`` answers of ``po``, for every ``n``.
@@ -168,9 +324,9 @@ def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: dict[str, An
     ``victim`` is the API the ART attackers query themselves (a served model); by default they
     query the in-process answers.
     """
-    s: CloningSettings = ctx["settings"]
-    net, x_pool = ctx["net"], ctx["x_pool"]
-    x_eval, y_eval, F_honest = ctx["x_eval"], ctx["y_eval"], ctx["F_honest"]
+    s = ctx.config
+    net, x_pool = ctx.net, ctx.x_pool
+    x_eval, y_eval, F_honest = ctx.x_eval, ctx.y_eval, ctx.F_honest
     predict = victim_predictor(net)
     lw = replace(CLONE_LAYERWISE, max_sweeps=s.layerwise_sweeps)
     rows = []
@@ -192,13 +348,13 @@ def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: dict[str, An
     return rows
 
 
-def _cell_rows(defence: str, eps: float, ctx: dict[str, Any],
+def _cell_rows(defence: str, eps: float, ctx: CloningContext,
                progress: Callable[[str], None] | None) -> list[CloningRow]:
     """Poison the pool once for (defence, eps), then train and score every clone."""
     return _clone_rows(defence, eps, _poisoned(defence, eps, ctx), ctx, progress)
 
 
-def cloning_cell_unit(unit: Any, ss: Any, shared: dict[str, Any]) -> list[dict[str, Any]]:
+def cloning_cell_unit(unit: Any, ss: Any, shared: CloningContext) -> list[dict[str, Any]]:
     """Executor unit: the rows of one (defence, eps) cell as plain dicts (``ss`` unused: the
     cell's seeds are the study's, see :func:`run_cloning`)."""
     return [asdict(r) for r in _cell_rows(unit.payload["defence"], unit.payload["eps"],
@@ -208,7 +364,7 @@ def cloning_cell_unit(unit: Any, ss: Any, shared: dict[str, Any]) -> list[dict[s
 def run_cloning(
     net: DeepRBM,
     dataset: Any,
-    settings: CloningSettings | None = None,
+    settings: CloningConfig | None = None,
     progress: Callable[[str], None] | None = None,
     executor: Any = None,
     store: Any = None,
@@ -223,7 +379,7 @@ def run_cloning(
         The victim.
     dataset : rgaudit.data.Dataset
         Provides ``X_test``/``y_test`` (split into query pool and evaluation set).
-    settings : CloningSettings, optional
+    settings : CloningConfig, optional
     progress : callable, optional
         Called with a short description before each clone is trained (with an executor: once,
         before the cells are sent).
@@ -243,7 +399,7 @@ def run_cloning(
     """
     import time
 
-    s = settings or CloningSettings()
+    s = settings or CloningConfig()
     t0 = time.perf_counter()
     X = dataset.X_test.to(torch.float64)
     labels = dataset.y_test
@@ -258,15 +414,11 @@ def run_cloning(
     F_honest = generation_fim(net, honest.to(net.device), s.estimator).detach().to(
         "cpu", torch.float64)
     victim_acc = float((predict(x_eval) == y_eval).double().mean())
-    result = CloningResult(settings={**asdict(s)},
-                           victim={"widths": list(net.widths), "eval_accuracy": victim_acc,
-                                   "n_pool": n_pool, "n_eval": len(x_eval),
-                                   "fim_estimator": resolve_estimator(net, s.estimator),
-                                   "answers": "normalised sigmoid of mean-field logits"})
+    result = CloningResult(s, VictimInfo(list(net.widths), victim_acc, n_pool, len(x_eval),
+                                         resolve_estimator(net, s.estimator)))
     cells = [("none", 0.0)] if "none" in s.defences else []
     cells += [(d, float(e)) for d in s.defences if d != "none" for e in s.eps]
-    ctx = {"net": net, "settings": s, "n_inputs": X.shape[1], "honest": honest,
-           "x_pool": x_pool, "x_eval": x_eval, "y_eval": y_eval, "F_honest": F_honest}
+    ctx = CloningContext(net, s, X.shape[1], honest, x_pool, x_eval, y_eval, F_honest)
     if executor is None:
         for defence, eps in cells:
             result.rows += _cell_rows(defence, eps, ctx, progress)
@@ -278,8 +430,8 @@ def run_cloning(
             progress(f"{len(units)} cells on the {executor.name} executor")
         rep = executor.map(cloning_cell_unit, units, seed=s.seed, shared=ctx, store=store)
         rep.raise_on_failure("clone-attack cells")
-        result.rows += [CloningRow(**r) for rows in rep.values for r in rows]
-        result.settings["execution"] = rep.summary()
+        result.rows += [CloningRow.from_dict(r) for rows in rep.values for r in rows]
+        result.execution = rep.summary()
     if served is not None:
         # the deployed defence: the pool's answers as the API returns them; the ART attackers
         # query the API themselves (each query crosses HTTP)
@@ -290,6 +442,6 @@ def run_cloning(
         po = PoisonedOutputs(honest, answered, np.full(n_pool, np.nan), ["served"] * n_pool)
         result.rows += _clone_rows(f"served:{served.defence}", served.eps, po, ctx, progress,
                                    victim=served.answer)
-        result.victim["served"] = served.describe
+        result.victim = replace(result.victim, served=served.describe)
     result.seconds = time.perf_counter() - t0
     return result

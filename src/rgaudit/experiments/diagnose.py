@@ -7,18 +7,20 @@
   ``q_N`` is estimated over all ``2^{n_N}`` states by averaging ``t_N(y|h_{N−1})`` over sampled
   chains and turned into couplings by the Möbius transform.
 
-Everything returns plain result objects with ``to_dict()``; no file I/O here.
+:func:`run_diagnose` takes one validated :class:`DiagnoseConfig` and returns a typed
+:class:`DiagnoseResult` (``to_dict`` is the JSON the CLI writes); no file I/O here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
 from rgaudit.rg.mcrg import MCRGResult, mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
@@ -302,25 +304,144 @@ def class_fixed_points(
                            int(n_samples))
 
 
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Settings of :func:`run_diagnose` (``rgaudit diagnose``), validated on construction.
+
+    Errors are ``ValueError`` naming the CLI option. Sequences are stored as tuples.
+
+    Attributes
+    ----------
+    ops : str
+        Main operator basis (``--ops``; spec of :func:`rgaudit.rg.operators.parse_basis`).
+    n_samples : int
+        Chains per input for the main run (``--samples``), ≥ 2 per jackknife block.
+    basis_specs : tuple of str or None
+        Bases of the basis study at ``n_samples // 4`` chains (``--bases`` plus ``--ops``;
+        None: ``singles``, ``pairs:64``, ``ops``).
+    sample_counts : tuple of int or None
+        Chain counts of the sample study with ``ops`` (None: ``n_samples/16``, ``/4``, at least
+        512 each).
+    fixed_point_samples : int
+        Chains per input of the class fixed-point study (``--fp-samples``).
+    seed : int
+        Seed of every generator (each study gets its own offset).
+    device : str
+        ``cpu``, ``cuda`` or ``cuda:N`` (a ``torch.device`` is accepted and stored as text).
+    n_blocks : int
+        Jackknife blocks, ≥ 2.
+    """
+
+    ops: str = "pairs:256"
+    n_samples: int = 100_000
+    basis_specs: tuple[str, ...] | None = None
+    sample_counts: tuple[int, ...] | None = None
+    fixed_point_samples: int = 2000
+    seed: int = 0
+    device: str = "cpu"
+    n_blocks: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", str(self.device))
+        if self.basis_specs is not None:
+            object.__setattr__(self, "basis_specs", tuple(self.basis_specs))
+        if self.sample_counts is not None:
+            object.__setattr__(self, "sample_counts", tuple(int(s) for s in self.sample_counts))
+        for spec in (self.ops, *(self.basis_specs or ())):
+            check_basis_spec(spec, "--ops/--bases")
+        if self.n_blocks < 2:
+            raise ValueError(f"n_blocks must be ≥ 2 (jackknife), got {self.n_blocks}")
+        if self.n_samples < 2 * self.n_blocks:
+            raise ValueError(f"--samples must be ≥ 2 per jackknife block (≥ {2 * self.n_blocks}),"
+                             f" got {self.n_samples}")
+        if any(s < 1 for s in self.sample_counts or ()):
+            raise ValueError(f"sample_counts must be positive, got {self.sample_counts}")
+        if self.fixed_point_samples < 1:
+            raise ValueError(f"--fp-samples must be ≥ 1, got {self.fixed_point_samples}")
+
+    def bases(self) -> list[str]:
+        """The bases of the basis study, in order, without repeats."""
+        specs = (list(self.basis_specs) if self.basis_specs is not None
+                 else ["singles", "pairs:64", self.ops])
+        return list(dict.fromkeys(specs))
+
+    def counts(self) -> list[int]:
+        """The chain counts of the sample study (sorted, the main run's left out)."""
+        counts = (self.sample_counts if self.sample_counts is not None
+                  else (max(self.n_samples // 16, 512), max(self.n_samples // 4, 512)))
+        return sorted({int(s) for s in counts if s != self.n_samples})
+
+
+@dataclass(frozen=True)
+class DiagnosedInputs:
+    """What was diagnosed: the inputs' count and labels, the network's widths and tying."""
+
+    n_inputs: int
+    widths: list[int]
+    tied: bool
+    labels: list[int] | None
+
+
+@dataclass(frozen=True)
+class DiagnoseExecution:
+    """How a per-input (``--executor``) run was executed."""
+
+    executor: str
+    per_input_generators: str
+    execution: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DiagnoseSource:
+    """Where the model and its data came from (recorded by the CLI)."""
+
+    model: str
+    data: str
+    split_seed: int
+    model_dataset: Any
+
+
 @dataclass
 class DiagnoseResult:
     """All studies of one ``rgaudit diagnose`` run.
 
     Attributes
     ----------
-    settings : dict
+    config : DiagnoseConfig
+    inputs : DiagnosedInputs
     spectra : list of SpectrumSummary
         Basis study, sample study and the main run (``study`` tells which).
     depth : list of DepthStep
     fixed_points : FixedPointStudy or None
     notes : list of str
+    execution : DiagnoseExecution or None
+        Set by the executor path.
+    source : DiagnoseSource or None
+        Set by the CLI.
     """
 
-    settings: dict[str, Any]
+    config: DiagnoseConfig
+    inputs: DiagnosedInputs
     spectra: list[SpectrumSummary] = field(default_factory=list)
     depth: list[DepthStep] = field(default_factory=list)
     fixed_points: FixedPointStudy | None = None
     notes: list[str] = field(default_factory=list)
+    execution: DiagnoseExecution | None = None
+    source: DiagnoseSource | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ``settings`` object of the JSON (config, inputs, execution, source)."""
+        c, i = self.config, self.inputs
+        out: dict[str, Any] = {
+            "ops": c.ops, "n_samples": c.n_samples, "basis_specs": c.bases(),
+            "sample_counts": c.counts(), "n_inputs": i.n_inputs, "seed": c.seed,
+            "device": str(torch.device(c.device)), "n_blocks": c.n_blocks,
+            "widths": list(i.widths), "tied": i.tied, "labels": i.labels}
+        for part in (self.execution, self.source):
+            if part is not None:
+                out.update(vars(part))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "spectra": [s.to_dict() for s in self.spectra],
@@ -330,12 +451,9 @@ class DiagnoseResult:
 
 
 def run_diagnose(
-    net: Any, x: Tensor, labels: Tensor | None, *, ops: str = "pairs:256",
-    n_samples: int = 100_000, basis_specs: Sequence[str] | None = None,
-    sample_counts: Sequence[int] | None = None, fixed_point_inputs: Tensor | None = None,
-    fixed_point_labels: Tensor | None = None, fixed_point_samples: int = 2000,
-    seed: int = 0, device: torch.device | str = "cpu", n_blocks: int = 16,
-    progress: Progress | None = None,
+    net: Any, x: Tensor, labels: Tensor | None, config: DiagnoseConfig | None = None, *,
+    fixed_point_inputs: Tensor | None = None, fixed_point_labels: Tensor | None = None,
+    progress: Progress | None = None, **overrides: Any,
 ) -> DiagnoseResult:
     """Run the convergence studies on inputs ``x``.
 
@@ -345,41 +463,27 @@ def run_diagnose(
     x : Tensor of shape (n_inputs, n_0)
         Inputs whose stability matrices are estimated.
     labels : Tensor of shape (n_inputs,), optional
-    ops : str
-        Main operator basis (spec string of :func:`rgaudit.rg.operators.parse_basis`).
-    n_samples : int
-        Chains per input for the main run.
-    basis_specs : sequence of str, optional
-        Bases of the basis study at ``n_samples // 4`` chains (default ``singles``,
-        ``pairs:64``, ``ops``).
-    sample_counts : sequence of int, optional
-        Chain counts of the sample study with ``ops`` (default ``n_samples/16``, ``/4``).
+    config : DiagnoseConfig, optional
+        Default: ``DiagnoseConfig()``.
     fixed_point_inputs, fixed_point_labels : Tensor, optional
         Inputs (several per class) for the class fixed-point study (output ≤ 12 units).
-    fixed_point_samples : int
-        Chains per input there.
-    seed : int
-        Seed of every generator (each study gets ``seed + offset``).
-    device : torch.device or str
     progress : callable, optional
         ``progress(stage, done, total)``.
+    **overrides
+        Fields of :class:`DiagnoseConfig` (``ops=…, n_samples=…``), applied to ``config``.
 
     Returns
     -------
     DiagnoseResult
     """
-    dev = torch.device(device)
-    basis_specs = list(basis_specs) if basis_specs is not None else ["singles", "pairs:64", ops]
-    basis_specs = list(dict.fromkeys(basis_specs))
-    if sample_counts is None:
-        sample_counts = [max(n_samples // 16, 512), max(n_samples // 4, 512)]
-    sample_counts = sorted({int(s) for s in sample_counts if s != n_samples})
-    result = DiagnoseResult(settings={
-        "ops": ops, "n_samples": n_samples, "basis_specs": basis_specs,
-        "sample_counts": sample_counts, "n_inputs": int(x.shape[0]), "seed": seed,
-        "device": str(dev), "n_blocks": n_blocks, "widths": list(net.widths),
-        "tied": bool(getattr(net, "tied", False)),
-        "labels": None if labels is None else torch.as_tensor(labels).tolist()})
+    cfg = replace(config or DiagnoseConfig(), **overrides)
+    ops, n_samples, seed, n_blocks = cfg.ops, cfg.n_samples, cfg.seed, cfg.n_blocks
+    fixed_point_samples = cfg.fixed_point_samples
+    dev = torch.device(cfg.device)
+    basis_specs, sample_counts = cfg.bases(), cfg.counts()
+    result = DiagnoseResult(cfg, DiagnosedInputs(
+        int(x.shape[0]), list(net.widths), bool(getattr(net, "tied", False)),
+        None if labels is None else torch.as_tensor(labels).tolist()))
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
 

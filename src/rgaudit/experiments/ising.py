@@ -77,6 +77,10 @@ class IsingMCRGConfig:
     coupling : float
     seed : int
         Seeds the chains (numpy) and the kernels' coins (torch).
+
+    Validated on construction (``ValueError`` naming the ``rgaudit ising`` option). The MCRG
+    study also needs the last lattice to be at least 4×4 (:meth:`check_study`); the
+    Swendsen–Wang source alone (:class:`IsingSource`) accepts any ``L`` ≥ 2·2^levels.
     """
 
     size: int = 64
@@ -92,21 +96,42 @@ class IsingMCRGConfig:
     coupling: float = K_CRITICAL
     seed: int = 0
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` on inconsistent settings."""
-        if self.levels < 1 or self.size % (2**self.levels) or self.size >> self.levels < 4:
+    def __post_init__(self) -> None:
+        if self.levels < 1:
+            raise ValueError(f"--levels must be ≥ 1, got {self.levels}")
+        if self.size % (2**self.levels) or self.size >> self.levels < 2:
             raise ValueError(
-                f"L = {self.size} must be divisible by 2**levels = {2**self.levels} and leave "
-                "a lattice of at least 4×4"
+                f"--L {self.size} must be divisible by 2**levels = {2**self.levels} "
+                f"(--levels {self.levels}) and leave a lattice of at least 2×2"
             )
-        if not (1 <= self.n_even <= 7 and 1 <= self.n_odd <= 4):
+        if not (1 <= self.n_even <= len(EVEN_SHAPES) and 1 <= self.n_odd <= len(ODD_SHAPES)):
             raise ValueError(
-                f"need 1 <= n_even <= 7 and 1 <= n_odd <= 4, got {self.n_even}, {self.n_odd}"
+                f"need 1 ≤ --even ≤ {len(EVEN_SHAPES)} and 1 ≤ --odd ≤ {len(ODD_SHAPES)}, got "
+                f"{self.n_even}, {self.n_odd}"
             )
+        for value, option in ((self.n_chains, "--chains"), (self.n_sweeps, "--sweeps"),
+                              (self.sweeps_between, "sweeps_between"),
+                              (self.sweeps_per_chunk, "--sweeps-per-chunk")):
+            if value < 1:
+                raise ValueError(f"{option} must be ≥ 1, got {value}")
+        if self.n_thermal < 0:
+            raise ValueError(f"--thermal must be ≥ 0, got {self.n_thermal}")
+        if self.n_blocks < 2:
+            raise ValueError(f"--blocks must be ≥ 2 (jackknife), got {self.n_blocks}")
         if self.n_sweeps < self.sweeps_per_chunk * self.n_blocks:
             raise ValueError(
-                f"n_sweeps = {self.n_sweeps} gives fewer chunks than n_blocks = {self.n_blocks} "
-                f"(sweeps_per_chunk = {self.sweeps_per_chunk})"
+                f"--sweeps {self.n_sweeps} gives fewer chunks than --blocks {self.n_blocks} "
+                f"(--sweeps-per-chunk {self.sweeps_per_chunk}); pass --sweeps ≥ "
+                f"{self.sweeps_per_chunk * self.n_blocks}"
+            )
+
+    def check_study(self) -> None:
+        """The MCRG study's own precondition: the last lattice is at least 4×4 (smaller ones
+        make the larger operators of the truncations coincide). ``ValueError`` otherwise."""
+        if self.size >> self.levels < 4:
+            raise ValueError(
+                f"--L {self.size} must be divisible by 2**levels = {2**self.levels} "
+                f"(--levels {self.levels}) and leave a lattice of at least 4×4"
             )
 
 
@@ -310,7 +335,7 @@ def run_ising_mcrg(
     -------
     IsingMCRGResult
     """
-    cfg.validate()
+    cfg.check_study()
     t0 = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
     gen = torch.Generator().manual_seed(_tie_seed(cfg.seed))

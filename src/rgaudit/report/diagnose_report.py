@@ -47,7 +47,7 @@ def plot_convergence(result: DiagnoseResult, path: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for p in pairs:
         samp = sorted([s for s in result.spectra if s.pair == p and s.study in ("samples", "main")
-                       and s.basis == result.settings["ops"]], key=lambda s: s.n_samples)
+                       and s.basis == result.config.ops], key=lambda s: s.n_samples)
         if samp:
             m = [s.mean_fisher() for s in samp]
             axes[0].errorbar([s.n_samples for s in samp], [float(v[0][0]) for v in m],
@@ -105,12 +105,12 @@ def _spectrum_rows(spectra: list[SpectrumSummary], top: int) -> list[str]:
 def render_markdown(result: DiagnoseResult, images: list[str] | None = None, *,
                     top: int = 3) -> str:
     """The Markdown summary."""
-    st = result.settings
+    c, i = result.config, result.inputs
     lines = [
         "# rgaudit diagnose", "",
-        f"Network widths {st.get('widths')}, {st.get('n_inputs')} inputs, main basis "
-        f"`{st.get('ops')}`, S = {st.get('n_samples')} chains per input, "
-        f"{st.get('n_blocks')} jackknife blocks, seed {st.get('seed')}, device {st.get('device')}.",
+        f"Network widths {i.widths}, {i.n_inputs} inputs, main basis "
+        f"`{c.ops}`, S = {c.n_samples} chains per input, "
+        f"{c.n_blocks} jackknife blocks, seed {c.seed}, device {c.device}.",
         "",
         "Fisher-normalised singular values s of `C_{k+1}^{1/2} T C_k^{-1/2}` (canonical "
         "correlations between the operators of adjacent layers), jackknife bias-corrected "
