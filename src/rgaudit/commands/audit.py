@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
 from rgaudit.errors import RGAuditError
+
+if TYPE_CHECKING:
+    from rgaudit.attacks.base import Norm
 
 METHODS = ("fim", "fgm", "pgd", "deepfool", "random", "ddn", "fmn", "cw-l2", "fab", "apgd",
            "walk")  # = experiments.attack_study.ONE_METHODS
@@ -351,6 +354,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--method must be one of {METHODS}, got {method!r}")
         if norm not in ("l2", "linf"):
             raise typer.BadParameter(f"--norm must be l2 or linf, got {norm!r}")
+        nrm = cast("Norm", norm)  # validated just above
         if fim not in FIM_ESTIMATORS:
             raise typer.BadParameter(f"--fim must be one of {FIM_ESTIMATORS}, got {fim!r}")
         if method in ("ddn", "cw-l2") and norm != "l2":
@@ -387,12 +391,12 @@ def register(app: typer.Typer) -> None:
             "per_input": {"min_eps": s.eps.tolist(), "applied_l2": s.applied_l2.tolist(),
                           "applied_linf": s.applied_linf.tolist(),
                           "clean_correct": s.clean_correct.tolist()},
-            "summary": {"nominal": quartiles(s.eps), "applied": quartiles(s.applied(norm))},
+            "summary": {"nominal": quartiles(s.eps), "applied": quartiles(s.applied(nrm))},
             "seconds_per_input": how["seconds"] / x.shape[0], "info": how,
         }
         if eps is not None:
             # flip rate at --eps: the minimal-ε adversarial projected onto the ε-ball
-            adv = clip_box(x + project(s.adversarial - x, float(eps), norm))
+            adv = clip_box(x + project(s.adversarial - x, float(eps), nrm))
             flipped = (judge(adv).cpu() != y.cpu())
             result["flip_rate"] = {"eps": eps, "flipped": int(flipped.sum()),
                                    "rate": float(flipped.double().mean())}
@@ -406,7 +410,7 @@ def register(app: typer.Typer) -> None:
         for col in ("test index", "label", "nominal ε", f"applied {norm}"):
             table.add_column(col)
         for i, idx in enumerate(sel["indices"]):
-            e, a = float(s.eps[i]), float(s.applied(norm)[i])
+            e, a = float(s.eps[i]), float(s.applied(nrm)[i])
             table.add_row(str(idx), str(int(y[i])), f"{e:.3g}" if math.isfinite(e) else
                           f"> {emax:g}", f"{a:.3g}" if math.isfinite(a) else "—")
         console.print(table)

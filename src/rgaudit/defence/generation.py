@@ -23,8 +23,9 @@ the reference the tests compare against.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,8 +41,11 @@ from rgaudit.rg.exact import (
     log_kernel,
     propagate,
 )
-from rgaudit.rg.operators import complete_products, complete_subsets
+from rgaudit.rg.operators import Operators, complete_products, complete_subsets
 from rgaudit.rg.solve import MAX_COND
+
+if TYPE_CHECKING:
+    from rgaudit.rg.mcrg import MCRGResult
 
 Tensor = torch.Tensor
 
@@ -255,11 +259,11 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
 def generation_mcrg(
     net: DeepRBM,
     y: Tensor,
-    bases: Any,
+    bases: str | Operators | Sequence[str | Operators | None],
     n_samples: int,
     generator: torch.Generator | None = None,
     **kwargs: Any,
-) -> Any:
+) -> MCRGResult:
     """MCRG estimate of the generation chain's ``T̃`` and covariances from real outputs ``y``.
 
     Thin wrapper over :func:`rgaudit.rg.mcrg.mcrg_network` with ``direction="down"``; the

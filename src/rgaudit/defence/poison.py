@@ -34,6 +34,8 @@ from rgaudit.defence.budget import (
     KINDS,
     LIMITS,
     NORMS,
+    Norm,
+    OutputKind,
     deviation,
     deviations,
     poison_steps,
@@ -72,7 +74,7 @@ class PoisonedOutputs:
     scales: np.ndarray
     limits: list[str]
 
-    def deviations(self, norm: str, kind: str) -> np.ndarray:
+    def deviations(self, norm: Norm, kind: OutputKind) -> np.ndarray:
         """Per-query size of ``δy`` in ``norm``; shape (n,)."""
         y = self.y.detach().cpu().double().numpy()
         z = self.y_poisoned.detach().cpu().double().numpy()

@@ -529,7 +529,7 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                 walks[label].cached_direction(x, y)
                 walk_seconds[label] = time.perf_counter() - t0
             walk = walks[label]
-            walk.norm = norm  # type: ignore[assignment]
+            walk.norm = norm
             t0 = time.perf_counter()
             step = walk.unit(x, y)
             res = along(step)
