@@ -34,7 +34,6 @@ from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
 from rgaudit.rg.exact import (
     all_states,
-    couplings_from_logq,
     exact_chain,
     exact_network_pairs,
     log_first,
@@ -152,15 +151,6 @@ def exact_log_q_up(net: DeepRBM, x: Tensor, *, upto: int) -> list[Tensor]:
     for k in range(2, upto + 1):
         out.append(propagate(out[-1], log_kernel(net.layer(k), "up")))
     return out
-
-
-def exact_couplings(log_q: Tensor) -> Tensor:
-    """Couplings of ``q = exp(−Σ g_α O_α)/Z`` in the complete basis (mask order); (..., 2^n − 1).
-
-    The effective Hamiltonians ``H̃^(k)`` of eq. 11–12 for tiny layers (Möbius transform of the
-    RG engine).
-    """
-    return couplings_from_logq(log_q)
 
 
 @dataclass(frozen=True)
@@ -287,11 +277,8 @@ def generation_mcrg(
     -------
     rgaudit.rg.mcrg.MCRGResult
     """
-    try:
-        from rgaudit.rg.mcrg import mcrg_network
-    except ImportError as err:  # the RG engine is developed alongside this module
-        raise RuntimeError("the MCRG engine rgaudit.rg.mcrg is not available in this "
-                           "checkout; use estimator='exact' or 'mean-field'") from err
+    from rgaudit.rg.mcrg import mcrg_network
+
     yb, _ = _as_outputs(net, y)
     return mcrg_network(net, yb, bases, n_samples, generator=generator, direction="down",
                         **kwargs)

@@ -39,6 +39,7 @@ from rgaudit.fisher.eig import abs_cosine, spectrum_summary, top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
+from rgaudit.stats import censored_quantiles
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -114,9 +115,7 @@ def _quartiles(v: Tensor) -> dict[str, float]:
         return {"median": float("inf"), "q1": float("inf"), "q3": float("inf"),
                 "n_flipped": 0, "n": int(v.numel())}
     # medians over all inputs, counting unflipped (inf) ones as above every finite value
-    q = torch.quantile(torch.where(torch.isfinite(v), v, torch.full_like(v, 1e300)),
-                       torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    qs = [float(t) if t < 1e299 else float("inf") for t in q]
+    qs = censored_quantiles(v.cpu().numpy(), (0.25, 0.5, 0.75))
     return {"q1": qs[0], "median": qs[1], "q3": qs[2], "n_flipped": int(fin.numel()),
             "n": int(v.numel())}
 

@@ -90,10 +90,6 @@ def psd_power(c: Tensor, power: float,
     return (v * lam.pow(power).unsqueeze(-2)) @ v.transpose(-1, -2), PowerInfo(cond, n_floored)
 
 
-def _psd_power(c: Tensor, power: float, rel_floor: float = PSD_REL_FLOOR) -> Tensor:
-    return psd_power(c, power, rel_floor)[0]
-
-
 def fisher_singular_values(t: Tensor, c_next: Tensor, c_prev: Tensor,
                            kept_next: Tensor | None = None,
                            kept_prev: Tensor | None = None, *,
