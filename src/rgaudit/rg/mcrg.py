@@ -77,11 +77,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
+from rgaudit.rg.network import LayerStack
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
 from rgaudit.rg.solve import (
     MAX_COND,
@@ -90,9 +91,6 @@ from rgaudit.rg.solve import (
     solve_batch,
     unestimated_entries,
 )
-
-if TYPE_CHECKING:  # rg stays free of runtime imports from nets
-    from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
 Kernel = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -538,7 +536,7 @@ def mcrg_pairs(
 
 
 def mcrg_network(
-    net: DeepRBM,
+    net: LayerStack,
     x: Tensor,
     bases: str | Operators | Sequence[str | Operators | None],
     n_samples: int,
