@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from rgaudit.attacks.base import AttackResult
+    from rgaudit.attacks.base import AttackResult, Norm
     from rgaudit.defence.poison import PoisonedOutputs, Poisoner
     from rgaudit.experiments.audit_any import AnyAuditConfig, AnyAuditResult
     from rgaudit.models.base import Classifier
@@ -123,7 +123,7 @@ def write_report(result: AnyAuditResult, folder: Any, header: dict[str, Any] | N
 
 
 def attack(classifier: Classifier, x: ArrayLike, y: ArrayLike, *, method: str = "fim",
-           eps: float | list[float] = 1.0, norm: str = "l2", random_state: int = 0
+           eps: float | list[float] = 1.0, norm: Norm = "l2", random_state: int = 0
            ) -> AttackResult:
     """Run one attack at one or more budgets, judged by the classifier's argmax.
 

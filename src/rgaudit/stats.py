@@ -140,3 +140,32 @@ def cluster_bootstrap(
     return BootstrapEstimate(low=np.atleast_1d(res.confidence_interval.low),
                              high=np.atleast_1d(res.confidence_interval.high),
                              se=np.atleast_1d(res.standard_error))
+
+
+def censored_quantiles(values: Sequence[float] | np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Quantiles of right-censored values: ``+inf`` means "beyond the search range".
+
+    Linear interpolation (``numpy.quantile``'s default), with every ``inf`` ranked above every
+    finite value; a quantile whose interpolation touches an ``inf`` is ``inf`` (the censored
+    value is unknown, so no number between is claimed). Without ``inf`` entries this is
+    ``numpy.quantile(values, qs)``. Used for minimal flipping ε, where ``inf`` = not flipped.
+
+    Parameters
+    ----------
+    values : array_like of shape (n,)
+        Finite values or ``+inf``; no NaN.
+    qs : sequence of float in [0, 1]
+
+    Returns
+    -------
+    list of float, one per ``q``
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if x.size == 0 or np.isnan(x).any() or (x == -np.inf).any():
+        raise ValueError("censored_quantiles needs at least one value, none NaN or -inf")
+    fin = np.isfinite(x)
+    # the infs sit at the end of x; any finite stand-in leaves the finite part in place
+    filled = np.where(fin, x, x[fin].max() if fin.any() else 0.0)
+    out = np.quantile(filled, np.asarray(qs, dtype=np.float64))
+    top = np.ceil(np.asarray(qs, dtype=np.float64) * (x.size - 1)).astype(int)
+    return [float(o) if fin[t] else math.inf for o, t in zip(out, top, strict=True)]

@@ -105,11 +105,8 @@ def _load(model: Path | None, data: str | None, device: str, console: Console
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--device") from err
     if model is None:
-        try:
-            from rgaudit.experiments.train_default import ensure_default_model
-        except ImportError as err:
-            raise typer.BadParameter("no --model given and the default-model trainer is not "
-                                     "available in this install") from err
+        from rgaudit.experiments.train_default import ensure_default_model
+
         if data is not None and data.strip() != "digits":
             raise typer.BadParameter(f"--data {data!r} without --model: the default model is "
                                      "trained on 'digits'; pass --model for other data")

@@ -164,9 +164,10 @@ def register(app: typer.Typer) -> None:
                      (dataset.n_features, hidden, hidden, dataset.n_classes))
             base = TrainConfig()
             pre = replace(base.pretrain, k=k, persistent=pcd,
-                          **({"epochs": pretrain_epochs} if pretrain_epochs is not None else {}))
+                          epochs=base.pretrain.epochs if pretrain_epochs is None
+                          else pretrain_epochs)
             ft = replace(base.finetune, objective=objective,
-                         **({"epochs": epochs} if epochs is not None else {}))
+                         epochs=base.finetune.epochs if epochs is None else epochs)
             if not widths:
                 check_training_memory(shape)
             config = replace(base, widths=shape, seed=seed, device=device, threads=threads,

@@ -89,10 +89,11 @@ def make_mlp(d: int, k: int, hidden: int, generator: torch.Generator) -> nn.Modu
     The layers are built with ``skip_init``: ``nn.Linear``'s own initialisation would draw from
     torch's global generator, changing the caller's random stream.
     """
-    net = nn.Sequential(nn.utils.skip_init(nn.Linear, d, hidden), nn.ReLU(),
-                        nn.utils.skip_init(nn.Linear, hidden, k))
+    first = nn.utils.skip_init(nn.Linear, d, hidden)
+    last = nn.utils.skip_init(nn.Linear, hidden, k)
+    net = nn.Sequential(first, nn.ReLU(), last)
     with torch.no_grad():
-        for lay in (net[0], net[2]):
+        for lay in (first, last):
             bound = lay.in_features ** -0.5
             lay.weight.copy_((torch.rand(lay.weight.shape, generator=generator) * 2 - 1) * bound)
             lay.bias.zero_()

@@ -23,8 +23,9 @@ the reference the tests compare against.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,15 +34,17 @@ from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import MAX_EXACT_UNITS as MAX_UNITS
 from rgaudit.rg.exact import (
     all_states,
-    couplings_from_logq,
     exact_chain,
     exact_network_pairs,
     log_first,
     log_kernel,
     propagate,
 )
-from rgaudit.rg.operators import complete_products, complete_subsets
+from rgaudit.rg.operators import Operators, complete_products, complete_subsets
 from rgaudit.rg.solve import MAX_COND
+
+if TYPE_CHECKING:
+    from rgaudit.rg.mcrg import MCRGResult
 
 Tensor = torch.Tensor
 
@@ -150,15 +153,6 @@ def exact_log_q_up(net: DeepRBM, x: Tensor, *, upto: int) -> list[Tensor]:
     return out
 
 
-def exact_couplings(log_q: Tensor) -> Tensor:
-    """Couplings of ``q = exp(−Σ g_α O_α)/Z`` in the complete basis (mask order); (..., 2^n − 1).
-
-    The effective Hamiltonians ``H̃^(k)`` of eq. 11–12 for tiny layers (Möbius transform of the
-    RG engine).
-    """
-    return couplings_from_logq(log_q)
-
-
 @dataclass(frozen=True)
 class ExactGenerationChain:
     """Exact stability matrices of the generation chain in the complete basis.
@@ -255,11 +249,11 @@ def _exact_generation_stability(net: DeepRBM, yb: Tensor) -> ExactGenerationChai
 def generation_mcrg(
     net: DeepRBM,
     y: Tensor,
-    bases: Any,
+    bases: str | Operators | Sequence[str | Operators | None],
     n_samples: int,
     generator: torch.Generator | None = None,
     **kwargs: Any,
-) -> Any:
+) -> MCRGResult:
     """MCRG estimate of the generation chain's ``T̃`` and covariances from real outputs ``y``.
 
     Thin wrapper over :func:`rgaudit.rg.mcrg.mcrg_network` with ``direction="down"``; the
@@ -283,11 +277,8 @@ def generation_mcrg(
     -------
     rgaudit.rg.mcrg.MCRGResult
     """
-    try:
-        from rgaudit.rg.mcrg import mcrg_network
-    except ImportError as err:  # the RG engine is developed alongside this module
-        raise RuntimeError("the MCRG engine rgaudit.rg.mcrg is not available in this "
-                           "checkout; use estimator='exact' or 'mean-field'") from err
+    from rgaudit.rg.mcrg import mcrg_network
+
     yb, _ = _as_outputs(net, y)
     return mcrg_network(net, yb, bases, n_samples, generator=generator, direction="down",
                         **kwargs)

@@ -222,6 +222,7 @@ def meanfield_generation_fim(net: DeepRBM, y: Tensor) -> Tensor:
             p = torch.sigmoid(p @ W + lay.b.detach().to(torch.float64))
             dp = (p * (1.0 - p)).unsqueeze(-1)             # σ' of the new layer
             J = dp * (W.T.expand(len(p), -1, -1) if J is None else W.T @ J)
+        assert J is not None                               # depth ≥ 1: the loop ran
         w = 1.0 / (p * (1.0 - p)).clamp_min(1e-12)        # (n, n_0)
         F = J.transpose(-1, -2) @ (w.unsqueeze(-1) * J)
         F = 0.5 * (F + F.transpose(-1, -2))

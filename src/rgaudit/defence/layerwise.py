@@ -266,9 +266,9 @@ def _fit_layer(rbm: RBM, lower: Tensor, upper: Tensor, chains: Tensor, cfg: Laye
                 ph = rbm.prob_up(chains.to(dt)).to(torch.float64)
                 neg_hv, neg_h, neg_v = ph.T @ chains / len(chains), ph.mean(0), chains.mean(0)
             W64 = rbm.W.detach().to(torch.float64)
-            rbm.W += (cfg.lr * (pos_hv - neg_hv - cfg.weight_decay * W64)).to(dt)
-            rbm.a += (cfg.lr * (pos_h - neg_h)).to(dt)
-            rbm.b += (cfg.lr * (pos_v - neg_v)).to(dt)
+            rbm.W.add_((cfg.lr * (pos_hv - neg_hv - cfg.weight_decay * W64)).to(dt))
+            rbm.a.add_((cfg.lr * (pos_h - neg_h)).to(dt))
+            rbm.b.add_((cfg.lr * (pos_v - neg_v)).to(dt))
     return chains
 
 
@@ -316,11 +316,12 @@ def train_layerwise(
                 lower, upper = exact_pair_means(net, k, x, y)
             else:
                 lower, upper = sample_pairs(net, k, x, y, generator, cfg.pair_samples)
-            if chains[k - 1] is None:
+            chain = chains[k - 1]
+            if chain is None:
                 idx = torch.randint(0, len(lower), (cfg.n_chains,), generator=generator,
                                     device=lower.device)
-                chains[k - 1] = bernoulli(lower[idx], generator)
-            chains[k - 1] = _fit_layer(rbm, lower, upper, chains[k - 1], cfg, generator)
+                chain = bernoulli(lower[idx], generator)
+            chains[k - 1] = _fit_layer(rbm, lower, upper, chain, cfg, generator)
             after = _params(rbm).to(torch.float64)
             changes.append(float((after - before).norm() / before.norm().clamp_min(1e-12)))
             if cfg.exact:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from rgaudit.defence.budget import deviation
+from rgaudit.defence.budget import OutputKind, deviation
 from rgaudit.defence.cloning_attacks import Clone
 from rgaudit.defence.poison import PoisonedOutputs
 
@@ -24,7 +24,7 @@ Tensor = torch.Tensor
 Predict = Callable[[Tensor], Tensor]
 
 
-def victim_utility(po: PoisonedOutputs, kind: str) -> dict[str, float]:
+def victim_utility(po: PoisonedOutputs, kind: OutputKind) -> dict[str, float]:
     """Utility of the returned answers for legitimate use.
 
     Returns
@@ -96,6 +96,7 @@ def transfer_rates(clone: Clone, victim_predict: Predict, x: Tensor, labels: Ten
     dict
         ``{method: rate}`` over the inputs the victim gets right, plus ``n_correct``.
     """
+    from rgaudit.attacks.base import DirectionAttack
     from rgaudit.attacks.baselines import FGM, art_classifier
     from rgaudit.attacks.fim import FIMAttack
 
@@ -108,6 +109,7 @@ def transfer_rates(clone: Clone, victim_predict: Predict, x: Tensor, labels: Ten
     model = clone.model
     k = int(labels.max()) + 1
     for m in methods:
+        att: DirectionAttack
         if m == "fim":
             att = FIMAttack(fim_fn=lambda z: batched_softmax_fim(model, z),
                             grad_fn=lambda z, t: _softmax_grad(model, z, t), norm="l2")

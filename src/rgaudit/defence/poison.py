@@ -34,6 +34,8 @@ from rgaudit.defence.budget import (
     KINDS,
     LIMITS,
     NORMS,
+    Norm,
+    OutputKind,
     deviation,
     deviations,
     poison_steps,
@@ -72,7 +74,7 @@ class PoisonedOutputs:
     scales: np.ndarray
     limits: list[str]
 
-    def deviations(self, norm: str, kind: str) -> np.ndarray:
+    def deviations(self, norm: Norm, kind: OutputKind) -> np.ndarray:
         """Per-query size of ``δy`` in ``norm``; shape (n,)."""
         y = self.y.detach().cpu().double().numpy()
         z = self.y_poisoned.detach().cpu().double().numpy()
@@ -287,7 +289,7 @@ def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: st
         A = B.T @ F @ B
         Gs = B.T @ (g[:, :, None] * B)
         with np.errstate(all="ignore"):
-            Lc = np.linalg.cholesky(Gs + 1e-300 * np.eye(Gs.shape[-1]))
+            Lc = np.linalg.cholesky(Gs)   # Gs ≥ I (g = 1/y ≥ 1): positive definite
             Li = np.linalg.inv(Lc)
             _, W = np.linalg.eigh(Li @ A @ np.swapaxes(Li, -1, -2))
         gen = np.swapaxes(B @ (np.swapaxes(Li, -1, -2) @ W[:, :, ::-1][:, :, :k]), -1, -2)

@@ -207,10 +207,10 @@ def _plain(o: Any) -> Any:
 
 def quartiles(v: Tensor | list[float]) -> dict[str, Any]:
     """Median and quartiles over inputs, unflipped (inf) counted above every finite value."""
+    from rgaudit.stats import censored_quantiles
+
     t = torch.as_tensor(v, dtype=torch.float64)
-    big = torch.where(torch.isfinite(t), t, torch.full_like(t, 1e300))
-    q = torch.quantile(big, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    qq = [float(x) if x < 1e299 else float("inf") for x in q]
+    qq = censored_quantiles(t.cpu().numpy(), (0.25, 0.5, 0.75))
     return {"q1": qq[0], "median": qq[1], "q3": qq[2],
             "n_flipped": int(torch.isfinite(t).sum()), "n": int(t.numel())}
 
@@ -530,7 +530,7 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                 walks[label].cached_direction(x, y)
                 walk_seconds[label] = time.perf_counter() - t0
             walk = walks[label]
-            walk.norm = norm  # type: ignore[assignment]
+            walk.norm = norm
             t0 = time.perf_counter()
             step = walk.unit(x, y)
             res = along(step)

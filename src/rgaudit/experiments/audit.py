@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from rgaudit.attacks.base import Attack, DirectionAttack, unit_step
+from rgaudit.attacks.base import Attack, DirectionAttack, Norm, unit_step
 from rgaudit.attacks.baselines import FGM, PGD, DeepFool, RandomDirection, art_classifier
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
@@ -42,6 +42,7 @@ from rgaudit.fisher.eig import abs_cosine, spectrum_summary, top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
+from rgaudit.stats import censored_quantiles
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -142,10 +143,8 @@ def _quartiles(v: Tensor) -> Quartiles:
     if fin.numel() == 0:
         return Quartiles(float("inf"), float("inf"), float("inf"), 0, int(v.numel()))
     # medians over all inputs, counting unflipped (inf) ones as above every finite value
-    q = torch.quantile(torch.where(torch.isfinite(v), v, torch.full_like(v, 1e300)),
-                       torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    q = [float(t) if t < 1e299 else float("inf") for t in q]
-    return Quartiles(q[0], q[1], q[2], int(fin.numel()), int(v.numel()))
+    qs = censored_quantiles(v.cpu().numpy(), (0.25, 0.5, 0.75))
+    return Quartiles(qs[0], qs[1], qs[2], int(fin.numel()), int(v.numel()))
 
 
 @dataclass
@@ -459,7 +458,7 @@ def audit_stage_count() -> int:
     return 1 + len(FIM_ESTIMATORS) + per_norm
 
 
-def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
+def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor],
                  grad_true: Tensor, seed: int, pgd_iter: int = 20,
                  methods: tuple[str, ...] = AUDIT_METHODS) -> list[Attack]:
     """The attacks of the audit (one factory for ``rgaudit audit`` and ``rgaudit attack``).
@@ -494,16 +493,16 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: str, *, fims: dict[str, Tensor],
     if "ddn" in methods and norm == "l2":
         out.append(DDN(model=net))
     if "fab" in methods:
-        out.append(FAB(model=net, norm=norm))   # type: ignore[arg-type]
+        out.append(FAB(model=net, norm=norm))
     if "apgd" in methods:
-        out.append(APGD(model=net, norm=norm))  # type: ignore[arg-type]
+        out.append(APGD(model=net, norm=norm))
     if "random" in methods:
         out.append(RandomDirection(generator=torch.Generator().manual_seed(seed + 7), norm=norm))
     return out
 
 
 def _min_eps(net: DeepRBM, atk: Attack, x: Tensor, y: Tensor, judge: StochasticJudge,
-             norm: str, eps_max: float, cfg: AuditConfig) -> tuple[Any, str]:
+             norm: Norm, eps_max: float, cfg: AuditConfig) -> tuple[Any, str]:
     """Minimal flipping ε of one audit attack, searched as its kind requires.
 
     Fixed-budget attacks (PGD, APGD) are re-run at every ε of the bisection; minimal-norm
@@ -517,7 +516,7 @@ def _min_eps(net: DeepRBM, atk: Attack, x: Tensor, y: Tensor, judge: StochasticJ
     steps = cfg.bisect_steps
     if isinstance(atk, (PGD, FixedBudgetAttack)):
         fb = atk if isinstance(atk, FixedBudgetAttack) else PGDEachEps(
-            model=net, norm=norm, max_iter=cfg.pgd_iter)  # type: ignore[arg-type]
+            model=net, norm=norm, max_iter=cfg.pgd_iter)
         return (minimal_eps_rerun(judge, fb, x, y, eps_max=eps_max, steps=steps),
                 "bisection on ε, the attack re-run at every ε")
     if isinstance(atk, MinimalNormAttack):
@@ -525,11 +524,11 @@ def _min_eps(net: DeepRBM, atk: Attack, x: Tensor, y: Tensor, judge: StochasticJ
                 "the method's perturbation (scaled)")
     assert isinstance(atk, DirectionAttack)
     if isinstance(atk, FIMAttack) and atk.k == 1:
-        step = unit_step(atk.cached_direction(x, y), norm).to(x.dtype)  # type: ignore[arg-type]
-        best, _ = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,  # type: ignore[arg-type]
+        step = unit_step(atk.cached_direction(x, y), norm).to(x.dtype)
+        best, _ = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,
                              steps=steps)
         return best, "±(top FIM eigenvector), the judge's preferred sign"
-    return (minimal_eps(judge, x, y, atk.cached_direction(x, y), norm=norm,  # type: ignore[arg-type]
+    return (minimal_eps(judge, x, y, atk.cached_direction(x, y), norm=norm,
                         eps_max=eps_max, steps=steps), "the method's direction")
 
 
@@ -537,7 +536,9 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
                 judge: StochasticJudge, cfg: AuditConfig, progress: Progress) -> AttackTable:
     """Flip-rate curves and minimal flipping ε of every method, L2 and L∞."""
     out: AttackTable = {}
-    for norm, grid in (("l2", cfg.eps_l2), ("linf", cfg.eps_linf)):
+    grids: tuple[tuple[Norm, tuple[float, ...]], ...] = (("l2", cfg.eps_l2),
+                                                          ("linf", cfg.eps_linf))
+    for norm, grid in grids:
         per: dict[str, AttackRow] = {}
         for atk in make_attacks(net, x, norm, fims=fims, grad_true=grad_true, seed=cfg.seed,
                                 pgd_iter=cfg.pgd_iter):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rgaudit.attacks.base import Attack, DirectionAttack, clip_box, unit_step
+from rgaudit.attacks.base import Attack, DirectionAttack, Norm, clip_box, unit_step
 from rgaudit.attacks.evaluate import Verdict, minimal_eps
 from rgaudit.models.base import Classifier
 from rgaudit.train.progress import Progress, no_progress
@@ -161,8 +161,8 @@ class LogProbaModule(torch.nn.Module):
 
 
 class _FixedDirection(DirectionAttack):
-    def __init__(self, v: Tensor, *, norm: str, name: str) -> None:
-        super().__init__(norm=norm)  # type: ignore[arg-type]
+    def __init__(self, v: Tensor, *, norm: Norm, name: str) -> None:
+        super().__init__(norm=norm)
         self.v, self.name = v, name
 
     def direction(self, x: Tensor, y: Tensor, *, reference_eps: float = 1.0) -> Tensor:
@@ -220,16 +220,17 @@ def _true_class_grad(clf: Classifier, x: Tensor, y: Tensor) -> Tensor:
 
 def _quartiles(v: Tensor) -> dict[str, Any]:
     v = v.to(torch.float64)
+    from rgaudit.stats import censored_quantiles
+
     fl = torch.isfinite(v)
-    big = torch.where(fl, v, torch.full_like(v, 1e300))
-    q = torch.quantile(big, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
     # a quantile that falls among the unflipped inputs is "not flipped" (null), not a number
-    q = [float(t) if t < 1e299 else None for t in q]
+    q = [t if math.isfinite(t) else None
+         for t in censored_quantiles(v.cpu().numpy(), (0.25, 0.5, 0.75))]
     return {"q1": q[0], "median": q[1], "q3": q[2], "n_flipped": int(fl.sum()),
             "n": int(v.numel())}
 
 
-def _attacks(clf: Classifier, x: Tensor, y: Tensor, norm: str, fim_v: Tensor, grad: Tensor,
+def _attacks(clf: Classifier, x: Tensor, y: Tensor, norm: Norm, fim_v: Tensor, grad: Tensor,
              cfg: AnyAuditConfig) -> list[Attack]:
     from rgaudit.attacks.baselines import PGD, DeepFool, RandomDirection, art_classifier
 
@@ -241,11 +242,11 @@ def _attacks(clf: Classifier, x: Tensor, y: Tensor, norm: str, fim_v: Tensor, gr
         _FixedDirection(-grad.to(x.dtype), norm=norm, name="gradient (FGM)"),
     ]
     art = art_classifier(LogProbaModule(clf), clf.n_features, clf.n_classes)
-    atks.append(DeepFool(classifier=art, norm=norm))  # type: ignore[arg-type]
-    atks.append(PGD(classifier=art, norm=norm, max_iter=cfg.pgd_iter))  # type: ignore[arg-type]
+    atks.append(DeepFool(classifier=art, norm=norm))
+    atks.append(PGD(classifier=art, norm=norm, max_iter=cfg.pgd_iter))
     seed = cfg.streams()["random-directions"]
     atks.append(RandomDirection(generator=torch.Generator().manual_seed(seed),
-                                norm=norm))  # type: ignore[arg-type]
+                                norm=norm))
     return atks
 
 
@@ -300,7 +301,9 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
     dirs: dict[str, Tensor] = {}
     done = 1
     t0 = time.perf_counter()
-    for norm, grid in (("l2", cfg.eps_l2), ("linf", cfg.eps_linf)):
+    grids: tuple[tuple[Norm, tuple[float, ...]], ...] = (("l2", cfg.eps_l2),
+                                                          ("linf", cfg.eps_linf))
+    for norm, grid in grids:
         per: dict[str, Any] = {}
         for atk in _attacks(clf, x, y, norm, evec, grad, cfg):
             progress(f"attack {atk.name} ({norm})", done, steps)
@@ -308,6 +311,8 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
             res = atk(x, y, epsilons=list(grid), judge=judge)
             v = (atk.cached_direction(x, y) if isinstance(atk, DirectionAttack)
                  else atk.direction(x, y, reference_eps=float(grid[-1])))
+            # ArgmaxJudge has the verdict/z/__call__ interface minimal_eps uses; there is no
+            # judge protocol yet (StochasticJudge is the annotated type)
             me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),  # type: ignore[arg-type]
                              steps=cfg.bisect_steps)
             flipped = torch.isfinite(me.eps)

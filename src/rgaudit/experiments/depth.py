@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +24,9 @@ from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
 from rgaudit.threads import limit_threads
+
+if TYPE_CHECKING:  # rgaudit.data imports sklearn: not at run time
+    from rgaudit.data.dataset import Dataset
 
 Tensor = torch.Tensor
 
@@ -75,7 +78,7 @@ class DepthResult:
         return asdict(self)
 
 
-def train_depth(dataset: Any, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:
+def train_depth(dataset: Dataset, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:
     """Train one network of ``depth`` RBM layers with rgaudit.train's pipeline (fast settings)."""
     from rgaudit.train.pipeline import TrainConfig, train_default
 
@@ -88,9 +91,10 @@ def train_depth(dataset: Any, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, di
     return train_default(dataset, tc)
 
 
-def run_depth_study(dataset: Any, cfg: DepthConfig | None = None, *,
+def run_depth_study(dataset: Dataset, cfg: DepthConfig | None = None, *,
                     progress: Callable[[str], None] | None = None,
-                    trainer: Callable[[Any, int, DepthConfig], tuple[DeepRBM, dict]] | None = None
+                    trainer: Callable[[Dataset, int, DepthConfig], tuple[DeepRBM, dict]] | None
+                    = None
                     ) -> DepthResult:
     """Train and audit one network per depth.
 
@@ -111,8 +115,8 @@ def run_depth_study(dataset: Any, cfg: DepthConfig | None = None, *,
         return _run(dataset, cfg, progress or (lambda s: None), trainer or train_depth)
 
 
-def _run(dataset: Any, cfg: DepthConfig, progress: Callable[[str], None],
-         trainer: Callable[[Any, int, DepthConfig], tuple[DeepRBM, dict]]) -> DepthResult:
+def _run(dataset: Dataset, cfg: DepthConfig, progress: Callable[[str], None],
+         trainer: Callable[[Dataset, int, DepthConfig], tuple[DeepRBM, dict]]) -> DepthResult:
     out = DepthResult(cfg.to_dict())
     for depth in cfg.depths:
         t0 = time.perf_counter()
@@ -138,18 +142,20 @@ def _run(dataset: Any, cfg: DepthConfig, progress: Callable[[str], None],
         progress(f"depth {depth}: minimal ε")
         v = fim_direction(D.fim, D.unit_prob_grad(y), 1).to(x.dtype)
         me = minimal_eps(judge, x, y, v, norm="l2", eps_max=cfg.eps_max, steps=8)
-        eps = torch.where(torch.isfinite(me.eps), me.eps, torch.full_like(me.eps, 1e300))
-        med = float(eps.median())
+        med = float(me.eps.median())   # lower median (no interpolation): inf = not flipped
         out.rows.append({
             "depth": depth, "widths": list(net.widths),
             "accuracy": (rep.get("accuracy") or {}).get("stochastic", {}).get("accuracy"),
-            "top_eig": top.values[:, 0].tolist(), "top_eig_err": top.stderr[:, 0].tolist(),
+            "top_eig": top.values[:, 0].tolist(),
+            # no replicates (depth 1: the FIM is exact): no error bar, reported as null
+            "top_eig_err": None if top.stderr is None else top.stderr[:, 0].tolist(),
             "top_eig_median": float(top.values[:, 0].median()),
-            "top_eig_err_median": float(top.stderr[:, 0].median()),
+            "top_eig_err_median": (None if top.stderr is None
+                                   else float(top.stderr[:, 0].median())),
             "fisher_sv_top": sv_top,
             "min_eps": [float(e) for e in me.eps],
             "min_eps_actual_l2": [float(e) for e in me.actual_l2],
-            "min_eps_median": med if med < 1e299 else float("inf"),
+            "min_eps_median": med,
             "seconds": time.perf_counter() - t0,
         })
     return out

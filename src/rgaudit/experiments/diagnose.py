@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from rgaudit.experiments.basis_check import check_basis_spec
+from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
 from rgaudit.rg.mcrg import MCRGResult, mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
@@ -129,13 +130,15 @@ def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
         sps = pair_spectra(pair, shared_basis=shared_basis)
         k = min(top, min(len(s.fisher) for s in sps))
         fisher = torch.stack([s.fisher[:k] for s in sps])
-        fisher_raw = torch.stack([s.fisher_raw[:k] for s in sps])
+        raws = [s.fisher_raw[:k] for s in sps if s.fisher_raw is not None]
+        fisher_raw = torch.stack(raws) if len(raws) == len(sps) else None
         ferr = torch.stack([s.fisher_err[:k] for s in sps])
         eig = eig_err = None
         if sps[0].eig is not None:
             ke = min(top, len(sps[0].eig))
-            eig = torch.stack([s.eig.abs()[:ke] for s in sps])
-            eig_err = torch.stack([s.eig_abs_err[:ke] for s in sps])
+            # eig and eig_abs_err are set together, for every input or none (shared_basis)
+            eig = torch.stack([s.eig.abs()[:ke] for s in sps if s.eig is not None])
+            eig_err = torch.stack([s.eig_abs_err[:ke] for s in sps if s.eig_abs_err is not None])
         counts: dict[str, list[dict[str, Any]]] = {}
         for s in sps:
             for name, c in s.counts.items():
@@ -251,7 +254,7 @@ class FixedPointStudy:
 
 
 def class_fixed_points(
-    net: Any, x: Tensor, labels: Tensor, n_samples: int,
+    net: DeepRBM, x: Tensor, labels: Tensor, n_samples: int,
     generator: torch.Generator | None = None, *, max_order: int = 2, chunk: int = 500,
 ) -> FixedPointStudy:
     """Compare output-layer effective Hamiltonians within and between classes.
@@ -451,7 +454,7 @@ class DiagnoseResult:
 
 
 def run_diagnose(
-    net: Any, x: Tensor, labels: Tensor | None, config: DiagnoseConfig | None = None, *,
+    net: DeepRBM, x: Tensor, labels: Tensor | None, config: DiagnoseConfig | None = None, *,
     fixed_point_inputs: Tensor | None = None, fixed_point_labels: Tensor | None = None,
     progress: Progress | None = None, **overrides: Any,
 ) -> DiagnoseResult:
@@ -486,6 +489,9 @@ def run_diagnose(
         None if labels is None else torch.as_tensor(labels).tolist()))
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
+    if (fixed_point_inputs is None) != (fixed_point_labels is None):
+        raise ValueError("fixed_point_inputs and fixed_point_labels go together: pass both or "
+                         "neither")
 
     def gen(offset: int) -> torch.Generator:
         return torch.Generator(device=dev).manual_seed(seed + offset)
@@ -509,7 +515,7 @@ def run_diagnose(
         res = mcrg_network(net, x, ops, s, generator=gen(200 + k), device=dev,
                            n_blocks=n_blocks, progress=stage(f"samples {ops} S={s}"))
         result.spectra += summarise(res, "samples", ops, shared_basis=tied)
-    if fixed_point_inputs is not None:
+    if fixed_point_inputs is not None and fixed_point_labels is not None:
         if net.widths[-1] > 12:
             result.notes.append(f"fixed-point study skipped: output layer has "
                                 f"{net.widths[-1]} > 12 units")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from math import log
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -43,7 +44,17 @@ from rgaudit.rg.solve import solve_cov
 from rgaudit.rg.spectra import eigen_sorted
 
 Tensor = torch.Tensor
-KernelFactory = Callable[[int], object]
+
+
+class BlockingKernel(Protocol):
+    """A blocking kernel: ``sample(prev (..., L²), generator) → (..., (L/2)²)`` binary units."""
+
+    def sample(self, prev: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One draw of the blocked configuration for each configuration in ``prev``."""
+        ...
+
+
+KernelFactory = Callable[[int], BlockingKernel]
 """Maps an input lattice size ``L`` to a kernel with ``sample(prev (..., L²), generator)``."""
 
 Y_T_EXACT = 1.0

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from rgaudit.executors.base import Unit, int_seed, torch_generator
+from rgaudit.stats import censored_quantiles
 
 Tensor = torch.Tensor
 
@@ -391,8 +392,7 @@ def stability_predictors(net: Any, x: Tensor, cfg: ZooConfig, gen: torch.Generat
 
 
 def _quartiles(v: np.ndarray) -> dict[str, float]:
-    raw = np.quantile(np.where(np.isfinite(v), v, 1e300), [0.25, 0.5, 0.75])
-    q = [float(t) if t < 1e299 else float("inf") for t in raw]
+    q = censored_quantiles(v, (0.25, 0.5, 0.75))
     return {"q1": q[0], "median": q[1], "q3": q[2]}
 
 

@@ -28,6 +28,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
 
 from rgaudit.fisher.eig import EigenPairs, _fix_sign
+from rgaudit.nets.deep_rbm import DeepRBM
 
 Tensor = torch.Tensor
 Model = Callable[[Tensor], Tensor]
@@ -78,13 +79,13 @@ def dense_fim(model: Model, x: Tensor, kind: OutputKind = "softmax") -> Tensor:
     return (0.5 * (F + F.transpose(-1, -2))).detach()
 
 
-def mean_field_fim(net: torch.nn.Module, x: Tensor) -> Tensor:
+def mean_field_fim(net: DeepRBM | torch.nn.Module, x: Tensor) -> Tensor:
     """Dense Bernoulli FIM of a DeepRBM's mean-field surrogate; x (n, d) → (n, d, d), float64.
 
     Computed on a float64 copy of the network (a float32 model is not changed): the FIM's
     small eigenvalues and its top eigenvector would otherwise carry float32 roundoff.
     """
-    mf = net.mean_field() if hasattr(net, "mean_field") else net
+    mf = net.mean_field() if isinstance(net, DeepRBM) else net
     if next(mf.parameters()).dtype != torch.float64:
         mf = copy.deepcopy(mf).to(torch.float64)
     return dense_fim(mf, x.detach().to(torch.float64), "bernoulli")
@@ -113,11 +114,11 @@ def fim_operator(model: Model, x: Tensor, kind: OutputKind = "softmax"
     def f(v: Tensor) -> Tensor:
         return model(v.unsqueeze(0))[0]
 
-    z, vjp_fn = torch.func.vjp(f, x0)
+    z, vjp_fn = torch.func.vjp(f, x0)[:2]   # (out, vjp_fn); a third entry only with has_aux
     M = _output_metric(z.detach(), kind)
 
     def matvec(v: Tensor) -> Tensor:
-        _, jv = torch.func.jvp(f, (x0,), (v.reshape(shape).to(x0.dtype),))
+        jv = torch.func.jvp(f, (x0,), (v.reshape(shape).to(x0.dtype),))[1]
         (out,) = vjp_fn(M @ jv.detach())
         return out.reshape(-1)
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets, subsets_from_names
 from rgaudit.rg.moments import jackknife_stderr
+
+if TYPE_CHECKING:
+    from rgaudit.rg.mcrg import LayerPair, MCRGResult
 
 Tensor = torch.Tensor
 
@@ -146,7 +149,7 @@ def chain_fim_jackknife(
     return ChainFIM(fim, jackknife_stderr(R), R)
 
 
-def chain_quality(pairs: Sequence[Any]) -> dict[str, Any]:
+def chain_quality(pairs: Sequence[LayerPair]) -> dict[str, Any]:
     """What a chain FIM built from MCRG pairs rests on (plain data for its ``meta``).
 
     Parameters
@@ -181,7 +184,8 @@ def chain_quality(pairs: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None) -> ChainFIM:
+def fim_from_mcrg(result: MCRGResult, W1: Tensor, *, meta: dict[str, Any] | None = None
+                  ) -> ChainFIM:
     """Chain FIM from the RG engine's upward :class:`~rgaudit.rg.mcrg.MCRGResult`.
 
     Parameters
@@ -203,8 +207,8 @@ def fim_from_mcrg(result: Any, W1: Tensor, *, meta: dict[str, Any] | None = None
         unestimated entries and ``rests_on_unestimated``).
     """
     n_pos = len(result.layers)
-    pairs = [result.layers[i] for i in range(1, n_pos)]
-    if any(p is None for p in pairs):
+    pairs = [p for p in result.layers[1:] if p is not None]
+    if len(pairs) != n_pos - 1:
         missing = [i for i in range(1, n_pos) if result.layers[i] is None]
         raise ValueError(f"MCRG pairs {missing} were not computed; the chain needs 1 → N")
     if getattr(result, "settings", {}).get("direction", "up") != "up":

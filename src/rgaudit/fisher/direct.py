@@ -16,8 +16,13 @@ The samples are split into ``B`` equal blocks with means ``q_b``, ``g_b``. The o
     F = Σ_y U_y / q̂_y
 
 then carries only the ``O(1/S)`` ratio bias of ``1/q̂`` (small: ``q`` is estimated much more
-precisely than its gradient). Error bars: leave-one-block-out jackknife (see
-:func:`_fims_from_blocks` for the one shortcut). Moments in float64.
+precisely than its gradient). Error bars: leave-one-block-out jackknife; each replicate is the
+same estimator computed from the other blocks alone (:func:`_fims_from_blocks`). Moments in
+float64.
+
+A depth-1 network has the closed form ``W_1ᵀ diag(p(1−p)) W_1``: nothing is sampled, the
+standard error is zero and there are no replicates (``replicates`` is ``None``, which
+:func:`rgaudit.fisher.eig.top_eigenpairs` turns into ``stderr=None``, "exact").
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from rgaudit.rg.moments import jackknife_stderr
 Tensor = torch.Tensor
 
 MAX_OUTPUT_UNITS = 16
+#: Memory bound in bytes of the per-state outer-product sums of :func:`_self_terms`.
+SELF_TERM_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,10 @@ class DirectFIM:
     ----------
     fim : Tensor of shape (n, d, d)
     stderr : Tensor of shape (n, d, d)
-        Entrywise jackknife standard error.
-    replicates : Tensor of shape (n_blocks, n, d, d)
-        Leave-one-block-out estimates (feed to :func:`rgaudit.fisher.eig.top_eigenpairs`).
+        Entrywise jackknife standard error (zero for the exact depth-1 closed form).
+    replicates : Tensor of shape (n_blocks, n, d, d) or None
+        Leave-one-block-out estimates (feed to :func:`rgaudit.fisher.eig.top_eigenpairs`);
+        ``None`` when nothing was sampled (depth 1: the FIM is exact).
     q : Tensor of shape (n, 2^{n_N})
         ``q_N(y|x)`` for every output state (state ``s`` has unit ``j`` = bit ``j`` of ``s``).
     grad_q : Tensor of shape (n, 2^{n_N}, d)
@@ -56,7 +64,7 @@ class DirectFIM:
 
     fim: Tensor
     stderr: Tensor
-    replicates: Tensor
+    replicates: Tensor | None
     q: Tensor
     grad_q: Tensor
     n_samples: int
@@ -84,6 +92,35 @@ def _weighted_outer(g: Tensor, q: Tensor) -> Tensor:
     return gw.transpose(-1, -2) @ gw
 
 
+def _self_terms(gb: Tensor, w: Tensor) -> Tensor:
+    """``Σ_b Σ_y w_ry g_by g_byᵀ`` for every weight row ``r``, summed over all blocks ``b``.
+
+    Parameters
+    ----------
+    gb : Tensor of shape (B, n, Y, d)
+    w : Tensor of shape (R, n, Y)
+        Weights (``1/q``) of each replicate.
+
+    Returns
+    -------
+    Tensor of shape (R, n, d, d)
+
+    Notes
+    -----
+    Through the per-state sums ``S_y = Σ_b g_by g_byᵀ``: two passes of ``B·Y·d²`` per input
+    instead of one weighted Gram per (replicate, block) pair (``B²·Y·d²``). The states are taken
+    in chunks so that ``S`` stays below :data:`SELF_TERM_BYTES`.
+    """
+    B, n, Y, d = gb.shape
+    out = torch.zeros(w.shape[0], n, d, d, dtype=gb.dtype, device=gb.device)
+    step = max(1, SELF_TERM_BYTES // (8 * n * d * d))
+    for y0 in range(0, Y, step):
+        gy = gb[:, :, y0:y0 + step]                                    # (B, n, Yc, d)
+        S = torch.einsum("bnyi,bnyj->nyij", gy, gy)                     # (n, Yc, d, d)
+        out += torch.einsum("rny,nyij->rnij", w[:, :, y0:y0 + step], S)
+    return out
+
+
 def _fims_from_blocks(qb: Tensor, gb: Tensor) -> tuple[Tensor, Tensor]:
     """F and its leave-one-block-out replicates from block means.
 
@@ -99,22 +136,22 @@ def _fims_from_blocks(qb: Tensor, gb: Tensor) -> tuple[Tensor, Tensor]:
 
     Notes
     -----
-    ``F = Σ_y (G_y G_yᵀ − Σ_b g_by g_byᵀ) / (B(B−1) q_y)`` with ``G = Σ_b g_b``. In the
-    replicates the diagonal (self) term, itself an O(1/B) bias correction, is weighted with the
-    all-sample ``q`` so that it costs one pass over the blocks; the leading term uses each
-    replicate's own ``q``.
+    ``F = Σ_y (G_y G_yᵀ − Σ_b g_by g_byᵀ) / (B(B−1) q_y)`` with ``G = Σ_b g_b``. Replicate ``r``
+    is the same U-statistic over the other ``B − 1`` blocks alone, with their own
+    ``q_r = (B q − q_b=r) / (B − 1)`` in both terms: a genuine leave-one-block-out estimate
+    that uses nothing of block ``r``.
     """
     B = qb.shape[0]
     q = qb.mean(0)
     G = gb.sum(0)
-    self_b = torch.stack([_weighted_outer(gb[b], q) for b in range(B)])   # (B, n, d, d)
-    self_all = self_b.sum(0)
-    fim = (_weighted_outer(G, q) - self_all) / (B * (B - 1))
+    q_r = (q * B - qb) / (B - 1)                                        # (B, n, Y)
+    w = torch.cat([q_r, q.unsqueeze(0)]).clamp_min(1e-300).reciprocal()  # (B + 1, n, Y)
+    self_w = _self_terms(gb, w)                   # Σ over all blocks, weights of each replicate
+    fim = (_weighted_outer(G, q) - self_w[B]) / (B * (B - 1))
     reps = []
     for r in range(B):
-        q_r = (q * B - qb[r]) / (B - 1)
-        F_r = (_weighted_outer(G - gb[r], q_r) - (self_all - self_b[r])) / ((B - 1) * (B - 2))
-        reps.append(F_r)
+        self_r = self_w[r] - _weighted_outer(gb[r], q_r[r])             # blocks b ≠ r only
+        reps.append((_weighted_outer(G - gb[r], q_r[r]) - self_r) / ((B - 1) * (B - 2)))
     sym = lambda F: 0.5 * (F + F.transpose(-1, -2))  # noqa: E731
     return sym(fim), sym(torch.stack(reps))
 
@@ -224,8 +261,7 @@ def _depth_one(net: DeepRBM, x: Tensor, states: Tensor, single: bool) -> DirectF
     fim = W.T @ ((p * (1 - p)).unsqueeze(-1) * W)
     q = log_first(lay, x, max_units=MAX_OUTPUT_UNITS).exp()
     g = q.unsqueeze(-1) * ((states.unsqueeze(0) - p.unsqueeze(1)) @ W)
-    z = torch.zeros_like(fim)
-    reps = torch.stack([fim, fim, fim])
+    z = torch.zeros_like(fim)   # exact: no sampling error, and no blocks to leave out
     if single:
-        return DirectFIM(fim[0], z[0], reps[:, 0], q[0], g[0], 0)
-    return DirectFIM(fim, z, reps, q, g, 0)
+        return DirectFIM(fim[0], z[0], None, q[0], g[0], 0)
+    return DirectFIM(fim, z, None, q, g, 0)

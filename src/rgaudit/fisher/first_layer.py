@@ -153,8 +153,10 @@ def dg1_dx_sampled(
     x : Tensor of shape (m_kept, d)
     info : SolveInfo
     """
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be at least 2 for a covariance, got {n_samples}")
     xb = x.reshape(1, -1).to(device=net.device, dtype=net.dtype)
-    acc = None
+    acc: CovarianceAccumulator | None = None
     done = 0
     while done < n_samples:
         m = min(chunk, n_samples - done)
@@ -166,5 +168,6 @@ def dg1_dx_sampled(
                                         device=O.device, with_bb=False)
         acc.update(O, s)
         done += m
+    assert acc is not None  # n_samples ≥ 2: at least one chunk
     mom = acc.moments()
     return dg1_dx_linear_system(mom.c_aa, mom.c_ab, **solve_kw)

@@ -35,12 +35,21 @@ class Classifier(Protocol):
     n_classes : int
     bounds : tuple of float
         Valid input range ``(lo, hi)``.
+
+    Every attribute is read-only here: a plain attribute or a property satisfies the protocol.
     """
 
-    kind: str
-    input_shape: tuple[int, ...]
-    n_classes: int
-    bounds: tuple[float, float]
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def n_classes(self) -> int: ...
+
+    @property
+    def bounds(self) -> tuple[float, float]: ...
 
     @property
     def n_features(self) -> int: ...

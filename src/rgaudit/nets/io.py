@@ -209,8 +209,9 @@ def _save_locked(net: DeepRBM, path: Path, metadata: dict[str, Any] | None) -> P
     old: Path | None = None
     try:
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700: give the model ordinary permissions
+        stored = [net.layer(i + 1) for i in range(len(net.layers))]  # one RBM if tied
         tensors = {f"layers.{i}.{n}": p.detach().to("cpu").contiguous()
-                   for i, layer in enumerate(net.layers) for n, p in
+                   for i, layer in enumerate(stored) for n, p in
                    (("W", layer.W), ("a", layer.a), ("b", layer.b))}
         save_file(tensors, str(tmp / WEIGHTS))
         cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, **net.config(),
@@ -353,7 +354,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         raise ModelFileError(f"{wpath} cannot be read as safetensors: {err}") from err
     stored_dtype = getattr(torch, cfg.get("dtype", "float32"))
     net = DeepRBM(cfg["widths"], tied=bool(cfg["tied"]), dtype=stored_dtype)
-    expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(net.layers)
+    stored = [net.layer(i + 1) for i in range(len(net.layers))]  # one RBM if tied
+    expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(stored)
                 for n, p in (("W", layer.W), ("a", layer.a), ("b", layer.b))}
     if set(tensors) != set(expected):
         missing = sorted(set(expected) - set(tensors))

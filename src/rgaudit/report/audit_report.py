@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 
@@ -108,7 +108,7 @@ def plot_depth(depth: dict[str, Any], path: Path) -> Path:
     L = [r["depth"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     axes[0].errorbar(L, [r["top_eig_median"] for r in rows],
-                     yerr=[r.get("top_eig_err_median", 0) for r in rows], marker="o")
+                     yerr=[r.get("top_eig_err_median") or 0.0 for r in rows], marker="o")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("depth N")
     axes[0].set_ylabel("top FIM eigenvalue (median)")
@@ -292,7 +292,16 @@ def render_markdown(payload: dict[str, Any], images: list[str] | None = None) ->
     return "\n".join(lines) + "\n"
 
 
-def write_audit_report(payload: Any, run_dir: str | Path) -> dict[str, Path]:
+class AuditReportPaths(TypedDict):
+    """Where :func:`write_audit_report` wrote each part."""
+
+    json: Path
+    markdown: Path
+    html: Path
+    plots: list[Path]
+
+
+def write_audit_report(payload: Any, run_dir: str | Path) -> AuditReportPaths:
     """Write ``audit.json``, ``report.md``, ``report.html`` and PNGs into ``run_dir``.
 
     Parameters

@@ -29,7 +29,7 @@ def plot_spectra(result: DiagnoseResult, path: str | os.PathLike, *, top: int = 
         k = min(top, len(mean))
         ax.errorbar(range(1, k + 1), mean[:k].numpy(), yerr=err[:k].numpy(), fmt="o", ms=4,
                     capsize=2, label="Fisher-normalised s")
-        if s.eig_abs is not None:
+        if s.eig_abs is not None and s.eig_abs_err is not None:  # set together
             ax.errorbar(range(1, k + 1), s.eig_abs.mean(0)[:k].numpy(),
                         yerr=s.eig_abs_err.mean(0)[:k].numpy(), fmt="s", ms=3, capsize=2,
                         label="|Λ| (shared basis)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from rgaudit.rg.network import LayerStack, StochasticLayer
 from rgaudit.rg.operators import Operators, ProductBasis
 from rgaudit.rg.solve import MAX_COND, SolveInfo, constant_operators, solve_batch
 
@@ -106,17 +107,17 @@ def logq_from_couplings(g: Tensor) -> Tensor:
 
 
 # -- kernels and chains -----------------------------------------------------------------------
-def _rbm64(rbm: torch.nn.Module) -> tuple[Tensor, Tensor, Tensor]:
+def _rbm64(rbm: StochasticLayer) -> tuple[Tensor, Tensor, Tensor]:
     return (rbm.W.detach().to(_F64), rbm.a.detach().to(_F64), rbm.b.detach().to(_F64))
 
 
-def log_kernel(rbm: torch.nn.Module, direction: str = "up", *,
+def log_kernel(rbm: StochasticLayer, direction: str = "up", *,
                max_units: int = MAX_EXACT_UNITS) -> Tensor:
     """``log t(h_next | h_prev)`` for all binary states.
 
     Parameters
     ----------
-    rbm : RBM
+    rbm : StochasticLayer
     direction : {"up", "down"}
         Up: ``h_prev`` = lower units (n_in), ``h_next`` = upper units (n_out). Down: reversed.
 
@@ -137,7 +138,7 @@ def log_kernel(rbm: torch.nn.Module, direction: str = "up", *,
     return (hn @ z.T) - F.softplus(z).sum(-1)                       # (S_next, S_prev)
 
 
-def log_first(rbm: torch.nn.Module, v: Tensor, direction: str = "up", *,
+def log_first(rbm: StochasticLayer, v: Tensor, direction: str = "up", *,
               max_units: int = MAX_EXACT_UNITS) -> Tensor:
     """``log t(h | v)`` for a real vector ``v`` (..., n_prev) over all states; (..., 2^{n_next})."""
     w, a, b = _rbm64(rbm)
@@ -162,13 +163,13 @@ def propagate(logq_prev: Tensor, logk: Tensor) -> Tensor:
     return torch.logsumexp(logk + logq_prev.unsqueeze(-2), dim=-1)
 
 
-def network_kernels(net: torch.nn.Module, direction: str = "up") -> list[torch.nn.Module]:
+def network_kernels(net: LayerStack, direction: str = "up") -> list[StochasticLayer]:
     """The RBMs of a DeepRBM in chain order (``t_1..t_N`` up, ``t_N..t_1`` down)."""
     ks = range(1, net.depth + 1) if direction == "up" else range(net.depth, 0, -1)
     return [net.layer(k) for k in ks]
 
 
-def exact_chain(net: torch.nn.Module, v: Tensor, direction: str = "up", *,
+def exact_chain(net: LayerStack, v: Tensor, direction: str = "up", *,
                 max_units: int = MAX_EXACT_UNITS) -> list[Tensor | None]:
     """Exact ``log q`` at every chain position for real input(s) ``v``.
 
@@ -185,9 +186,11 @@ def exact_chain(net: torch.nn.Module, v: Tensor, direction: str = "up", *,
         ``None`` (the real input is not a distribution over binary states).
     """
     rbms = network_kernels(net, direction)
-    out: list[Tensor | None] = [None, log_first(rbms[0], v, direction, max_units=max_units)]
+    logq = log_first(rbms[0], v, direction, max_units=max_units)
+    out: list[Tensor | None] = [None, logq]
     for rbm in rbms[1:]:
-        out.append(propagate(out[-1], log_kernel(rbm, direction, max_units=max_units)))
+        logq = propagate(logq, log_kernel(rbm, direction, max_units=max_units))
+        out.append(logq)
     return out
 
 
@@ -308,7 +311,7 @@ def exact_moments(
 
 
 def exact_network_pairs(
-    net: torch.nn.Module, v: Tensor, direction: str = "up", *,
+    net: LayerStack, v: Tensor, direction: str = "up", *,
     ops: list[Operators | None] | None = None, max_units: int = MAX_EXACT_UNITS,
 ) -> list[ExactPair | None]:
     """Exact moments and ``T`` for every chain pair ``i → i+1`` with ``i ≥ 1``.
@@ -333,12 +336,14 @@ def exact_network_pairs(
     for i in range(1, len(rbms)):
         op_p = None if ops is None else ops[i]
         op_n = None if ops is None else ops[i + 1]
-        out.append(exact_moments(logqs[i], log_kernel(rbms[i], direction, max_units=max_units),
+        logq = logqs[i]
+        assert logq is not None  # only entry 0 (the real input) is None
+        out.append(exact_moments(logq, log_kernel(rbms[i], direction, max_units=max_units),
                                  op_p, op_n))
     return out
 
 
-def exact_network_jacobians(net: torch.nn.Module, v: Tensor, direction: str = "up", *,
+def exact_network_jacobians(net: LayerStack, v: Tensor, direction: str = "up", *,
                             method: str = "autograd",
                             max_units: int = MAX_EXACT_UNITS) -> list[Tensor | None]:
     """Exact stability matrices ``∂g^(i+1)/∂g^(i)`` (complete bases) for one real input.
@@ -358,7 +363,9 @@ def exact_network_jacobians(net: torch.nn.Module, v: Tensor, direction: str = "u
     rbms = network_kernels(net, direction)
     out: list[Tensor | None] = [None]
     for i in range(1, len(rbms)):
-        g = couplings_from_logq(logqs[i])
+        logq = logqs[i]
+        assert logq is not None  # only entry 0 (the real input) is None
+        g = couplings_from_logq(logq)
         out.append(exact_stability(g, log_kernel(rbms[i], direction, max_units=max_units),
                                    method=method))
     return out
@@ -366,7 +373,7 @@ def exact_network_jacobians(net: torch.nn.Module, v: Tensor, direction: str = "u
 
 # -- output layer from samples ----------------------------------------------------------------
 @torch.no_grad()
-def output_logq_mc(net: torch.nn.Module, x: Tensor, n_samples: int,
+def output_logq_mc(net: LayerStack, x: Tensor, n_samples: int,
                    generator: torch.Generator | None = None, *, chunk: int = 1000,
                    max_units: int = 12) -> Tensor:
     """``log q_N(y|x)`` over all output states, averaging ``t_N(y|h_{N-1})`` over chains.

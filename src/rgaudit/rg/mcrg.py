@@ -82,6 +82,7 @@ from typing import Any
 import torch
 
 from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
+from rgaudit.rg.network import LayerStack
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
 from rgaudit.rg.solve import (
     MAX_COND,
@@ -535,7 +536,7 @@ def mcrg_pairs(
 
 
 def mcrg_network(
-    net: Any,
+    net: LayerStack,
     x: Tensor,
     bases: str | Operators | Sequence[str | Operators | None],
     n_samples: int,
@@ -573,7 +574,8 @@ def mcrg_network(
     generator : torch.Generator or int, optional
         Generator on ``device`` or a seed.
     device : torch.device or str, optional
-        Default: the network's device. The network is moved there (in place) if needed.
+        Default: the network's device. On another device the chains run on a copy of the
+        network there; the caller's ``net`` is never moved or changed.
 
     Returns
     -------
@@ -582,11 +584,14 @@ def mcrg_network(
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
     dev = torch.device(device) if device is not None else net.device
-    if net.device != dev:
-        net.to(dev)
+    if net.device != dev:   # a copy on dev: the caller's network stays where it is
+        import copy
+
+        net = copy.deepcopy(net).to(dev)
     if isinstance(generator, int):
         generator = torch.Generator(device=dev).manual_seed(generator)
     n_layers = net.depth
+    kernels: list[Kernel]
     if direction == "up":
         widths = list(net.widths)
         kernels = [net.layer(k).sample_up for k in range(1, n_layers + 1)]

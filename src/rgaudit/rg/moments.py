@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -107,7 +108,7 @@ class CovarianceAccumulator:
         self.m_a, self.m_b, self.n_blocks = int(m_a), int(m_b), int(n_blocks)
         self.batch_shape = tuple(batch_shape)
         self.with_bb = with_bb
-        kw = {"dtype": torch.float64, "device": torch.device(device)}
+        kw: dict[str, Any] = {"dtype": torch.float64, "device": torch.device(device)}
         bs = (self.n_blocks, *self.batch_shape)
         self.count = torch.zeros(self.n_blocks, dtype=torch.float64)
         self.sa = torch.zeros(*bs, self.m_a, **kw)
@@ -172,6 +173,7 @@ class CovarianceAccumulator:
             self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
             self._check_finite(a, b)
+            assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
             a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
             b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
             self.sa[k] += a.sum(dim=-2)
@@ -212,11 +214,12 @@ class CovarianceAccumulator:
         return n, [wsum(t) for t in (self.sa, self.sb, self.saa, self.sab, self.sbb)]
 
     def _from_sums(self, n: float, sums: list[Tensor | None]) -> Moments:
-        if self.shift_a is None:
+        if self.shift_a is None or self.shift_b is None:
             raise ValueError("no samples were accumulated")
         if n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, have {n:.0f}")
         sa, sb, saa, sab, sbb = sums
+        assert sa is not None and sb is not None and saa is not None and sab is not None
         ma = sa / n
         mb = sb / n
         c_aa = saa / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
@@ -264,7 +267,7 @@ class CovarianceAccumulator:
         ReplicateMoments
             Leading dimension ``n_rep`` (number of non-empty blocks).
         """
-        if self.shift_a is None:
+        if self.shift_a is None or self.shift_b is None:
             raise ValueError("no samples were accumulated")
         nonempty = [k for k in range(self.n_blocks) if self.count[k] > 0]
         if len(nonempty) < 2:

@@ -49,10 +49,19 @@ class Operators(Protocol):
         Number of operators ``m``.
     names : list of str
         One human-readable name per operator.
+
+    Both are read-only here: a plain attribute or a property satisfies the protocol.
     """
 
-    size: int
-    names: list[str]
+    @property
+    def size(self) -> int:
+        """Number of operators ``m``."""
+        ...
+
+    @property
+    def names(self) -> list[str]:
+        """One human-readable name per operator."""
+        ...
 
     def evaluate(self, h: Tensor) -> Tensor:
         """Operator values for configurations ``h`` of shape (..., n_units); returns (..., size)."""

@@ -82,7 +82,7 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
     x = torch.empty(dk.shape, dtype=dk.dtype, device=dk.device)
     status = torch.zeros(n_rep, dtype=torch.int32, device=ck.device)
     for r in range(n_rep):
-        x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])   # type: ignore[call-overload]
+        x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])
     bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
         lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond

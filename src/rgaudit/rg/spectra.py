@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rgaudit.rg.moments import jackknife_stderr
+
+if TYPE_CHECKING:
+    from rgaudit.rg.mcrg import LayerPair
 
 Tensor = torch.Tensor
 
@@ -85,10 +88,6 @@ def psd_power(c: Tensor, power: float,
     n_floored = (lam < floor).sum(-1)
     lam = lam.clamp_min(0).maximum(floor)
     return (v * lam.pow(power).unsqueeze(-2)) @ v.transpose(-1, -2), PowerInfo(cond, n_floored)
-
-
-def _psd_power(c: Tensor, power: float, rel_floor: float = PSD_REL_FLOOR) -> Tensor:
-    return psd_power(c, power, rel_floor)[0]
 
 
 def fisher_singular_values(t: Tensor, c_next: Tensor, c_prev: Tensor,
@@ -291,14 +290,14 @@ class PairSpectrum:
             "n_unestimated": self.n_unestimated,
             "unestimated_warning": self.unestimated_warning,
         }
-        if self.eig is not None:
+        if self.eig is not None and self.eig_abs_err is not None:  # set together
             out["eig_real"] = self.eig.real[sl]
             out["eig_imag"] = self.eig.imag[sl]
             out["eig_abs_err"] = self.eig_abs_err[sl]
         return out
 
 
-def pair_spectra(pair: Any, *, shared_basis: bool = False, threshold: float = 0.9,
+def pair_spectra(pair: LayerPair, *, shared_basis: bool = False, threshold: float = 0.9,
                  n_sigma: float = 2.0, kept_delta: float = 0.05) -> list[PairSpectrum]:
     """Spectra of every batch element of a :class:`~rgaudit.rg.mcrg.LayerPair`.
 
