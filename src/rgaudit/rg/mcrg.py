@@ -36,6 +36,7 @@ field                    shape                                    meaning
                                                                   NaN where not estimated
 ``T_unestimated``        (*batch, m_{i+1}, m_i) bool              collapsed entries (see below)
 ``T_replicates``         (n_rep, *batch, m_{i+1}, m_i)            leave-one-block-out ``T``
+                                                                  (lazy, see below)
 ``C_next``               (*batch, m_{i+1}, m_{i+1})               ``Cov(O(h_{i+1}))``
 ``C_prev``               (*batch, m_i, m_i)                       ``Cov(O(h_i))``
 ``D``                    (*batch, m_{i+1}, m_i)                   ``Cov(O(h_{i+1}), O(h_i))``
@@ -66,6 +67,12 @@ everything computed from the pair (chain FIM, spectra) reports that it rests on 
 columns of dropped (constant) operators are not estimated either: their ``T_stderr`` is NaN too
 and they are listed in ``solve_info[b].dropped``.
 
+Lazy replicates (issue 16): above ``EXACT_COND_MAX`` kept operators the replicate solves are
+kept as Cholesky factors (:class:`~rgaudit.rg.replicate_solve.FactoredReplicates`, memory as
+``T_replicates``); ``T_replicates``, ``T_stderr`` and ``T_unestimated`` are properties that solve
+them on first access (then cached: the same values as an eager solve), and
+:meth:`LayerPair.apply_replicates` gives ``T_r @ x`` without forming ``T_r``.
+
 Solve policy: see :mod:`rgaudit.rg.solve`. Every solve reports its condition number; when it
 exceeds ``max_cond`` a Tikhonov regulariser is applied and ``solve_info[b].regularised`` is set;
 :attr:`LayerPair.any_regularised` summarises. No NaN is ever returned silently: non-finite operator
@@ -83,6 +90,7 @@ import torch
 
 from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
+from rgaudit.rg.replicate_solve import FactoredReplicates
 from rgaudit.rg.solve import (
     MAX_COND,
     SolveInfo,
@@ -98,6 +106,10 @@ Source = Callable[[int, "torch.Generator | None"], Tensor]
 #: Target size in bytes of one chunk of float64 operator values (sets the default chunk).
 CHUNK_BYTES = 64 * 2**20
 
+#: How replicate solves are kept (:func:`rgaudit.rg.solve.solve_batch`): ``"factored"``
+#: (Cholesky factors, solved on first access; issue 16) or ``"dense"`` (the reference path).
+REPLICATE_SOLVES = "factored"
+
 
 @dataclass
 class LayerPair:
@@ -105,8 +117,6 @@ class LayerPair:
 
     index: int
     T: Tensor
-    T_stderr: Tensor
-    T_replicates: Tensor
     C_next: Tensor
     C_prev: Tensor
     D: Tensor
@@ -124,24 +134,87 @@ class LayerPair:
     names_prev: list[str]
     n_samples: int
     batch_shape: tuple[int, ...] = ()
-    T_unestimated: Tensor | None = None
     ops_next: Operators | None = None
     ops_prev: Operators | None = None
+    #: Replicate solutions: a tensor (n_rep, *batch, m_next, m_prev), or Cholesky factors solved
+    #: on first access of ``T_replicates``, ``T_stderr`` or ``T_unestimated`` (issue 16)
+    replicate_solutions: Tensor | FactoredReplicates | None = field(default=None, repr=False)
+    _errors: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def T_replicates(self) -> Tensor:
+        """Leave-one-block-out ``T`` (n_rep, *batch, m_next, m_prev), solved on first access."""
+        reps = self.replicate_solutions
+        if reps is None:
+            raise ValueError("this pair carries no jackknife replicates")
+        if not isinstance(reps, Tensor):
+            flat = reps.dense()
+            reps = flat.reshape(flat.shape[0], *self.batch_shape, *flat.shape[2:]).to("cpu")
+            self.replicate_solutions = reps
+        return reps
+
+    def _error_bars(self) -> tuple[Tensor, Tensor]:
+        if self._errors is None:
+            mask_n, mask_p = self.kept_mask_next, self.kept_mask_prev
+            err = jackknife_stderr(self.T_replicates)
+            unest = unestimated_entries(err, mask_n, mask_p)
+            estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
+            err = torch.where(estimated, err, torch.full_like(err, float("nan")))
+            self._errors = (err, unest)
+        return self._errors
+
+    @property
+    def T_stderr(self) -> Tensor:
+        """Jackknife standard error of ``T``; NaN where not estimated (solves the replicates)."""
+        return self._error_bars()[0]
+
+    @property
+    def T_unestimated(self) -> Tensor:
+        """Collapsed entries of ``T`` (*batch, m_next, m_prev) bool (solves the replicates)."""
+        return self._error_bars()[1]
+
+    def apply_replicates(self, x: Tensor) -> Tensor:
+        """``T_r @ x`` for every replicate ``r``, without forming ``T_r`` when it is factored.
+
+        ``O(n_rep · m² q)`` for ``q`` columns instead of the ``O(n_rep · m³)`` of
+        ``T_replicates`` (what the chain FIM's replicates ``J_r = T_r J_r'`` need).
+
+        Parameters
+        ----------
+        x : Tensor of shape (*batch, m_prev, q) or (n_rep, *batch, m_prev, q)
+
+        Returns
+        -------
+        Tensor of shape (n_rep, *batch, m_next, q), float64 on the CPU
+        """
+        reps = self.replicate_solutions
+        if reps is None:
+            raise ValueError("this pair carries no jackknife replicates")
+        if isinstance(reps, Tensor):
+            return reps @ x.to(dtype=reps.dtype, device=reps.device)
+        nb = math.prod(self.batch_shape)
+        mp, q = x.shape[-2], x.shape[-1]
+        lead = x.shape[:-2]
+        per_rep = len(lead) == len(self.batch_shape) + 1
+        xf = x.reshape(reps.n_rep, nb, mp, q) if per_rep else x.reshape(nb, mp, q)
+        out = reps.apply(xf)
+        return out.reshape(reps.n_rep, *self.batch_shape, out.shape[-2], q).to("cpu")
 
     @property
     def n_replicates(self) -> int:
-        return int(self.T_replicates.shape[0])
+        reps = self.replicate_solutions
+        if reps is None:
+            return 0
+        return int(reps.shape[0]) if isinstance(reps, Tensor) else reps.n_rep
 
     @property
     def n_unestimated(self) -> int:
         """Number of unestimated (collapsed) entries of ``T`` over all batch elements."""
-        return 0 if self.T_unestimated is None else int(self.T_unestimated.sum())
+        return int(self.T_unestimated.sum())
 
     def unestimated_counts(self) -> list[int]:
         """Unestimated entries per flattened batch element."""
         nb = math.prod(self.batch_shape)
-        if self.T_unestimated is None:
-            return [0] * nb
         return [int(c) for c in self.T_unestimated.reshape(nb, -1).sum(-1)]
 
     def dropped(self) -> dict[str, list[list[int]]]:
@@ -290,18 +363,22 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     del rep
     dev = cn.device
     mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
+    method = REPLICATE_SOLVES
     if bool(mask_p.all()):          # no constant column: no masked copies of D
         d_in, d_r_in = d, d_r
     else:
         colmask = mask_p.to(torch.float64).unsqueeze(-2)        # (nb, 1, mp)
-        d_in, d_r_in = d * colmask, d_r * colmask
+        # factored replicates mask their solution columns instead (no n_rep·m² copy)
+        d_in, d_r_in = d * colmask, (d_r if method == "factored" else d_r * colmask)
     # frozen_ok: a frozen layer (every operator constant on all S samples, e.g. the saturated
     # output of a confident 784-input network) gives T = 0 with no kept operator, reported in
     # SolveInfo (cond nan), instead of stopping the run
     t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
-                                max_cond=max_cond, frozen_ok=True)
+                                max_cond=max_cond, frozen_ok=True, replicates=method)
     del d_in, d_r_in
     assert t_r is not None
+    if isinstance(t_r, FactoredReplicates):
+        t_r.col_mask = mask_p
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
     for b, info in enumerate(infos):
         mask_n[b, info.kept.to(dev)] = True
@@ -311,14 +388,10 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
     n_rep = (n_reps,)
-    err = jackknife_stderr(t_r)
-    unest = unestimated_entries(err, mask_n, mask_p)
-    estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
-    err = torch.where(estimated, err, torch.full_like(err, float("nan")))
     return LayerPair(
         index=index,
-        T=shaped(t), T_stderr=shaped(err), T_replicates=shaped(t_r, n_rep),
-        T_unestimated=shaped(unest),
+        T=shaped(t), replicate_solutions=t_r if isinstance(t_r, FactoredReplicates)
+        else shaped(t_r, n_rep),
         C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
         C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
         D_replicates=shaped(d_r, n_rep),
