@@ -88,9 +88,9 @@ from typing import Any
 
 import torch
 
-from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
+from rgaudit.rg.moments import BlockReplicates, CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
-from rgaudit.rg.replicate_solve import FactoredReplicates
+from rgaudit.rg.replicate_solve import FactoredReplicates, factor_replicate_stream
 from rgaudit.rg.solve import (
     MAX_COND,
     SolveInfo,
@@ -120,9 +120,6 @@ class LayerPair:
     C_next: Tensor
     C_prev: Tensor
     D: Tensor
-    C_next_replicates: Tensor
-    C_prev_replicates: Tensor
-    D_replicates: Tensor
     mean_next: Tensor
     mean_prev: Tensor
     kept_next: list[Tensor]
@@ -139,7 +136,34 @@ class LayerPair:
     #: Replicate solutions: a tensor (n_rep, *batch, m_next, m_prev), or Cholesky factors solved
     #: on first access of ``T_replicates``, ``T_stderr`` or ``T_unestimated`` (issue 16)
     replicate_solutions: Tensor | FactoredReplicates | None = field(default=None, repr=False)
+    #: Leave-one-block-out moments (formed on first access of the ``*_replicates`` properties)
+    replicate_moments: BlockReplicates | None = field(default=None, repr=False)
     _errors: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    _moment_cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def _replicate_moment(self, name: str) -> Tensor:
+        if name not in self._moment_cache:
+            if self.replicate_moments is None:
+                raise ValueError("this pair carries no jackknife replicates")
+            x = self.replicate_moments.stack(name)
+            self._moment_cache[name] = x.reshape(x.shape[0], *self.batch_shape,
+                                                 *x.shape[-2:]).to("cpu")
+        return self._moment_cache[name]
+
+    @property
+    def C_next_replicates(self) -> Tensor:
+        """``Cov(O(h_{i+1}))`` per replicate, (n_rep, *batch, m_next, m_next)."""
+        return self._replicate_moment("c_aa")
+
+    @property
+    def C_prev_replicates(self) -> Tensor:
+        """``Cov(O(h_i))`` per replicate, (n_rep, *batch, m_prev, m_prev)."""
+        return self._replicate_moment("c_bb")
+
+    @property
+    def D_replicates(self) -> Tensor:
+        """``Cov(O(h_{i+1}), O(h_i))`` per replicate, (n_rep, *batch, m_next, m_prev)."""
+        return self._replicate_moment("c_ab")
 
     @property
     def T_replicates(self) -> Tensor:
@@ -349,36 +373,43 @@ class PairAccumulator:
 def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_next: Operators,
               var_tol: float, max_cond: float) -> LayerPair:
     mom = acc.moments()
-    rep = acc.replicates()   # stacked leave-one-block-out moments, no per-replicate copies
-    n_reps = int(rep.n.shape[0])
+    # leave-one-block-out moments, formed on request from the block sums (no stacked copies
+    # unless someone asks for them: the factored path forms one replicate's C_r at a time)
+    rep = acc.block_replicates()
+    n_reps = rep.n_rep
     batch = acc.batch_shape
     mn, mp = ops_next.size, ops_prev.size
     nb = math.prod(batch)
     cn = mom.c_aa.reshape(nb, mn, mn)
     cp = mom.c_bb.reshape(nb, mp, mp)
     d = mom.c_ab.reshape(nb, mn, mp)
-    cn_r = rep.c_aa.reshape(n_reps, nb, mn, mn)
-    cp_r = rep.c_bb.reshape(n_reps, nb, mp, mp)
-    d_r = rep.c_ab.reshape(n_reps, nb, mn, mp)
-    del rep
     dev = cn.device
     mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
     method = REPLICATE_SOLVES
-    if bool(mask_p.all()):          # no constant column: no masked copies of D
-        d_in, d_r_in = d, d_r
-    else:
-        colmask = mask_p.to(torch.float64).unsqueeze(-2)        # (nb, 1, mp)
-        # factored replicates mask their solution columns instead (no n_rep·m² copy)
-        d_in, d_r_in = d * colmask, (d_r if method == "factored" else d_r * colmask)
+    if method not in ("dense", "factored"):
+        raise ValueError(f"REPLICATE_SOLVES must be 'dense' or 'factored', got {method!r}")
+    colmask = None if bool(mask_p.all()) else mask_p.to(torch.float64).unsqueeze(-2)
+    d_in = d if colmask is None else d * colmask   # (nb, 1, mp): no copy without constants
+    t_r: Tensor | FactoredReplicates | None
     # frozen_ok: a frozen layer (every operator constant on all S samples, e.g. the saturated
     # output of a confident 784-input network) gives T = 0 with no kept operator, reported in
     # SolveInfo (cond nan), instead of stopping the run
-    t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
-                                max_cond=max_cond, frozen_ok=True, replicates=method)
-    del d_in, d_r_in
+    if method == "dense":      # the reference path: every replicate formed and solved now
+        cn_r = rep.stack("c_aa").reshape(n_reps, nb, mn, mn)
+        d_r = rep.stack("c_ab").reshape(n_reps, nb, mn, mp)
+        rep.stack("c_bb")
+        d_r_in = d_r if colmask is None else d_r * colmask
+        t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
+                                    max_cond=max_cond, frozen_ok=True)
+        del d_r_in, cn_r, d_r
+    else:
+        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True)
+        t_r, infos = factor_replicate_stream(
+            cn, d_in, infos, n_reps, lambda r: rep.c_aa(r).reshape(nb, mn, mn),
+            lambda r: rep.c_ab(r).reshape(nb, mn, mp), var_tol=var_tol, max_cond=max_cond,
+            col_mask=None if colmask is None else mask_p)
+    del d_in
     assert t_r is not None
-    if isinstance(t_r, FactoredReplicates):
-        t_r.col_mask = mask_p
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
     for b, info in enumerate(infos):
         mask_n[b, info.kept.to(dev)] = True
@@ -387,14 +418,11 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
-    n_rep = (n_reps,)
     return LayerPair(
         index=index,
         T=shaped(t), replicate_solutions=t_r if isinstance(t_r, FactoredReplicates)
-        else shaped(t_r, n_rep),
-        C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
-        C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
-        D_replicates=shaped(d_r, n_rep),
+        else shaped(t_r, (n_reps,)),
+        C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d), replicate_moments=rep,
         mean_next=mom.mean_a.to(cpu), mean_prev=mom.mean_b.to(cpu),
         kept_next=[torch.nonzero(m).flatten().to(cpu) for m in mask_n],
         kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],

@@ -27,6 +27,7 @@ replicate was certified), and ``SolveInfo`` says which.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -140,17 +141,28 @@ class FactoredReplicates:
 
     Parameters
     ----------
-    d_reps : Tensor of shape (n_rep, nb, m, p)
-        Right-hand sides (referenced, not copied).
+    d_reps : Tensor of shape (n_rep, nb, m, p), or callable
+        Right-hand sides (referenced, not copied), or ``d_reps(r) -> Tensor (nb, m, p)``
+        forming replicate ``r`` on request (then ``shape`` is required).
     col_mask : Tensor of shape (nb, p), bool, optional
         Columns whose solution is set to exactly 0 (constant operators of the other layer);
         ``C⁻¹ (D ∘ M) = (C⁻¹ D) ∘ M`` column by column, so ``d_reps`` need not be masked.
+    shape : tuple (n_rep, nb, m, p), optional
     """
 
-    def __init__(self, d_reps: Tensor, col_mask: Tensor | None = None) -> None:
-        self.d_reps = d_reps
+    def __init__(self, d_reps: Tensor | Callable[[int], Tensor], col_mask: Tensor | None = None,
+                 *, shape: tuple[int, int, int, int] | None = None) -> None:
+        if isinstance(d_reps, Tensor):
+            tensor = d_reps
+            self._d: Callable[[int], Tensor] = lambda r: tensor[r]
+            n_rep, nb, m, p = tensor.shape
+            self.shape = (int(n_rep), int(nb), int(m), int(p))
+        else:
+            if shape is None:
+                raise ValueError("a callable d_reps needs shape=(n_rep, nb, m, p)")
+            self._d = d_reps
+            self.shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
         self.col_mask = col_mask
-        self.shape = tuple(d_reps.shape)
         # per batch element: (kept, factors (n_rep,k,k) or None, {r: solution (k,p)})
         self._parts: dict[int, tuple[Tensor, Tensor | None, dict[int, Tensor]]] = {}
         self._dense: Tensor | None = None
@@ -173,19 +185,26 @@ class FactoredReplicates:
         """Whether the dense solutions exist (then factors are gone)."""
         return self._dense is not None
 
+    def _needs_rhs(self, r: int) -> bool:
+        return any(fac is not None and r not in solved for _, fac, solved in self._parts.values())
+
     def dense(self) -> Tensor:
         """All solutions, shape (n_rep, nb, m, p), rows of dropped operators 0 (cached)."""
         if self._dense is None:
             n_rep, nb, m, p = self.shape
-            d = self.d_reps
-            out = torch.zeros(n_rep, nb, m, p, dtype=d.dtype, device=d.device)
-            for b, (kept, fac, solved) in self._parts.items():
-                for r in range(n_rep):
+            out: Tensor | None = None
+            for r in range(n_rep):
+                dr = self._d(r) if self._needs_rhs(r) else None
+                for b, (kept, fac, solved) in self._parts.items():
                     xr = solved.get(r)
                     if xr is None:
-                        assert fac is not None
-                        xr = torch.cholesky_solve(d[r, b, kept], fac[r])
+                        assert fac is not None and dr is not None
+                        xr = torch.cholesky_solve(dr[b, kept], fac[r])
+                    if out is None:
+                        out = torch.zeros(n_rep, nb, m, p, dtype=xr.dtype, device=xr.device)
                     out[r, b, kept] = xr
+            if out is None:        # every element frozen
+                out = torch.zeros(n_rep, nb, m, p, dtype=torch.float64)
             self._dense = self._masked(out)
             self._parts = {}
         return self._dense
@@ -214,23 +233,82 @@ class FactoredReplicates:
         if tuple(x.shape[:3]) != (n_rep, nb, p):
             raise ValueError(f"x has shape {tuple(x.shape)}; expected (nb={nb}, p={p}, q) or "
                              f"(n_rep={n_rep}, nb, p, q)")
-        d = self.d_reps
-        x = x.to(device=d.device, dtype=d.dtype)
+        x = x.to(torch.float64)
         if self.col_mask is not None:
-            x = torch.where(self.col_mask.to(d.device)[None, :, :, None], x,
+            x = torch.where(self.col_mask.to(x.device)[None, :, :, None], x,
                             torch.zeros((), dtype=x.dtype, device=x.device))
         if self._dense is not None:
-            return self._dense @ x
-        out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=d.dtype, device=d.device)
-        for b, (kept, fac, solved) in self._parts.items():
-            for r in range(n_rep):
+            return self._dense @ x.to(self._dense.device)
+        out: Tensor | None = None
+        for r in range(n_rep):
+            dr = self._d(r) if self._needs_rhs(r) else None
+            for b, (kept, fac, solved) in self._parts.items():
                 xr = solved.get(r)
                 if xr is None:
-                    assert fac is not None
-                    out[r, b, kept] = torch.cholesky_solve(d[r, b, kept] @ x[r, b], fac[r])
+                    assert fac is not None and dr is not None
+                    y = torch.cholesky_solve(dr[b, kept] @ x[r, b].to(dr.device), fac[r])
                 else:
-                    out[r, b, kept] = xr @ x[r, b]
+                    y = xr @ x[r, b].to(xr.device)
+                if out is None:
+                    out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=y.dtype, device=y.device)
+                out[r, b, kept] = y
+        if out is None:
+            out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=torch.float64)
         return out
+
+
+def _factor_one(cr: Tensor, max_cond: float) -> tuple[Tensor | None, float]:
+    """Factor one replicate and decide its conditioning (see :func:`factor_replicates`).
+
+    Returns
+    -------
+    factor : Tensor of shape (m, m) or None
+        Lower Cholesky factor, ``None`` when ``C_r`` is not numerically positive definite.
+    cond : float
+        ``nan`` when certified ``≤ max_cond``; otherwise the exact (eigenvalue) condition number.
+    """
+    fac, status = torch.linalg.cholesky_ex(cr)
+    if int(status) == 0:
+        up = float(torch.linalg.matrix_norm(cr))           # ‖C‖_F ≥ λ_max, one pass
+        if up * _inverse_norm_bound(fac) <= max_cond:
+            return fac, float("nan")
+        up = min(up, float(cr.abs().sum(-1).amax()))       # the rigorous certificate, as before
+        eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+        if int(torch.linalg.cholesky_ex(cr - (up / max_cond) * eye)[1]) == 0:
+            return fac, float("nan")
+    ev = torch.linalg.eigvalsh(cr)
+    lo, hi = float(ev[0]), max(float(ev[-1]), 1e-300)
+    return (fac if int(status) == 0 else None), (hi / lo if lo > 0 else float("inf"))
+
+
+def _regularised_solves(bad: list[int], lu_only: list[int], diag_mean: Tensor, max_cond: float,
+                        system: Callable[[int], tuple[Tensor, Tensor]]) -> tuple[
+                            dict[int, Tensor], int]:
+    """Eager solves of the replicates that cannot be left to a factor (as the certified path).
+
+    ``lu_only``: not factorable yet well-conditioned, solved by LU (a failure makes it bad);
+    ``bad``: regularised with ``λ_r = mean diag(C_r)/max_cond`` (a replicate with ``C_r = 0``
+    borrows the largest replicate's scale). ``system(r)`` gives ``(C_r, D_r)`` on the kept
+    operators. Returns the solutions and the number regularised.
+    """
+    solved: dict[int, Tensor] = {}
+    bad = list(bad)
+    for r in lu_only:
+        cr, dr = system(r)
+        xr, st = torch.linalg.solve_ex(cr, dr)
+        if int(st) != 0 or not bool(torch.isfinite(xr).all()):
+            bad.append(r)
+        else:
+            solved[r] = xr
+    if bad:
+        lam_r = diag_mean / max_cond
+        scale = lam_r.max()
+        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
+        for r in sorted(bad):
+            cr, dr = system(r)
+            eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+            solved[r] = torch.linalg.solve(cr + lam_r[r] * eye, dr)
+    return solved, len(bad)
 
 
 def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
@@ -242,10 +320,10 @@ def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
 
     1. ``C_r = L_r L_rᵀ`` (``m³/3``). If it fails, ``C_r`` is not numerically positive
        definite: the exact condition number decides, as before.
-    2. Certified well-conditioned when ``u_r · b_r ≤ max_cond`` with
-       ``u_r = min(‖C_r‖_F, ‖C_r‖_∞) ≥ λ_max`` and ``b_r ≥ ‖C_r⁻¹‖₂`` the randomised bound of
-       :func:`_inverse_norm_bound` (ten solves with ``L_r``, ``O(m²)``; a bound except with
-       probability ``1e-10`` per replicate, for any matrix).
+    2. Certified well-conditioned when ``‖C_r‖_F · b_r ≤ max_cond`` (``‖C_r‖_F ≥ λ_max``) with
+       ``b_r ≥ ‖C_r⁻¹‖₂`` the randomised bound of :func:`_inverse_norm_bound` (ten solves with
+       ``L_r``, ``O(m²)``; a bound except with probability ``1e-10`` per replicate, for any
+       matrix).
     3. Otherwise the rigorous certificate of :func:`solve_replicates_certified` (Cholesky of
        ``C_r − (u_r/max_cond) I``), then the exact condition number.
 
@@ -266,7 +344,7 @@ def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
     Returns
     -------
     factors : Tensor of shape (n_rep, m_kept, m_kept)
-        Lower Cholesky factors (rows of replicates in ``solved`` are meaningless).
+        Lower Cholesky factors (entries of replicates in ``solved`` are meaningless).
     solved : dict of int to Tensor of shape (m_kept, p)
         Replicates solved now (regularised).
     info : SolveInfo
@@ -276,49 +354,118 @@ def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
     if info.lam > 0:
         raise ValueError("a regularised full sample is solved eagerly (solve_replicates)")
     kept = info.kept.to(c.device)
-    m = int(kept.numel())
-    full = m == c.shape[-1]
+    full = int(kept.numel()) == c.shape[-1]
     ck = c if full else c[:, kept][:, :, kept]
     dk = d if full else d[:, kept]
-    n_rep = ck.shape[0]
-    eye = torch.eye(m, dtype=ck.dtype, device=ck.device)
-    factors = torch.empty(n_rep, m, m, dtype=ck.dtype, device=ck.device)
-    cond_r = torch.full((n_rep,), float("nan"), dtype=ck.dtype, device=ck.device)
-    bad = torch.zeros(n_rep, dtype=torch.bool)
-    lu_only: list[int] = []
+    state = _FactorState(ck.shape[0], ck.shape[-1], ck.dtype, ck.device)
+    for r in range(ck.shape[0]):
+        state.add(r, ck[r], max_cond)
+    solved, n_bad = _regularised_solves(state.bad, state.lu_only, state.diag_mean, max_cond,
+                                        lambda r: (ck[r], dk[r]))
+    return state.factors, solved, replace(info, n_replicates_regularised=n_bad,
+                                          max_cond_replicates=state.worst())
+
+
+class _FactorState:
+    """Factors and decisions of one batch element's replicates, filled one replicate at a time."""
+
+    def __init__(self, n_rep: int, m: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.factors = torch.empty(n_rep, m, m, dtype=dtype, device=device)
+        self.diag_mean = torch.zeros(n_rep, dtype=dtype, device=device)
+        self.conds: list[float] = []
+        self.bad: list[int] = []
+        self.lu_only: list[int] = []
+
+    def add(self, r: int, cr: Tensor, max_cond: float) -> None:
+        self.diag_mean[r] = torch.diagonal(cr).mean()
+        fac, cond = _factor_one(cr, max_cond)
+        if fac is not None:
+            self.factors[r] = fac
+        if not math.isnan(cond):
+            self.conds.append(cond)
+            if not cond <= max_cond:
+                self.bad.append(r)
+            elif fac is None:
+                self.lu_only.append(r)
+
+    def worst(self) -> float:
+        return max(self.conds) if self.conds else float("nan")
+
+
+def factor_replicate_stream(
+    c: Tensor, d: Tensor, infos: list[SolveInfo], n_rep: int,
+    c_rep: Callable[[int], Tensor], d_rep: Callable[[int], Tensor], *,
+    var_tol: float = 1e-12, max_cond: float = 1e10, col_mask: Tensor | None = None,
+) -> tuple[FactoredReplicates, list[SolveInfo]]:
+    """Replicate solves of a batch, each replicate's ``C_r`` formed, factored and dropped.
+
+    Elements keeping more than :data:`EXACT_COND_MAX` operators whose full sample was not
+    regularised are factored (:func:`factor_replicates`, one replicate at a time: ``C_r`` is
+    formed by ``c_rep(r)`` and released, only its factor is kept); every other element is
+    solved eagerly by :func:`~rgaudit.rg.solve.solve_batch` on its own stacked replicates
+    (the reference path, same numbers). Frozen elements (no kept operator) give 0.
+
+    Parameters
+    ----------
+    c : Tensor of shape (nb, m, m)
+    d : Tensor of shape (nb, m, p)
+        Full-sample moments (only the eagerly solved elements use them again).
+    infos : list of SolveInfo
+        Full-sample solves of :func:`~rgaudit.rg.solve.solve_batch`.
+    n_rep : int
+    c_rep, d_rep : callable
+        ``c_rep(r) -> Tensor (nb, m, m)`` and ``d_rep(r) -> Tensor (nb, m, p)``: replicate
+        ``r``'s moments, formed on request (:class:`~rgaudit.rg.moments.BlockReplicates`).
+    var_tol, max_cond : float
+    col_mask : Tensor of shape (nb, p), bool, optional
+        Solution columns set to 0 (constant operators of the other layer).
+
+    Returns
+    -------
+    FactoredReplicates
+    infos : list of SolveInfo
+        With ``n_replicates_regularised`` and ``max_cond_replicates`` filled in.
+    """
+    from rgaudit.rg.solve import solve_batch
+
+    nb, m, p = d.shape
+    lazy = FactoredReplicates(d_rep, col_mask, shape=(n_rep, nb, m, p))
+    infos = list(infos)
+    large = [b for b, i in enumerate(infos)
+             if i.kept.numel() > EXACT_COND_MAX and i.lam == 0]
+    eager = [b for b, i in enumerate(infos) if i.kept.numel() and b not in large]
+    kept = {b: infos[b].kept.to(c.device) for b in large}
+    states = {b: _FactorState(n_rep, int(kept[b].numel()), c.dtype, c.device) for b in large}
+    c_e = {b: torch.empty(n_rep, m, m, dtype=c.dtype, device=c.device) for b in eager}
+    d_e = {b: torch.empty(n_rep, m, p, dtype=d.dtype, device=d.device) for b in eager}
     for r in range(n_rep):
-        cr = ck[r]
-        fac, status = torch.linalg.cholesky_ex(cr)
-        ok = int(status) == 0
-        certified = False
-        if ok:
-            factors[r] = fac
-            up = float(torch.minimum(torch.linalg.matrix_norm(cr), cr.abs().sum(-1).amax()))
-            certified = up * _inverse_norm_bound(fac) <= max_cond
-            if not certified:
-                _, st = torch.linalg.cholesky_ex(cr - (up / max_cond) * eye)
-                certified = int(st) == 0
-        if not certified:
-            ev = torch.linalg.eigvalsh(cr)
-            lo, hi = ev[0], ev[-1].clamp_min(1e-300)
-            cond_r[r] = hi / lo if lo > 0 else float("inf")
-            bad[r] = not bool(cond_r[r] <= max_cond)
-            if not bad[r] and not ok:   # not factorable yet well-conditioned: LU, as before
-                lu_only.append(r)
-    solved: dict[int, Tensor] = {}
-    for r in lu_only:
-        xr, st = torch.linalg.solve_ex(ck[r], dk[r])
-        if int(st) != 0 or not bool(torch.isfinite(xr).all()):
-            bad[r] = True
-        else:
-            solved[r] = xr
-    if bool(bad.any()):
-        lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
-        scale = lam_r.max()     # as solve_replicates_certified: C_r = 0 borrows the largest scale
-        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
-        for r in torch.nonzero(bad).flatten().tolist():
-            solved[r] = torch.linalg.solve(ck[r] + lam_r[r] * eye, dk[r])
-    computed = cond_r[~torch.isnan(cond_r)]
-    worst = float(computed.max()) if computed.numel() else float("nan")
-    return factors, solved, replace(info, n_replicates_regularised=int(bad.sum()),
-                                    max_cond_replicates=worst)
+        cr = c_rep(r)
+        for b in large:
+            k = kept[b]
+            crb = cr[b] if k.numel() == m else cr[b][k][:, k]
+            states[b].add(r, crb, max_cond)
+        if eager:
+            dr = d_rep(r)
+            for b in eager:
+                c_e[b][r] = cr[b]
+                d_e[b][r] = dr[b]
+        del cr
+    for b in large:
+        st, k = states[b], kept[b]
+
+        def system(r: int, b: int = b, k: Tensor = k) -> tuple[Tensor, Tensor]:
+            return c_rep(r)[b][k][:, k], d_rep(r)[b][k]
+
+        solved, n_bad = _regularised_solves(st.bad, st.lu_only, st.diag_mean, max_cond, system)
+        lazy.set_factored(b, k, st.factors, solved)
+        infos[b] = replace(infos[b], n_replicates_regularised=n_bad,
+                           max_cond_replicates=st.worst())
+    for b in eager:
+        _, xr, (info_b,) = solve_batch(c[b:b + 1], d[b:b + 1], c_reps=c_e[b][:, None],
+                                       d_reps=d_e[b][:, None], var_tol=var_tol,
+                                       max_cond=max_cond, frozen_ok=True)
+        assert isinstance(xr, Tensor)
+        k = info_b.kept.to(c.device)
+        lazy.set_solved(b, k, xr[:, 0, k])
+        infos[b] = info_b
+    return lazy, infos
