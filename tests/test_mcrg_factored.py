@@ -191,3 +191,23 @@ def test_pairs_stream_binary_operators_above_exact_threshold(monkeypatch):
     p, q = out
     assert isinstance(q.replicate_solutions, rs.FactoredReplicates)
     _same_pairs(p, q)
+
+
+def test_chain_fim_replicates_equal_chain_fim_jackknife(monkeypatch):
+    """The lazy chain replicates = fisher.chain's, built from the formed T_r (1e-10)."""
+    from rgaudit.fisher.chain import fim_from_mcrg
+    from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets
+    from rgaudit.rg.replicate_chain import chain_fim_replicates
+
+    monkeypatch.setattr(rs, "EXACT_COND_MAX", 1)
+    g = torch.Generator().manual_seed(3)
+    net = DeepRBM.random([6, 4, 4, 3], generator=g, dtype=F64)
+    x = torch.rand(2, 6, generator=g, dtype=F64)
+    res = mcrg_network(net, x, "full", 4000, generator=7, n_blocks=8)
+    pairs = [res.layers[1], res.layers[2]]
+    dg1 = dg1_dx_analytic(net.layer(1).W, operator_subsets(pairs[0].ops_prev,
+                                                           pairs[0].names_prev))
+    lazy = chain_fim_replicates(dg1, pairs)
+    assert not any(p.replicate_solutions.materialised for p in pairs)
+    ref = fim_from_mcrg(res, net.layer(1).W)
+    torch.testing.assert_close(lazy, ref.replicates, **TOL)

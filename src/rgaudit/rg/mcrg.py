@@ -206,6 +206,7 @@ class LayerPair:
         Parameters
         ----------
         x : Tensor of shape (*batch, m_prev, q) or (n_rep, *batch, m_prev, q)
+            (``*batch`` may be left out: broadcast over the batch elements).
 
         Returns
         -------
@@ -220,6 +221,8 @@ class LayerPair:
         mp, q = x.shape[-2], x.shape[-1]
         lead = x.shape[:-2]
         per_rep = len(lead) == len(self.batch_shape) + 1
+        if not per_rep:   # broadcast a matrix shared by the batch elements
+            x = x.expand(*self.batch_shape, mp, q)
         xf = x.reshape(reps.n_rep, nb, mp, q) if per_rep else x.reshape(nb, mp, q)
         out = reps.apply(xf)
         return out.reshape(reps.n_rep, *self.batch_shape, out.shape[-2], q).to("cpu")
