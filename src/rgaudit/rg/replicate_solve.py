@@ -257,8 +257,11 @@ class FactoredReplicates:
         return out
 
 
-def _factor_one(cr: Tensor, max_cond: float) -> tuple[Tensor | None, float]:
+def _factor_one(cr: Tensor, max_cond: float,
+                out: Tensor | None = None) -> tuple[Tensor | None, float]:
     """Factor one replicate and decide its conditioning (see :func:`factor_replicates`).
+
+    ``out`` (m, m), optional, receives the factor (no copy).
 
     Returns
     -------
@@ -267,10 +270,18 @@ def _factor_one(cr: Tensor, max_cond: float) -> tuple[Tensor | None, float]:
     cond : float
         ``nan`` when certified ``≤ max_cond``; otherwise the exact (eigenvalue) condition number.
     """
-    fac, status = torch.linalg.cholesky_ex(cr)
+    if out is None:
+        fac, status = torch.linalg.cholesky_ex(cr)
+    else:
+        fac, status = torch.linalg.cholesky_ex(
+            cr, out=(out, torch.empty((), dtype=torch.int32, device=cr.device)))
     if int(status) == 0:
-        up = float(torch.linalg.matrix_norm(cr))           # ‖C‖_F ≥ λ_max, one pass
-        if up * _inverse_norm_bound(fac) <= max_cond:
+        bound = _inverse_norm_bound(fac)
+        up = float(torch.diagonal(cr).sum())               # trace ≥ λ_max (C is PD here), O(m)
+        if up * bound <= max_cond:
+            return fac, float("nan")
+        up = min(up, float(torch.linalg.matrix_norm(cr)))  # ‖C‖_F ≥ λ_max, one pass
+        if up * bound <= max_cond:
             return fac, float("nan")
         up = min(up, float(cr.abs().sum(-1).amax()))       # the rigorous certificate, as before
         eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
@@ -320,7 +331,8 @@ def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
 
     1. ``C_r = L_r L_rᵀ`` (``m³/3``). If it fails, ``C_r`` is not numerically positive
        definite: the exact condition number decides, as before.
-    2. Certified well-conditioned when ``‖C_r‖_F · b_r ≤ max_cond`` (``‖C_r‖_F ≥ λ_max``) with
+    2. Certified well-conditioned when ``u_r · b_r ≤ max_cond`` (``u_r`` = the trace, else
+       ``‖C_r‖_F``: both ``≥ λ_max``) with
        ``b_r ≥ ‖C_r⁻¹‖₂`` the randomised bound of :func:`_inverse_norm_bound` (ten solves with
        ``L_r``, ``O(m²)``; a bound except with probability ``1e-10`` per replicate, for any
        matrix).
@@ -378,9 +390,7 @@ class _FactorState:
 
     def add(self, r: int, cr: Tensor, max_cond: float) -> None:
         self.diag_mean[r] = torch.diagonal(cr).mean()
-        fac, cond = _factor_one(cr, max_cond)
-        if fac is not None:
-            self.factors[r] = fac
+        fac, cond = _factor_one(cr, max_cond, out=self.factors[r])
         if not math.isnan(cond):
             self.conds.append(cond)
             if not cond <= max_cond:
