@@ -24,7 +24,8 @@ straight into one stacked array, without per-replicate temporaries.
 
 Memory (per batch element, float64): the block sums ``n_blocks·(m_a² + m_a·m_b + m_b²)``; the
 stacked replicates add as much again while they exist; nothing grows with the number of samples
-(chunks are bounded by the caller).
+(chunks are bounded by the caller). :class:`BlockReplicates` forms replicates on request, one at
+a time or one moment's stack at a time, from the block sums (same operations, same bits).
 
 All arrays may carry leading batch dimensions (several inputs analysed at once).
 """

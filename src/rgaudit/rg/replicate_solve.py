@@ -22,6 +22,13 @@ gives ``T_r = 0`` instead of a singular-matrix crash (the plain path crashed the
 The price: a certified replicate's condition number is not computed, so
 ``max_cond_replicates`` is the largest *computed* one (``nan`` — ``None`` in JSON — when every
 replicate was certified), and ``SolveInfo`` says which.
+
+Factored replicates (the default of :mod:`rgaudit.rg.mcrg`, issue 16): :func:`factor_replicates`
+and :func:`factor_replicate_stream` factor each ``C_r`` once (Cholesky) and use the factor both
+for a randomised conditioning certificate (:func:`_inverse_norm_bound`, wrong with probability
+``1e-10``; the rigorous certificate above is the fallback) and for the solve, which
+:class:`FactoredReplicates` performs only when ``T_r`` is asked for (or applies ``T_r`` to a thin
+matrix without forming it). The certified LU path above stays as the reference.
 """
 
 from __future__ import annotations
