@@ -12,8 +12,11 @@ in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its ow
 A second timing runs the whole chain (RBM sampling + pair basis) through ``mcrg_network`` for
 reference.
 
-``--scale`` (issue 16) measures m = 500, 1000, 2000 operators instead: the estimator's two phases
-separately (accumulation over the chunks; finalisation = replicates + 17 solves), in **CPU
+``--scale`` (issue 16) measures m = 500, 1000, 2000 operators instead: the estimator's phases
+separately (accumulation over the chunks; finalisation = full-sample solve + one Cholesky
+factorisation per jackknife replicate; *errors* = the replicate solves and error bars of ``T``'s
+entries, formed on first access of ``T_stderr``), and the same for the dense reference path
+(``REPLICATE_SOLVES = "dense"``, the previous code), in **CPU
 seconds** of the single-threaded subprocess as well as wall seconds (the development machine is
 shared, so wall time is inflated by the load; CPU time is not, to first order), the float32
 floor in the same units, and peak memory against S (m fixed) and against m. Since the
@@ -24,7 +27,8 @@ finalisation does not depend on S, the ratio to the floor falls with S as
 Usage::
 
     .venv/bin/python benchmarks/bench_mcrg.py [--threads 1] [--quick]
-    .venv/bin/python benchmarks/bench_mcrg.py --scale
+    .venv/bin/python benchmarks/bench_mcrg.py --scale [--m 500 1000] [--no-dense] [--no-memory]
+    .venv/bin/python benchmarks/bench_mcrg.py --compare 40000 1000
 
 Writes ``benchmarks/results/mcrg.json`` (``mcrg_scale.json`` with ``--scale``).
 """
@@ -49,7 +53,9 @@ CONFIGS = [  # (S, m)
 ]
 QUICK = [(20_000, 100), (200_000, 100), (20_000, 400)]
 SCALE = [(40_000, 500), (40_000, 1000), (40_000, 2000)]
-SCALE_MEMORY_S = [(10_000, 1000), (160_000, 1000)]   # peak memory against S at fixed m
+# peak memory against S at fixed m; S/16 ≥ m so that the reused chunk of samples has full rank
+# (at S = 10⁴ the 625-sample chunk made C singular: the regularised, eager path was measured)
+SCALE_MEMORY_S = [(20_000, 1000), (160_000, 1000)]
 CHUNK = 8192
 
 
@@ -72,15 +78,23 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
         done = 0
         while done < s:
             n = min(chunk, s - done)
-            yield pool_b[:n], pool_a[:n]
+            if kind == "compare":   # fresh samples: replicates that differ (timing runs reuse)
+                b = (torch.rand(n, m, generator=g) < 0.5).float()
+                a = (torch.rand(n, m, generator=g) < 0.3).float()
+                a[:, : m // 2] = torch.maximum(a[:, : m // 2], b[:, : m // 2])
+                yield b, a
+            else:
+                yield pool_b[:n], pool_a[:n]
             done += n
 
     t0 = time.perf_counter()
     c0 = time.process_time()
     phases: dict[str, float] = {}
-    if kind == "phases":   # the estimator, accumulation and finalisation timed apart
+    if kind in ("phases", "phases_dense", "compare"):   # accumulation, finalisation apart
+        import rgaudit.rg.mcrg as mcrg_mod
         from rgaudit.rg.mcrg import PairAccumulator
 
+        mcrg_mod.REPLICATE_SOLVES = "dense" if kind == "phases_dense" else "factored"
         ops = ProductBasis.singles(m)
         acc = PairAccumulator(ops, ops, n_blocks=16, batch_shape=(), device=torch.device("cpu"))
         n_chunks = -(-s // chunk)
@@ -93,6 +107,24 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
         phases.update(finalise_cpu_s=time.process_time() - c1,
                       finalise_wall_s=time.perf_counter() - t1)
         assert bool(torch.isfinite(pair.T).all())
+        peak_fin = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        phases["rss_increase_before_errors_mib"] = (peak_fin - base_rss) / 1024
+        if kind == "compare":   # the same accumulator through the dense reference path
+            mcrg_mod.REPLICATE_SOLVES = "dense"
+            ref = acc.finalise(0)
+            phases["max_abs_diff"] = {
+                name: float((getattr(pair, name) - getattr(ref, name)).nan_to_num().abs().max())
+                for name in ("T", "T_replicates", "T_stderr")}
+            phases["max_abs"] = {name: float(getattr(ref, name).nan_to_num().abs().max())
+                                 for name in ("T", "T_replicates", "T_stderr")}
+            phases["same_regularised"] = [
+                (a.n_replicates_regularised, b.n_replicates_regularised)
+                for a, b in zip(pair.solve_info, ref.solve_info, strict=True)]
+        c2, t2 = time.process_time(), time.perf_counter()
+        err = pair.T_stderr     # forms every T_r (a no-op cost on the dense path)
+        phases.update(errors_cpu_s=time.process_time() - c2,
+                      errors_wall_s=time.perf_counter() - t2)
+        assert err.shape == pair.T.shape
     elif kind == "estimator":
         ops = ProductBasis.singles(m)
         pair = mcrg_pairs(chunks(), ops, ops, n_blocks=16,
@@ -125,35 +157,55 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
             "loadavg": os.getloadavg(), **phases}
 
 
-def _scale(threads: int) -> dict:
-    """Issue 16: m = 500…2000, phases in CPU seconds, floor ratios, memory against S and m."""
+def _scale(threads: int, ms: list[int] | None = None, dense: bool = True,
+           memory: bool = True) -> dict:
+    """Issue 16: m = 500…2000, phases in CPU seconds, floor ratios, memory against S and m.
+
+    ``estimator`` = accumulation + finalisation (``T``, its solve diagnostics and the
+    replicates' Cholesky factors); ``errors`` = forming every ``T_r`` and the error bars of the
+    entries of ``T`` on first access (``T_stderr``). With ``dense`` the reference path
+    (every ``T_r`` solved in the finalisation, the previous code) is timed as well.
+    """
     rows = []
     for s, m in SCALE:
+        if ms is not None and m not in ms:
+            continue
         est = _run_sub("phases", s, m, threads)
         f32 = _run_sub("floor32", s, m, threads)
+        ref = _run_sub("phases_dense", s, m, threads) if dense else None
         a = est["accumulate_cpu_s"] / s
         f = f32["cpu_seconds"] / s
         fin = est["finalise_cpu_s"]
         s_13 = fin / (1.3 * f - a) if 1.3 * f > a else float("inf")
+        est_cpu = est["accumulate_cpu_s"] + est["finalise_cpu_s"]
         row = {"S": s, "m": m, **{k: est[k] for k in ("accumulate_cpu_s", "finalise_cpu_s",
-                                                        "accumulate_wall_s", "finalise_wall_s")},
-               "estimator_cpu_s": est["cpu_seconds"], "estimator_wall_s": est["seconds"],
+                                                        "accumulate_wall_s", "finalise_wall_s",
+                                                        "errors_cpu_s", "errors_wall_s")},
+               "estimator_cpu_s": est_cpu,
+               "estimator_wall_s": est["accumulate_wall_s"] + est["finalise_wall_s"],
+               "with_errors_ratio_to_f32_floor_cpu": (est_cpu + est["errors_cpu_s"])
+               / f32["cpu_seconds"],
+               "dense_reference": None if ref is None else {
+                   k: ref[k] for k in ("accumulate_cpu_s", "finalise_cpu_s", "errors_cpu_s",
+                                       "peak_rss_mib", "rss_increase_mib", "loadavg")},
                "floor_f32_cpu_s": f32["cpu_seconds"], "floor_f32_wall_s": f32["seconds"],
-               "ratio_to_f32_floor_cpu": est["cpu_seconds"] / f32["cpu_seconds"],
+               "ratio_to_f32_floor_cpu": est_cpu / f32["cpu_seconds"],
                "accumulate_ratio_to_f32_floor_cpu": est["accumulate_cpu_s"]
                / f32["cpu_seconds"],
                "S_for_ratio_1_3": s_13, "S_for_ratio_1_3_per_m": s_13 / m,
                "estimator_peak_rss_mib": est["peak_rss_mib"],
                "floor_peak_rss_mib": f32["peak_rss_mib"],
-               "estimator_rss_increase_mib": est["rss_increase_mib"],
+               "estimator_rss_increase_mib": est["rss_increase_before_errors_mib"],
+               "with_errors_rss_increase_mib": est["rss_increase_mib"],
                "loadavg": [est["loadavg"], f32["loadavg"]]}
         print(json.dumps(row), flush=True)
         rows.append(row)
     mem_s = []
-    for s, m in SCALE_MEMORY_S:
+    for s, m in SCALE_MEMORY_S if memory else []:
         est = _run_sub("phases", s, m, threads)
         mem_s.append({"S": s, "m": m, "peak_rss_mib": est["peak_rss_mib"],
                       "rss_increase_mib": est["rss_increase_mib"],
+                      "rss_increase_before_errors_mib": est["rss_increase_before_errors_mib"],
                       "cpu_seconds": est["cpu_seconds"], "loadavg": est["loadavg"]})
         print(json.dumps(mem_s[-1]), flush=True)
     return {"benchmark": "mcrg estimator at m = 500-2000 (issue 16)", "chunk": CHUNK,
@@ -175,13 +227,24 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", nargs=4)
     ap.add_argument("--scale", action="store_true", help="m = 500-2000 (issue 16)")
+    ap.add_argument("--m", type=int, nargs="+", default=None,
+                    help="with --scale: only these operator counts (of 500, 1000, 2000)")
+    ap.add_argument("--no-dense", action="store_true",
+                    help="with --scale: skip the dense reference path (the previous code)")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="with --scale: skip the memory-against-S runs")
+    ap.add_argument("--compare", type=int, nargs=2, metavar=("S", "M"),
+                    help="max |factored - dense| of T, T_r, T_stderr on one accumulator")
     args = ap.parse_args()
+    if args.compare:
+        print(json.dumps(_one("compare", args.compare[0], args.compare[1], args.threads)))
+        return
     if args.one:
         kind, s, m, th = args.one
         print(json.dumps(_one(kind, int(s), int(m), int(th))))
         return
     if args.scale:
-        doc = _scale(args.threads)
+        doc = _scale(args.threads, args.m, dense=not args.no_dense, memory=not args.no_memory)
         out = Path(__file__).parent / "results" / "mcrg_scale.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -36,6 +36,7 @@ field                    shape                                    meaning
                                                                   NaN where not estimated
 ``T_unestimated``        (*batch, m_{i+1}, m_i) bool              collapsed entries (see below)
 ``T_replicates``         (n_rep, *batch, m_{i+1}, m_i)            leave-one-block-out ``T``
+                                                                  (lazy, see below)
 ``C_next``               (*batch, m_{i+1}, m_{i+1})               ``Cov(O(h_{i+1}))``
 ``C_prev``               (*batch, m_i, m_i)                       ``Cov(O(h_i))``
 ``D``                    (*batch, m_{i+1}, m_i)                   ``Cov(O(h_{i+1}), O(h_i))``
@@ -66,6 +67,12 @@ everything computed from the pair (chain FIM, spectra) reports that it rests on 
 columns of dropped (constant) operators are not estimated either: their ``T_stderr`` is NaN too
 and they are listed in ``solve_info[b].dropped``.
 
+Lazy replicates (issue 16): above ``EXACT_COND_MAX`` kept operators the replicate solves are
+kept as Cholesky factors (:class:`~rgaudit.rg.replicate_solve.FactoredReplicates`, memory as
+``T_replicates``); ``T_replicates``, ``T_stderr`` and ``T_unestimated`` are properties that solve
+them on first access (then cached: the same values as an eager solve), and
+:meth:`LayerPair.apply_replicates` gives ``T_r @ x`` without forming ``T_r``.
+
 Solve policy: see :mod:`rgaudit.rg.solve`. Every solve reports its condition number; when it
 exceeds ``max_cond`` a Tikhonov regulariser is applied and ``solve_info[b].regularised`` is set;
 :attr:`LayerPair.any_regularised` summarises. No NaN is ever returned silently: non-finite operator
@@ -81,9 +88,10 @@ from typing import Any
 
 import torch
 
-from rgaudit.rg.moments import CovarianceAccumulator, jackknife_stderr
+from rgaudit.rg.moments import BlockReplicates, CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.network import LayerStack
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
+from rgaudit.rg.replicate_solve import FactoredReplicates, factor_replicate_stream
 from rgaudit.rg.solve import (
     MAX_COND,
     SolveInfo,
@@ -99,6 +107,10 @@ Source = Callable[[int, "torch.Generator | None"], Tensor]
 #: Target size in bytes of one chunk of float64 operator values (sets the default chunk).
 CHUNK_BYTES = 64 * 2**20
 
+#: How replicate solves are kept (:func:`rgaudit.rg.solve.solve_batch`): ``"factored"``
+#: (Cholesky factors, solved on first access; issue 16) or ``"dense"`` (the reference path).
+REPLICATE_SOLVES = "factored"
+
 
 @dataclass
 class LayerPair:
@@ -106,14 +118,9 @@ class LayerPair:
 
     index: int
     T: Tensor
-    T_stderr: Tensor
-    T_replicates: Tensor
     C_next: Tensor
     C_prev: Tensor
     D: Tensor
-    C_next_replicates: Tensor
-    C_prev_replicates: Tensor
-    D_replicates: Tensor
     mean_next: Tensor
     mean_prev: Tensor
     kept_next: list[Tensor]
@@ -125,24 +132,117 @@ class LayerPair:
     names_prev: list[str]
     n_samples: int
     batch_shape: tuple[int, ...] = ()
-    T_unestimated: Tensor | None = None
     ops_next: Operators | None = None
     ops_prev: Operators | None = None
+    #: Replicate solutions: a tensor (n_rep, *batch, m_next, m_prev), or Cholesky factors solved
+    #: on first access of ``T_replicates``, ``T_stderr`` or ``T_unestimated`` (issue 16)
+    replicate_solutions: Tensor | FactoredReplicates | None = field(default=None, repr=False)
+    #: Leave-one-block-out moments (formed on first access of the ``*_replicates`` properties)
+    replicate_moments: BlockReplicates | None = field(default=None, repr=False)
+    _errors: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    _moment_cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def _replicate_moment(self, name: str) -> Tensor:
+        if name not in self._moment_cache:
+            if self.replicate_moments is None:
+                raise ValueError("this pair carries no jackknife replicates")
+            x = self.replicate_moments.stack(name)
+            self._moment_cache[name] = x.reshape(x.shape[0], *self.batch_shape,
+                                                 *x.shape[-2:]).to("cpu")
+        return self._moment_cache[name]
+
+    @property
+    def C_next_replicates(self) -> Tensor:
+        """``Cov(O(h_{i+1}))`` per replicate, (n_rep, *batch, m_next, m_next)."""
+        return self._replicate_moment("c_aa")
+
+    @property
+    def C_prev_replicates(self) -> Tensor:
+        """``Cov(O(h_i))`` per replicate, (n_rep, *batch, m_prev, m_prev)."""
+        return self._replicate_moment("c_bb")
+
+    @property
+    def D_replicates(self) -> Tensor:
+        """``Cov(O(h_{i+1}), O(h_i))`` per replicate, (n_rep, *batch, m_next, m_prev)."""
+        return self._replicate_moment("c_ab")
+
+    @property
+    def T_replicates(self) -> Tensor:
+        """Leave-one-block-out ``T`` (n_rep, *batch, m_next, m_prev), solved on first access."""
+        reps = self.replicate_solutions
+        if reps is None:
+            raise ValueError("this pair carries no jackknife replicates")
+        if not isinstance(reps, Tensor):
+            flat = reps.dense()
+            reps = flat.reshape(flat.shape[0], *self.batch_shape, *flat.shape[2:]).to("cpu")
+            self.replicate_solutions = reps
+        return reps
+
+    def _error_bars(self) -> tuple[Tensor, Tensor]:
+        if self._errors is None:
+            mask_n, mask_p = self.kept_mask_next, self.kept_mask_prev
+            err = jackknife_stderr(self.T_replicates)
+            unest = unestimated_entries(err, mask_n, mask_p)
+            estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
+            err = torch.where(estimated, err, torch.full_like(err, float("nan")))
+            self._errors = (err, unest)
+        return self._errors
+
+    @property
+    def T_stderr(self) -> Tensor:
+        """Jackknife standard error of ``T``; NaN where not estimated (solves the replicates)."""
+        return self._error_bars()[0]
+
+    @property
+    def T_unestimated(self) -> Tensor:
+        """Collapsed entries of ``T`` (*batch, m_next, m_prev) bool (solves the replicates)."""
+        return self._error_bars()[1]
+
+    def apply_replicates(self, x: Tensor) -> Tensor:
+        """``T_r @ x`` for every replicate ``r``, without forming ``T_r`` when it is factored.
+
+        ``O(n_rep · m² q)`` for ``q`` columns instead of the ``O(n_rep · m³)`` of
+        ``T_replicates`` (what the chain FIM's replicates ``J_r = T_r J_r'`` need).
+
+        Parameters
+        ----------
+        x : Tensor of shape (*batch, m_prev, q) or (n_rep, *batch, m_prev, q)
+            (``*batch`` may be left out: broadcast over the batch elements).
+
+        Returns
+        -------
+        Tensor of shape (n_rep, *batch, m_next, q), float64 on the CPU
+        """
+        reps = self.replicate_solutions
+        if reps is None:
+            raise ValueError("this pair carries no jackknife replicates")
+        if isinstance(reps, Tensor):
+            return reps @ x.to(dtype=reps.dtype, device=reps.device)
+        nb = math.prod(self.batch_shape)
+        mp, q = x.shape[-2], x.shape[-1]
+        lead = x.shape[:-2]
+        per_rep = len(lead) == len(self.batch_shape) + 1
+        if not per_rep:   # broadcast a matrix shared by the batch elements
+            x = x.expand(*self.batch_shape, mp, q)
+        xf = x.reshape(reps.n_rep, nb, mp, q) if per_rep else x.reshape(nb, mp, q)
+        out = reps.apply(xf)
+        return out.reshape(reps.n_rep, *self.batch_shape, out.shape[-2], q).to("cpu")
 
     @property
     def n_replicates(self) -> int:
-        return int(self.T_replicates.shape[0])
+        reps = self.replicate_solutions
+        if reps is None:
+            return 0
+        return int(reps.shape[0]) if isinstance(reps, Tensor) else reps.n_rep
 
     @property
     def n_unestimated(self) -> int:
         """Number of unestimated (collapsed) entries of ``T`` over all batch elements."""
-        return 0 if self.T_unestimated is None else int(self.T_unestimated.sum())
+        return int(self.T_unestimated.sum())
 
     def unestimated_counts(self) -> list[int]:
         """Unestimated entries per flattened batch element."""
         nb = math.prod(self.batch_shape)
-        if self.T_unestimated is None:
-            return [0] * nb
         return [int(c) for c in self.T_unestimated.reshape(nb, -1).sum(-1)]
 
     def dropped(self) -> dict[str, list[list[int]]]:
@@ -277,31 +377,42 @@ class PairAccumulator:
 def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_next: Operators,
               var_tol: float, max_cond: float) -> LayerPair:
     mom = acc.moments()
-    rep = acc.replicates()   # stacked leave-one-block-out moments, no per-replicate copies
-    n_reps = int(rep.n.shape[0])
+    # leave-one-block-out moments, formed on request from the block sums (no stacked copies
+    # unless someone asks for them: the factored path forms one replicate's C_r at a time)
+    rep = acc.block_replicates()
+    n_reps = rep.n_rep
     batch = acc.batch_shape
     mn, mp = ops_next.size, ops_prev.size
     nb = math.prod(batch)
     cn = mom.c_aa.reshape(nb, mn, mn)
     cp = mom.c_bb.reshape(nb, mp, mp)
     d = mom.c_ab.reshape(nb, mn, mp)
-    cn_r = rep.c_aa.reshape(n_reps, nb, mn, mn)
-    cp_r = rep.c_bb.reshape(n_reps, nb, mp, mp)
-    d_r = rep.c_ab.reshape(n_reps, nb, mn, mp)
-    del rep
     dev = cn.device
     mask_p = ~torch.stack([constant_operators(cp[b], var_tol) for b in range(nb)])
-    if bool(mask_p.all()):          # no constant column: no masked copies of D
-        d_in, d_r_in = d, d_r
-    else:
-        colmask = mask_p.to(torch.float64).unsqueeze(-2)        # (nb, 1, mp)
-        d_in, d_r_in = d * colmask, d_r * colmask
+    method = REPLICATE_SOLVES
+    if method not in ("dense", "factored"):
+        raise ValueError(f"REPLICATE_SOLVES must be 'dense' or 'factored', got {method!r}")
+    colmask = None if bool(mask_p.all()) else mask_p.to(torch.float64).unsqueeze(-2)
+    d_in = d if colmask is None else d * colmask   # (nb, 1, mp): no copy without constants
+    t_r: Tensor | FactoredReplicates | None
     # frozen_ok: a frozen layer (every operator constant on all S samples, e.g. the saturated
     # output of a confident 784-input network) gives T = 0 with no kept operator, reported in
     # SolveInfo (cond nan), instead of stopping the run
-    t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
-                                max_cond=max_cond, frozen_ok=True)
-    del d_in, d_r_in
+    if method == "dense":      # the reference path: every replicate formed and solved now
+        cn_r = rep.stack("c_aa").reshape(n_reps, nb, mn, mn)
+        d_r = rep.stack("c_ab").reshape(n_reps, nb, mn, mp)
+        rep.stack("c_bb")
+        d_r_in = d_r if colmask is None else d_r * colmask
+        t, t_r, infos = solve_batch(cn, d_in, c_reps=cn_r, d_reps=d_r_in, var_tol=var_tol,
+                                    max_cond=max_cond, frozen_ok=True)
+        del d_r_in, cn_r, d_r
+    else:
+        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True)
+        t_r, infos = factor_replicate_stream(
+            cn, d_in, infos, n_reps, lambda r: rep.c_aa(r).reshape(nb, mn, mn),
+            lambda r: rep.c_ab(r).reshape(nb, mn, mp), var_tol=var_tol, max_cond=max_cond,
+            col_mask=None if colmask is None else mask_p)
+    del d_in
     assert t_r is not None
     mask_n = torch.zeros(nb, mn, dtype=torch.bool, device=dev)
     for b, info in enumerate(infos):
@@ -311,18 +422,11 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
     def shaped(x: Tensor, lead: tuple[int, ...] = ()) -> Tensor:
         return x.reshape(*lead, *batch, *x.shape[len(lead) + 1:]).to(cpu)
 
-    n_rep = (n_reps,)
-    err = jackknife_stderr(t_r)
-    unest = unestimated_entries(err, mask_n, mask_p)
-    estimated = mask_n.unsqueeze(-1) & mask_p.unsqueeze(-2) & ~unest
-    err = torch.where(estimated, err, torch.full_like(err, float("nan")))
     return LayerPair(
         index=index,
-        T=shaped(t), T_stderr=shaped(err), T_replicates=shaped(t_r, n_rep),
-        T_unestimated=shaped(unest),
-        C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d),
-        C_next_replicates=shaped(cn_r, n_rep), C_prev_replicates=shaped(cp_r, n_rep),
-        D_replicates=shaped(d_r, n_rep),
+        T=shaped(t), replicate_solutions=t_r if isinstance(t_r, FactoredReplicates)
+        else shaped(t_r, (n_reps,)),
+        C_next=shaped(cn), C_prev=shaped(cp), D=shaped(d), replicate_moments=rep,
         mean_next=mom.mean_a.to(cpu), mean_prev=mom.mean_b.to(cpu),
         kept_next=[torch.nonzero(m).flatten().to(cpu) for m in mask_n],
         kept_prev=[torch.nonzero(m).flatten().to(cpu) for m in mask_p],

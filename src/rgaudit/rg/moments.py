@@ -24,7 +24,8 @@ straight into one stacked array, without per-replicate temporaries.
 
 Memory (per batch element, float64): the block sums ``n_blocks·(m_a² + m_a·m_b + m_b²)``; the
 stacked replicates add as much again while they exist; nothing grows with the number of samples
-(chunks are bounded by the caller).
+(chunks are bounded by the caller). :class:`BlockReplicates` forms replicates on request, one at
+a time or one moment's stack at a time, from the block sums (same operations, same bits).
 
 All arrays may carry leading batch dimensions (several inputs analysed at once).
 """
@@ -120,6 +121,7 @@ class CovarianceAccumulator:
         self.shift_b: Tensor | None = None
         self._integer = False
         self._chunks = 0
+        self._totals: tuple[int, float, list[Tensor | None]] | None = None
 
     def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
         """Add one chunk of samples.
@@ -202,6 +204,8 @@ class CovarianceAccumulator:
         n = float((w * self.count).sum())
 
         all_in = bool((w == 1).all())
+        if all_in and self._totals is not None and self._totals[0] == self._chunks:
+            return self._totals[1], list(self._totals[2])   # moments() and replicates share it
 
         def wsum(t: Tensor | None) -> Tensor | None:
             if t is None:
@@ -211,7 +215,10 @@ class CovarianceAccumulator:
             ww = w.to(device=t.device).reshape(-1, *([1] * (t.dim() - 1)))
             return (ww * t).sum(dim=0)
 
-        return n, [wsum(t) for t in (self.sa, self.sb, self.saa, self.sab, self.sbb)]
+        sums = [wsum(t) for t in (self.sa, self.sb, self.saa, self.sab, self.sbb)]
+        if all_in:
+            self._totals = (self._chunks, n, sums)
+        return n, list(sums)
 
     def _from_sums(self, n: float, sums: list[Tensor | None]) -> Moments:
         if self.shift_a is None or self.shift_b is None:
@@ -267,35 +274,123 @@ class CovarianceAccumulator:
         ReplicateMoments
             Leading dimension ``n_rep`` (number of non-empty blocks).
         """
-        if self.shift_a is None or self.shift_b is None:
+        return self.block_replicates().stacked()
+
+    def block_replicates(self) -> BlockReplicates:
+        """Leave-one-block-out moments formed on request, one replicate at a time.
+
+        References the block sums (no copy): ``O(n_blocks · m²)`` memory whether or not any
+        replicate is formed. See :class:`BlockReplicates`.
+        """
+        return BlockReplicates(self)
+
+
+class BlockReplicates:
+    """Leave-one-block-out moments of a :class:`CovarianceAccumulator`, formed on request.
+
+    The replicate covariances are ``O(n_blocks · m²)`` numbers whose formation (total minus one
+    block, scaled, centred, symmetrised) is memory-bound; a consumer that needs one replicate
+    at a time (a factorisation) or one moment only forms just that (:meth:`c_aa`,
+    :meth:`c_ab`, :meth:`c_bb`), and :meth:`stack` forms (and caches) one stacked moment, with
+    exactly the operations of :meth:`CovarianceAccumulator.replicates`. Means and sample
+    counts are formed at once (``O(n_blocks · m)``).
+
+    Parameters
+    ----------
+    acc : CovarianceAccumulator
+        Its block sums are referenced, not copied (later updates would show through).
+
+    Attributes
+    ----------
+    n : Tensor of shape (n_rep,)
+    mean_a, mean_b : Tensor of shape (n_rep, *batch, m)
+        Replicate means (shifted back).
+    n_rep : int
+    """
+
+    def __init__(self, acc: CovarianceAccumulator) -> None:
+        if acc.shift_a is None or acc.shift_b is None:
             raise ValueError("no samples were accumulated")
-        nonempty = [k for k in range(self.n_blocks) if self.count[k] > 0]
+        nonempty = [k for k in range(acc.n_blocks) if acc.count[k] > 0]
         if len(nonempty) < 2:
             raise ValueError(
                 "fewer than 2 non-empty jackknife blocks: feed at least n_blocks chunks"
             )
-        n_tot, tot = self._sums(torch.ones(self.n_blocks, dtype=torch.float64))
-        idx = torch.tensor(nonempty, device=self.sa.device)
-        ns = [n_tot - float(self.count[k]) for k in nonempty]
+        n_tot, tot = acc._sums(torch.ones(acc.n_blocks, dtype=torch.float64))
+        ns = [n_tot - float(acc.count[k]) for k in nonempty]
         if min(ns) < 2:
             raise ValueError(f"need at least 2 samples for a covariance, have {min(ns):.0f}")
         tsa, tsb, tsaa, tsab, tsbb = tot
         assert tsa is not None and tsb is not None and tsaa is not None and tsab is not None
-        ma = tsa.unsqueeze(0) - self.sa[idx]
-        mb = tsb.unsqueeze(0) - self.sb[idx]
-        c_aa = torch.empty_like(self.saa[: len(nonempty)])
-        c_ab = torch.empty_like(self.sab[: len(nonempty)])
-        c_bb = (torch.empty_like(self.sbb[: len(nonempty)]) if self.sbb is not None
-                else torch.empty(0, dtype=torch.float64))
-        for i, (k, n) in enumerate(zip(nonempty, ns, strict=True)):
+        idx = torch.tensor(nonempty, device=acc.sa.device)
+        ma = tsa.unsqueeze(0) - acc.sa[idx]
+        mb = tsb.unsqueeze(0) - acc.sb[idx]
+        for i, n in enumerate(ns):
             ma[i] /= n
             mb[i] /= n
-            _cov_into(c_aa[i], tsaa, self.saa[k], n, ma[i], ma[i], sym=True)
-            _cov_into(c_ab[i], tsab, self.sab[k], n, ma[i], mb[i], sym=False)
-            if self.sbb is not None and tsbb is not None:
-                _cov_into(c_bb[i], tsbb, self.sbb[k], n, mb[i], mb[i], sym=True)
-        return ReplicateMoments(torch.tensor(ns, dtype=torch.float64), ma + self.shift_a,
-                                mb + self.shift_b, c_aa, c_ab, c_bb)
+        self._blocks = nonempty
+        self._ns = ns
+        self._ma, self._mb = ma, mb         # centred (unshifted) means, as the covariances use
+        self._sums: dict[str, tuple[Tensor, Tensor]] = {"c_aa": (tsaa, acc.saa),
+                                                        "c_ab": (tsab, acc.sab)}
+        if acc.sbb is not None and tsbb is not None:
+            self._sums["c_bb"] = (tsbb, acc.sbb)
+        self._stacks: dict[str, Tensor] = {}
+        self.n = torch.tensor(ns, dtype=torch.float64)
+        self.mean_a = ma + acc.shift_a
+        self.mean_b = mb + acc.shift_b
+        self.n_rep = len(nonempty)
+
+    def _one(self, name: str, i: int, out: Tensor | None = None) -> Tensor:
+        if name in self._stacks:
+            return self._stacks[name][i]
+        if name not in self._sums:
+            return torch.empty(0, dtype=torch.float64)
+        total, blocks = self._sums[name]
+        mx = self._ma[i]
+        my = self._mb[i] if name == "c_ab" else mx
+        if name == "c_bb":
+            mx = my = self._mb[i]
+        if out is None:
+            out = torch.empty_like(total)
+        _cov_into(out, total, blocks[self._blocks[i]], self._ns[i], mx, my, sym=name != "c_ab")
+        return out
+
+    def c_aa(self, i: int) -> Tensor:
+        """``Cov(A, A)`` of replicate ``i``, shape (*batch, m_a, m_a)."""
+        return self._one("c_aa", i)
+
+    def c_ab(self, i: int) -> Tensor:
+        """``Cov(A, B)`` of replicate ``i``, shape (*batch, m_a, m_b)."""
+        return self._one("c_ab", i)
+
+    def c_bb(self, i: int) -> Tensor:
+        """``Cov(B, B)`` of replicate ``i`` (empty without ``Cov(B, B)``)."""
+        return self._one("c_bb", i)
+
+    def stack(self, name: str) -> Tensor:
+        """One moment of every replicate, (n_rep, *batch, ...), formed once and cached.
+
+        Once all moments are stacked the block sums are released.
+        """
+        if name not in ("c_aa", "c_ab", "c_bb"):
+            raise ValueError(f"unknown moment {name!r}; one of c_aa, c_ab, c_bb")
+        if name not in self._stacks:
+            if name not in self._sums:
+                return torch.empty(0, dtype=torch.float64)
+            total, _ = self._sums[name]
+            out = torch.empty(self.n_rep, *total.shape, dtype=total.dtype, device=total.device)
+            for i in range(self.n_rep):
+                self._one(name, i, out[i])
+            self._stacks[name] = out
+            if all(k in self._stacks for k in self._sums):
+                self._sums = {}
+        return self._stacks[name]
+
+    def stacked(self) -> ReplicateMoments:
+        """All replicates as a :class:`ReplicateMoments` (forms every stack)."""
+        return ReplicateMoments(self.n, self.mean_a, self.mean_b, self.stack("c_aa"),
+                                self.stack("c_ab"), self.stack("c_bb"))
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,19 @@ gives ``T_r = 0`` instead of a singular-matrix crash (the plain path crashed the
 The price: a certified replicate's condition number is not computed, so
 ``max_cond_replicates`` is the largest *computed* one (``nan`` — ``None`` in JSON — when every
 replicate was certified), and ``SolveInfo`` says which.
+
+Factored replicates (the default of :mod:`rgaudit.rg.mcrg`, issue 16): :func:`factor_replicates`
+and :func:`factor_replicate_stream` factor each ``C_r`` once (Cholesky) and use the factor both
+for a randomised conditioning certificate (:func:`_inverse_norm_bound`, wrong with probability
+``1e-10``; the rigorous certificate above is the fallback) and for the solve, which
+:class:`FactoredReplicates` performs only when ``T_r`` is asked for (or applies ``T_r`` to a thin
+matrix without forming it). The certified LU path above stays as the reference.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -96,3 +105,384 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
     computed = cond_r[~torch.isnan(cond_r)]
     worst = float(computed.max()) if computed.numel() else float("nan")
     return x, replace(info, n_replicates_regularised=int(bad.sum()), max_cond_replicates=worst)
+
+
+# -- factored (lazy) replicates ---------------------------------------------------------------
+#: Gaussian test vectors of the randomised conditioning bound (failure probability
+#: ``CERT_ALPHA ** -CERT_VECTORS`` per replicate, whatever the matrix).
+CERT_VECTORS = 10
+#: Over-estimation factor ``α`` of the randomised bound (Halko, Martinsson & Tropp 2011, Lemma 4.1).
+CERT_ALPHA = 10.0
+#: Fixed seed of the test vectors: the certificate, hence every result, is deterministic.
+CERT_SEED = 16
+
+
+def _inverse_norm_bound(chol: Tensor) -> float:
+    """Upper bound on ``‖C⁻¹‖₂`` from a Cholesky factor of ``C``, failing with prob ≤ 1e-10.
+
+    Halko, Martinsson & Tropp (SIAM Review 53, 2011), Lemma 4.1: for any matrix ``B`` and
+    ``r`` independent standard Gaussian vectors ``ω_i``,
+    ``‖B‖ ≤ α √(2/π) max_i ‖B ω_i‖`` except with probability ``α^(−r)``. With ``B = C⁻¹``
+    (``r`` solves with the factor, ``O(r m²)``), ``α = 10``, ``r = 10``: probability ``1e-10``.
+    The test vectors come from a generator with the fixed seed :data:`CERT_SEED`.
+    """
+    m = chol.shape[-1]
+    gen = torch.Generator(device=chol.device).manual_seed(CERT_SEED)
+    omega = torch.randn(m, CERT_VECTORS, generator=gen, dtype=chol.dtype, device=chol.device)
+    w = torch.cholesky_solve(omega, chol)
+    top = float(torch.linalg.vector_norm(w, dim=0).max())
+    return CERT_ALPHA * math.sqrt(2.0 / math.pi) * top if math.isfinite(top) else math.inf
+
+
+class FactoredReplicates:
+    """Jackknife replicate solutions ``X_r = C_r⁻¹ D_r`` kept as Cholesky factors until asked.
+
+    The consumers of a stability matrix's replicates mostly need them applied to thin matrices
+    (:meth:`apply`: ``O(m² q)`` per replicate for ``q`` columns) or not at all; the full
+    ``m × p`` solutions (:meth:`dense`, two triangular solves with ``p`` right-hand sides,
+    ``2 m² p`` flops per replicate) are formed on first request and cached (the factors are
+    then freed). Memory: the factors, ``n_rep · m_kept²`` float64, as much as the solutions.
+
+    Elements solved eagerly (few operators, regularised full sample, replicates that needed a
+    regulariser of their own) are stored as solutions.
+
+    Parameters
+    ----------
+    d_reps : Tensor of shape (n_rep, nb, m, p), or callable
+        Right-hand sides (referenced, not copied), or ``d_reps(r) -> Tensor (nb, m, p)``
+        forming replicate ``r`` on request (then ``shape`` is required).
+    col_mask : Tensor of shape (nb, p), bool, optional
+        Columns whose solution is set to exactly 0 (constant operators of the other layer);
+        ``C⁻¹ (D ∘ M) = (C⁻¹ D) ∘ M`` column by column, so ``d_reps`` need not be masked.
+    shape : tuple (n_rep, nb, m, p), optional
+    """
+
+    def __init__(self, d_reps: Tensor | Callable[[int], Tensor], col_mask: Tensor | None = None,
+                 *, shape: tuple[int, int, int, int] | None = None) -> None:
+        if isinstance(d_reps, Tensor):
+            tensor = d_reps
+            self._d: Callable[[int], Tensor] = lambda r: tensor[r]
+            n_rep, nb, m, p = tensor.shape
+            self.shape = (int(n_rep), int(nb), int(m), int(p))
+        else:
+            if shape is None:
+                raise ValueError("a callable d_reps needs shape=(n_rep, nb, m, p)")
+            self._d = d_reps
+            self.shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
+        self.col_mask = col_mask
+        # per batch element: (kept, factors (n_rep,k,k) or None, {r: solution (k,p)})
+        self._parts: dict[int, tuple[Tensor, Tensor | None, dict[int, Tensor]]] = {}
+        self._dense: Tensor | None = None
+
+    @property
+    def n_rep(self) -> int:
+        return int(self.shape[0])
+
+    def set_solved(self, b: int, kept: Tensor, x: Tensor) -> None:
+        """Element ``b`` solved eagerly: ``x`` of shape (n_rep, k, p) on the kept rows."""
+        self._parts[b] = (kept, None, {r: x[r] for r in range(x.shape[0])})
+
+    def set_factored(self, b: int, kept: Tensor, factors: Tensor,
+                     solved: dict[int, Tensor]) -> None:
+        """Element ``b``: lower Cholesky factors (n_rep, k, k); ``solved`` overrides replicates."""
+        self._parts[b] = (kept, factors, dict(solved))
+
+    @property
+    def materialised(self) -> bool:
+        """Whether the dense solutions exist (then factors are gone)."""
+        return self._dense is not None
+
+    def _needs_rhs(self, r: int) -> bool:
+        return any(fac is not None and r not in solved for _, fac, solved in self._parts.values())
+
+    def dense(self) -> Tensor:
+        """All solutions, shape (n_rep, nb, m, p), rows of dropped operators 0 (cached)."""
+        if self._dense is None:
+            n_rep, nb, m, p = self.shape
+            out: Tensor | None = None
+            for r in range(n_rep):
+                dr = self._d(r) if self._needs_rhs(r) else None
+                for b, (kept, fac, solved) in self._parts.items():
+                    xr = solved.get(r)
+                    if xr is None:
+                        assert fac is not None and dr is not None
+                        xr = torch.cholesky_solve(dr[b, kept], fac[r])
+                    if out is None:
+                        out = torch.zeros(n_rep, nb, m, p, dtype=xr.dtype, device=xr.device)
+                    out[r, b, kept] = xr
+            if out is None:        # every element frozen
+                out = torch.zeros(n_rep, nb, m, p, dtype=torch.float64)
+            self._dense = self._masked(out)
+            self._parts = {}
+        return self._dense
+
+    def _masked(self, out: Tensor) -> Tensor:
+        if self.col_mask is None or bool(self.col_mask.all()):
+            return out
+        return torch.where(self.col_mask.to(out.device)[None, :, None, :], out,
+                           torch.zeros((), dtype=out.dtype, device=out.device))
+
+    def apply(self, x: Tensor) -> Tensor:
+        """``X_r @ x`` for every replicate without forming ``X_r``.
+
+        Parameters
+        ----------
+        x : Tensor of shape (nb, p, q) or (n_rep, nb, p, q)
+            The same matrix for every replicate, or one per replicate.
+
+        Returns
+        -------
+        Tensor of shape (n_rep, nb, m, q)
+        """
+        n_rep, nb, m, p = self.shape
+        if x.dim() == 3:
+            x = x.unsqueeze(0).expand(n_rep, *x.shape)
+        if tuple(x.shape[:3]) != (n_rep, nb, p):
+            raise ValueError(f"x has shape {tuple(x.shape)}; expected (nb={nb}, p={p}, q) or "
+                             f"(n_rep={n_rep}, nb, p, q)")
+        x = x.to(torch.float64)
+        if self.col_mask is not None:
+            x = torch.where(self.col_mask.to(x.device)[None, :, :, None], x,
+                            torch.zeros((), dtype=x.dtype, device=x.device))
+        if self._dense is not None:
+            return self._dense @ x.to(self._dense.device)
+        out: Tensor | None = None
+        for r in range(n_rep):
+            dr = self._d(r) if self._needs_rhs(r) else None
+            for b, (kept, fac, solved) in self._parts.items():
+                xr = solved.get(r)
+                if xr is None:
+                    assert fac is not None and dr is not None
+                    y = torch.cholesky_solve(dr[b, kept] @ x[r, b].to(dr.device), fac[r])
+                else:
+                    y = xr @ x[r, b].to(xr.device)
+                if out is None:
+                    out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=y.dtype, device=y.device)
+                out[r, b, kept] = y
+        if out is None:
+            out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=torch.float64)
+        return out
+
+
+def _factor_one(cr: Tensor, max_cond: float,
+                out: Tensor | None = None) -> tuple[Tensor | None, float]:
+    """Factor one replicate and decide its conditioning (see :func:`factor_replicates`).
+
+    ``out`` (m, m), optional, receives the factor (no copy).
+
+    Returns
+    -------
+    factor : Tensor of shape (m, m) or None
+        Lower Cholesky factor, ``None`` when ``C_r`` is not numerically positive definite.
+    cond : float
+        ``nan`` when certified ``≤ max_cond``; otherwise the exact (eigenvalue) condition number.
+    """
+    if out is None:
+        fac, status = torch.linalg.cholesky_ex(cr)
+    else:
+        fac, status = torch.linalg.cholesky_ex(
+            cr, out=(out, torch.empty((), dtype=torch.int32, device=cr.device)))
+    if int(status) == 0:
+        bound = _inverse_norm_bound(fac)
+        up = float(torch.diagonal(cr).sum())               # trace ≥ λ_max (C is PD here), O(m)
+        if up * bound <= max_cond:
+            return fac, float("nan")
+        up = min(up, float(torch.linalg.matrix_norm(cr)))  # ‖C‖_F ≥ λ_max, one pass
+        if up * bound <= max_cond:
+            return fac, float("nan")
+        up = min(up, float(cr.abs().sum(-1).amax()))       # the rigorous certificate, as before
+        eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+        if int(torch.linalg.cholesky_ex(cr - (up / max_cond) * eye)[1]) == 0:
+            return fac, float("nan")
+    ev = torch.linalg.eigvalsh(cr)
+    lo, hi = float(ev[0]), max(float(ev[-1]), 1e-300)
+    return (fac if int(status) == 0 else None), (hi / lo if lo > 0 else float("inf"))
+
+
+def _regularised_solves(bad: list[int], lu_only: list[int], diag_mean: Tensor, max_cond: float,
+                        system: Callable[[int], tuple[Tensor, Tensor]]) -> tuple[
+                            dict[int, Tensor], int]:
+    """Eager solves of the replicates that cannot be left to a factor (as the certified path).
+
+    ``lu_only``: not factorable yet well-conditioned, solved by LU (a failure makes it bad);
+    ``bad``: regularised with ``λ_r = mean diag(C_r)/max_cond`` (a replicate with ``C_r = 0``
+    borrows the largest replicate's scale). ``system(r)`` gives ``(C_r, D_r)`` on the kept
+    operators. Returns the solutions and the number regularised.
+    """
+    solved: dict[int, Tensor] = {}
+    bad = list(bad)
+    for r in lu_only:
+        cr, dr = system(r)
+        xr, st = torch.linalg.solve_ex(cr, dr)
+        if int(st) != 0 or not bool(torch.isfinite(xr).all()):
+            bad.append(r)
+        else:
+            solved[r] = xr
+    if bad:
+        lam_r = diag_mean / max_cond
+        scale = lam_r.max()
+        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
+        for r in sorted(bad):
+            cr, dr = system(r)
+            eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+            solved[r] = torch.linalg.solve(cr + lam_r[r] * eye, dr)
+    return solved, len(bad)
+
+
+def factor_replicates(c: Tensor, d: Tensor, info: SolveInfo, *,
+                      max_cond: float = 1e10) -> tuple[Tensor, dict[int, Tensor], SolveInfo]:
+    """Cholesky-factor every replicate ``C_r`` once: its certificate and its (lazy) solve.
+
+    The same decisions as :func:`solve_replicates_certified`, from one factorisation per
+    replicate instead of a certificate factorisation of ``C_r − τ I`` plus an LU solve:
+
+    1. ``C_r = L_r L_rᵀ`` (``m³/3``). If it fails, ``C_r`` is not numerically positive
+       definite: the exact condition number decides, as before.
+    2. Certified well-conditioned when ``u_r · b_r ≤ max_cond`` (``u_r`` = the trace, else
+       ``‖C_r‖_F``: both ``≥ λ_max``) with
+       ``b_r ≥ ‖C_r⁻¹‖₂`` the randomised bound of :func:`_inverse_norm_bound` (ten solves with
+       ``L_r``, ``O(m²)``; a bound except with probability ``1e-10`` per replicate, for any
+       matrix).
+    3. Otherwise the rigorous certificate of :func:`solve_replicates_certified` (Cholesky of
+       ``C_r − (u_r/max_cond) I``), then the exact condition number.
+
+    Replicates found ill-conditioned get their own regulariser and are solved now, exactly as
+    in :func:`solve_replicates_certified`; every other ``T_r = L_r⁻ᵀ L_r⁻¹ D_r`` is left to
+    :class:`FactoredReplicates`. Results differ from the LU solves of the certified path by
+    rounding only (both backward stable: ``≲ cond · ε`` relative).
+
+    Parameters
+    ----------
+    c : Tensor of shape (n_rep, m, m)
+    d : Tensor of shape (n_rep, m, p)
+    info : SolveInfo
+        Full-sample diagnostics (``kept``; ``lam`` must be 0: a regularised full sample is
+        solved eagerly by :func:`~rgaudit.rg.solve.solve_replicates`).
+    max_cond : float
+
+    Returns
+    -------
+    factors : Tensor of shape (n_rep, m_kept, m_kept)
+        Lower Cholesky factors (entries of replicates in ``solved`` are meaningless).
+    solved : dict of int to Tensor of shape (m_kept, p)
+        Replicates solved now (regularised).
+    info : SolveInfo
+        ``n_replicates_regularised`` filled in; ``max_cond_replicates`` is the largest computed
+        replicate condition number (``nan`` when all were certified).
+    """
+    if info.lam > 0:
+        raise ValueError("a regularised full sample is solved eagerly (solve_replicates)")
+    kept = info.kept.to(c.device)
+    full = int(kept.numel()) == c.shape[-1]
+    ck = c if full else c[:, kept][:, :, kept]
+    dk = d if full else d[:, kept]
+    state = _FactorState(ck.shape[0], ck.shape[-1], ck.dtype, ck.device)
+    for r in range(ck.shape[0]):
+        state.add(r, ck[r], max_cond)
+    solved, n_bad = _regularised_solves(state.bad, state.lu_only, state.diag_mean, max_cond,
+                                        lambda r: (ck[r], dk[r]))
+    return state.factors, solved, replace(info, n_replicates_regularised=n_bad,
+                                          max_cond_replicates=state.worst())
+
+
+class _FactorState:
+    """Factors and decisions of one batch element's replicates, filled one replicate at a time."""
+
+    def __init__(self, n_rep: int, m: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.factors = torch.empty(n_rep, m, m, dtype=dtype, device=device)
+        self.diag_mean = torch.zeros(n_rep, dtype=dtype, device=device)
+        self.conds: list[float] = []
+        self.bad: list[int] = []
+        self.lu_only: list[int] = []
+
+    def add(self, r: int, cr: Tensor, max_cond: float) -> None:
+        self.diag_mean[r] = torch.diagonal(cr).mean()
+        fac, cond = _factor_one(cr, max_cond, out=self.factors[r])
+        if not math.isnan(cond):
+            self.conds.append(cond)
+            if not cond <= max_cond:
+                self.bad.append(r)
+            elif fac is None:
+                self.lu_only.append(r)
+
+    def worst(self) -> float:
+        return max(self.conds) if self.conds else float("nan")
+
+
+def factor_replicate_stream(
+    c: Tensor, d: Tensor, infos: list[SolveInfo], n_rep: int,
+    c_rep: Callable[[int], Tensor], d_rep: Callable[[int], Tensor], *,
+    var_tol: float = 1e-12, max_cond: float = 1e10, col_mask: Tensor | None = None,
+) -> tuple[FactoredReplicates, list[SolveInfo]]:
+    """Replicate solves of a batch, each replicate's ``C_r`` formed, factored and dropped.
+
+    Elements keeping more than :data:`EXACT_COND_MAX` operators whose full sample was not
+    regularised are factored (:func:`factor_replicates`, one replicate at a time: ``C_r`` is
+    formed by ``c_rep(r)`` and released, only its factor is kept); every other element is
+    solved eagerly by :func:`~rgaudit.rg.solve.solve_batch` on its own stacked replicates
+    (the reference path, same numbers). Frozen elements (no kept operator) give 0.
+
+    Parameters
+    ----------
+    c : Tensor of shape (nb, m, m)
+    d : Tensor of shape (nb, m, p)
+        Full-sample moments (only the eagerly solved elements use them again).
+    infos : list of SolveInfo
+        Full-sample solves of :func:`~rgaudit.rg.solve.solve_batch`.
+    n_rep : int
+    c_rep, d_rep : callable
+        ``c_rep(r) -> Tensor (nb, m, m)`` and ``d_rep(r) -> Tensor (nb, m, p)``: replicate
+        ``r``'s moments, formed on request (:class:`~rgaudit.rg.moments.BlockReplicates`).
+    var_tol, max_cond : float
+    col_mask : Tensor of shape (nb, p), bool, optional
+        Solution columns set to 0 (constant operators of the other layer).
+
+    Returns
+    -------
+    FactoredReplicates
+    infos : list of SolveInfo
+        With ``n_replicates_regularised`` and ``max_cond_replicates`` filled in.
+    """
+    from rgaudit.rg.solve import solve_batch
+
+    nb, m, p = d.shape
+    lazy = FactoredReplicates(d_rep, col_mask, shape=(n_rep, nb, m, p))
+    infos = list(infos)
+    large = [b for b, i in enumerate(infos)
+             if i.kept.numel() > EXACT_COND_MAX and i.lam == 0]
+    eager = [b for b, i in enumerate(infos) if i.kept.numel() and b not in large]
+    kept = {b: infos[b].kept.to(c.device) for b in large}
+    states = {b: _FactorState(n_rep, int(kept[b].numel()), c.dtype, c.device) for b in large}
+    c_e = {b: torch.empty(n_rep, m, m, dtype=c.dtype, device=c.device) for b in eager}
+    d_e = {b: torch.empty(n_rep, m, p, dtype=d.dtype, device=d.device) for b in eager}
+    for r in range(n_rep):
+        cr = c_rep(r)
+        for b in large:
+            k = kept[b]
+            crb = cr[b] if k.numel() == m else cr[b][k][:, k]
+            states[b].add(r, crb, max_cond)
+        if eager:
+            dr = d_rep(r)
+            for b in eager:
+                c_e[b][r] = cr[b]
+                d_e[b][r] = dr[b]
+        del cr
+    for b in large:
+        st, k = states[b], kept[b]
+
+        def system(r: int, b: int = b, k: Tensor = k) -> tuple[Tensor, Tensor]:
+            return c_rep(r)[b][k][:, k], d_rep(r)[b][k]
+
+        solved, n_bad = _regularised_solves(st.bad, st.lu_only, st.diag_mean, max_cond, system)
+        lazy.set_factored(b, k, st.factors, solved)
+        infos[b] = replace(infos[b], n_replicates_regularised=n_bad,
+                           max_cond_replicates=st.worst())
+    for b in eager:
+        _, xr, (info_b,) = solve_batch(c[b:b + 1], d[b:b + 1], c_reps=c_e[b][:, None],
+                                       d_reps=d_e[b][:, None], var_tol=var_tol,
+                                       max_cond=max_cond, frozen_ok=True)
+        assert isinstance(xr, Tensor)
+        k = info_b.kept.to(c.device)
+        lazy.set_solved(b, k, xr[:, 0, k])
+        infos[b] = info_b
+    return lazy, infos

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from rgaudit.rg.replicate_solve import FactoredReplicates
 
 Tensor = torch.Tensor
 
@@ -243,7 +247,8 @@ def solve_batch(
     var_tol: float = 1e-12,
     max_cond: float = MAX_COND,
     frozen_ok: bool = False,
-) -> tuple[Tensor, Tensor | None, list[SolveInfo]]:
+    replicates: str = "dense",
+) -> tuple[Tensor, Tensor | FactoredReplicates | None, list[SolveInfo]]:
     """The one batched "drop constants → solve → scatter" of every ``C T = D`` in rgaudit.
 
     Applies :func:`solve_cov` to every batch element (and :func:`solve_replicates` to its
@@ -270,16 +275,33 @@ def solve_batch(
     (:func:`rgaudit.rg.replicate_solve.solve_replicates_certified`; same numbers whenever it
     certifies).
 
+    replicates : {"dense", "factored"}, default "dense"
+        ``"dense"``: the replicate solutions as one tensor (the reference path). ``"factored"``:
+        a :class:`~rgaudit.rg.replicate_solve.FactoredReplicates` in which replicates of
+        elements above ``EXACT_COND_MAX`` kept operators whose full sample is not regularised
+        are kept as Cholesky factors (:func:`~rgaudit.rg.replicate_solve.factor_replicates`:
+        one factorisation per replicate serves as certificate and solve) and solved when asked;
+        everything else is solved now, as in ``"dense"``.
+
     Returns
     -------
     x : Tensor of shape (nb, m, p)
         Full-size solutions (rows of dropped operators are 0).
-    x_reps : Tensor of shape (n_rep, nb, m, p) or None
+    x_reps : Tensor of shape (n_rep, nb, m, p), FactoredReplicates, or None
     infos : list of SolveInfo, one per batch element
     """
     if c.dim() != 3 or c.shape[-1] != c.shape[-2] or d.shape[:2] != c.shape[:2]:
         raise ValueError(f"shapes C {tuple(c.shape)} and D {tuple(d.shape)} do not fit a batch "
                          "of C X = D")
+    if replicates not in ("dense", "factored"):
+        raise ValueError(f"replicates must be 'dense' or 'factored', got {replicates!r}")
+    from rgaudit.rg.replicate_solve import (
+        EXACT_COND_MAX,
+        FactoredReplicates,
+        factor_replicates,
+        solve_replicates_certified,
+    )
+
     nb, m, p = d.shape
     diag = torch.diagonal(c, dim1=-2, dim2=-1)
     keep = diag > var_tol * diag.abs().amax(-1, keepdim=True).clamp_min(1e-300)
@@ -290,8 +312,13 @@ def solve_batch(
         )
     x = torch.zeros(nb, m, p, dtype=d.dtype, device=d.device)
     x_r = None
+    lazy = None
     if c_reps is not None and d_reps is not None:
-        x_r = torch.zeros(c_reps.shape[0], nb, m, p, dtype=d_reps.dtype, device=d_reps.device)
+        if replicates == "factored":
+            lazy = FactoredReplicates(d_reps)
+        else:
+            x_r = torch.zeros(c_reps.shape[0], nb, m, p, dtype=d_reps.dtype,
+                              device=d_reps.device)
     infos: list[SolveInfo | None] = [None] * nb
     groups, inverse = torch.unique(keep, dim=0, return_inverse=True)
     for gi in range(groups.shape[0]):
@@ -316,19 +343,29 @@ def solve_batch(
         x[idx.unsqueeze(-1), kept] = xg
         n_bad = [0] * len(idx)
         cond_rmax = [float("nan")] * len(idx)
-        from rgaudit.rg.replicate_solve import EXACT_COND_MAX, solve_replicates_certified
-
-        if (x_r is not None and c_reps is not None and d_reps is not None
-                and len(kept) > EXACT_COND_MAX):
+        has_reps = (x_r is not None or lazy is not None) and c_reps is not None \
+            and d_reps is not None
+        if has_reps and len(kept) > EXACT_COND_MAX:
+            assert c_reps is not None and d_reps is not None
             for j, b in enumerate(idx.tolist()):    # large: one element, one replicate at a time
                 info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
                                    float(lam[j]))
-                xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b], info_b,
-                                                          max_cond=max_cond)
-                x_r[:, b, kept] = xr_b
+                if lazy is not None and not bool(reg[j]):
+                    fac, solved, info_b = factor_replicates(c_reps[:, b], d_reps[:, b], info_b,
+                                                            max_cond=max_cond)
+                    lazy.set_factored(b, kept, fac, solved)
+                else:
+                    xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b],
+                                                              info_b, max_cond=max_cond)
+                    if lazy is not None:
+                        lazy.set_solved(b, kept, xr_b)
+                    else:
+                        assert x_r is not None
+                        x_r[:, b, kept] = xr_b
                 n_bad[j] = info_b.n_replicates_regularised
                 cond_rmax[j] = info_b.max_cond_replicates
-        elif x_r is not None and c_reps is not None and d_reps is not None:
+        elif has_reps:
+            assert c_reps is not None and d_reps is not None
             ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
             dkr = d_reps[:, idx][:, :, kept]
             ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
@@ -342,10 +379,15 @@ def solve_batch(
                 lam_r = torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1) / max_cond
                 xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
                 xr = torch.where(bad[..., None, None], xr_reg, xr)
-            x_r[:, idx.unsqueeze(-1), kept] = xr
+            if lazy is not None:
+                for j, b in enumerate(idx.tolist()):
+                    lazy.set_solved(b, kept, xr[:, j])
+            else:
+                assert x_r is not None
+                x_r[:, idx.unsqueeze(-1), kept] = xr
             n_bad = [int(v) for v in bad.sum(0)]
             cond_rmax = [float(v) for v in cond_r.amax(0)]
         for j, b in enumerate(idx.tolist()):
             infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
                                  float(lam[j]), n_bad[j], cond_rmax[j])
-    return x, x_r, [i for i in infos if i is not None]
+    return x, (lazy if lazy is not None else x_r), [i for i in infos if i is not None]
