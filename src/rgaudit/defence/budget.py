@@ -273,6 +273,25 @@ def _largest_feasible(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind:
     return lo, Z
 
 
+def _largest_feasible_compiled(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind: str,
+                               top: np.ndarray, keep_margin: float
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_largest_feasible` by the numba kernel
+    :func:`rgaudit.defence.step_search.largest_feasible` (imported on first use)."""
+    from rgaudit.defence.step_search import MAX_M, NORM_CODES, largest_feasible
+
+    if Y.shape[-1] > MAX_M:
+        return _largest_feasible(Y, D, eps, norm, kind, top, keep_margin)
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    D = np.ascontiguousarray(D, dtype=np.float64)
+    hi0 = (eps if norm != "kl" else np.sqrt(eps)) / np.abs(D).sum(-1)
+    top = np.ascontiguousarray(top, dtype=np.int64)
+    need = keep_margin * (Y[np.arange(len(Y)), top][:, None] - Y)
+    return largest_feasible(Y, D, np.ascontiguousarray(hi0, dtype=np.float64), top,
+                            np.ascontiguousarray(need), float(eps), NORM_CODES[norm],
+                            kind == "simplex")
+
+
 #: bisection steps of :func:`_largest_feasible` (as in the one-output search it replaced)
 _BISECTIONS = 40
 
@@ -338,7 +357,7 @@ def _check_step_args(Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: 
 
 def poison_steps(
     Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: str, *,
-    keep_margin: float = 0.1, flip: bool = True,
+    keep_margin: float = 0.1, flip: bool = True, engine: str = "compiled",
 ) -> Steps:
     """Move every output ``Y[i]`` along each of its candidate directions ``±V[i, c]`` by the
     budget, keeping it valid and its argmax (the batched form of :func:`poison_step`).
@@ -359,11 +378,16 @@ def poison_steps(
         Fraction of every top-vs-other gap that must survive.
     flip : bool, default True
         Also try ``−v`` and keep the sign with the longer feasible step.
+    engine : {"compiled", "numpy"}, default "compiled"
+        Step search: the numba kernel of :mod:`rgaudit.defence.step_search` (row by row,
+        the same floating-point operations) or the batched NumPy search (the test oracle).
 
     Returns
     -------
     Steps
     """
+    if engine not in ("compiled", "numpy"):
+        raise ValueError(f"engine must be 'compiled' or 'numpy', got {engine!r}")
     Y = np.asarray(Y, dtype=np.float64)
     V = np.asarray(V, dtype=np.float64)
     _check_step_args(Y, V, eps, norm, kind, keep_margin)
@@ -389,7 +413,8 @@ def poison_steps(
         if rows.size == 0:
             continue
         d_unit = d[rows] / d_norm[rows, None]             # unit L2 projected direction
-        s, z = _largest_feasible(y[rows], d_unit, eps, norm, kind, top[rows], keep_margin)
+        search = _largest_feasible if engine == "numpy" else _largest_feasible_compiled
+        s, z = search(y[rows], d_unit, eps, norm, kind, top[rows], keep_margin)
         dev = deviations(y[rows], z, norm, kind)
         better = dev > best_dev[rows]
         b = rows[better]
