@@ -121,6 +121,9 @@ class Poisoner(ABC):
     name: str = "poisoner"
     #: Whether the sign of a proposed direction is arbitrary (eigenvectors, random noise).
     sign_free: bool = True
+    #: Step search of :func:`~rgaudit.defence.budget.poison_steps`: ``"compiled"`` (numba, the
+    #: default) or ``"numpy"`` (the batched NumPy search; same answers, for tests).
+    engine: str = "compiled"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -181,7 +184,7 @@ class Poisoner(ABC):
         Y = y.detach().cpu().numpy()
         V = np.where(cand.valid[..., None], cand.V, 0.0)
         st = poison_steps(Y, V, self.eps, self.norm, self.kind, keep_margin=self.keep_margin,
-                          flip=self.sign_free)
+                          flip=self.sign_free, engine=self.engine)
         usable = cand.valid & st.movable
         if V.shape[1] == 1:
             pick = np.zeros(n, dtype=np.int64)
