@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -273,25 +274,6 @@ def _largest_feasible(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind:
     return lo, Z
 
 
-def _largest_feasible_compiled(Y: np.ndarray, D: np.ndarray, eps: float, norm: str, kind: str,
-                               top: np.ndarray, keep_margin: float
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_largest_feasible` by the numba kernel
-    :func:`rgaudit.defence.step_search.largest_feasible` (imported on first use)."""
-    from rgaudit.defence.step_search import MAX_M, NORM_CODES, largest_feasible
-
-    if Y.shape[-1] > MAX_M:
-        return _largest_feasible(Y, D, eps, norm, kind, top, keep_margin)
-    Y = np.ascontiguousarray(Y, dtype=np.float64)
-    D = np.ascontiguousarray(D, dtype=np.float64)
-    hi0 = (eps if norm != "kl" else np.sqrt(eps)) / np.abs(D).sum(-1)
-    top = np.ascontiguousarray(top, dtype=np.int64)
-    need = keep_margin * (Y[np.arange(len(Y)), top][:, None] - Y)
-    return largest_feasible(Y, D, np.ascontiguousarray(hi0, dtype=np.float64), top,
-                            np.ascontiguousarray(need), float(eps), NORM_CODES[norm],
-                            kind == "simplex")
-
-
 #: bisection steps of :func:`_largest_feasible` (as in the one-output search it replaced)
 _BISECTIONS = 40
 
@@ -355,6 +337,13 @@ def _check_step_args(Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: 
         raise ValueError("the direction v must be finite (got NaN or inf entries)")
 
 
+def _compiled() -> ModuleType:
+    """:mod:`rgaudit.defence.step_search` (numba; imported on first use)."""
+    from rgaudit.defence import step_search
+
+    return step_search
+
+
 def poison_steps(
     Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: str, *,
     keep_margin: float = 0.1, flip: bool = True, engine: str = "compiled",
@@ -379,8 +368,10 @@ def poison_steps(
     flip : bool, default True
         Also try ``−v`` and keep the sign with the longer feasible step.
     engine : {"compiled", "numpy"}, default "compiled"
-        Step search: the numba kernel of :mod:`rgaudit.defence.step_search` (row by row,
-        the same floating-point operations) or the batched NumPy search (the test oracle).
+        ``"compiled"``: the numba kernel :func:`rgaudit.defence.step_search.poison_rows`
+        (row by row, the same floating-point operations as the NumPy code; outputs of more
+        than ``step_search.MAX_M`` entries fall back to NumPy); ``"numpy"``: the batched
+        NumPy implementation below (the test oracle).
 
     Returns
     -------
@@ -392,6 +383,12 @@ def poison_steps(
     V = np.asarray(V, dtype=np.float64)
     _check_step_args(Y, V, eps, norm, kind, keep_margin)
     n, c, m = V.shape
+    if engine == "compiled" and m <= _compiled().MAX_M:
+        k = _compiled()
+        z, scale, limit, movable, tie_row = k.poison_rows(
+            np.ascontiguousarray(Y), np.ascontiguousarray(V), float(eps), k.NORM_CODES[norm],
+            kind == "simplex", float(keep_margin), bool(flip))
+        return Steps(z, scale, limit, movable, tie_row)
     y = np.repeat(Y, c, axis=0)                          # (R, m), R = n c
     v = V.reshape(n * c, m)
     vmax = np.abs(v).max(-1, keepdims=True)
@@ -413,8 +410,7 @@ def poison_steps(
         if rows.size == 0:
             continue
         d_unit = d[rows] / d_norm[rows, None]             # unit L2 projected direction
-        search = _largest_feasible if engine == "numpy" else _largest_feasible_compiled
-        s, z = search(y[rows], d_unit, eps, norm, kind, top[rows], keep_margin)
+        s, z = _largest_feasible(y[rows], d_unit, eps, norm, kind, top[rows], keep_margin)
         dev = deviations(y[rows], z, norm, kind)
         better = dev > best_dev[rows]
         b = rows[better]

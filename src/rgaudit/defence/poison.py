@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, final
 
 import numpy as np
@@ -242,6 +243,21 @@ def fisher_damages(Y: np.ndarray, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
     return ((D @ F) * D).sum(-1)
 
 
+@lru_cache(maxsize=32)
+def _candidate_constants(m: int, kind: str) -> tuple[np.ndarray, ...]:
+    """Per output size: the tangent projector ``P``, the identity, the ordered pairs
+    ``(i, j), i ≠ j``, their directions ``e_i − e_j`` and an orthonormal basis ``B`` of the
+    tangent plane (read-only; built once)."""
+    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
+    eye = np.eye(m)
+    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
+    B = np.linalg.svd(P)[0][:, :m - 1] if kind == "simplex" else eye
+    out = (P, eye, ii, jj, eye[ii] - eye[jj], B)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: str,
                                k_eig: int = 3, n_pairs: int | None = 12,
                                eps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -265,28 +281,25 @@ def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: st
     """
     n, m = Y.shape
     F = 0.5 * (F + np.swapaxes(F, -1, -2))
-    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
+    P, eye, ii, jj, pairs, B = _candidate_constants(m, kind)
     k = min(k_eig, m - 1 if kind == "simplex" else m)
     _, U = np.linalg.eigh(P @ F @ P)
     eig = np.swapaxes(U[:, :, ::-1][:, :, :k], -1, -2)          # (n, k, m)
     cands = [eig, -eig]
-    eye = np.eye(m)
-    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
     if n_pairs is not None and len(ii) > n_pairs:
         t = np.minimum(0.5 * eps, Y[:, jj])
         diag = np.diagonal(F, axis1=-2, axis2=-1)
         score = (diag[:, ii] + diag[:, jj] - 2 * F[:, ii, jj]) * t * t
         keep = np.argsort(-score, axis=-1, kind="stable")[:, :n_pairs]
-        cands.append(eye[ii[keep]] - eye[jj[keep]])
+        cands.append(pairs[keep])
     else:
-        cands.append(np.broadcast_to(eye[ii] - eye[jj], (n, len(ii), m)))
+        cands.append(np.broadcast_to(pairs, (n, len(ii), m)))
     cands.append(eye[None] - Y[:, None, :])
     if kind == "unit":
         cands += [np.broadcast_to(eye, (n, m, m)), np.broadcast_to(-eye, (n, m, m))]
     if norm == "kl":
         yc = np.clip(Y, 1e-12, 1.0)
         g = 1.0 / yc if kind == "simplex" else 1.0 / (yc * np.clip(1.0 - Y, 1e-12, 1.0))
-        B = np.linalg.svd(P)[0][:, :m - 1] if kind == "simplex" else eye
         A = B.T @ F @ B
         Gs = B.T @ (g[:, :, None] * B)
         with np.errstate(all="ignore"):
