@@ -78,12 +78,13 @@ def _percentiles(xs: list[float]) -> tuple[float, float]:
 
 
 def in_process(model: str, eps: float, n_ref: int, estimator: str, defences: list[str],
-               n_lat: int, n_batch: int) -> dict[str, Any]:
+               n_lat: int, n_batch: int, n_auto: int) -> dict[str, Any]:
     """Time each defence in-process (the classifier's answer plus the poison): answers per
     second at batch 256 (median of ``n_batch`` batches) and p50/p99 latency of ``n_lat`` batch-1
     answers, each in wall time and in CPU time of this thread (``time.thread_time``); for RG
     also the NumPy step search (``engine="numpy"``, the implementation before the compiled
-    one) and the largest difference from the per-answer reference search."""
+    one), the largest difference from the per-answer reference search, and ``n_auto`` batch-1
+    answers with the default estimator ``auto`` (:func:`auto_estimator`)."""
     from rgaudit.data import load_dataset
     from rgaudit.serve.loading import load_defended
 
@@ -136,7 +137,33 @@ def in_process(model: str, eps: float, n_ref: int, estimator: str, defences: lis
               f"{w50:.2f} ms p99 {w99:.2f} ms, CPU p50 {c50:.2f} ms p99 {c99:.2f} ms"
               + (f"; max |diff| vs per-answer reference {row['max_abs_diff_vs_reference']:.1e}"
                  if defence == "rg" else "") + f"; load {row['loadavg']}", flush=True)
+    if "rg" in defences and n_auto > 0:
+        out["rg/auto"] = auto_estimator(model, eps, x, n_auto)
     return out
+
+
+def auto_estimator(model: str, eps: float, x: torch.Tensor, n: int) -> dict[str, Any]:
+    """Batch-1 cost of the RG poison with the library's default generation-FIM estimator
+    (``auto``: an MCRG chain per answer on the digits network), on ``n`` answers."""
+    from rgaudit.serve.loading import load_defended
+
+    dm = load_defended(model, defence="rg", eps=eps, norm="l1", estimator="auto")
+    clf, po = dm.classifier, dm.poisoner
+    lat, lat_cpu = [], []
+    for i in range(n + 1):
+        xi = x[i][None]
+        t, c = time.perf_counter(), time.thread_time()
+        po(clf.answer(xi), xi)
+        if i:                                                    # the first is a warm-up
+            lat.append(time.perf_counter() - t)
+            lat_cpu.append(time.thread_time() - c)
+    row = {"defence": "rg", "estimator": "auto", "batch1_answers": n,
+           "batch1_ms_median": 1e3 * float(np.median(lat)),
+           "batch1_cpu_ms_median": 1e3 * float(np.median(lat_cpu)), "loadavg": loadavg()}
+    print(f"in-process     rg (estimator auto): batch 1 median {row['batch1_ms_median']:.0f} ms "
+          f"wall, {row['batch1_cpu_ms_median']:.0f} ms CPU ({n} answers); load {row['loadavg']}",
+          flush=True)
+    return row
 
 
 def free_port() -> int:
@@ -297,7 +324,8 @@ def main() -> int:
     load0 = loadavg()
     defences = args.defence or ["none", "random", "rg"]
     lib = in_process(args.model, args.eps, args.reference_answers, args.estimator, defences,
-                     n_lat=100 if args.quick else 300, n_batch=3 if args.quick else 5)
+                     n_lat=100 if args.quick else 300, n_batch=3 if args.quick else 5,
+                     n_auto=2 if args.quick else 5)
     log = Path(tempfile.gettempdir()) / f"rgaudit-bench-serve-{os.getpid()}.log"
     log.write_text("")
     print(f"server output: {log}", flush=True)
