@@ -384,10 +384,10 @@ def poison_steps(
     _check_step_args(Y, V, eps, norm, kind, keep_margin)
     n, c, m = V.shape
     if engine == "compiled" and m <= _compiled().MAX_M:
-        k = _compiled()
-        z, scale, limit, movable, tie_row = k.poison_rows(
-            np.ascontiguousarray(Y), np.ascontiguousarray(V), float(eps), k.NORM_CODES[norm],
-            kind == "simplex", float(keep_margin), bool(flip))
+        kernel = _compiled()
+        z, scale, limit, movable, tie_row = kernel.poison_rows(
+            np.ascontiguousarray(Y), np.ascontiguousarray(V), float(eps),
+            kernel.NORM_CODES[norm], kind == "simplex", float(keep_margin), bool(flip))
         return Steps(z, scale, limit, movable, tie_row)
     y = np.repeat(Y, c, axis=0)                          # (R, m), R = n c
     v = V.reshape(n * c, m)
