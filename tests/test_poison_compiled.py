@@ -114,3 +114,22 @@ def test_rg_meanfield_batch1_equals_batchN_and_reference(kind: str, norm: str) -
     np.testing.assert_allclose(whole.scales, scales, rtol=1e-9, atol=1e-12)
     assert whole.limits == limits
     assert np.mean(whole.scales > 0) > 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rg_meanfield_fims_equal_the_estimator_and_follow_weight_updates(
+        dtype: torch.dtype) -> None:
+    from rgaudit.defence.generation_fim import meanfield_generation_fim
+
+    net = DeepRBM.random([9, 7, 5], generator=torch.Generator().manual_seed(4),
+                         scale=2.0).to(dtype)
+    y = torch.softmax(torch.randn(7, 5, generator=torch.Generator().manual_seed(5),
+                                  dtype=torch.float64), -1)
+    rg = make_poisoner("rg", eps=0.3, norm="l1", kind="simplex", net=net,
+                       estimator="mean-field")
+    assert torch.equal(rg.fims(y), meanfield_generation_fim(net, y))       # same numbers
+    before = rg.fims(y)
+    with torch.no_grad():
+        net.layer(1).W.mul_(0.5)                       # an in-place update (a training step)
+    assert torch.equal(rg.fims(y), meanfield_generation_fim(net, y))
+    assert not torch.equal(rg.fims(y), before)

@@ -44,6 +44,8 @@ from rgaudit.defence.generation_fim import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     generation_fim,
+    meanfield_fim_from_weights,
+    meanfield_weights,
     resolve_estimator,
     top_directions,
 )
@@ -381,12 +383,33 @@ class RGPoisoner(Poisoner):
         self.batch = int(batch)
         self.k_eig = int(k_eig)
         self.n_pairs = n_pairs
+        self._mf_cache: tuple[tuple[Any, ...], list[tuple[Tensor, Tensor]]] | None = None
+        self._params = list(net.parameters())        # in-place updates and .to() change the key
+
+    def _meanfield_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """:func:`meanfield_weights` of the network, converted once and reused while no
+        parameter is replaced or modified in place (a per-model constant of serving)."""
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self._params)
+        if self._mf_cache is None or self._mf_cache[0] != key:
+            self._mf_cache = (key, meanfield_weights(self.net))
+        return self._mf_cache[1]
 
     def fims(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Generation FIMs ``F̃(y)`` of outputs ``y`` (n, m); shape (n, m, m), float64, CPU."""
         out = []
         kw = dict(self.fim_kwargs)
-        if resolve_estimator(self.net, self.estimator) == "chain" and "generator" not in kw:
+        resolved = resolve_estimator(self.net, self.estimator)
+        if resolved == "mean-field":                  # the same numbers, weights converted once
+            yb = torch.as_tensor(y).to(device=self.net.device, dtype=torch.float64)
+            if yb.dim() != 2 or yb.shape[-1] != self.net.widths[-1]:
+                raise ValueError(f"outputs y must have shape (n, {self.net.widths[-1]}), got "
+                                 f"{tuple(yb.shape)}")
+            weights = self._meanfield_weights()
+            for start in range(0, len(yb), self.batch):
+                F = meanfield_fim_from_weights(weights, yb[start:start + self.batch])
+                out.append(F.detach().to("cpu", torch.float64))
+            return torch.cat(out) if len(out) != 1 else out[0]
+        if resolved == "chain" and "generator" not in kw:
             # Monte Carlo FIM: every answer gets its own stream keyed by the answer itself, so
             # a served answer never depends on the batch it came in (a thief could otherwise
             # average the poison away over re-queries in different batches).
