@@ -246,6 +246,8 @@ def meanfield_fim_from_weights(weights: list[tuple[Tensor, Tensor]], y: Tensor) 
             p = torch.sigmoid(p @ W + b)
             dp = (p * (1.0 - p)).unsqueeze(-1)             # σ' of the new layer
             J = dp * (W.T.expand(len(p), -1, -1) if J is None else W.T @ J)
+        if J is None:
+            raise ValueError("the mean-field FIM needs at least one layer of weights")
         w = 1.0 / (p * (1.0 - p)).clamp_min(1e-12)        # (n, n_0)
         F = J.transpose(-1, -2) @ (w.unsqueeze(-1) * J)
         return 0.5 * (F + F.transpose(-1, -2))
