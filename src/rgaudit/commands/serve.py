@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
                                      seed=seed, estimator=estimator)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
+        typer.echo(defended.startup_line())             # estimator and measured cost
         app = create_app(defended, settings, watch)
         typer.echo(f"serving {model} with defence {defended.poisoner.name!r} on "
                    f"http://{host}:{port} (OpenAPI: /docs)")

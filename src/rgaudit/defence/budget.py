@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 
@@ -336,9 +337,16 @@ def _check_step_args(Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: 
         raise ValueError("the direction v must be finite (got NaN or inf entries)")
 
 
+def _compiled() -> ModuleType:
+    """:mod:`rgaudit.defence.step_search` (numba; imported on first use)."""
+    from rgaudit.defence import step_search
+
+    return step_search
+
+
 def poison_steps(
     Y: np.ndarray, V: np.ndarray, eps: float, norm: str, kind: str, *,
-    keep_margin: float = 0.1, flip: bool = True,
+    keep_margin: float = 0.1, flip: bool = True, engine: str = "compiled",
 ) -> Steps:
     """Move every output ``Y[i]`` along each of its candidate directions ``±V[i, c]`` by the
     budget, keeping it valid and its argmax (the batched form of :func:`poison_step`).
@@ -359,15 +367,28 @@ def poison_steps(
         Fraction of every top-vs-other gap that must survive.
     flip : bool, default True
         Also try ``−v`` and keep the sign with the longer feasible step.
+    engine : {"compiled", "numpy"}, default "compiled"
+        ``"compiled"``: the numba kernel :func:`rgaudit.defence.step_search.poison_rows`
+        (row by row, the same floating-point operations as the NumPy code; outputs of more
+        than ``step_search.MAX_M`` entries fall back to NumPy); ``"numpy"``: the batched
+        NumPy implementation below (the test oracle).
 
     Returns
     -------
     Steps
     """
+    if engine not in ("compiled", "numpy"):
+        raise ValueError(f"engine must be 'compiled' or 'numpy', got {engine!r}")
     Y = np.asarray(Y, dtype=np.float64)
     V = np.asarray(V, dtype=np.float64)
     _check_step_args(Y, V, eps, norm, kind, keep_margin)
     n, c, m = V.shape
+    if engine == "compiled" and m <= _compiled().MAX_M:
+        kernel = _compiled()
+        z, scale, limit, movable, tie_row = kernel.poison_rows(
+            np.ascontiguousarray(Y), np.ascontiguousarray(V), float(eps),
+            kernel.NORM_CODES[norm], kind == "simplex", float(keep_margin), bool(flip))
+        return Steps(z, scale, limit, movable, tie_row)
     y = np.repeat(Y, c, axis=0)                          # (R, m), R = n c
     v = V.reshape(n * c, m)
     vmax = np.abs(v).max(-1, keepdims=True)

@@ -213,20 +213,44 @@ def meanfield_generation_fim(net: DeepRBM, y: Tensor) -> Tensor:
     Tensor of shape (n, n_N, n_N) (or (n_N, n_N)), float64
     """
     yb, single = _as_outputs(net, y)
+    F = meanfield_fim_from_weights(meanfield_weights(net), yb)
+    return F[0] if single else F
+
+
+def meanfield_weights(net: DeepRBM) -> list[tuple[Tensor, Tensor]]:
+    """The detached float64 ``(W_k, b_k)``, ``k = N, …, 1``, that the mean-field FIM reads
+    (views of a float64 network's parameters, copies otherwise)."""
+    return [(net.layer(k).W.detach().to(torch.float64), net.layer(k).b.detach().to(torch.float64))
+            for k in range(net.depth, 0, -1)]
+
+
+def meanfield_fim_from_weights(weights: list[tuple[Tensor, Tensor]], y: Tensor) -> Tensor:
+    """:func:`meanfield_generation_fim` on :func:`meanfield_weights` converted once, for a
+    caller that answers many small batches (the same operations, so the same numbers).
+
+    Parameters
+    ----------
+    weights : list of (Tensor, Tensor)
+        :func:`meanfield_weights` of the network.
+    y : Tensor of shape (n, n_N), float64, on the weights' device
+        Not checked (see :func:`meanfield_generation_fim`).
+
+    Returns
+    -------
+    Tensor of shape (n, n_N, n_N), float64
+    """
     with torch.no_grad():
-        p = yb
+        p = y
         J = None                                           # ∂p/∂y, (n, n_k, n_N)
-        for k in range(net.depth, 0, -1):
-            lay = net.layer(k)
-            W = lay.W.detach().to(torch.float64)           # (n_k, n_{k-1})
-            p = torch.sigmoid(p @ W + lay.b.detach().to(torch.float64))
+        for W, b in weights:                               # W (n_k, n_{k-1})
+            p = torch.sigmoid(p @ W + b)
             dp = (p * (1.0 - p)).unsqueeze(-1)             # σ' of the new layer
             J = dp * (W.T.expand(len(p), -1, -1) if J is None else W.T @ J)
-        assert J is not None                               # depth ≥ 1: the loop ran
+        if J is None:
+            raise ValueError("the mean-field FIM needs at least one layer of weights")
         w = 1.0 / (p * (1.0 - p)).clamp_min(1e-12)        # (n, n_0)
         F = J.transpose(-1, -2) @ (w.unsqueeze(-1) * J)
-        F = 0.5 * (F + F.transpose(-1, -2))
-    return F[0] if single else F
+        return 0.5 * (F + F.transpose(-1, -2))
 
 
 def generation_fim(net: DeepRBM, y: Tensor, estimator: str = DEFAULT_ESTIMATOR,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, final
 
 import numpy as np
@@ -45,6 +46,8 @@ from rgaudit.defence.generation_fim import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     generation_fim,
+    meanfield_fim_from_weights,
+    meanfield_weights,
     resolve_estimator,
     top_directions,
 )
@@ -123,6 +126,9 @@ class Poisoner(ABC):
     name: str = "poisoner"
     #: Whether the sign of a proposed direction is arbitrary (eigenvectors, random noise).
     sign_free: bool = True
+    #: Step search of :func:`~rgaudit.defence.budget.poison_steps`: ``"compiled"`` (numba, the
+    #: default) or ``"numpy"`` (the batched NumPy search; same answers, for tests).
+    engine: str = "compiled"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -183,7 +189,7 @@ class Poisoner(ABC):
         Y = y.detach().cpu().numpy()
         V = np.where(cand.valid[..., None], cand.V, 0.0)
         st = poison_steps(Y, V, self.eps, self.norm, self.kind, keep_margin=self.keep_margin,
-                          flip=self.sign_free)
+                          flip=self.sign_free, engine=self.engine)
         usable = cand.valid & st.movable
         if V.shape[1] == 1:
             pick = np.zeros(n, dtype=np.int64)
@@ -241,6 +247,21 @@ def fisher_damages(Y: np.ndarray, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
     return ((D @ F) * D).sum(-1)
 
 
+@lru_cache(maxsize=32)
+def _candidate_constants(m: int, kind: str) -> tuple[np.ndarray, ...]:
+    """Per output size: the tangent projector ``P``, the identity, the ordered pairs
+    ``(i, j), i ≠ j``, their directions ``e_i − e_j`` and an orthonormal basis ``B`` of the
+    tangent plane (read-only; built once)."""
+    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
+    eye = np.eye(m)
+    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
+    B = np.linalg.svd(P)[0][:, :m - 1] if kind == "simplex" else eye
+    out = (P, eye, ii, jj, eye[ii] - eye[jj], B)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: str,
                                k_eig: int = 3, n_pairs: int | None = 12,
                                eps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -264,28 +285,25 @@ def candidate_directions_batch(F: np.ndarray, Y: np.ndarray, norm: str, kind: st
     """
     n, m = Y.shape
     F = 0.5 * (F + np.swapaxes(F, -1, -2))
-    P = np.eye(m) - (np.full((m, m), 1.0 / m) if kind == "simplex" else 0.0)
+    P, eye, ii, jj, pairs, B = _candidate_constants(m, kind)
     k = min(k_eig, m - 1 if kind == "simplex" else m)
     _, U = np.linalg.eigh(P @ F @ P)
     eig = np.swapaxes(U[:, :, ::-1][:, :, :k], -1, -2)          # (n, k, m)
     cands = [eig, -eig]
-    eye = np.eye(m)
-    ii, jj = np.nonzero(~np.eye(m, dtype=bool))
     if n_pairs is not None and len(ii) > n_pairs:
         t = np.minimum(0.5 * eps, Y[:, jj])
         diag = np.diagonal(F, axis1=-2, axis2=-1)
         score = (diag[:, ii] + diag[:, jj] - 2 * F[:, ii, jj]) * t * t
         keep = np.argsort(-score, axis=-1, kind="stable")[:, :n_pairs]
-        cands.append(eye[ii[keep]] - eye[jj[keep]])
+        cands.append(pairs[keep])
     else:
-        cands.append(np.broadcast_to(eye[ii] - eye[jj], (n, len(ii), m)))
+        cands.append(np.broadcast_to(pairs, (n, len(ii), m)))
     cands.append(eye[None] - Y[:, None, :])
     if kind == "unit":
         cands += [np.broadcast_to(eye, (n, m, m)), np.broadcast_to(-eye, (n, m, m))]
     if norm == "kl":
         yc = np.clip(Y, 1e-12, 1.0)
         g = 1.0 / yc if kind == "simplex" else 1.0 / (yc * np.clip(1.0 - Y, 1e-12, 1.0))
-        B = np.linalg.svd(P)[0][:, :m - 1] if kind == "simplex" else eye
         A = B.T @ F @ B
         Gs = B.T @ (g[:, :, None] * B)
         with np.errstate(all="ignore"):
@@ -367,12 +385,33 @@ class RGPoisoner(Poisoner):
         self.batch = int(batch)
         self.k_eig = int(k_eig)
         self.n_pairs = n_pairs
+        self._mf_cache: tuple[tuple[Any, ...], list[tuple[Tensor, Tensor]]] | None = None
+        self._params = list(net.parameters())        # in-place updates and .to() change the key
+
+    def _meanfield_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """:func:`meanfield_weights` of the network, converted once and reused while no
+        parameter is replaced or modified in place (a per-model constant of serving)."""
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self._params)
+        if self._mf_cache is None or self._mf_cache[0] != key:
+            self._mf_cache = (key, meanfield_weights(self.net))
+        return self._mf_cache[1]
 
     def fims(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Generation FIMs ``F̃(y)`` of outputs ``y`` (n, m); shape (n, m, m), float64, CPU."""
         out = []
         kw = dict(self.fim_kwargs)
-        if resolve_estimator(self.net, self.estimator) == "chain" and "generator" not in kw:
+        resolved = resolve_estimator(self.net, self.estimator)
+        if resolved == "mean-field":                  # the same numbers, weights converted once
+            yb = torch.as_tensor(y).to(device=self.net.device, dtype=torch.float64)
+            if yb.dim() != 2 or yb.shape[-1] != self.net.widths[-1]:
+                raise ValueError(f"outputs y must have shape (n, {self.net.widths[-1]}), got "
+                                 f"{tuple(yb.shape)}")
+            weights = self._meanfield_weights()
+            for start in range(0, len(yb), self.batch):
+                F = meanfield_fim_from_weights(weights, yb[start:start + self.batch])
+                out.append(F.detach().to("cpu", torch.float64))
+            return torch.cat(out) if len(out) != 1 else out[0]
+        if resolved == "chain" and "generator" not in kw:
             # Monte Carlo FIM: every answer gets its own stream keyed by the answer itself, so
             # a served answer never depends on the batch it came in (a thief could otherwise
             # average the poison away over re-queries in different batches).

@@ -58,6 +58,79 @@ class DefendedModel:
         p = po.y_poisoned.detach().cpu().double().numpy()
         return p, p.argmax(-1)
 
+    def measure(self, n: int = 5, budget_s: float = 5.0) -> dict[str, Any]:
+        """Time batch-1 answers (the classifier's answer plus the defence) on inputs drawn
+        uniformly in the model's bounds, after one untimed warm-up answer (which also loads
+        the compiled step search). Uses its own generator: the served random stream is not
+        touched.
+
+        Parameters
+        ----------
+        n : int
+            Answers timed (fewer if ``budget_s`` seconds run out first).
+        budget_s : float
+            Wall-clock limit of the timed answers.
+
+        Returns
+        -------
+        dict
+            ``answers``, ``cpu_ms_median`` (thread CPU time per answer), ``wall_ms_median``,
+            ``warmup_s``, and for the RG poison ``estimator`` (as configured) and
+            ``estimator_resolved`` (what ``auto`` stands for on this network).
+        """
+        import time
+
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        lo, hi = (float(b) for b in self.classifier.bounds)
+        x = lo + (hi - lo) * torch.rand(n + 1, self.classifier.n_features, generator=gen,
+                                        dtype=torch.float64)
+        x = x.to(self._dtype)
+        t0 = time.perf_counter()
+        with self._lock:
+            self.poisoner(self.classifier.answer(x[:1]), x[:1], gen)
+            warmup = time.perf_counter() - t0
+            cpu, wall = [], []
+            stop = time.perf_counter() + budget_s
+            for i in range(1, n + 1):
+                t, c = time.perf_counter(), time.thread_time()
+                self.poisoner(self.classifier.answer(x[i:i + 1]), x[i:i + 1], gen)
+                cpu.append(time.thread_time() - c)
+                wall.append(time.perf_counter() - t)
+                if time.perf_counter() > stop:
+                    break
+        out: dict[str, Any] = {"answers": len(cpu), "cpu_ms_median": 1e3 * float(np.median(cpu)),
+                               "wall_ms_median": 1e3 * float(np.median(wall)),
+                               "warmup_s": warmup}
+        est = getattr(self.poisoner, "estimator", None)
+        net = self.classifier.rbm
+        if est is not None and net is not None:
+            from rgaudit.defence.generation_fim import resolve_estimator
+
+            out["estimator"], out["estimator_resolved"] = est, resolve_estimator(net, est)
+        return out
+
+    def startup_line(self, n: int = 5) -> str:
+        """One line for the server's start-up log: the defence, its generation-FIM estimator
+        (RG poison) and the measured cost of a batch-1 answer (:meth:`measure`)."""
+        m = self.measure(n)
+        po = self.poisoner
+        head = f"defence {po.name!r}"
+        if po.name != "none":
+            head += f" ({po.norm} budget {po.eps:g})"
+        if "estimator" in m:
+            est, res = m["estimator"], m["estimator_resolved"]
+            head += f", generation-FIM estimator {est!r}" + (f" (= {res!r} on this network)"
+                                                              if res != est else "")
+            if res == "mean-field":
+                head += " [fast surrogate; its magnitude is off, docs/cloning.md]"
+        line = (f"{head}: measured at start-up {m['cpu_ms_median']:.3g} ms CPU "
+                f"({m['wall_ms_median']:.3g} ms wall) per answer at batch 1, median of "
+                f"{m['answers']}; load average {_loadavg()}")
+        if m.get("estimator_resolved") == "chain":
+            line += (" -- an MCRG chain per answer is too slow to serve at scale; "
+                     "--estimator mean-field answers in milliseconds (docs/serving.md)")
+        return line
+
     def describe(self) -> dict[str, Any]:
         """Public description: shapes, classes, defence and budget — never the weights."""
         clf = self.classifier
@@ -65,6 +138,13 @@ class DefendedModel:
                 "n_features": clf.n_features, "n_classes": clf.n_classes,
                 "classes": list(range(clf.n_classes)), "bounds": list(clf.bounds),
                 "defence": self.poisoner.config()}
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unavailable"
 
 
 def _input_dtype(classifier: Classifier) -> torch.dtype:
