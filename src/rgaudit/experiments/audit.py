@@ -461,6 +461,9 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     timings["fim"] = time.perf_counter() - t0
     diagnosis = _diagnose(res_s, cfg.n_diagnose)
     grad_true = dfim.unit_prob_grad(y)
+    # the attacks need neither the direct FIM's replicate stack (17·d² per input) nor the MCRG
+    # result: free them before the attacks (the audit plan's memory model counts on it)
+    del dfim, res_s
     t0 = time.perf_counter()
     attacks = run_attacks(net, x, y, fims, grad_true, judge, cfg, progress)
     timings["attacks"] = time.perf_counter() - t0
