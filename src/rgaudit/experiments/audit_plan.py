@@ -56,7 +56,7 @@ DIRECT_BATCH = 8
 DIRECT_TEMP_STACKS = 80
 DIRECT_CAT_STACKS = 67
 #: Cost of one symmetric eigendecomposition with eigenvectors, in eigenvalue-only problems.
-EIGH_FACTOR = 2.5
+EIGH_FACTOR = 2.0
 #: Time target of the automatic plan (seconds) and its default memory ceiling (bytes).
 TIME_TARGET_S = 240.0
 MEMORY_TARGET = int(3.5 * 2**30)
@@ -121,6 +121,28 @@ def depth_study_bytes(d: int, n_inputs: int) -> float:
     return float(DEPTH_STACKS * n_inputs * d * d * 8)
 
 
+#: The depth study's networks (``DepthConfig``): depths 2–6, 10 output units (1024 states),
+#: 4000 direct-FIM chains; training of all five (fast recipe) ≈ ``DEPTH_TRAIN_S`` at d ≤ 784.
+DEPTH_NETS = 5
+DEPTH_TRAIN_S = 25.0
+DEPTH_FLOOR = 3
+
+
+def depth_study_seconds(d: int, n_inputs: int) -> float:
+    """Time of the depth study for ``n_inputs`` inputs of dimension ``d`` (seconds, 1 thread).
+
+    Per network and input: the direct FIM's ``33`` weighted outer products ``Σ_y g_y g_yᵀ/q_y``
+    (``2·1024·d²`` float64 flops each: 16 blocks, 16 replicates, the total), its sampling
+    (``4000 × 2·1024·d``), and 16 + 2 eigenproblems of size ``d`` (replicate spectra, top
+    eigenpair, attack direction). Measured at d = 784, 5 inputs: ≈ 20 s CPU per network.
+    """
+    r = RATES
+    states = 1024
+    per_input = (33 * 2 * states * d * d / r["gemm64"] + 4000 * 2 * states * d / r["gemm64"]
+                 + (N_BLOCKS + 2 * EIGH_FACTOR) * r["eig"] * d**3)
+    return DEPTH_TRAIN_S + DEPTH_NETS * n_inputs * per_input
+
+
 def _sampling_flops(widths: tuple[int, ...]) -> float:
     return float(sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False)))
 
@@ -181,8 +203,11 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
     direct_peak = max(DIRECT_TEMP_STACKS * b + (N_BLOCKS + 1) * (inp - b),
                       DIRECT_CAT_STACKS * inp) * dd
     states = 2 ** min(w[-1], 20)
-    direct_s = cfg.direct_samples * inp * (2 * samp + 4 * d * w[1] / r["gemm32"]) \
-        + inp * states * d * 4 / r["gemm32"]
+    # sampling, the score products (t − b)ᵀ s (2·Y·d per chain) and the 33 weighted outer
+    # products Σ_y g_y g_yᵀ / q_y of the blocks, replicates and total (2·Y·d² each)
+    direct_s = cfg.direct_samples * inp * (2 * samp + 4 * d * w[1] / r["gemm32"]
+                                           + 2 * states * d / r["gemm64"]) \
+        + inp * (2 * N_BLOCKS + 1) * 2 * states * d * d / r["gemm64"]
     parts["direct fim"] = {"bytes": direct_peak + 2 * inp * dd + factors
                            + 4 * min(states * inp * 1000, 2**22) * f8, "seconds": direct_s}
     peak = max(peak, held + parts["direct fim"]["bytes"])
@@ -213,7 +238,7 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
     seconds = BASE_SECONDS + sum(p["seconds"] for p in parts.values())
     if depth_study:
         parts["depth study"] = {"bytes": depth_study_bytes(d, DEPTH_INPUTS),
-                                "seconds": 20.0 + 0.05 * d}
+                                "seconds": depth_study_seconds(d, DEPTH_INPUTS)}
         seconds += parts["depth study"]["seconds"]
         peak = max(peak, parts["depth study"]["bytes"])
     parts = {k: {"bytes": float(v["bytes"]), "seconds": round(float(v["seconds"]), 2)}
@@ -324,8 +349,9 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
 
     Sizes not in ``fixed`` are halved, down to :data:`FLOOR`, until the estimate is within
     ``min(memory_limit, MEMORY_TARGET)`` and ``time_target``: for memory the number of inputs
-    (every large array scales with it), then the large basis; for time the knob of the most
-    expensive stage. Then the estimate must be within ``memory_limit``.
+    (every large array scales with it), then the large basis; for time first the depth study's
+    inputs (down to :data:`DEPTH_FLOOR`), then the knob of the most expensive stage. Then the
+    estimate must be within ``memory_limit``.
 
     Parameters
     ----------
@@ -370,7 +396,8 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         e = estimate_audit(widths, c, depth_study=False)
         if not depth_study:
             return e
-        dep = {"bytes": depth_study_bytes(d, depth_inputs), "seconds": 20.0 + 0.05 * d}
+        dep = {"bytes": depth_study_bytes(d, depth_inputs),
+               "seconds": depth_study_seconds(d, depth_inputs)}
         return CostEstimate(max(e.memory_bytes, BASE_BYTES + dep["bytes"]),
                             e.seconds + dep["seconds"], {**e.parts, "depth study": dep})
 
@@ -379,6 +406,10 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         over_mem = e.memory_bytes > target_mem
         if not over_mem and e.seconds <= time_target:
             break
+        if not over_mem and depth_study and depth_inputs > DEPTH_FLOOR:
+            depth_inputs -= 1    # for time, the depth study's inputs go first (down to 3)
+            e = est(cfg)
+            continue
         nxt = _shrink(cfg, e, fixed_t, memory=over_mem)
         if nxt is None and over_mem and e.seconds > time_target:
             nxt = _shrink(cfg, e, fixed_t, memory=False)
