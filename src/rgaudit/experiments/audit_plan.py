@@ -228,7 +228,8 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
     peak = max(peak, held + parts["fims"]["bytes"])
     held = 4 * inp * dd   # the attacks hold the four all-sample FIMs (direct stack freed)
     n_eps = len(cfg.eps_l2) + len(cfg.eps_linf)
-    n_methods = 3 + 4                               # FIM estimators (+mean-field), FGM, PGD,...
+    n_methods = 4 + 7   # attacks per norm: a FIM attack per estimator, FGM, PGD, DeepFool, DDN,
+    #                     FAB, APGD, random (AUDIT_METHODS; DDN L2 only)
     judgements = n_methods * (n_eps + 2 * cfg.bisect_steps)
     atk_s = judgements * inp * cfg.judge_samples * samp \
         + 2 * inp * cfg.pgd_iter * 4 * _sampling_flops(w) / r["gemm32"]
@@ -326,13 +327,15 @@ def _halve(cfg: AuditConfig, name: str, fixed: tuple[str, ...]) -> AuditConfig |
 def _shrink(cfg: AuditConfig, e: CostEstimate, fixed: tuple[str, ...], *,
             memory: bool) -> AuditConfig | None:
     """One step down: for memory, fewer inputs (every large array scales with them) then a
-    smaller large basis; for time, the knob of the most expensive stage first."""
+    smaller large basis; for time, the knob of the most expensive stage first (for the
+    attacks, inputs before judge chains: the judge's chains set the precision of every flip
+    verdict the audit reports)."""
     if memory:
         order = ["n_inputs", "large_basis"]
     else:
         knobs = {"fims": ["n_inputs"], "mcrg singles": ["mcrg_samples", "n_inputs"],
                  "mcrg large": ["large_basis", "mcrg_samples"], "direct fim":
-                 ["direct_samples"], "attacks": ["judge_samples", "n_inputs"]}
+                 ["direct_samples"], "attacks": ["n_inputs", "judge_samples"]}
         stages = sorted(knobs, key=lambda k: -e.parts.get(k, {"seconds": 0.0})["seconds"])
         order = [n for st in stages for n in knobs[st]]
     for name in order:

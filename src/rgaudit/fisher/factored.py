@@ -120,6 +120,11 @@ class FactoredFIM:
         replicates, one dense replicate at a time: memory ``3·d²`` per batch element).
         """
         n = self.n_replicates
-        mean = sum(self.dense(b) for b in range(n)) / n
-        ss = sum((self.dense(b) - mean) ** 2 for b in range(n))
+        mean = self.dense(0)
+        for b in range(1, n):
+            mean = mean + self.dense(b)
+        mean = mean / n
+        ss = torch.zeros_like(mean)
+        for b in range(n):
+            ss += (self.dense(b) - mean) ** 2
         return ((n - 1) / n * ss).sqrt()
