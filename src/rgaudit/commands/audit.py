@@ -22,6 +22,8 @@ from rgaudit.choices import (
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
 from rgaudit.errors import RGAuditError
 
+DEFAULT_INPUTS = 20  # = experiments.audit.AuditConfig().n_inputs (not imported: fast --help)
+
 
 def data_for_model(cfg: dict[str, Any], data: str | None) -> tuple[str, int, str]:
     """The data spec and train/test split seed the model was trained on.
@@ -160,7 +162,10 @@ def register(app: typer.Typer) -> None:
                                         "1,8,8 (default: the model's, else the data set's)."),
         data: str = typer.Option(None, "--data", help="Data set spec (rgaudit.data); default "
                                  "and required match: the model's own (its split seed too)."),
-        inputs: int = typer.Option(20, "--inputs", min=1, help="Inputs to attack."),
+        inputs: int = typer.Option(None, "--inputs", min=1, help="Inputs to attack (default "
+                                   f"{DEFAULT_INPUTS}, fewer when the audit plan must fit the "
+                                   "machine; a value given is kept, or refused up front with "
+                                   "the estimate)."),
         seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the audit's "
                                  "random numbers (not the data split: that is the model's)."),
         device: str = typer.Option("cpu", "--device", callback=check_device,
@@ -190,9 +195,12 @@ def register(app: typer.Typer) -> None:
         """Audit a model: input FIM, attacks, a report with a verdict (+ MCRG for RBM nets)."""
         from rgaudit.commands.audit_any import audit_any_model, is_rgaudit_folder
 
+        # None: the user gave no --inputs, so the plan may lower the default; a value given is
+        # kept (or the audit refused with the estimate), never changed silently
+        n_inputs = DEFAULT_INPUTS if inputs is None else inputs
         if not is_rgaudit_folder(model):
             run_dir = audit_any_model(model=model, data=data, factory=factory,
-                                      input_shape=input_shape, inputs=inputs, seed=seed,
+                                      input_shape=input_shape, inputs=n_inputs, seed=seed,
                                       device=device, out=out, console=Console())
             typer.echo(str(run_dir))
             return
@@ -207,7 +215,7 @@ def register(app: typer.Typer) -> None:
                                           ("judge_samples", judge_samples),
                                           ("large_basis", large_basis)) if v is not None}
         try:  # the config validates (before any loading); its messages name the options
-            cfg = AuditConfig(n_inputs=inputs, seed=seed, **given_values)
+            cfg = AuditConfig(n_inputs=n_inputs, seed=seed, **given_values)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         console = Console()
@@ -216,7 +224,7 @@ def register(app: typer.Typer) -> None:
 
         given = [n for n, v in (("mcrg_samples", mcrg_samples), ("direct_samples",
                  direct_samples), ("judge_samples", judge_samples), ("large_basis",
-                 large_basis), ("n_inputs", None if inputs == 20 else inputs)) if v is not None]
+                 large_basis), ("n_inputs", inputs)) if v is not None]
         plan = plan_audit(net.widths, cfg, fixed=given, depth_study=depth)  # --max-memory
         console.print(plan.summary())
         cfg = plan.config
@@ -257,7 +265,7 @@ def register(app: typer.Typer) -> None:
 
                 payload["attack_study"] = run_attack_study(
                     net, ds.X_test, ds.y_test,
-                    AttackStudyConfig(n_inputs=max(2, inputs), judge_samples=cfg.judge_samples,
+                    AttackStudyConfig(n_inputs=max(2, n_inputs), judge_samples=cfg.judge_samples,
                                       judge_seeds=(seed + 1,), seed=seed),
                     model_info=info,
                     progress=lambda s: prog.update(task, description=s)).to_dict()

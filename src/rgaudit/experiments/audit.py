@@ -38,9 +38,15 @@ from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
 from rgaudit.fisher.direct import direct_fim
-from rgaudit.fisher.eig import abs_cosine, spectrum_summary, top_eigenpairs
+from rgaudit.fisher.eig import (
+    abs_cosine,
+    eigenpairs_from_eigh,
+    summary_from_eigenvalues,
+    top_eigenpairs,
+)
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.rg.mcrg import mcrg_network
+from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
 from rgaudit.stats import censored_quantiles
 from rgaudit.threads import limit_threads
@@ -362,21 +368,55 @@ TOP_K = 5           # top FIM eigenvalues reported with jackknife errors
 SPECTRUM_SIGMA = 3.0  # significance: λ > noise floor + 3 jackknife σ
 
 
-def _spectrum_info(F: Tensor, reps: Tensor | None) -> SpectrumInfo:
-    """Top-k eigenvalues (jackknife errors) and noise-aware spectrum summaries over inputs."""
-    top = top_eigenpairs(F, TOP_K, replicates=reps)
-    spec = [spectrum_summary(F[i], replicates=None if reps is None else reps[:, i],
-                             n_sigma=SPECTRUM_SIGMA) for i in range(F.shape[0])]
+def _replicate_eigvalsh(replicates: Tensor) -> Tensor:
+    """Descending eigenvalues of dense replicates (n_blocks, n, d, d), one input at a time
+    (temporaries of one input's stack, not of all inputs'); shape (n_blocks, n, d)."""
+    out = []
+    for i in range(replicates.shape[1]):
+        R = replicates[:, i].to(torch.float64)
+        out.append(torch.linalg.eigvalsh(0.5 * (R + R.transpose(-1, -2))).flip(-1))
+    return torch.stack(out, dim=1)
+
+
+def _spectrum_info(F: Tensor, rep_w: Tensor | None) -> tuple[SpectrumInfo, Tensor]:
+    """Top-k eigenvalues (jackknife errors) and noise-aware spectrum summaries over inputs.
+
+    Parameters
+    ----------
+    F : Tensor of shape (n, d, d)
+        The all-sample FIMs (one dense eigendecomposition each).
+    rep_w : Tensor of shape (n_blocks, n, d) or None
+        Descending eigenvalues of the jackknife replicates (from the factors of a chain FIM,
+        or from a dense replicate stack).
+
+    Returns
+    -------
+    info : SpectrumInfo
+    top_vectors : Tensor of shape (n, d)
+        The top eigenvector of every input (sign-fixed as in :func:`top_eigenpairs`).
+    """
+    tops, spec = [], []
+    se = None if rep_w is None else jackknife_stderr(rep_w)            # (n, d)
+    for i in range(F.shape[0]):
+        Fi = F[i].to(torch.float64)
+        w, V = torch.linalg.eigh(0.5 * (Fi + Fi.T))
+        tops.append(eigenpairs_from_eigh(w, V, TOP_K, replicate_eigenvalues=None
+                                         if rep_w is None else rep_w[:, i]))
+        spec.append(summary_from_eigenvalues(w.flip(0), None if se is None else se[i],
+                                             n_sigma=SPECTRUM_SIGMA))
+    values = torch.stack([t.values for t in tops])
+    stderr = None if rep_w is None else torch.stack([t.stderr for t in tops
+                                                     if t.stderr is not None])
 
     def med(vals: list[float]) -> float:
         return float(torch.tensor(vals, dtype=torch.float64).median())
 
     logs = torch.tensor([s.log10 for s in spec], dtype=torch.float64).median(0).values
     return SpectrumInfo(
-        top_eigs=top.values.tolist(),
-        top_eigs_err=None if top.stderr is None else top.stderr.tolist(),
-        top_eig=top.values[:, 0].tolist(),
-        top_eig_err=None if top.stderr is None else top.stderr[:, 0].tolist(),
+        top_eigs=values.tolist(),
+        top_eigs_err=None if stderr is None else stderr.tolist(),
+        top_eig=values[:, 0].tolist(),
+        top_eig_err=None if stderr is None else stderr[:, 0].tolist(),
         spectrum_log10_median=[float(v) if math.isfinite(v) else None for v in logs.tolist()],
         noise_floor_median=med([s.noise_floor for s in spec]),
         noise_floor_rel_median=med([s.noise_floor / s.eigenvalues[0]
@@ -385,9 +425,9 @@ def _spectrum_info(F: Tensor, reps: Tensor | None) -> SpectrumInfo:
         n_stiff_median=med([s.n_stiff for s in spec]),
         decades_median=med([s.decades for s in spec]),
         effective_rank_median=med([s.effective_rank for s in spec]),
-        significance=(f"λ > |λ_min| + {SPECTRUM_SIGMA:g} jackknife σ" if reps is not None
+        significance=(f"λ > |λ_min| + {SPECTRUM_SIGMA:g} jackknife σ" if rep_w is not None
                       else "λ > |λ_min| (no sampling error: deterministic)"),
-    )
+    ), torch.stack([t.vectors[:, 0] for t in tops])
 
 
 def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator,
@@ -401,13 +441,20 @@ def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator
     asked for). Every reported eigenvalue of a Monte Carlo FIM carries a jackknife error; the
     direct FIM is an unbiased U-statistic and can be indefinite, so spectra count only
     eigenvalues above its noise floor ``|λ_min|`` (see :func:`spectrum_summary`).
+
+    Storage (issue 16): the RG-chain FIMs keep their jackknife replicates as factors
+    ``J_bᵀ C_b J_b`` (:mod:`rgaudit.fisher.factored`; ``17·m_N·d`` float64 per input instead of
+    ``17·d²``) and their replicate spectra come from ``m_N × m_N`` problems; only the
+    replicates' eigenvalues ``(n_blocks, n, d)`` are kept. Every FIM has one dense
+    eigendecomposition per input (top eigenpairs, spectrum and top vector from the same one);
+    the direct FIM's dense replicates are decomposed one input at a time.
     """
     wanted = FIM_ESTIMATORS if only is None else tuple(only)
     bad = [w for w in wanted if w not in FIM_ESTIMATORS]
     if bad:
         raise ValueError(f"unknown FIM estimators {bad}; use {FIM_ESTIMATORS}")
     fims: dict[str, Tensor] = {}
-    reps: dict[str, Tensor | None] = {}
+    rep_w: dict[str, Tensor | None] = {}
     info: dict[str, Any] = {}
     W1 = net.layer(1).W.detach()
     res_s = None
@@ -417,32 +464,40 @@ def compute_fims(net: DeepRBM, x: Tensor, cfg: AuditConfig, gen: torch.Generator
         progress(f"MCRG chain FIM ({basis})")
         t0 = time.perf_counter()
         res = mcrg_network(net, x, basis, cfg.mcrg_samples, generator=gen)
-        ch = fim_from_mcrg(res, W1)
-        fims[label], reps[label] = ch.fim, ch.replicates
+        ch = fim_from_mcrg(res, W1, factored=True)
+        fims[label], rep_w[label] = ch.fim, ch.replicate_eigvalsh()
         info[label] = {"basis": basis, "samples": cfg.mcrg_samples, **(ch.meta or {}),
                        "seconds": time.perf_counter() - t0}
+        del ch
         if basis == "singles":
             res_s = res
+        del res
     progress("direct Monte Carlo FIM")
     t0 = time.perf_counter()
     dfim = direct_fim(net, x, cfg.direct_samples, gen)
     if "direct" in wanted:
-        fims["direct"], reps["direct"] = dfim.fim, dfim.replicates
+        fims["direct"] = dfim.fim
+        rep_w["direct"] = (None if dfim.replicates is None       # depth 1: exact, no replicates
+                           else _replicate_eigvalsh(dfim.replicates))
         info["direct"] = {"samples": dfim.n_samples, "seconds": time.perf_counter() - t0,
                           "note": "unbiased U-statistic: indefinite at finite samples"}
     if "mean-field" in wanted:
         progress("mean-field autograd FIM")
         t0 = time.perf_counter()
-        fims["mean-field"], reps["mean-field"] = mean_field_fim(net, x), None   # float64 copy
+        fims["mean-field"], rep_w["mean-field"] = mean_field_fim(net, x), None  # float64 copy
         info["mean-field"] = {"kind": "bernoulli", "dtype": "float64",
                               "seconds": time.perf_counter() - t0}
-    ref = top_eigenpairs(dfim.fim, 1).vectors[..., 0]
+    # the direct FIM first: its top eigenvector is the reference of the cosines
+    spectra = {name: _spectrum_info(fims[name], rep_w[name])
+               for name in sorted(fims, key=lambda k: k != "direct")}
+    ref = (spectra["direct"][1] if "direct" in spectra
+           else top_eigenpairs(dfim.fim, 1).vectors[..., 0])
     records: dict[str, FimInfo] = {}
-    for name, F in fims.items():
-        v = top_eigenpairs(F, 1).vectors[..., 0]
+    for name in fims:                                   # insertion order: the JSON's key order
+        spec, v = spectra[name]
         cos = abs_cosine(v, ref)
-        records[name] = FimInfo(info[name], _spectrum_info(F, reps[name]), cos.tolist(),
-                                float(cos.median()), v[: min(4, v.shape[0])].tolist())
+        records[name] = FimInfo(info[name], spec, cos.tolist(), float(cos.median()),
+                                v[: min(4, v.shape[0])].tolist())
     return fims, records, dfim, res_s
 
 
@@ -607,6 +662,9 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     timings["fim"] = time.perf_counter() - t0
     diagnosis = _diagnose(res_s, cfg.n_diagnose)
     grad_true = dfim.unit_prob_grad(y)
+    # the attacks need neither the direct FIM's replicate stack (17·d² per input) nor the MCRG
+    # result: free them before the attacks (the audit plan's memory model counts on it)
+    del dfim, res_s
     t0 = time.perf_counter()
     attacks = run_attacks(net, x, y, fims, grad_true, judge, cfg, progress)
     timings["attacks"] = time.perf_counter() - t0

@@ -15,10 +15,16 @@ blocks):
   stacked replicates as much again, ``T`` replicates ``16 m_{j+1} m_j`` (all float64, times
   ``I``); time ``S (Σ_k 2 n_{k-1} n_k + 3·2 m²)`` float32 flops plus ``17`` eigenvalue problems
   and solves of size ``m`` per input;
-* FIMs: every Monte Carlo FIM keeps 16 replicates of ``d × d`` (``17 d²`` float64 per input and
-  estimator, three estimators, plus three stack-sized temporaries while a spectrum with errors
-  is computed); both MCRG results are still held then; time ``≈ 35`` symmetric eigenvalue
-  problems of size ``d`` per input and estimator;
+* FIMs (storage of issue 16): the RG-chain FIMs keep their jackknife replicates as factors
+  ``J_bᵀ C_b J_b`` (``17 (m_N d + m_N²)`` float64 per input and basis,
+  :mod:`rgaudit.fisher.factored`)
+  and only the four all-sample FIMs are dense (``4 d²`` per input); the direct FIM keeps its
+  ``17 d²`` per input (``fisher/direct.py``) and, while it is formed, ``80 d²`` per input of a
+  batch of ≤ 8 (:data:`DIRECT_TEMP_STACKS`) — the largest array of the audit at d = 784; the
+  direct stack and the singles MCRG result are freed before the attacks. Time: one dense
+  eigendecomposition per input and estimator (:data:`EIGH_FACTOR` eigenvalue problems each)
+  plus 16 eigenvalue problems of size ``d`` for the direct replicates (was ``≈ 35`` per input and
+  estimator with dense chain replicates);
 * direct FIM, attacks and the judge: sampling ``chains × Σ_k 2 n_{k-1} n_k``.
 
 Rates are those measured on the 2-core development machine (single thread; :data:`RATES`).
@@ -42,6 +48,15 @@ from rgaudit.guards import memory_limit as memory_limit_now
 RATES = {"gemm32": 4.0e10, "gemm64": 2.0e10, "eig": 2.4e-10, "solve": 2.0e-10,
          "unit": 4.0e-9}
 N_BLOCKS = 16
+#: The direct FIM (``fisher/direct.py``) in batches of ``DIRECT_BATCH`` inputs: forming the
+#: replicates holds ``DIRECT_TEMP_STACKS`` stacks of ``16·b`` d × d float64 at once (per-block
+#: terms, replicate list, stacked, symmetrised sum and result: 5 × 16 = 80 d² per input of the
+#: batch); joining the batches and the entrywise error, ``DIRECT_CAT_STACKS`` d² per input.
+DIRECT_BATCH = 8
+DIRECT_TEMP_STACKS = 80
+DIRECT_CAT_STACKS = 67
+#: Cost of one symmetric eigendecomposition with eigenvectors, in eigenvalue-only problems.
+EIGH_FACTOR = 2.0
 #: Time target of the automatic plan (seconds) and its default memory ceiling (bytes).
 TIME_TARGET_S = 240.0
 MEMORY_TARGET = int(3.5 * 2**30)
@@ -106,6 +121,28 @@ def depth_study_bytes(d: int, n_inputs: int) -> float:
     return float(DEPTH_STACKS * n_inputs * d * d * 8)
 
 
+#: The depth study's networks (``DepthConfig``): depths 2–6, 10 output units (1024 states),
+#: 4000 direct-FIM chains; training of all five (fast recipe) ≈ ``DEPTH_TRAIN_S`` at d ≤ 784.
+DEPTH_NETS = 5
+DEPTH_TRAIN_S = 25.0
+DEPTH_FLOOR = 3
+
+
+def depth_study_seconds(d: int, n_inputs: int) -> float:
+    """Time of the depth study for ``n_inputs`` inputs of dimension ``d`` (seconds, 1 thread).
+
+    Per network and input: the direct FIM's ``33`` weighted outer products ``Σ_y g_y g_yᵀ/q_y``
+    (``2·1024·d²`` float64 flops each: 16 blocks, 16 replicates, the total), its sampling
+    (``4000 × 2·1024·d``), and 16 + 2 eigenproblems of size ``d`` (replicate spectra, top
+    eigenpair, attack direction). Measured at d = 784, 5 inputs: ≈ 20 s CPU per network.
+    """
+    r = RATES
+    states = 1024
+    per_input = (33 * 2 * states * d * d / r["gemm64"] + 4000 * 2 * states * d / r["gemm64"]
+                 + (N_BLOCKS + 2 * EIGH_FACTOR) * r["eig"] * d**3)
+    return DEPTH_TRAIN_S + DEPTH_NETS * n_inputs * per_input
+
+
 def _sampling_flops(widths: tuple[int, ...]) -> float:
     return float(sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False)))
 
@@ -154,32 +191,55 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         chunk_vals = 64 * 2**20 * 2   # operator values of one chunk (mcrg.CHUNK_BYTES), 2 sets
         parts[label] = {"bytes": mem + keep + trans + chunk_vals, "seconds": sec}
         peak = max(peak, held + mem + keep + trans + chunk_vals)
-        held += keep   # both MCRG results stay referenced until the FIMs are done
-    fim_rep = (N_BLOCKS + 1) * d * d * f8 * inp              # one FIM with its replicates
-    n_mc = 3                                                  # direct, rg-singles, rg-large
-    eig_s = inp * 35 * r["eig"] * d**3
-    # the replicate stacks, plus the symmetrised copy, its sum temporary and the eigenvalue
-    # workspace of one stack while its spectrum is computed
-    parts["fims"] = {"bytes": n_mc * fim_rep + 3 * N_BLOCKS * d * d * f8 * inp,
-                     "seconds": n_mc * eig_s + 2 * inp * r["eig"] * d**3}
-    peak = max(peak, held + parts["fims"]["bytes"])
+        if spec == "singles":
+            held += keep   # the singles result is kept for the diagnosis; the large one freed
+    # FIMs (issue 16 storage, see the module docstring): dense d × d only for the four
+    # all-sample FIMs and the direct FIM's own replicate stack; the chain FIMs' replicates are
+    # factors (17·m_N·d float64 per input and basis: counted, negligible)
+    dd = d * d * f8
+    m_out = [basis_size(s, w[-1]) for s in ("singles", cfg.large_basis)]
+    factors = sum((N_BLOCKS + 1) * (mo * d + mo * mo) * f8 * inp for mo in m_out)
+    b = min(inp, DIRECT_BATCH)
+    direct_peak = max(DIRECT_TEMP_STACKS * b + (N_BLOCKS + 1) * (inp - b),
+                      DIRECT_CAT_STACKS * inp) * dd
     states = 2 ** min(w[-1], 20)
-    direct_s = cfg.direct_samples * inp * (2 * samp + 4 * d * w[1] / r["gemm32"]) \
-        + inp * states * d * 4 / r["gemm32"]
-    parts["direct fim"] = {"bytes": (N_BLOCKS + 1) * d * d * f8 * inp
+    # sampling, the score products (t − b)ᵀ s (2·Y·d per chain) and the 33 weighted outer
+    # products Σ_y g_y g_yᵀ / q_y of the blocks, replicates and total (2·Y·d² each)
+    direct_s = cfg.direct_samples * inp * (2 * samp + 4 * d * w[1] / r["gemm32"]
+                                           + 2 * states * d / r["gemm64"]) \
+        + inp * (2 * N_BLOCKS + 1) * 2 * states * d * d / r["gemm64"]
+    parts["direct fim"] = {"bytes": direct_peak + 2 * inp * dd + factors
                            + 4 * min(states * inp * 1000, 2**22) * f8, "seconds": direct_s}
+    peak = max(peak, held + parts["direct fim"]["bytes"])
+    # spectra: one dense eigendecomposition per input and estimator (4) plus the direct FIM's
+    # 16 replicates (eigenvalues only, one input at a time: 3 stacks of 16·d² temporaries);
+    # the chain replicates' spectra are m_N × m_N problems; the chain Jacobians of the
+    # replicates (left-first products) are small next to them
+    chain_s = 0.0
+    for spec in ("singles", cfg.large_basis):
+        ms = [basis_size(spec, n) for n in w[1:]]
+        flops = sum(2 * ms[-1] * ms[k + 1] * ms[k] for k in range(len(ms) - 2)) \
+            + 2 * ms[-1] * ms[0] * d + 2 * d * ms[-1] ** 2
+        chain_s += inp * (N_BLOCKS + 1) * flops / r["gemm64"]
+    held_fims = (N_BLOCKS + 2 + 4) * inp * dd       # direct fim + stderr + stack; 4 FIMs
+    parts["fims"] = {"bytes": held_fims + 3 * N_BLOCKS * dd + factors,
+                     "seconds": inp * (N_BLOCKS + 4 * EIGH_FACTOR) * r["eig"] * d**3
+                     + chain_s}
+    peak = max(peak, held + parts["fims"]["bytes"])
+    held = 4 * inp * dd   # the attacks hold the four all-sample FIMs (direct stack freed)
     n_eps = len(cfg.eps_l2) + len(cfg.eps_linf)
-    n_methods = 3 + 4                               # FIM estimators (+mean-field), FGM, PGD,...
+    n_methods = 4 + 7   # attacks per norm: a FIM attack per estimator, FGM, PGD, DeepFool, DDN,
+    #                     FAB, APGD, random (AUDIT_METHODS; DDN L2 only)
     judgements = n_methods * (n_eps + 2 * cfg.bisect_steps)
     atk_s = judgements * inp * cfg.judge_samples * samp \
         + 2 * inp * cfg.pgd_iter * 4 * _sampling_flops(w) / r["gemm32"]
     parts["attacks"] = {"bytes": inp * cfg.judge_samples * sum(w) * 4.0 * 4,
                         "seconds": atk_s}
-    peak = max(peak, held + n_mc * fim_rep + parts["attacks"]["bytes"])
+    peak = max(peak, held + parts["attacks"]["bytes"])
     seconds = BASE_SECONDS + sum(p["seconds"] for p in parts.values())
     if depth_study:
         parts["depth study"] = {"bytes": depth_study_bytes(d, DEPTH_INPUTS),
-                                "seconds": 20.0 + 0.05 * d}
+                                "seconds": depth_study_seconds(d, DEPTH_INPUTS)}
         seconds += parts["depth study"]["seconds"]
         peak = max(peak, parts["depth study"]["bytes"])
     parts = {k: {"bytes": float(v["bytes"]), "seconds": round(float(v["seconds"]), 2)}
@@ -267,13 +327,15 @@ def _halve(cfg: AuditConfig, name: str, fixed: tuple[str, ...]) -> AuditConfig |
 def _shrink(cfg: AuditConfig, e: CostEstimate, fixed: tuple[str, ...], *,
             memory: bool) -> AuditConfig | None:
     """One step down: for memory, fewer inputs (every large array scales with them) then a
-    smaller large basis; for time, the knob of the most expensive stage first."""
+    smaller large basis; for time, the knob of the most expensive stage first (for the
+    attacks, inputs before judge chains: the judge's chains set the precision of every flip
+    verdict the audit reports)."""
     if memory:
         order = ["n_inputs", "large_basis"]
     else:
         knobs = {"fims": ["n_inputs"], "mcrg singles": ["mcrg_samples", "n_inputs"],
                  "mcrg large": ["large_basis", "mcrg_samples"], "direct fim":
-                 ["direct_samples"], "attacks": ["judge_samples", "n_inputs"]}
+                 ["direct_samples"], "attacks": ["n_inputs", "judge_samples"]}
         stages = sorted(knobs, key=lambda k: -e.parts.get(k, {"seconds": 0.0})["seconds"])
         order = [n for st in stages for n in knobs[st]]
     for name in order:
@@ -290,8 +352,9 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
 
     Sizes not in ``fixed`` are halved, down to :data:`FLOOR`, until the estimate is within
     ``min(memory_limit, MEMORY_TARGET)`` and ``time_target``: for memory the number of inputs
-    (every large array scales with it), then the large basis; for time the knob of the most
-    expensive stage. Then the estimate must be within ``memory_limit``.
+    (every large array scales with it), then the large basis; for time first the depth study's
+    inputs (down to :data:`DEPTH_FLOOR`), then the knob of the most expensive stage. Then the
+    estimate must be within ``memory_limit``.
 
     Parameters
     ----------
@@ -336,7 +399,8 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         e = estimate_audit(widths, c, depth_study=False)
         if not depth_study:
             return e
-        dep = {"bytes": depth_study_bytes(d, depth_inputs), "seconds": 20.0 + 0.05 * d}
+        dep = {"bytes": depth_study_bytes(d, depth_inputs),
+               "seconds": depth_study_seconds(d, depth_inputs)}
         return CostEstimate(max(e.memory_bytes, BASE_BYTES + dep["bytes"]),
                             e.seconds + dep["seconds"], {**e.parts, "depth study": dep})
 
@@ -345,6 +409,10 @@ def plan_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         over_mem = e.memory_bytes > target_mem
         if not over_mem and e.seconds <= time_target:
             break
+        if not over_mem and depth_study and depth_inputs > DEPTH_FLOOR:
+            depth_inputs -= 1    # for time, the depth study's inputs go first (down to 3)
+            e = est(cfg)
+            continue
         nxt = _shrink(cfg, e, fixed_t, memory=over_mem)
         if nxt is None and over_mem and e.seconds > time_target:
             nxt = _shrink(cfg, e, fixed_t, memory=False)

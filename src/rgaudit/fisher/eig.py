@@ -55,15 +55,40 @@ def top_eigenpairs(F: Tensor, k: int = 1, *, replicates: Tensor | None = None) -
     """
     if F.shape[-1] != F.shape[-2]:
         raise ValueError(f"F must be square, got {tuple(F.shape)}")
-    k = min(int(k), F.shape[-1])
     Fs = 0.5 * (F + F.transpose(-1, -2)).to(torch.float64)
     w, V = torch.linalg.eigh(Fs)
+    rep_w = None
+    if replicates is not None:
+        R = 0.5 * (replicates + replicates.transpose(-1, -2)).to(torch.float64)
+        rep_w = torch.linalg.eigvalsh(R).flip(-1)
+    return eigenpairs_from_eigh(w, V, k, replicate_eigenvalues=rep_w)
+
+
+def eigenpairs_from_eigh(w: Tensor, V: Tensor, k: int = 1, *,
+                         replicate_eigenvalues: Tensor | None = None) -> EigenPairs:
+    """:func:`top_eigenpairs` from an eigendecomposition already computed.
+
+    Parameters
+    ----------
+    w : Tensor of shape (*batch, d)
+        Eigenvalues, ascending (as ``torch.linalg.eigh`` returns them).
+    V : Tensor of shape (*batch, d, d)
+        Eigenvectors in the columns, in the order of ``w``.
+    k : int
+    replicate_eigenvalues : Tensor of shape (n_blocks, *batch, d), optional
+        **Descending** eigenvalues of the jackknife replicates (e.g. from
+        :meth:`rgaudit.fisher.chain.ChainFIM.replicate_eigvalsh`); gives the standard errors.
+
+    Returns
+    -------
+    EigenPairs
+    """
+    k = min(int(k), w.shape[-1])
     vals = w.flip(-1)[..., :k]
     vecs = _fix_sign(V.flip(-1)[..., :k])
     se = None
-    if replicates is not None:
-        R = 0.5 * (replicates + replicates.transpose(-1, -2)).to(torch.float64)
-        se = jackknife_stderr(torch.linalg.eigvalsh(R).flip(-1)[..., :k])
+    if replicate_eigenvalues is not None:
+        se = jackknife_stderr(replicate_eigenvalues[..., :k])
     return EigenPairs(vals, vecs, se)
 
 
@@ -145,6 +170,25 @@ def spectrum_summary(F: Tensor, *, replicates: Tensor | None = None, n_sigma: fl
     if replicates is not None:
         R = 0.5 * (replicates + replicates.transpose(-1, -2)).to(torch.float64)
         se = jackknife_stderr(torch.linalg.eigvalsh(R).flip(-1))
+    return summary_from_eigenvalues(w, se, n_sigma=n_sigma, stiff_decades=stiff_decades,
+                                    floor=floor)
+
+
+def summary_from_eigenvalues(w: Tensor, se: Tensor | None = None, *, n_sigma: float = 3.0,
+                             stiff_decades: float = 2.0, floor: float = 1e-12
+                             ) -> SpectrumSummary:
+    """:func:`spectrum_summary` from eigenvalues already computed.
+
+    Parameters
+    ----------
+    w : Tensor of shape (d,)
+        Eigenvalues of ``F``, **descending**.
+    se : Tensor of shape (d,), optional
+        Jackknife standard error of each sorted eigenvalue (``jackknife_stderr`` of the
+        replicates' descending eigenvalues).
+    n_sigma, stiff_decades, floor
+        As in :func:`spectrum_summary`.
+    """
     top = float(w[0]) if w.numel() else 0.0
     noise = max(0.0, -float(w[-1])) if w.numel() else 0.0
     if top <= 0:
