@@ -144,7 +144,7 @@ def test_compute_fims_reports_the_numbers_of_the_dense_path():
     for name, F in fims.items():
         scale = float(rfims[name].abs().max())
         _close(F, rfims[name], scale)
-        got, ref = info[name], rinfo[name]
+        got, ref = info[name].to_dict(), rinfo[name]
         _close(_t(got["top_eigs"]), ref["top_eigs"], scale)
         if ref["top_eigs_err"] is None:
             assert got["top_eigs_err"] is None
