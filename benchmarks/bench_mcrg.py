@@ -61,12 +61,13 @@ CHUNK = 8192
 
 def _one(kind: str, s: int, m: int, threads: int) -> dict:
     import torch
+    from threadpoolctl import threadpool_limits
 
     from rgaudit.nets.deep_rbm import DeepRBM
     from rgaudit.rg.mcrg import mcrg_network, mcrg_pairs
     from rgaudit.rg.operators import ProductBasis
 
-    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # not torch.set_num_threads(≥ 2): rgaudit/threads.py
     chunk = min(CHUNK, s // 16)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     g = torch.Generator().manual_seed(0)

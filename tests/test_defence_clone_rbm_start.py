@@ -17,16 +17,13 @@ import torch
 from rgaudit.data import load_dataset
 from rgaudit.defence.cloning_attacks import clone_attack
 from rgaudit.defence.layerwise import LayerwiseConfig
+from rgaudit.threads import limit_threads
 
 
 @pytest.mark.slow
 def test_clone_start_beats_chance_on_digits() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with limit_threads(1):
         _check_clone_start()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check_clone_start() -> None:

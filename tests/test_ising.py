@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from rgaudit.commands.ising import register
@@ -46,16 +47,15 @@ from rgaudit.physics.rbm_kernel import (
     majority_table,
 )
 from rgaudit.schemas import validate
+from rgaudit.threads import limit_threads
 
 N_SIGMA = 4.0
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with limit_threads(1):
+        yield
 
 
 # -- sampler ---------------------------------------------------------------------------------
@@ -283,9 +283,9 @@ def test_command_writes_result_and_table(tmp_path) -> None:
     def _other() -> None:  # a second command keeps typer in multi-command mode
         pass
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the command runs with --threads 1 and must restore this
-    try:
+    # the command runs with --threads 1 and must restore this (threadpoolctl, never
+    # torch.set_num_threads(2): it breaks torch's batched LU, rgaudit/threads.py)
+    with threadpool_limits(limits=2):
         res = CliRunner().invoke(
             app,
             [
@@ -312,8 +312,6 @@ def test_command_writes_result_and_table(tmp_path) -> None:
             ],
         )
         assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "result.json").exists() and (tmp_path / "table.md").exists()
     validate(json.loads((tmp_path / "result.json").read_text()))

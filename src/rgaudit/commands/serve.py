@@ -66,7 +66,6 @@ def register(app: typer.Typer) -> None:
         """Serve MODEL's (defended) answers over HTTP: POST /v1/predict, GET /v1/model,
         GET /healthz, OpenAPI at /docs."""
         import uvicorn
-        from threadpoolctl import threadpool_limits
 
         from rgaudit.serve.app import create_app
         from rgaudit.serve.loading import load_defended
@@ -85,16 +84,16 @@ def register(app: typer.Typer) -> None:
             watch = _monitor_settings(monitor, monitor_action, prada_delta, admin_key)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        import torch
+        from rgaudit.threads import pin_thread
 
-        torch.set_num_threads(threads)               # this process only: the serving command
+        pin_thread(threads)      # this thread (loading, warm-up); workers pin themselves
         try:
             defended = load_defended(model, defence=defence, eps=eps, norm=norm, config=config,
                                      seed=seed, estimator=estimator)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
         typer.echo(defended.startup_line())             # estimator and measured cost
-        app = create_app(defended, settings, watch)
+        app = create_app(defended, settings, watch, threads=threads)
         typer.echo(f"serving {model} with defence {defended.poisoner.name!r} on "
                    f"http://{host}:{port} (OpenAPI: /docs)")
         if watch.monitor != "none":
@@ -102,8 +101,7 @@ def register(app: typer.Typer) -> None:
                        f"{watch.action}); report at GET /v1/monitor "
                        + ("with the X-Admin-Key header" if watch.admin_key else
                           "disabled: no --admin-key / $RGAUDIT_ADMIN_KEY"))
-        with threadpool_limits(limits=threads):
-            uvicorn.Server(uvicorn_config(app, host, port, log_level="info")).run()
+        uvicorn.Server(uvicorn_config(app, host, port, log_level="info")).run()
 
 
 def _monitor_settings(monitor: str, action: str, delta: float | None,

@@ -31,6 +31,7 @@ from rgaudit.serve.monitor import MonitorSettings, install_monitor
 from rgaudit.serve.querylog import QueryLog
 from rgaudit.serve.schemas import ErrorResponse, ModelInfo, PredictRequest, PredictResponse
 from rgaudit.serve.settings import ServeSettings
+from rgaudit.threads import pin_thread
 
 logger = logging.getLogger("rgaudit.serve")
 
@@ -71,7 +72,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(model: DefendedModel, settings: ServeSettings | None = None,
-               monitor: MonitorSettings | None = None) -> FastAPI:
+               monitor: MonitorSettings | None = None, *, threads: int | None = None
+               ) -> FastAPI:
     """Build the API for ``model``.
 
     Parameters
@@ -80,6 +82,9 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None,
     settings : ServeSettings, optional
     monitor : MonitorSettings, optional
         The extraction monitor (default off; :mod:`rgaudit.serve.monitor`).
+    threads : int, optional
+        Torch/BLAS threads of each worker thread that computes answers
+        (:func:`rgaudit.threads.pin_thread`); None: the process default.
 
     Returns
     -------
@@ -87,6 +92,10 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None,
         With ``app.state.accounting`` (per-client usage) and ``app.state.query_log``.
     """
     s = settings or ServeSettings()
+    if model.poisoner.name != "none" and getattr(model.poisoner, "engine", None) == "compiled":
+        from rgaudit.defence.step_search import warm_up
+
+        warm_up()               # compile the step search now, not on the first request
     clf = model.classifier
     lo, hi = (float(b) for b in clf.bounds)
     n_features = clf.n_features
@@ -235,6 +244,10 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None,
                            f"in [{x.min():g}, {x.max():g}]")
         return x
 
+    def _predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pin_thread(threads)     # a worker thread: the thread limit of `rgaudit serve --threads`
+        return model.predict(x)
+
     async def _compute(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if state["pending"] >= s.max_pending:
             raise ApiError(503, "overloaded", "the server is at capacity; retry later",
@@ -249,7 +262,7 @@ def create_app(model: DefendedModel, settings: ServeSettings | None = None,
                                f"no model time within {s.queue_timeout_s:g} s; retry later",
                                {"Retry-After": "1"}) from None
             try:
-                return await anyio.to_thread.run_sync(model.predict, x)
+                return await anyio.to_thread.run_sync(_predict, x)
             finally:
                 limiter.release()
         finally:
