@@ -45,3 +45,28 @@ def test_solve_batch_matches_the_single_solves():
         assert got.n_replicates_regularised == info.n_replicates_regularised
     assert infos[1].dropped.tolist() == [2] and infos[3].regularised
     assert infos[4].n_replicates_regularised >= 1
+
+
+def test_a_replicate_with_every_kept_operator_constant_gets_t_zero_not_a_crash():
+    """Regression (digits28 784-500-500-10 audit on 4 inputs): a jackknife replicate whose
+    kept operators are all constant has C_r = 0, so the ridge trace(C_r)/m/max_cond was 0 and
+    the "regularised" solve raised. It now borrows the largest replicate's ridge: T_r = 0
+    (D_r = 0 too), on the batched path and on the one-element path."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 3, dtype=torch.float64, generator=g)
+    c = a @ a.T + torch.eye(3, dtype=torch.float64)
+    d = torch.randn(3, 2, dtype=torch.float64, generator=g)
+    c_reps = torch.stack([c * (1 + 0.01 * k) for k in range(4)])
+    d_reps = torch.stack([d * (1 + 0.01 * k) for k in range(4)])
+    c_reps[1], d_reps[1] = 0.0, 0.0                    # the degenerate replicate
+    x, x_r, infos = solve_batch(c[None], d[None], c_reps=c_reps[:, None],
+                                d_reps=d_reps[:, None])
+    assert x_r is not None
+    assert torch.equal(x_r[1, 0], torch.zeros(3, 2, dtype=torch.float64))
+    for k in (0, 2, 3):                                # the others: their exact solves
+        torch.testing.assert_close(x_r[k, 0], torch.linalg.solve(c_reps[k], d_reps[k]),
+                                   rtol=1e-12, atol=1e-12)
+    assert infos[0].n_replicates_regularised == 1
+    xs, info = solve_cov(c, d)
+    xr1 = solve_replicates(c_reps, d_reps, info, max_cond=1e10)[0]
+    assert torch.equal(xr1[1], torch.zeros(3, 2, dtype=torch.float64))

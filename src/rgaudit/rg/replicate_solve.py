@@ -39,7 +39,7 @@ from dataclasses import replace
 
 import torch
 
-from rgaudit.rg.solve import SolveInfo, solve_replicates
+from rgaudit.rg.solve import SolveInfo, replicate_lambda, solve_replicates
 
 Tensor = torch.Tensor
 
@@ -94,12 +94,7 @@ def solve_replicates_certified(c: Tensor, d: Tensor, info: SolveInfo, *,
         x[r], status[r] = torch.linalg.solve_ex(ck[r], dk[r])
     bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
-        lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
-        # A replicate in which every kept operator is constant (its only fluctuations fell in
-        # the left-out block; seen on saturated 784-input networks) has C_r = 0 and λ_r = 0:
-        # borrow the largest replicate's scale (its D_r is 0 too, so T_r = 0, not a crash).
-        scale = lam_r.max()
-        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
+        lam_r = replicate_lambda(torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1), max_cond)
         for r in torch.nonzero(bad).flatten().tolist():
             x[r] = torch.linalg.solve(ck[r] + lam_r[r] * eye, dk[r])
     computed = cond_r[~torch.isnan(cond_r)]
@@ -319,9 +314,7 @@ def _regularised_solves(bad: list[int], lu_only: list[int], diag_mean: Tensor, m
         else:
             solved[r] = xr
     if bad:
-        lam_r = diag_mean / max_cond
-        scale = lam_r.max()
-        lam_r = torch.where(lam_r > 0, lam_r, scale if scale > 0 else 1.0 / max_cond)
+        lam_r = replicate_lambda(diag_mean, max_cond)
         for r in sorted(bad):
             cr, dr = system(r)
             eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)

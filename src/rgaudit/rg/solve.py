@@ -202,11 +202,35 @@ def solve_replicates(
     x, status = torch.linalg.solve_ex(ck, dk)
     bad = ill | (status != 0) | ~torch.isfinite(x).flatten(1).all(1)
     if bool(bad.any()):
-        lam_r = torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond
+        lam_r = replicate_lambda(torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1), max_cond)
         x_r = torch.linalg.solve(ck + lam_r[:, None, None] * eye, dk)
         x = torch.where(bad[:, None, None], x_r, x)
     return x, replace(info, n_replicates_regularised=int(bad.sum()),
                       max_cond_replicates=float(cond_r.max()))
+
+
+
+def replicate_lambda(diag_mean: Tensor, max_cond: float) -> Tensor:
+    """Ridge of the replicates that need one: ``λ_r = trace(C_r)/m / max_cond``.
+
+    A replicate in which every kept operator is constant (its only fluctuations fell in the
+    left-out block; seen on saturated 784-input networks) has ``C_r = 0`` and ``λ_r = 0``: it
+    borrows the largest replicate's ``λ`` (its ``D_r`` is 0 too, so ``T_r = 0``, not a crash).
+
+    Parameters
+    ----------
+    diag_mean : Tensor of shape (n_rep, *batch)
+        ``trace(C_r)/m`` per replicate (and batch element).
+    max_cond : float
+
+    Returns
+    -------
+    Tensor of shape (n_rep, *batch)
+    """
+    lam = diag_mean / max_cond
+    scale = lam.amax(0, keepdim=True)
+    fallback = torch.where(scale > 0, scale, torch.full_like(scale, 1.0 / max_cond))
+    return torch.where(lam > 0, lam, fallback.expand_as(lam))
 
 
 def unestimated_entries(stderr: Tensor, kept_rows: Tensor, kept_cols: Tensor, *,
@@ -376,7 +400,7 @@ def solve_batch(
             xr, status = torch.linalg.solve_ex(ckr, dkr)
             bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
             if bool(bad.any()):
-                lam_r = torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1) / max_cond
+                lam_r = replicate_lambda(torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1), max_cond)
                 xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
                 xr = torch.where(bad[..., None, None], xr_reg, xr)
             if lazy is not None:
