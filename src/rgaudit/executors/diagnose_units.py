@@ -79,6 +79,7 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, *,
     import torch
 
     from rgaudit.experiments.diagnose import class_fixed_points
+    from rgaudit.random import torch_generator
 
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
@@ -102,5 +103,5 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, *,
             dev = torch.device(kwargs.get("device", "cpu"))
             result.fixed_points = class_fixed_points(
                 net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
-                torch.Generator(device=dev).manual_seed(seed + 300))
+                torch_generator(seed, "fixed-points", device=dev))
     return result
