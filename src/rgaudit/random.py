@@ -33,9 +33,36 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["child_seed", "numpy_rng", "role_words", "seed_sequence", "torch_generator"]
+__all__ = ["ROLES", "child_seed", "numpy_rng", "role_words", "seed_sequence", "torch_generator"]
 
 SubKey = str | int
+
+#: The roles rgaudit draws from, and what each drives (sub-keys in brackets). A typo in a role
+#: silently opens a new stream: ``tests/test_random_streams.py`` checks that every role named in
+#: the source is listed here and in ``docs/design.md``.
+ROLES: dict[str, str] = {
+    "fim": "Monte Carlo chains of the FIM estimators (RG chain / MCRG and direct): audit, "
+           "attack --method fim, depth study, attack study",
+    "judge": "chains of the stochastic judge, one generator per input [input key]",
+    "attack.random": "Gaussian random-direction baseline (audit, attack, attack study, any-model)",
+    "attack.subspace": "random k-dimensional subspace of the restricted DDN [k]",
+    "walk": "RG-chain FIM re-estimated along the Fisher walk",
+    "fraction": "random orthonormal basis of the eigenspace-fraction reference",
+    "lanczos": "Lanczos start vectors of the matrix-free FIM [input index]",
+    "mcrg": "MCRG chains: diagnose main run, any-model MCRG diagnosis",
+    "mcrg.basis": "MCRG chains of the diagnose basis study [basis spec]",
+    "mcrg.samples": "MCRG chains of the diagnose sample study [chain count]",
+    "fixed-points": "chains of the class fixed-point study (diagnose)",
+    "diagnose.inputs": "which test inputs rgaudit diagnose picks",
+    "poison": "the poisoner's generator: cloning study, served model, ProtectedClassifier",
+    "clone": "clone training in the cloning study (the same for every defence)",
+    "mad.surrogate": "random surrogate network of the MAD defence",
+    "ising.chains": "Swendsen-Wang chains of the Ising MCRG study",
+    "ising.tie-break": "random tie-break of the majority rule",
+    "ising.kernel-data": "Ising configurations the local RBM kernel is trained on",
+    "ising.kernel-fit": "initialisation of the local RBM kernel fit",
+    "zoo.bootstrap": "bootstrap resamples of the zoo's rank correlations",
+}
 
 
 def role_words(part: SubKey) -> tuple[int, int]:

@@ -92,7 +92,8 @@ class AnyAuditConfig:
 
     def streams(self) -> dict[str, int]:
         """Independent seeds by role: the named streams of ``seed`` (:mod:`rgaudit.random`)."""
-        return {r: child_seed(self.seed, r) for r in ("random-directions", "lanczos", "mcrg")}
+        return {"random-directions": child_seed(self.seed, "attack.random"),
+                "lanczos": child_seed(self.seed, "lanczos"), "mcrg": child_seed(self.seed, "mcrg")}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
