@@ -111,6 +111,8 @@ class AttackStudyConfig:
             raise ValueError(f"--judge-samples must be ≥ 1, got {self.judge_samples}")
         if not self.judge_seeds:
             raise ValueError("--judge-seeds needs at least one seed")
+        if any(int(s) < 0 for s in self.judge_seeds):
+            raise ValueError(f"--judge-seeds must be ≥ 0, got {list(self.judge_seeds)}")
         if not (self.eps_max_l2 > 0 and self.eps_max_linf > 0
                 and math.isfinite(self.eps_max_l2) and math.isfinite(self.eps_max_linf)):
             raise ValueError("--eps-max-l2 and --eps-max-linf must be positive and finite")
