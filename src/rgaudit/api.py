@@ -75,12 +75,13 @@ def input_fim(classifier: Classifier, x: ArrayLike, k: int = 5, *,
     dense_max_features : int
         Above this input size ``F`` is never formed (matrix-free Lanczos).
     random_state : int
-        Seed of the Lanczos start vectors.
+        Seed of the Lanczos start vectors (stream ``"lanczos"``, as in :func:`audit`).
     """
     from rgaudit.experiments.audit_any import fim_top
+    from rgaudit.random import child_seed
 
     vals, vecs, method = fim_top(classifier, _inputs(classifier, x), k, dense_max_features,
-                                 random_state)
+                                 child_seed(random_state, "lanczos"))
     return InputFIM(vals.detach().cpu().numpy(), vecs.detach().cpu().numpy(), method)
 
 
@@ -152,7 +153,7 @@ def attack(classifier: Classifier, x: ArrayLike, y: ArrayLike, *, method: str = 
     xt = _inputs(classifier, x)
     yt = _tensor(y, torch.long).reshape(-1)
     cfg = AnyAuditConfig(seed=random_state)
-    _, vec, _ = fim_top(classifier, xt, 1, cfg.dense_max_features, random_state)
+    _, vec, _ = fim_top(classifier, xt, 1, cfg.dense_max_features, cfg.streams()["lanczos"])
     grad = _true_class_grad(classifier, xt, yt)
     names = {"fim": "fim", "gradient": "gradient (FGM)", "deepfool": "deepfool", "pgd": "pgd",
              "random": "random"}
@@ -178,7 +179,9 @@ class ProtectedClassifier:
     def answer(self, x: ArrayLike) -> np.ndarray:
         xt = _inputs(self.classifier, x)
         y = self.classifier.answer(xt)
-        gen = torch.Generator().manual_seed(self.random_state)
+        from rgaudit.random import torch_generator
+
+        gen = torch_generator(self.random_state, "poison")
         self.last = self.poisoner(y, xt, gen)
         return self.last.y_poisoned.detach().cpu().numpy()
 

@@ -21,6 +21,7 @@ import torch
 
 from rgaudit.attacks.base import Norm, clip_box, unit_step
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import child_seed
 
 Tensor = torch.Tensor
 
@@ -45,24 +46,22 @@ class Verdict:
     proba: Tensor | None = None
 
 
-_MIX_A = 0x9E3779B97F4A7C15
-_MIX_B = 0xBF58476D1CE4E5B9
-
-
 class StochasticJudge:
     """Predicted classes of a DeepRBM from sampled chains, with common random numbers.
 
-    Every input row gets its own generator, seeded from ``(seed, key)``: the key is the row's
-    entry in ``ids`` (e.g. its index in the test set) or, without ``ids``, its position in the
-    batch. So an input's verdict does not depend on which other inputs share the batch, and the
-    perturbed inputs ``x + δ`` of one input reuse its random numbers (common random numbers:
-    comparisons between nearby inputs are not drowned in sampling noise).
+    Every input row gets its own generator, on stream ``("judge", key)`` of ``seed``
+    (:mod:`rgaudit.random`): the key is the row's entry in ``ids`` (e.g. its index in the test
+    set) or, without ``ids``, its position in the batch. So an input's verdict does not depend
+    on which other inputs share the batch, and the perturbed inputs ``x + δ`` of one input reuse
+    its random numbers (common random numbers: comparisons between nearby inputs are not
+    drowned in sampling noise).
 
     Parameters
     ----------
     net : DeepRBM
     n_samples : int, default 2000
     seed : int, default 0
+        The user's seed (the judge names its own stream: pass the study's seed, not an offset).
     z : float, default 2.0
         Gap (in standard errors of the per-chain difference) for a confident decision.
     ids : sequence of int, optional
@@ -85,7 +84,7 @@ class StochasticJudge:
 
     def input_seed(self, key: int) -> int:
         """Seed of the generator of the input keyed ``key``."""
-        return (self.seed * _MIX_A + (int(key) + 1) * _MIX_B) % (2**63 - 1)
+        return child_seed(self.seed, "judge", int(key))
 
     def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Chain means (n, C) and unbiased chain covariances (n, C, C) of the top conditionals."""

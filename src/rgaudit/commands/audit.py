@@ -266,7 +266,7 @@ def register(app: typer.Typer) -> None:
                 payload["attack_study"] = run_attack_study(
                     net, ds.X_test, ds.y_test,
                     AttackStudyConfig(n_inputs=max(2, n_inputs), judge_samples=cfg.judge_samples,
-                                      judge_seeds=(seed + 1,), seed=seed),
+                                      judge_seeds=(seed,), seed=seed),
                     model_info=info,
                     progress=lambda s: prog.update(task, description=s)).to_dict()
                 started[0] += 1
@@ -323,13 +323,13 @@ def register(app: typer.Typer) -> None:
         """Attack MODEL with one method: per-input minimal flipping ε (judged on the stochastic
         network), the flip rate at --eps, written with the adversarial inputs to a run folder."""
         import numpy as np
-        import torch
 
         from rgaudit.attacks.base import clip_box, project
         from rgaudit.attacks.evaluate import StochasticJudge
         from rgaudit.experiments.attack_study import _rg_fim, quartiles, search_one
         from rgaudit.experiments.audit import AuditConfig, compute_fims, select_inputs
         from rgaudit.fisher.autograd import mean_field_fim
+        from rgaudit.random import torch_generator
         from rgaudit.report.io import new_run_dir, write_result
 
         if eps is not None and not (math.isfinite(eps) and eps > 0):
@@ -346,7 +346,7 @@ def register(app: typer.Typer) -> None:
         if eps is not None:
             check_eps(eps, norm, net.widths[0])
         run_dir = new_run_dir(out, "attack")  # a fresh, marked folder, made before the work
-        judge = StochasticJudge(net, n_samples=judge_samples, seed=seed + 1)
+        judge = StochasticJudge(net, n_samples=judge_samples, seed=seed)
         X = ds.X_test.to(device=net.device, dtype=net.dtype)
         x, y, sel = select_inputs(net, X, ds.y_test.to(net.device), inputs, judge)
         judge = judge.for_inputs(sel.indices)
@@ -354,12 +354,12 @@ def register(app: typer.Typer) -> None:
         if method == "fim":
             # only the requested estimator (the direct run also gives ∇P(true|x))
             cfg = AuditConfig(mcrg_samples=samples, direct_samples=samples, seed=seed)
-            gen = torch.Generator(device=net.device).manual_seed(seed)
+            gen = torch_generator(seed, "fim", device=net.device)
             fims, _, _, _ = compute_fims(net, x, cfg, gen, lambda s: None, only=(fim,))
             F = fims[fim]
         fim_fn = None
         if method == "walk":
-            fim_fn = (_rg_fim(net, samples, torch.Generator().manual_seed(seed))
+            fim_fn = (_rg_fim(net, samples, torch_generator(seed, "walk"))
                       if fim == "rg-singles" else (lambda z: mean_field_fim(net, z)))
         with console.status(f"{method} ({norm}): minimal ε search"):
             s, how = search_one(net, x, y, judge, method, norm, eps_max=emax,
@@ -367,7 +367,7 @@ def register(app: typer.Typer) -> None:
         result: dict[str, Any] = {
             "model": minfo, "method": method, "norm": norm, "fim": fim if method in (
                 "fim", "walk") else None, "eps_max": emax, "resolution": s.resolution,
-            "judge": {"samples": judge_samples, "seed": seed + 1}, "inputs": sel.to_dict(),
+            "judge": {"samples": judge_samples, "seed": seed}, "inputs": sel.to_dict(),
             "labels": y.tolist(),
             "per_input": {"min_eps": s.eps.tolist(), "applied_l2": s.applied_l2.tolist(),
                           "applied_linf": s.applied_linf.tolist(),

@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         from rgaudit.guards import check_mcrg_memory
         from rgaudit.nets.io import load_model
         from rgaudit.outputs import prepare_out
+        from rgaudit.random import torch_generator
         from rgaudit.report.diagnose_report import write_report
         from rgaudit.report.io import write_result
 
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         ds, spec, split_seed, _ = dataset_for_model(net, config, data)
         x_test = torch.as_tensor(ds.X_test, dtype=torch.float32)
         y_test = torch.as_tensor(ds.y_test).long()
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch_generator(seed, "diagnose.inputs")
         x, y = _pick(x_test, y_test, inputs, gen)
         fp_x = fp_y = None
         if per_class > 0:

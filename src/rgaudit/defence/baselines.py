@@ -30,6 +30,7 @@ from torch import nn
 from rgaudit.choices import DEFENCES as DEFENCES
 from rgaudit.defence.generation_fim import tangent_projector
 from rgaudit.defence.poison import Poisoner
+from rgaudit.random import torch_generator
 
 Tensor = torch.Tensor
 
@@ -98,7 +99,7 @@ class MADPoisoner(Poisoner):
                  hidden: int = 64, seed: int = 0, keep_margin: float = 0.1) -> None:
         super().__init__(eps=eps, norm=norm, kind=kind, keep_margin=keep_margin)
         self.hidden, self.seed, self.n_inputs = int(hidden), int(seed), int(n_inputs)
-        self._gen = torch.Generator().manual_seed(self.seed)
+        self._gen = torch_generator(self.seed, "mad.surrogate")
         self._W1 = torch.randn(hidden, n_inputs, generator=self._gen, dtype=torch.float64)
         self._W1 /= n_inputs**0.5
         self._b1 = torch.zeros(hidden, dtype=torch.float64)

@@ -50,7 +50,7 @@ def audit_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]
         t0 = time.perf_counter()
         x = torch.tensor([unit.payload["x"]], dtype=net.dtype, device=net.device)
         y = torch.tensor([int(unit.payload["y"])], device=net.device)
-        judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1
+        judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed
                                 ).for_inputs([int(unit.payload["index"])])
         fims, finfo, dfim, res_s = compute_fims(net, x, cfg, torch_generator(ss_mc, str(
             net.device)), lambda s: None)
@@ -183,7 +183,7 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
     from rgaudit.threads import limit_threads
 
     t_all = time.perf_counter()
-    judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
+    judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed)
     X = X_test.to(device=net.device, dtype=net.dtype)
     with limit_threads(cfg.threads):
         x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)

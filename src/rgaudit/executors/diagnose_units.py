@@ -85,6 +85,7 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config:
         DiagnoseExecution,
         class_fixed_points,
     )
+    from rgaudit.random import torch_generator
 
     cfg = replace(config or DiagnoseConfig(), **overrides)
     seed, fixed_point_samples = cfg.seed, cfg.fixed_point_samples
@@ -109,5 +110,5 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config:
             dev = torch.device(cfg.device)
             result.fixed_points = class_fixed_points(
                 net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
-                torch.Generator(device=dev).manual_seed(seed + 300))
+                torch_generator(seed, "fixed-points", device=dev))
     return result

@@ -32,6 +32,7 @@ import torch
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
 from rgaudit.choices import ATTACK_METHODS, ATTACK_NORMS
+from rgaudit.random import torch_generator
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -55,7 +56,8 @@ class AttackStudyConfig:
         Chains per stochastic judgement (DeepRBM only).
     judge_seeds : tuple of int
         Judge seeds; the first is the main one (adversarial inputs, timings), the others re-run
-        every search to measure the spread over judge noise.
+        every search to measure the spread over judge noise. Each judge draws from stream
+        ``"judge"`` of its seed, so judge seed ``s`` is the judge of ``rgaudit audit --seed s``.
     eps_max_l2, eps_max_linf : float
         Top of the bisection bracket.
     bisect_steps : int
@@ -76,7 +78,7 @@ class AttackStudyConfig:
     walk_max_steps : int
     ddn_steps, cw_iterations, apgd_iter, pgd_iter : int
     seed : int
-        Seeds the FIM sampling and the random directions (role-spawned).
+        Seeds the FIM sampling and the random directions (named streams, :mod:`rgaudit.random`).
     threads : int or None
         Torch CPU threads (restored afterwards).
     """
@@ -110,6 +112,8 @@ class AttackStudyConfig:
             raise ValueError(f"--judge-samples must be ≥ 1, got {self.judge_samples}")
         if not self.judge_seeds:
             raise ValueError("--judge-seeds needs at least one seed")
+        if any(int(s) < 0 for s in self.judge_seeds):
+            raise ValueError(f"--judge-seeds must be ≥ 0, got {list(self.judge_seeds)}")
         if not (self.eps_max_l2 > 0 and self.eps_max_linf > 0
                 and math.isfinite(self.eps_max_l2) and math.isfinite(self.eps_max_linf)):
             raise ValueError("--eps-max-l2 and --eps-max-linf must be positive and finite")
@@ -544,7 +548,7 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                 if k > d:
                     continue
                 for kind in ("fim", "random"):
-                    g = torch.Generator().manual_seed(seeds["subspace"] + k)
+                    g = torch_generator(cfg.seed, "attack.subspace", k)
 
                     def basis(z: Tensor, _k: int = k, _s: str = src, _g: torch.Generator = g,
                               _kind: str = kind) -> Tensor:
@@ -559,9 +563,9 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
                                      f"DDN restricted to the {space}, bisection along it")
         if "random" in meth:
             direction_method("random", "reference",
-                             RandomDirection(generator=torch.Generator().manual_seed(
-                                 seeds["random"]), norm=norm), "bisection along a Gaussian "
-                             "direction")
+                             RandomDirection(generator=torch_generator(
+                                 cfg.seed, "attack.random"), norm=norm),
+                             "bisection along a Gaussian direction")
         rows[norm] = out
 
     summary, paired = _summaries(rows, cfg)
@@ -571,7 +575,7 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
         for key, U in eig.items():
             f = eigenspace_fraction(delta, U[..., : max(ks)])[:, [k - 1 for k in ks]]
             frac_out[f"{att}|{key}"] = eigenspace_fraction_stats(f, ks, d)
-        g = torch.Generator().manual_seed(seeds["fraction"])
+        g = torch_generator(cfg.seed, "fraction")
         R = random_orthonormal(n, d, max(ks), g)
         f = eigenspace_fraction(delta, R)[:, [k - 1 for k in ks]]
         frac_out[f"{att}|random"] = eigenspace_fraction_stats(f, ks, d)
@@ -596,17 +600,10 @@ def _main_seconds(res: list[Search], t0: float, t_dir: float) -> float:
 
 
 def _spawn(seed: int) -> dict[str, Any]:
-    """Role-spawned seeds (numpy SeedSequence): RG sampling, walk, subspace, random, fraction."""
-    import numpy as np
-
-    roles = ("rg", "walk", "subspace", "random", "fraction")
-    kids = np.random.SeedSequence(seed).spawn(len(roles))
-    vals = {r: int(k.generate_state(1, dtype=np.uint32)[0]) for r, k in zip(roles, kids,
-                                                                           strict=True)}
-    out: dict[str, Any] = dict(vals)
-    out["rg"] = torch.Generator().manual_seed(vals["rg"])
-    out["walk"] = torch.Generator().manual_seed(vals["walk"])
-    return out
+    """Generators of the RG-chain FIM sampling (stream ``"fim"``) and of the Fisher walk's
+    re-estimated FIMs (``"walk"``); the subspace, random and fraction generators are made
+    where used (streams ``"attack.subspace"``, ``"attack.random"``, ``"fraction"``)."""
+    return {"rg": torch_generator(seed, "fim"), "walk": torch_generator(seed, "walk")}
 
 
 def _summaries(rows: dict[str, list[MethodRow]], cfg: AttackStudyConfig
@@ -829,7 +826,7 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
             clf = art_classifier(sur, d, C)
             atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
         elif method == "random":
-            atk = RandomDirection(generator=torch.Generator().manual_seed(seed + 7),
+            atk = RandomDirection(generator=torch_generator(seed, "attack.random"),
                                   norm=norm)
         else:
             cls = {"ddn": DDN, "fmn": FMN, "cw-l2": CarliniWagnerL2, "fab": FAB}[method]

@@ -45,6 +45,7 @@ from rgaudit.fisher.eig import (
     top_eigenpairs,
 )
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
@@ -520,8 +521,8 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
 
     FIM attacks (one per entry of ``fims``) use precomputed FIMs of the inputs ``x`` and the
     true-class gradient ``grad_true``; FGM/FGSM, PGD (``pgd_iter`` iterations) and DeepFool act
-    on the mean-field surrogate; the random directions come from a generator seeded
-    ``seed + 7``.
+    on the mean-field surrogate; the random directions come from stream ``"attack.random"`` of
+    ``seed`` (:mod:`rgaudit.random`).
     """
     out: list[Attack] = []
     if "fim" in methods:
@@ -552,7 +553,7 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
     if "apgd" in methods:
         out.append(APGD(model=net, norm=norm))
     if "random" in methods:
-        out.append(RandomDirection(generator=torch.Generator().manual_seed(seed + 7), norm=norm))
+        out.append(RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm))
     return out
 
 
@@ -651,8 +652,8 @@ def _run_audit(net: DeepRBM, X_test: Tensor, y_test: Tensor, cfg: AuditConfig,
     progress = progress or (lambda s: None)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    gen = torch.Generator(device=net.device).manual_seed(cfg.seed)
-    judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
+    gen = torch_generator(cfg.seed, "fim", device=net.device)
+    judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed)
     X = X_test.to(device=net.device, dtype=net.dtype)
     progress("selecting correctly classified inputs")
     x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)

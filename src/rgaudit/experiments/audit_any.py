@@ -26,12 +26,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from rgaudit.attacks.base import Attack, DirectionAttack, Norm, clip_box, unit_step
 from rgaudit.attacks.evaluate import Verdict, minimal_eps
 from rgaudit.models.base import Classifier
+from rgaudit.random import child_seed
 from rgaudit.train.progress import Progress, no_progress
 
 Tensor = torch.Tensor
@@ -64,7 +64,7 @@ class AnyAuditConfig:
         Chains per input of the MCRG diagnosis (≥ 32: 16 jackknife blocks of ≥ 2).
     seed : int
         Root seed (``--seed``); the random directions, the Lanczos start vectors and the MCRG
-        chains get independent streams spawned from it (``numpy.random.SeedSequence``).
+        chains get independent named streams of it (:mod:`rgaudit.random`).
     """
 
     n_inputs: int = 20
@@ -91,11 +91,9 @@ class AnyAuditConfig:
             raise ValueError("n_diagnose must be ≥ 0 and mcrg_samples ≥ 32")
 
     def streams(self) -> dict[str, int]:
-        """Independent seeds by role, spawned from ``seed``."""
-        roles = ("random-directions", "lanczos", "mcrg")
-        kids = np.random.SeedSequence(self.seed).spawn(len(roles))
-        return {r: int(k.generate_state(1, np.uint32)[0]) for r, k in zip(roles, kids,
-                                                                           strict=True)}
+        """Independent seeds by role: the named streams of ``seed`` (:mod:`rgaudit.random`)."""
+        return {"random-directions": child_seed(self.seed, "attack.random"),
+                "lanczos": child_seed(self.seed, "lanczos"), "mcrg": child_seed(self.seed, "mcrg")}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +198,7 @@ def fim_top(clf: Classifier, x: Tensor, k: int, dense_max: int, seed: int
         return w.flip(-1)[:, :k], V[..., -1], "dense autograd"
     vals, vecs = [], []
     for i in range(x.shape[0]):
-        e = top_fim_eigs(model, x[i:i + 1], k, "softmax", seed=seed + i)
+        e = top_fim_eigs(model, x[i:i + 1], k, "softmax", seed=child_seed(seed, "lanczos", i))
         vals.append(e.values)
         vecs.append(e.vectors[:, 0])
     return torch.stack(vals), torch.stack(vecs), "matrix-free Lanczos"

@@ -36,6 +36,7 @@ from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import torch_generator
 
 Tensor = torch.Tensor
 
@@ -312,7 +313,7 @@ def _poisoned(defence: str, eps: float, ctx: CloningContext) -> PoisonedOutputs:
     poisoner = make_poisoner(defence, eps=eps, norm=s.norm, kind="simplex", net=ctx.net,
                              n_inputs=ctx.n_inputs, **({"estimator": s.estimator}
                                                        if defence == "rg" else {}))
-    gen = torch.Generator().manual_seed(s.seed)
+    gen = torch_generator(s.seed, "poison")
     return poisoner(ctx.honest, ctx.x_pool, gen)
 
 
@@ -337,7 +338,7 @@ def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: CloningConte
         for attacker in s.attackers:
             if progress is not None:
                 progress(f"{defence} eps={eps:g} n={n} {attacker}")
-            g = torch.Generator().manual_seed(s.seed + 1)
+            g = torch_generator(s.seed, "clone")
             clone = clone_attack(attacker, x_pool[:n], po.y_poisoned[:n],
                                  victim_widths=list(net.widths), generator=g,
                                  epochs=s.mlp_epochs, layerwise=lw, victim=victim)
@@ -385,8 +386,8 @@ def run_cloning(
         before the cells are sent).
     executor : rgaudit.executors.Executor, optional
         Run every (defence, budget) cell as one unit (``--executor local|ray``). The cells use
-        the study's fixed seeds (``seed`` for the poison, ``seed + 1`` for every clone: common
-        random numbers across defences), so the rows equal those of the plain loop.
+        the study's fixed streams (``"poison"`` for the poison, ``"clone"`` for every clone:
+        common random numbers across defences), so the rows equal those of the plain loop.
     store : rgaudit.executors.UnitStore, optional
         Finished cells are kept there and skipped on a rerun (executor path only).
     served : ServedVictim, optional

@@ -21,6 +21,7 @@ from rgaudit.attacks.fim import fim_direction
 from rgaudit.fisher.direct import direct_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
 from rgaudit.threads import limit_threads
@@ -123,14 +124,14 @@ def _run(dataset: Dataset, cfg: DepthConfig, progress: Callable[[str], None],
         progress(f"depth {depth}: training")
         net, rep = trainer(dataset, depth, cfg)
         net = net.to(torch.float64)
-        judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed + 1)
+        judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed)
         X = dataset.X_test.to(net.dtype)
         pool = min(X.shape[0], 4 * cfg.n_inputs)
         pred = judge.for_inputs(range(pool))(X[:pool])
         ok = torch.nonzero(pred == dataset.y_test[:pool]).flatten()[: cfg.n_inputs]
         x, y = X[ok], dataset.y_test[ok]
         judge = judge.for_inputs(ok)     # per-input random numbers keyed by test-set index
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch_generator(cfg.seed, "fim")
         progress(f"depth {depth}: FIM and MCRG")
         D = direct_fim(net, x, cfg.direct_samples, gen)
         top = top_eigenpairs(D.fim, 1, replicates=D.replicates)

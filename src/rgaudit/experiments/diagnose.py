@@ -22,6 +22,7 @@ import torch
 
 from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import torch_generator
 from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
 from rgaudit.rg.mcrg import MCRGResult, mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
@@ -493,26 +494,26 @@ def run_diagnose(
         raise ValueError("fixed_point_inputs and fixed_point_labels go together: pass both or "
                          "neither")
 
-    def gen(offset: int) -> torch.Generator:
-        return torch.Generator(device=dev).manual_seed(seed + offset)
+    def gen(role: str, *sub: str | int) -> torch.Generator:
+        return torch_generator(seed, role, *sub, device=dev)
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         if progress is None:
             return None
         return lambda done, total: progress(name, done, total)
 
-    main = mcrg_network(net, x, ops, n_samples, generator=gen(0), device=dev, n_blocks=n_blocks,
-                        progress=stage(f"main {ops} S={n_samples}"))
+    main = mcrg_network(net, x, ops, n_samples, generator=gen("mcrg"), device=dev,
+                        n_blocks=n_blocks, progress=stage(f"main {ops} S={n_samples}"))
     tied = bool(getattr(net, "tied", False))
     result.spectra += summarise(main, "main", ops, shared_basis=tied)
     result.depth = depth_convergence(main, shared_basis=tied)
     s_basis = max(n_samples // 4, 2 * n_blocks)
-    for k, spec in enumerate(basis_specs):
-        res = mcrg_network(net, x, spec, s_basis, generator=gen(100 + k), device=dev,
+    for spec in basis_specs:
+        res = mcrg_network(net, x, spec, s_basis, generator=gen("mcrg.basis", spec), device=dev,
                            n_blocks=n_blocks, progress=stage(f"basis {spec} S={s_basis}"))
         result.spectra += summarise(res, "basis", spec, shared_basis=tied)
-    for k, s in enumerate(sample_counts):
-        res = mcrg_network(net, x, ops, s, generator=gen(200 + k), device=dev,
+    for s in sample_counts:
+        res = mcrg_network(net, x, ops, s, generator=gen("mcrg.samples", s), device=dev,
                            n_blocks=n_blocks, progress=stage(f"samples {ops} S={s}"))
         result.spectra += summarise(res, "samples", ops, shared_basis=tied)
     if fixed_point_inputs is not None and fixed_point_labels is not None:
@@ -524,7 +525,7 @@ def run_diagnose(
                 progress("fixed points", 0, 1)
             result.fixed_points = class_fixed_points(
                 net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
-                gen(300))
+                gen("fixed-points"))
             if progress is not None:
                 progress("fixed points", 1, 1)
     if any(s.regularised for s in result.spectra):

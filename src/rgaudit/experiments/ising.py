@@ -36,8 +36,8 @@ from rgaudit.physics.rbm_kernel import (
     fit_block_rbm,
     kernel_mutual_information,
     majority_table,
-    numpy_seed_generator,
 )
+from rgaudit.random import numpy_rng, torch_generator
 from rgaudit.rg.mcrg import LayerPair, mcrg_chain
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.solve import solve_cov
@@ -279,10 +279,6 @@ def stability_eigen(pair: LayerPair, index: list[int], level: int, sector: str) 
     )
 
 
-def _tie_seed(seed: int) -> int:
-    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-
-
 class IsingSource:
     """Swendsen–Wang configurations as an engine source ``source(s, generator) -> (s, L²)``.
 
@@ -348,8 +344,8 @@ def run_ising_mcrg(
     """
     cfg.check_study()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
-    gen = torch.Generator().manual_seed(_tie_seed(cfg.seed))
+    rng = numpy_rng(cfg.seed, "ising.chains")
+    gen = torch_generator(cfg.seed, "ising.tie-break")
     sizes = [cfg.size >> n for n in range(cfg.levels + 1)]
     kernels = [kernel_factory(s).sample for s in sizes[:-1]]
     even = list(EVEN_SHAPES.items())[: cfg.n_even]
@@ -441,11 +437,12 @@ def run_rbm_kernel_study(
     """Train the local RBM kernel on Ising configurations, then run the MCRG study with it.
 
     Training data: ``train_chains × train_sweeps`` SW configurations of the L×L model at
-    ``cfg.coupling`` from a generator stream independent of the MCRG run's (seed ``[cfg.seed,
-    3]``). The fit maximises the exact likelihood of the 2×2 block states
+    ``cfg.coupling`` from a generator stream independent of the MCRG run's (stream
+    ``"ising.kernel-data"`` of ``cfg.seed``; the fit's initialisation: ``"ising.kernel-fit"``).
+    The fit maximises the exact likelihood of the 2×2 block states
     (:func:`rgaudit.physics.rbm_kernel.fit_block_rbm`).
     """
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
+    rng = numpy_rng(cfg.seed, "ising.kernel-data")
     hist = torch.zeros(16, dtype=torch.float64)
     for spins in ising_chain(
         cfg.size,
@@ -456,7 +453,7 @@ def run_rbm_kernel_study(
         rng=rng,
     ):
         hist += block_histogram(torch.from_numpy(spins_to_units(spins)), cfg.size)
-    fit = fit_block_rbm(hist, generator=numpy_seed_generator(cfg.seed))
+    fit = fit_block_rbm(hist, generator=torch_generator(cfg.seed, "ising.kernel-fit"))
     mi_major = kernel_mutual_information(hist, majority_table())
 
     def factory(size: int) -> BlockRBMKernel:
@@ -467,7 +464,7 @@ def run_rbm_kernel_study(
         "size": cfg.size,
         "chains": train_chains,
         "sweeps": train_sweeps,
-        "seed_stream": [cfg.seed, 3],
+        "seed_stream": [cfg.seed, "ising.kernel-data"],
         "coupling": cfg.coupling,
     }
     return RBMKernelStudy(fit, mi_major, train, mcrg)

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from rgaudit.executors.base import Unit, int_seed, torch_generator
+from rgaudit.random import numpy_rng
 from rgaudit.stats import censored_quantiles
 
 Tensor = torch.Tensor
@@ -623,7 +624,7 @@ def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> dict[str, Any]:
     excluded = [{"key": r["key"], "accuracy": r["predictors"]["accuracy"],
                  "robustness_median": r["robustness"]["median"]}
                 for r in nets if r not in ok]
-    rng = np.random.default_rng(np.random.SeedSequence((cfg.seed, 13)))
+    rng = numpy_rng(cfg.seed, "zoo.bootstrap")
     groups = {"all": ok, "rbm": [r for r in ok if r["spec"]["family"] == "rbm"],
               "torch": [r for r in ok if r["spec"]["family"] != "rbm"]}
     table: dict[str, dict[str, Any]] = {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -230,9 +229,3 @@ def majority_table() -> Tensor:
     c = _STATES.sum(1)
     return (c > 2).to(torch.float64) + 0.5 * (c == 2).to(torch.float64)
 
-
-def numpy_seed_generator(seed: int) -> torch.Generator:
-    """A torch generator seeded from ``seed`` through numpy's SeedSequence (stream 2)."""
-    return torch.Generator().manual_seed(
-        int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
-    )

@@ -19,6 +19,7 @@ from rgaudit.defence.baselines import DEFENCES, make_poisoner
 from rgaudit.defence.budget import NORMS
 from rgaudit.defence.poison import Poisoner
 from rgaudit.models.base import Classifier
+from rgaudit.random import torch_generator
 
 
 @dataclass
@@ -39,7 +40,7 @@ class DefendedModel:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._generator = torch.Generator().manual_seed(self.seed)
+        self._generator = torch_generator(self.seed, "poison")
         self._lock = threading.Lock()
         self._dtype = _input_dtype(self.classifier)
 
@@ -80,7 +81,9 @@ class DefendedModel:
         """
         import time
 
-        gen = torch.Generator().manual_seed(self.seed + 1)
+        from rgaudit.random import torch_generator
+
+        gen = torch_generator(self.seed, "serve.measure")
         lo, hi = (float(b) for b in self.classifier.bounds)
         x = lo + (hi - lo) * torch.rand(n + 1, self.classifier.n_features, generator=gen,
                                         dtype=torch.float64)
