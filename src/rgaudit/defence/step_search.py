@@ -104,33 +104,9 @@ def _to_domain(y: np.ndarray, d: np.ndarray, s: float, simplex: bool, out: np.nd
 def _feasible(y: np.ndarray, z: np.ndarray, top: int, need: np.ndarray, eps: float, norm: int,
               simplex: bool, t: np.ndarray) -> bool:
     """Within budget (``deviation(y, z) <= eps``) and the argmax margin kept."""
-    m = y.shape[0]
-    zt = z[top]
-    for j in range(m):
-        if j != top:
-            gap = zt - z[j]
-            if not (gap > 0 and gap >= need[j]):
-                return False
-    if norm == 0:
-        for i in range(m):
-            t[i] = abs(z[i] - y[i])
-        dev = _pairwise_sum(t, m)
-    elif norm == 1:
-        for i in range(m):
-            e = z[i] - y[i]
-            t[i] = e * e
-        dev = np.sqrt(_pairwise_sum(t, m))
-    else:
-        for i in range(m):
-            a = y[i]
-            t[i] = a * (np.log(a) - np.log(z[i])) if a > 0 else 0.0
-        dev = _pairwise_sum(t, m)
-        if not simplex:
-            for i in range(m):
-                a = 1.0 - y[i]
-                t[i] = a * (np.log(a) - np.log(1.0 - z[i])) if a > 0 else 0.0
-            dev = dev + _pairwise_sum(t, m)
-    return dev <= eps
+    if not _margin_ok(z, top, need):
+        return False
+    return _deviation(y, z, norm, simplex, t) <= eps
 
 
 _TINY = 1e-12
