@@ -44,27 +44,46 @@ def test_depth_study_rows_agree_with_exact_fim():
     cfg = DepthConfig(depths=(1, 2, 3), n_inputs=3, mcrg_samples=1600, direct_samples=8000,
                       judge_samples=200, eps_max=6.0, seed=0)
     res = run_depth_study(ds, cfg, trainer=_trainer)
-    assert [r["depth"] for r in res.rows] == [1, 2, 3]
-    assert res.config["n_inputs"] == 3
+    assert [r.depth for r in res.rows] == [1, 2, 3]
+    assert res.config.n_inputs == 3
     for row in res.rows:
-        depth = row["depth"]
+        depth = row.depth
         net, _ = _trainer(ds, depth, cfg)
-        n = len(row["top_eig"])
+        n = len(row.top_eig)
         assert 1 <= n <= 3
         # the study keeps the first correctly classified test inputs; here every network
         # predicts class 0 for the first ones, so they are the first n test inputs
         x = ds.X_test[:n].to(torch.float64)
         top_exact = torch.linalg.eigvalsh(exact_fim(net, x))[:, -1]
-        top = torch.tensor(row["top_eig"], dtype=torch.float64)
+        top = torch.tensor(row.top_eig, dtype=torch.float64)
         if depth == 1:  # the direct FIM of one layer is the closed form: exact up to rounding
             torch.testing.assert_close(top, top_exact, rtol=1e-10, atol=0.0)
         else:
-            z = (top - top_exact).abs() / torch.tensor(row["top_eig_err"], dtype=torch.float64)
+            z = (top - top_exact).abs() / torch.tensor(row.top_eig_err, dtype=torch.float64)
             assert float(z.max()) < 4.0, (depth, z)
-        assert len(row["fisher_sv_top"]) == depth - 1  # one MCRG layer pair per hidden layer
-        assert row["accuracy"] == 1.0
-        finite = [e for e in row["min_eps"] if math.isfinite(e)]
+        assert len(row.fisher_sv_top) == depth - 1  # one MCRG layer pair per hidden layer
+        assert row.accuracy == 1.0
+        finite = [e for e in row.min_eps if math.isfinite(e)]
         assert all(0 < e <= cfg.eps_max for e in finite)
-        med = float(np.median([e if math.isfinite(e) else np.inf for e in row["min_eps"]]))
-        assert row["min_eps_median"] == med or (math.isinf(med) and
-                                                math.isinf(row["min_eps_median"]))
+        med = float(np.median([e if math.isfinite(e) else np.inf for e in row.min_eps]))
+        assert row.min_eps_median == med or (math.isinf(med) and
+                                                math.isinf(row.min_eps_median))
+
+
+def test_depth_config_validates_and_the_json_keeps_its_shape():
+    import dataclasses
+
+    import pytest
+
+    with pytest.raises(ValueError, match="depths"):
+        DepthConfig(depths=(0, 2))
+    with pytest.raises(ValueError, match="n_inputs"):
+        DepthConfig(n_inputs=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DepthConfig().seed = 1  # type: ignore[misc]
+    from rgaudit.experiments.depth import DepthResult, DepthRow
+
+    row = DepthRow(2, [4, 3, 2], 1.0, [0.5], [0.1], 0.5, 0.1, [0.9], [1.0], [1.0], 1.0, 0.1)
+    d = DepthResult(DepthConfig(), [row]).to_dict()
+    assert d["config"] == dataclasses.asdict(DepthConfig())
+    assert d["rows"] == [dataclasses.asdict(row)] and d["rows"][0]["depth"] == 2

@@ -32,9 +32,9 @@ if TYPE_CHECKING:  # rgaudit.data imports sklearn: not at run time
 Tensor = torch.Tensor
 
 
-@dataclass
+@dataclass(frozen=True)
 class DepthConfig:
-    """Settings of the depth study.
+    """Settings of the depth study (validated on construction).
 
     Attributes
     ----------
@@ -64,19 +64,67 @@ class DepthConfig:
     seed: int = 0
     threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        if not self.depths or any(int(k) < 1 for k in self.depths):
+            raise ValueError(f"depth study: depths must be ≥ 1, got {self.depths!r}")
+        for name, low in (("width", 1), ("pretrain_epochs", 0), ("finetune_epochs", 0),
+                          ("n_inputs", 1), ("mcrg_samples", 32), ("direct_samples", 16),
+                          ("judge_samples", 1)):
+            if int(getattr(self, name)) < low:
+                raise ValueError(f"depth study: {name} must be ≥ {low}, "
+                                 f"got {getattr(self, name)!r}")
+        if not self.eps_max > 0:
+            raise ValueError(f"depth study: eps_max must be > 0, got {self.eps_max!r}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"--threads must be ≥ 1, got {self.threads!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DepthRow:
+    """One depth of the study.
+
+    Attributes
+    ----------
+    depth : int
+    widths : list of int
+    accuracy : float or None
+        Stochastic test accuracy the trainer reported.
+    top_eig, top_eig_err : list of float (per input); ``top_eig_err`` None when exact (depth 1)
+    top_eig_median, top_eig_err_median : float (or None)
+    fisher_sv_top : list of float
+        Median top Fisher-normalised singular value of each MCRG layer pair.
+    min_eps, min_eps_actual_l2 : list of float
+        Minimal flipping L2 budget per input along the direct-FIM direction (``inf``: none).
+    min_eps_median : float
+    seconds : float
+    """
+
+    depth: int
+    widths: list[int]
+    accuracy: float | None
+    top_eig: list[float]
+    top_eig_err: list[float] | None
+    top_eig_median: float
+    top_eig_err_median: float | None
+    fisher_sv_top: list[float]
+    min_eps: list[float]
+    min_eps_actual_l2: list[float]
+    min_eps_median: float
+    seconds: float
 
 
 @dataclass
 class DepthResult:
-    """Per-depth rows (plain data)."""
+    """The depth study's typed result; :meth:`to_dict` is its JSON (``depth`` in the audit)."""
 
-    config: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    config: DepthConfig
+    rows: list[DepthRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"config": self.config.to_dict(), "rows": [asdict(r) for r in self.rows]}
 
 
 def train_depth(dataset: Dataset, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:
@@ -118,7 +166,7 @@ def run_depth_study(dataset: Dataset, cfg: DepthConfig | None = None, *,
 
 def _run(dataset: Dataset, cfg: DepthConfig, progress: Callable[[str], None],
          trainer: Callable[[Dataset, int, DepthConfig], tuple[DeepRBM, dict]]) -> DepthResult:
-    out = DepthResult(cfg.to_dict())
+    out = DepthResult(cfg)
     for depth in cfg.depths:
         t0 = time.perf_counter()
         progress(f"depth {depth}: training")
@@ -144,19 +192,19 @@ def _run(dataset: Dataset, cfg: DepthConfig, progress: Callable[[str], None],
         v = fim_direction(D.fim, D.unit_prob_grad(y), 1).to(x.dtype)
         me = minimal_eps(judge, x, y, v, norm="l2", eps_max=cfg.eps_max, steps=8)
         med = float(me.eps.median())   # lower median (no interpolation): inf = not flipped
-        out.rows.append({
-            "depth": depth, "widths": list(net.widths),
-            "accuracy": (rep.get("accuracy") or {}).get("stochastic", {}).get("accuracy"),
-            "top_eig": top.values[:, 0].tolist(),
+        out.rows.append(DepthRow(
+            depth=depth, widths=list(net.widths),
+            accuracy=(rep.get("accuracy") or {}).get("stochastic", {}).get("accuracy"),
+            top_eig=top.values[:, 0].tolist(),
             # no replicates (depth 1: the FIM is exact): no error bar, reported as null
-            "top_eig_err": None if top.stderr is None else top.stderr[:, 0].tolist(),
-            "top_eig_median": float(top.values[:, 0].median()),
-            "top_eig_err_median": (None if top.stderr is None
-                                   else float(top.stderr[:, 0].median())),
-            "fisher_sv_top": sv_top,
-            "min_eps": [float(e) for e in me.eps],
-            "min_eps_actual_l2": [float(e) for e in me.actual_l2],
-            "min_eps_median": med,
-            "seconds": time.perf_counter() - t0,
-        })
+            top_eig_err=None if top.stderr is None else top.stderr[:, 0].tolist(),
+            top_eig_median=float(top.values[:, 0].median()),
+            top_eig_err_median=(None if top.stderr is None
+                                else float(top.stderr[:, 0].median())),
+            fisher_sv_top=sv_top,
+            min_eps=[float(e) for e in me.eps],
+            min_eps_actual_l2=[float(e) for e in me.actual_l2],
+            min_eps_median=med,
+            seconds=time.perf_counter() - t0,
+        ))
     return out
