@@ -193,23 +193,33 @@ class FactoredReplicates:
     def dense(self) -> Tensor:
         """All solutions, shape (n_rep, nb, m, p), rows of dropped operators 0 (cached)."""
         if self._dense is None:
-            n_rep, nb, m, p = self.shape
-            out: Tensor | None = None
-            for r in range(n_rep):
-                dr = self._d(r) if self._needs_rhs(r) else None
-                for b, (kept, fac, solved) in self._parts.items():
-                    xr = solved.get(r)
-                    if xr is None:
-                        assert fac is not None and dr is not None
-                        xr = torch.cholesky_solve(dr[b, kept], fac[r])
-                    if out is None:
-                        out = torch.zeros(n_rep, nb, m, p, dtype=xr.dtype, device=xr.device)
-                    out[r, b, kept] = xr
-            if out is None:        # every element frozen
-                out = torch.zeros(n_rep, nb, m, p, dtype=torch.float64)
+            out = self._each_replicate(self.shape[-1], lambda t, r, b: t)
             self._dense = self._masked(out)
             self._parts = {}
         return self._dense
+
+    def _each_replicate(self, q: int, right: Callable[[Tensor, int, int], Tensor]) -> Tensor:
+        """``X_r R`` for every replicate ``r`` and batch element ``b``, ``R = right(·, r, b)``
+        applied to the right: to a stored solution, or to the right-hand side before the
+        Cholesky solve (so a thin ``R`` never forms ``X_r``). Shape (n_rep, nb, m, q); rows of
+        dropped operators (and every frozen element) 0."""
+        n_rep, nb, m, _ = self.shape
+        out: Tensor | None = None
+        for r in range(n_rep):
+            dr = self._d(r) if self._needs_rhs(r) else None
+            for b, (kept, fac, solved) in self._parts.items():
+                xr = solved.get(r)
+                if xr is None:
+                    assert fac is not None and dr is not None
+                    y = torch.cholesky_solve(right(dr[b, kept], r, b), fac[r])
+                else:
+                    y = right(xr, r, b)
+                if out is None:
+                    out = torch.zeros(n_rep, nb, m, q, dtype=y.dtype, device=y.device)
+                out[r, b, kept] = y
+        if out is None:            # every element frozen
+            out = torch.zeros(n_rep, nb, m, q, dtype=torch.float64)
+        return out
 
     def _masked(self, out: Tensor) -> Tensor:
         if self.col_mask is None or bool(self.col_mask.all()):
@@ -241,22 +251,7 @@ class FactoredReplicates:
                             torch.zeros((), dtype=x.dtype, device=x.device))
         if self._dense is not None:
             return self._dense @ x.to(self._dense.device)
-        out: Tensor | None = None
-        for r in range(n_rep):
-            dr = self._d(r) if self._needs_rhs(r) else None
-            for b, (kept, fac, solved) in self._parts.items():
-                xr = solved.get(r)
-                if xr is None:
-                    assert fac is not None and dr is not None
-                    y = torch.cholesky_solve(dr[b, kept] @ x[r, b].to(dr.device), fac[r])
-                else:
-                    y = xr @ x[r, b].to(xr.device)
-                if out is None:
-                    out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=y.dtype, device=y.device)
-                out[r, b, kept] = y
-        if out is None:
-            out = torch.zeros(n_rep, nb, m, x.shape[-1], dtype=torch.float64)
-        return out
+        return self._each_replicate(x.shape[-1], lambda t, r, b: t @ x[r, b].to(t.device))
 
 
 def _factor_one(cr: Tensor, max_cond: float,
