@@ -3,10 +3,10 @@
 import torch
 
 from rgaudit.executors import make_executor, unit_seed_sequence
-from rgaudit.executors.base import int_seed
 from rgaudit.executors.diagnose_units import diagnose_with_executor
 from rgaudit.experiments.diagnose import run_diagnose
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import child_seed
 
 
 def test_diagnose_units_stack_the_single_input_runs():
@@ -18,8 +18,8 @@ def test_diagnose_units_stack_the_single_input_runs():
           "sample_counts": [128], "n_blocks": 4}
     res = diagnose_with_executor(net, x, y, make_executor("local"), seed=4, **kw)
     assert res.settings["n_inputs"] == 3 and res.settings["labels"] == [0, 1, 2]
-    one = run_diagnose(net, x[1:2], y[1:2], seed=int_seed(unit_seed_sequence(4, "input-1"))
-                       % 2**62, **kw)
+    unit_seed = child_seed(unit_seed_sequence(4, "input-1"), "unit.diagnose", bits=62)
+    one = run_diagnose(net, x[1:2], y[1:2], seed=unit_seed, **kw)
     assert len(res.spectra) == len(one.spectra)
     for merged, single in zip(res.spectra, one.spectra, strict=True):
         assert merged.fisher.shape[0] == 3

@@ -63,6 +63,12 @@ ROLES: dict[str, str] = {
     "ising.kernel-data": "Ising configurations the local RBM kernel is trained on",
     "ising.kernel-fit": "initialisation of the local RBM kernel fit",
     "zoo.bootstrap": "bootstrap resamples of the zoo's rank correlations",
+    "unit": "root stream of one executor unit [unit key]; the unit names its streams below it",
+    "unit.attacks": "integer seed of an audit unit's attacks (executor path of rgaudit audit)",
+    "unit.diagnose": "integer seed of a diagnose unit's run (executor path of rgaudit diagnose)",
+    "unit.judge": "integer judge seed of a unit's stochastic judge (zoo, executor workload)",
+    "zoo.train": "training of one zoo network (RBM training seed, or the MLP/CNN generator)",
+    "zoo.clever": "seed of the global generators CLEVER samples from (zoo, scoped)",
 }
 
 

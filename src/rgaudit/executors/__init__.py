@@ -10,10 +10,9 @@ from rgaudit.executors.base import (
     Outcome,
     Unit,
     make_executor,
-    torch_generator,
     unit_seed_sequence,
 )
 from rgaudit.executors.store import UnitStore
 
 __all__ = ["Executor", "MapReport", "Outcome", "Unit", "UnitStore", "make_executor",
-           "torch_generator", "unit_seed_sequence"]
+           "unit_seed_sequence"]

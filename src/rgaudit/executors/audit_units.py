@@ -2,11 +2,12 @@
 
 One unit per selected input (key ``input-<test index>``): its FIMs (MCRG chain in both bases,
 direct Monte Carlo, mean field), its singles-basis stability spectra and every attack with its
-minimal flipping ε. The unit's Monte Carlo generator comes from its seed sequence
-(:func:`rgaudit.executors.base.unit_seed_sequence` of the audit seed and the key) and its random
-attack direction from the same sequence; the stochastic judge is keyed by test index exactly as
-in :func:`rgaudit.experiments.audit.run_audit`. So ``--executor local`` and ``--executor ray``
-give the same result, input by input, and a run can resume from the units already stored.
+minimal flipping ε. The unit's Monte Carlo generator is stream ``fim`` of its seed sequence
+(:func:`rgaudit.executors.base.unit_seed_sequence` of the audit seed and the key) and its attacks
+take the integer seed of stream ``unit.attacks`` of the same sequence; the stochastic judge is
+keyed by test index exactly as in :func:`rgaudit.experiments.audit.run_audit`. So ``--executor
+local`` and ``--executor ray`` give the same result, input by input, and a run can resume from
+the units already stored.
 
 The numbers differ from the batched ``run_audit`` (no ``--executor``) in their Monte Carlo
 draws only: there one generator serves all inputs in turn, and ``pairs:K`` bases are chosen
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from rgaudit.executors.base import Executor, Unit, int_seed, torch_generator
+from rgaudit.executors.base import UNIT_STREAMS, Executor, Unit
+from rgaudit.random import child_seed, torch_generator
 
 #: FIM entries that hold one value per input (concatenated when merging).
 FIM_PER_INPUT = ("top_eigs", "top_eigs_err", "top_eig", "top_eig_err", "cos_top_vs_direct",
@@ -45,20 +47,20 @@ def audit_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]
     from rgaudit.threads import limit_threads
 
     net, cfg = shared["net"], shared["config"]
-    ss_mc, ss_attack = ss.spawn(2)
     with limit_threads(cfg.threads):
         t0 = time.perf_counter()
         x = torch.tensor([unit.payload["x"]], dtype=net.dtype, device=net.device)
         y = torch.tensor([int(unit.payload["y"])], device=net.device)
         judge = StochasticJudge(net, n_samples=cfg.judge_samples, seed=cfg.seed
                                 ).for_inputs([int(unit.payload["index"])])
-        fims, finfo, dfim, res_s = compute_fims(net, x, cfg, torch_generator(ss_mc, str(
-            net.device)), lambda s: None)
+        fims, finfo, dfim, res_s = compute_fims(
+            net, x, cfg, torch_generator(ss, "fim", device=net.device), lambda s: None)
         t1 = time.perf_counter()
         diag = _diagnose(res_s, 1)
         grad_true = dfim.unit_prob_grad(y)
         attacks = run_attacks(net, x, y, fims, grad_true, judge,
-                              replace(cfg, seed=int_seed(ss_attack) % 2**31), lambda s: None)
+                              replace(cfg, seed=child_seed(ss, "unit.attacks", bits=31)),
+                              lambda s: None)
         t2 = time.perf_counter()
     return {"index": int(unit.payload["index"]),
             "fim": {name: info.to_dict() for name, info in finfo.items()},
@@ -207,7 +209,7 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
         {norm: {m: AttackRow.from_dict(d) for m, d in per.items()}
          for norm, per in merged["attacks"].items()}, timings,
         execution={"executor": rep.executor,
-                   "per_input_generators": "SeedSequence(entropy=(seed, hash(input key)))",
+                   "per_input_generators": UNIT_STREAMS,
                    "execution": summary})
 
 

@@ -4,10 +4,11 @@ A *unit* is one independent piece of work (one input of an audit, one cell of a 
 grid, one network of the zoo) named by a stable ``key``. ``Executor.map(fn, units, seed=...)``
 calls ``fn(unit, seed_sequence, shared)`` for every unit, where
 
-- ``seed_sequence`` is ``numpy.random.SeedSequence(entropy=(seed, h(key)))`` with ``h`` a
-  SHA-256 hash of the key (:func:`unit_seed_sequence`): the random numbers of a unit depend on
-  its identity only, never on the worker that runs it or on the order units finish, so a Ray run
-  gives the same results as a local one, unit by unit;
+- ``seed_sequence`` is the named stream ``rgaudit.random.seed_sequence(seed, "unit", key)``
+  (:func:`unit_seed_sequence`): the random numbers of a unit depend on its identity only, never
+  on the worker that runs it or on the order units finish, so a Ray run gives the same results as
+  a local one, unit by unit. A unit names its own streams below it by role, never by position
+  (``rgaudit.random.torch_generator(ss, "fim")``, ``child_seed(ss, "unit.attacks")``, ...);
 - ``shared`` is one read-only object every unit needs (a network, a data set): the local
   executor passes it as is, the Ray executor puts it in the object store once and ships a
   reference (each worker process deserialises it once per task that uses it).
@@ -36,13 +37,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rgaudit.choices import EXECUTORS as EXECUTORS
+from rgaudit.random import seed_sequence
 
 if TYPE_CHECKING:
-    import torch
-
     from rgaudit.executors.store import UnitStore
 
 UnitFn = Callable[["Unit", np.random.SeedSequence, Any], Any]
+
+#: How a unit's random numbers are named (recorded in executor results).
+UNIT_STREAMS = "named roles below stream ('unit', unit key) of the seed (rgaudit.random)"
 
 
 @dataclass(frozen=True)
@@ -68,23 +71,13 @@ def key_hash(key: str) -> int:
 
 
 def unit_seed_sequence(seed: int, key: str) -> np.random.SeedSequence:
-    """The unit's :class:`numpy.random.SeedSequence`: ``entropy=(seed, key_hash(key))``."""
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return np.random.SeedSequence(entropy=(int(seed), key_hash(key)))
+    """The unit's root stream: ``rgaudit.random.seed_sequence(seed, "unit", key)``.
 
-
-def torch_generator(ss: np.random.SeedSequence, device: str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``ss`` (63 bits of ``ss.generate_state``)."""
-    import torch
-
-    state = int(ss.generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
-    return torch.Generator(device=device).manual_seed(state)
-
-
-def int_seed(ss: np.random.SeedSequence) -> int:
-    """A non-negative 63-bit integer seed drawn from ``ss`` (for APIs that take an int)."""
-    return int(ss.generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
+    A pure function of the run seed and the unit key (BLAKE2b, not the salted ``hash``), so
+    every executor and every worker gives a unit the same numbers; the unit derives its
+    sub-streams from it by role (:func:`rgaudit.random.seed_sequence` accepts it as the seed).
+    """
+    return seed_sequence(seed, "unit", key)
 
 
 @dataclass
@@ -201,6 +194,44 @@ def run_unit(fn: UnitFn, unit: Unit, seed: int, shared: Any) -> tuple[Any, float
     t0 = time.perf_counter()
     value = fn(unit, unit_seed_sequence(seed, unit.key), shared)
     return value, time.perf_counter() - t0, f"{socket.gethostname()}:{os.getpid()}"
+
+
+class UnitLedger:
+    """The bookkeeping every executor's ``map`` shares: which units are left, what became of each.
+
+    Construction checks the keys and reads the units a previous run finished back from
+    ``store``; :meth:`done` and :meth:`failed` record an outcome (a finished unit is written to
+    the store at once); :meth:`report` lists the outcomes in unit order.
+
+    Parameters
+    ----------
+    units : sequence of Unit
+    store : UnitStore, optional
+    """
+
+    def __init__(self, units: Sequence[Unit], store: UnitStore | None) -> None:
+        check_units(units)
+        self.units, self.store = list(units), store
+        cached = store.load_all([u.key for u in units]) if store is not None else {}
+        self.outcomes = {k: Outcome(k, True, v, cached=True) for k, v in cached.items()}
+        #: Units still to run, in order.
+        self.todo = [u for u in units if u.key not in cached]
+
+    def done(self, unit: Unit, value: Any, seconds: float, worker: str) -> None:
+        """Record (and store) a finished unit."""
+        if self.store is not None:
+            self.store.save(unit.key, value)
+        self.outcomes[unit.key] = Outcome(unit.key, True, value, seconds=seconds, worker=worker)
+
+    def failed(self, unit: Unit, err: BaseException) -> None:
+        """Record a unit that raised on its last attempt."""
+        self.outcomes[unit.key] = Outcome(unit.key, False, error=format_error(err))
+
+    def report(self, executor: str, wall_seconds: float, workers: int,
+               startup_seconds: float = 0.0) -> MapReport:
+        """The :class:`MapReport` of every unit, in unit order."""
+        return MapReport(executor, [self.outcomes[u.key] for u in self.units], wall_seconds,
+                         workers, startup_seconds=startup_seconds)
 
 
 class Executor(Protocol):

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from rgaudit.executors.base import Executor, Unit, int_seed
+from rgaudit.executors.base import UNIT_STREAMS, Executor, Unit
+from rgaudit.random import child_seed
 
 
 def diagnose_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> Any:
@@ -30,7 +31,8 @@ def diagnose_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]
 
     x = torch.tensor([unit.payload["x"]], dtype=torch.float32)
     y = None if unit.payload["y"] is None else torch.tensor([unit.payload["y"]])
-    return run_diagnose(shared["net"], x, y, shared["config"], seed=int_seed(ss) % 2**62)
+    return run_diagnose(shared["net"], x, y, shared["config"],
+                        seed=child_seed(ss, "unit.diagnose", bits=62))
 
 
 def merge(parts: list[Any], config: Any, inputs: Any, execution: Any) -> Any:
@@ -99,8 +101,7 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config:
     parts = rep.values
     inputs = replace(parts[0].inputs, n_inputs=int(x.shape[0]),
                      labels=None if y is None else torch.as_tensor(y).tolist())
-    execution = DiagnoseExecution(rep.executor, "SeedSequence(entropy=(seed, hash(input key)))",
-                                  rep.summary())
+    execution = DiagnoseExecution(rep.executor, UNIT_STREAMS, rep.summary())
     result = merge(parts, cfg, inputs, execution)
     if fixed_point_inputs is not None:
         if net.widths[-1] > 12:

@@ -6,16 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from rgaudit.executors.base import (
-    MapReport,
-    Outcome,
-    Unit,
-    UnitFn,
-    check_units,
-    format_error,
-    progress_bar,
-    run_unit,
-)
+from rgaudit.executors.base import MapReport, Unit, UnitFn, UnitLedger, progress_bar, run_unit
 from rgaudit.executors.store import UnitStore
 
 
@@ -35,13 +26,10 @@ class LocalExecutor:
     def map(self, fn: UnitFn, units: Sequence[Unit], *, seed: int, shared: Any = None,
             store: UnitStore | None = None, progress: bool = False) -> MapReport:
         """See :class:`rgaudit.executors.base.Executor`."""
-        check_units(units)
         t0 = time.perf_counter()
-        cached = store.load_all([u.key for u in units]) if store is not None else {}
-        out: dict[str, Outcome] = {k: Outcome(k, True, v, cached=True) for k, v in cached.items()}
-        todo = [u for u in units if u.key not in cached]
-        with progress_bar(len(units), len(cached), "units", progress) as advance:
-            for u in todo:
+        ledger = UnitLedger(units, store)
+        with progress_bar(len(units), len(units) - len(ledger.todo), "units", progress) as advance:
+            for u in ledger.todo:
                 err: BaseException | None = None
                 for _ in range(self.max_retries + 1):
                     try:
@@ -49,15 +37,13 @@ class LocalExecutor:
                     except Exception as e:  # noqa: BLE001 - reported, never swallowed
                         err = e
                         continue
-                    if store is not None:
-                        store.save(u.key, value)
-                    out[u.key] = Outcome(u.key, True, value, seconds=secs, worker=worker)
+                    ledger.done(u, value, secs, worker)
                     break
                 else:
                     assert err is not None
-                    out[u.key] = Outcome(u.key, False, error=format_error(err))
+                    ledger.failed(u, err)
                 advance(1)
-        return MapReport("local", [out[u.key] for u in units], time.perf_counter() - t0, 1)
+        return ledger.report("local", time.perf_counter() - t0, 1)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -18,16 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rgaudit.errors import RGAuditError
-from rgaudit.executors.base import (
-    MapReport,
-    Outcome,
-    Unit,
-    UnitFn,
-    check_units,
-    format_error,
-    progress_bar,
-    run_unit,
-)
+from rgaudit.executors.base import MapReport, Unit, UnitFn, UnitLedger, progress_bar, run_unit
 from rgaudit.executors.store import UnitStore
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'rgaudit[ray]'"
@@ -86,14 +77,12 @@ class RayExecutor:
             store: UnitStore | None = None, progress: bool = False) -> MapReport:
         """See :class:`rgaudit.executors.base.Executor`."""
         ray = self.ray
-        check_units(units)
         t0 = time.perf_counter()
-        cached = store.load_all([u.key for u in units]) if store is not None else {}
-        out: dict[str, Outcome] = {k: Outcome(k, True, v, cached=True) for k, v in cached.items()}
-        todo = [u for u in units if u.key not in cached]
+        ledger = UnitLedger(units, store)
         shared_ref = ray.put(shared)
-        pending = {self._remote.remote(fn, u, int(seed), shared_ref): u for u in todo}
-        with progress_bar(len(units), len(cached), "units (ray)", progress) as advance:
+        pending = {self._remote.remote(fn, u, int(seed), shared_ref): u for u in ledger.todo}
+        with progress_bar(len(units), len(units) - len(pending), "units (ray)", progress
+                          ) as advance:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -101,14 +90,12 @@ class RayExecutor:
                     try:
                         value, secs, worker = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 - reported, never swallowed
-                        out[u.key] = Outcome(u.key, False, error=format_error(e))
+                        ledger.failed(u, e)
                     else:
-                        if store is not None:
-                            store.save(u.key, value)
-                        out[u.key] = Outcome(u.key, True, value, seconds=secs, worker=worker)
+                        ledger.done(u, value, secs, worker)
                     advance(1)
-        return MapReport("ray", [out[u.key] for u in units], time.perf_counter() - t0,
-                         self.workers, startup_seconds=self.startup_seconds)
+        return ledger.report("ray", time.perf_counter() - t0, self.workers,
+                             startup_seconds=self.startup_seconds)
 
     def close(self) -> None:
         """Shut down the Ray instance if this executor started it."""

@@ -3,7 +3,8 @@
 :func:`audit_like_unit` is the per-input work of an audit in miniature: the direct Monte Carlo
 input FIM of one input of a DeepRBM (its top eigenvalue and eigenvector) and the minimal flipping
 L2 budget along that eigenvector, judged on the stochastic network. All its random numbers come
-from the unit's seed sequence. :func:`failing_unit` raises for chosen keys (retry tests).
+from named streams of the unit's seed sequence (``fim``, ``unit.judge``). :func:`failing_unit`
+raises for chosen keys (retry tests).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rgaudit.executors.base import Unit, int_seed, torch_generator
+from rgaudit.executors.base import Unit
+from rgaudit.random import child_seed, torch_generator
 
 
 def audit_like_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]
@@ -30,16 +32,15 @@ def audit_like_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, An
     from rgaudit.threads import limit_threads
 
     net = shared["net"]
-    fim_ss, judge_ss = ss.spawn(2)
     with limit_threads(1):
         t0 = time.perf_counter()
         x = torch.tensor([unit.payload["x"]], dtype=net.dtype)
         y = torch.tensor([int(unit.payload["y"])])
-        F = direct_fim(net, x, int(shared["fim_samples"]), torch_generator(fim_ss), n_blocks=8)
+        F = direct_fim(net, x, int(shared["fim_samples"]), torch_generator(ss, "fim"), n_blocks=8)
         top = top_eigenpairs(F.fim, 1)
         t1 = time.perf_counter()
         judge = StochasticJudge(net, n_samples=int(shared["judge_samples"]),
-                                seed=int_seed(judge_ss) % 2**31)
+                                seed=child_seed(ss, "unit.judge", bits=31))
         me = minimal_eps(judge, x, y, top.vectors[..., 0], eps_max=4.0, steps=6)
         t2 = time.perf_counter()
     return {"top_eig": float(top.values[0, 0]), "min_eps": float(me.eps[0]),

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rgaudit.executors.base import Unit, int_seed, torch_generator
-from rgaudit.random import numpy_rng
+from rgaudit.executors.base import Unit
+from rgaudit.random import child_seed, numpy_rng, torch_generator
 from rgaudit.stats import censored_quantiles
 
 Tensor = torch.Tensor
@@ -403,8 +403,8 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
     """Train one network of the zoo and measure its robustness and predictors.
 
     ``shared``: ``{"config": ZooConfig, "dataset": Dataset}``. Every random number comes from
-    ``ss`` (spawned by role: training, judge, MCRG, CLEVER), so the result depends only on the
-    run seed and the unit's key.
+    ``ss`` through named streams (``zoo.train``, ``unit.judge``, ``mcrg``, ``zoo.clever``), so the
+    result depends only on the run seed and the unit's key.
     """
     from rgaudit.attacks.advlib import attack_fn
     from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
@@ -413,7 +413,6 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
     cfg: ZooConfig = shared["config"]
     ds = shared["dataset"]
     spec = dict(unit.payload)
-    ss_train, ss_judge, ss_mcrg, ss_clever = ss.spawn(4)
     timings: dict[str, float] = {}
     with limit_threads(1):
         t0 = time.perf_counter()
@@ -421,13 +420,14 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
         x = ds.X_test[:n].to(torch.float64)
         y = ds.y_test[:n].long()
         if spec["family"] == "rbm":
-            net, acc = train_rbm(spec, ds, cfg, int_seed(ss_train))
+            net, acc = train_rbm(spec, ds, cfg, child_seed(ss, "zoo.train"))
             model: nn.Module = net.mean_field()
-            judge: Any = StochasticJudge(net, n_samples=cfg.judge_samples,
-                                         seed=int_seed(ss_judge) % 2**31).for_inputs(range(n))
+            judge: Any = StochasticJudge(
+                net, n_samples=cfg.judge_samples, seed=child_seed(ss, "unit.judge", bits=31)
+            ).for_inputs(range(n))
         else:
             model = train_torch(spec, ds.X_train, ds.y_train.long(), cfg,
-                                torch_generator(ss_train))
+                                torch_generator(ss, "zoo.train"))
             with torch.no_grad():
                 acc = float((model(ds.X_test.to(torch.float64)).argmax(-1) == ds.y_test)
                             .double().mean())
@@ -463,13 +463,13 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
         preds["accuracy"] = acc
         timings["reference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cl = clever_scores(model, x, int(ds.n_classes), cfg, int_seed(ss_clever))
+        cl = clever_scores(model, x, int(ds.n_classes), cfg, child_seed(ss, "zoo.clever"))
         preds["clever"] = float(np.median(cl))
         timings["clever"] = time.perf_counter() - t0
         if spec["family"] == "rbm":
             t0 = time.perf_counter()
             preds.update(stability_predictors(net, x[:cfg.mcrg_inputs].to(net.dtype), cfg,
-                                              torch_generator(ss_mcrg)))
+                                              torch_generator(ss, "mcrg")))
             timings["mcrg"] = time.perf_counter() - t0
         else:
             preds.update(stab_n_kept=None, stab_top=None)
