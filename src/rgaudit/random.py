@@ -69,6 +69,13 @@ ROLES: dict[str, str] = {
     "unit.judge": "integer judge seed of a unit's stochastic judge (zoo, executor workload)",
     "zoo.train": "training of one zoo network (RBM training seed, or the MLP/CNN generator)",
     "zoo.clever": "seed of the global generators CLEVER samples from (zoo, scoped)",
+    "relu.scaling": "random ReLU networks and inputs of one scaling cell [profile index, cell]",
+    "relu.cell-bootstrap": "bootstrap of one scaling cell's medians [profile index, cell]",
+    "relu.slope-bootstrap": "bootstrap of the scaling slopes",
+    "relu.near-linearity": "networks, inputs and directions of the near-linearity scan [dim]",
+    "relu.angles": "networks of the ReLU angle recursion",
+    "relu.collapse": "networks and inputs of the ReLU collapse-with-depth study",
+    "relu.trained": "initialisation and random directions of the trained digits MLP (ReLU)",
 }
 
 

@@ -22,11 +22,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NL_R_REL = tuple(float(v) for v in np.geomspace(1e-3, 2.0, 23))
 
 
-def study_seed(*keys: int) -> int:
-    """A 63-bit seed derived from integer keys (``SeedSequence``; recorded in the results)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def make_generator(seed: int, device: str | torch.device) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
     return torch.Generator(device=torch.device(device)).manual_seed(seed)
@@ -44,7 +39,8 @@ class ReluStudyConfig:
     Attributes
     ----------
     seed : int
-        Base seed; sub-study seeds are derived by :func:`study_seed` and recorded.
+        Base seed; each sub-study draws from a named stream of it (``relu.*`` roles of
+        :mod:`rgaudit.random`), whose 63-bit integer seed is recorded.
     device : str
         ``cpu``, ``cuda`` or ``cuda:N``.
     dtype : {"float32", "float64"}

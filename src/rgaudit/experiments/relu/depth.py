@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from rgaudit.attacks.one_step import one_step_attack
-from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator, study_seed
+from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator
 from rgaudit.nets.relu import ReLUNetBatch, sample_relu_nets, sphere_inputs, width_profile
+from rgaudit.random import child_seed
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -166,8 +167,8 @@ def _angle_curves(cfg: ReluStudyConfig, seed: int) -> list[AngleCurve]:
 def depth_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> ReluDepthResult:
     """Hidden-angle recursion and the collapse of deep random ReLU networks.
 
-    Reads ``cfg.angle_*`` (angles: seed ``study_seed(seed, 5)``), ``cfg.collapse_*`` (collapse:
-    seed ``study_seed(seed, 6)``), ``multipliers``, ``device``, ``dtype``.
+    Reads ``cfg.angle_*`` (angles: stream ``relu.angles``), ``cfg.collapse_*`` (collapse:
+    stream ``relu.collapse``), ``multipliers``, ``device``, ``dtype``.
 
     Parameters
     ----------
@@ -179,11 +180,11 @@ def depth_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> ReluD
     -------
     ReluDepthResult
     """
-    s_ang = study_seed(cfg.seed, 5)
+    s_ang = child_seed(cfg.seed, "relu.angles")
     curves = _angle_curves(cfg, s_ang)
     if progress:
         progress("depth: angle recursion")
-    s_col = study_seed(cfg.seed, 6)
+    s_col = child_seed(cfg.seed, "relu.collapse")
     gen = make_generator(s_col, cfg.device)
     depths = sorted({int(k) for k in cfg.collapse_depths})
     widths = width_profile(cfg.collapse_d, max(depths), "fixed", width=cfg.collapse_width)

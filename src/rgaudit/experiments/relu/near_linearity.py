@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator, study_seed
+from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator
 from rgaudit.experiments.relu.scaling import profile_widths
 from rgaudit.nets.relu import ReLUNetBatch, sample_relu_nets, sphere_inputs
+from rgaudit.random import child_seed
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -90,8 +91,8 @@ def near_linearity_study(cfg: ReluStudyConfig,
     Reads ``cfg.nl_dims``, ``nl_depths``, ``nl_profile``, ``nl_width``, ``nl_r_rel`` (radii
     relative to ``‖x‖ = √d``: the attack step is ``~1/√d`` in these units and the theorem's
     near-linear ball ``√d_min`` is ``√(d_min/d)``), ``nl_n_nets``, ``nl_batch``,
-    ``nl_threshold``, ``seed`` (dimension ``i`` uses ``study_seed(seed, 4, i)``), ``device``,
-    ``dtype``.
+    ``nl_threshold``, ``seed`` (dimension ``i`` uses stream ``relu.near-linearity`` [i]),
+    ``device``, ``dtype``.
 
     Parameters
     ----------
@@ -107,7 +108,7 @@ def near_linearity_study(cfg: ReluStudyConfig,
     dtype, n_nets = cfg.torch_dtype, cfg.nl_n_nets
     curves = []
     for i, d in enumerate(cfg.nl_dims):
-        s = study_seed(cfg.seed, 4, i)
+        s = child_seed(cfg.seed, "relu.near-linearity", i)
         gen = make_generator(s, cfg.device)
         widths = profile_widths(d, max(cfg.nl_depths), cfg.nl_profile, cfg.nl_width)
         nets = sample_relu_nets(n_nets, widths, generator=gen, dtype=dtype)

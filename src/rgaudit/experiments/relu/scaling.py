@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rgaudit.attacks.one_step import one_step_attack
-from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator, study_seed
+from rgaudit.experiments.relu.config import ReluStudyConfig, make_generator
 from rgaudit.nets.relu import sample_relu_nets, sphere_inputs, weight_bytes, width_profile
+from rgaudit.random import child_seed, numpy_rng
 from rgaudit.stats import cluster_bootstrap, loglog_fit, loglog_slopes, wilson_interval
 
 Progress = Callable[[str], None]
@@ -117,9 +118,10 @@ def _summarise(cfg: ReluStudyConfig, r: np.ndarray, sc: np.ndarray,
     """Medians with bootstrap intervals and successes with Wilson intervals of one cell.
 
     ``r`` (n_nets, batch, D) ratios, ``sc`` (n_nets, batch, D, C) successes; the bootstrap
-    seed is ``study_seed(seed, 2, *keys)``. Returns the matching :class:`ScalingCell` fields.
+    resamples come from stream ``relu.cell-bootstrap`` [keys]. Returns the matching
+    :class:`ScalingCell` fields.
     """
-    rng = np.random.default_rng(study_seed(cfg.seed, 2, *keys))
+    rng = numpy_rng(cfg.seed, "relu.cell-bootstrap", *keys)
     boot = cluster_bootstrap([r], _median_over_inputs, n_resamples=cfg.n_boot, rng=rng)
     trials = sc.shape[0] * sc.shape[1]
     n_depths = r.shape[-1]
@@ -139,7 +141,7 @@ def scaling_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Sca
     Reads ``cfg.dims``, ``depths`` (depth 0 is always added), ``profiles``, ``width``,
     ``n_nets``, ``batch``, ``multipliers``, ``max_weight_bytes``, ``max_chunk_bytes``,
     ``n_boot``, ``seed``, ``device``, ``dtype``. Cell ``(p, i)`` draws its networks and inputs
-    from seed ``study_seed(seed, 1, p, i)`` (recorded in the cell).
+    from stream ``relu.scaling`` [p, i] (its integer seed is recorded in the cell).
 
     Parameters
     ----------
@@ -168,15 +170,16 @@ def scaling_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Sca
                     progress(f"scaling {profile} d={d} skipped (memory)")
                 continue
             chunk = max(1, min(cfg.n_nets, cfg.max_chunk_bytes // wb))
-            r, sc = _attack_cell(cfg, widths, depths, study_seed(cfg.seed, 1, p, i), chunk)
+            cell_seed = child_seed(cfg.seed, "relu.scaling", p, i)
+            r, sc = _attack_cell(cfg, widths, depths, cell_seed, chunk)
             raw[(profile, d)] = r
             cells.append(ScalingCell(
-                profile=profile, d=int(d), widths=widths, seed=study_seed(cfg.seed, 1, p, i),
+                profile=profile, d=int(d), widths=widths, seed=cell_seed,
                 n_nets=cfg.n_nets, batch=cfg.batch, depths=depths,
                 **_summarise(cfg, r, sc, (p, i)), seconds=time.perf_counter() - t0))
             if progress:
                 progress(f"scaling {profile} d={d} ({cells[-1].seconds:.1f}s)")
-    boot_seed = study_seed(cfg.seed, 3)
+    boot_seed = child_seed(cfg.seed, "relu.slope-bootstrap")
     fits = fit_slopes(raw, cfg.profiles, depths, cfg.n_boot, boot_seed)
     return ScalingResult(multipliers=[float(c) for c in cfg.multipliers], cells=cells, fits=fits,
                          skipped=skipped, n_boot=cfg.n_boot, boot_seed=boot_seed)

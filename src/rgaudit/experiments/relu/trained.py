@@ -16,8 +16,9 @@ from torch import nn
 
 from rgaudit.attacks.one_step import ClassifierAttack, classifier_one_step
 from rgaudit.data.digits import load_digits
-from rgaudit.experiments.relu.config import ReluStudyConfig, study_seed
+from rgaudit.experiments.relu.config import ReluStudyConfig
 from rgaudit.nets.relu import relu_mlp
+from rgaudit.random import child_seed
 
 Progress = Callable[[str], None]
 
@@ -51,7 +52,7 @@ def digits_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Trai
     """Train a ReLU MLP on digits (X/16 in [0, 1], stratified 25 % test split) and attack it.
 
     Reads ``cfg.digits_hidden``, ``digits_epochs``, ``digits_lr``, ``multipliers`` and ``seed``
-    (split seed ``seed``; initialisation and directions ``study_seed(seed, 7)``). Full-batch
+    (split seed ``seed``; initialisation and directions stream ``relu.trained``). Full-batch
     Adam with cross-entropy, on CPU (it is tiny).
 
     Parameters
@@ -66,7 +67,7 @@ def digits_study(cfg: ReluStudyConfig, progress: Progress | None = None) -> Trai
     """
     data = load_digits(seed=cfg.seed)
     X_tr, y_tr, X_te, y_te = data.X_train, data.y_train, data.X_test, data.y_test
-    s = study_seed(cfg.seed, 7)
+    s = child_seed(cfg.seed, "relu.trained")
     gen = torch.Generator().manual_seed(s)
     widths = [data.n_features, *cfg.digits_hidden, data.n_classes]
     model = relu_mlp(widths, generator=gen)
