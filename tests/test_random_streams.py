@@ -154,3 +154,60 @@ def test_stdlib_random_is_not_shadowed() -> None:
     import random
 
     assert hasattr(random, "Random") and random.__name__ == "random"
+
+
+UNIT_ROLES = ("fim", "mcrg", "unit.attacks", "unit.diagnose", "unit.judge", "zoo.train",
+              "zoo.clever")
+
+
+def test_executor_units_name_their_streams() -> None:
+    """A unit's stream is the named stream ``("unit", key)`` of the seed, and its sub-streams are
+    roles below it: over seeds 0..9, keys input-0..input-9 and every role a unit uses, all
+    first outputs differ (no unit shares a stream with a nearby seed's or key's unit, nor with a
+    top-level stream of the run), and a unit's numbers do not depend on who computes them."""
+    from rgaudit.executors import unit_seed_sequence
+
+    ss = unit_seed_sequence(3, "input-1")
+    assert ss.entropy == 3 and ss.spawn_key == seed_sequence(3, "unit", "input-1").spawn_key
+    firsts = {child_seed(unit_seed_sequence(s, f"input-{k}"), r)
+              for s in range(10) for k in range(10) for r in UNIT_ROLES}
+    assert len(firsts) == 10 * 10 * len(UNIT_ROLES)
+    top = {child_seed(s, r) for s in range(10) for r in ROLES}
+    assert not firsts & top
+
+
+def test_a_units_roles_are_uncorrelated() -> None:
+    """Streams ``fim`` and ``mcrg`` of one unit (what ``ss.spawn(2)`` by position used to give):
+    |r| < 5/√n fails by chance with probability 6e-7 under independence."""
+    from rgaudit.executors import unit_seed_sequence
+
+    n = 20_000
+    ss = unit_seed_sequence(0, "input-0")
+    a = torch.randn(n, generator=torch_generator(ss, "fim"), dtype=torch.float64)
+    b = torch.randn(n, generator=torch_generator(ss, "mcrg"), dtype=torch.float64)
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 5 / n**0.5
+
+
+def test_relu_cells_never_share_a_stream() -> None:
+    """The ReLU study's keyed roles over seeds 0..9 and their sub-keys: pairwise distinct (the
+    numbered ``SeedSequence([seed, k, ...])`` they replace padded the entropy with zeros, so
+    ``[s, k]`` and ``[s, k, 0]`` were the same stream)."""
+    keyed = {child_seed(s, r, p, i) for s in range(10) for r in ("relu.scaling",
+             "relu.cell-bootstrap") for p in range(2) for i in range(5)}
+    keyed |= {child_seed(s, "relu.near-linearity", i) for s in range(10) for i in range(5)}
+    assert len(keyed) == 10 * 2 * 2 * 5 + 10 * 5
+    plain = {child_seed(s, r) for s in range(10) for r in ROLES}
+    assert not keyed & plain
+
+
+def test_training_seed_is_its_own_stream() -> None:
+    """Training still seeds one ``torch.Generator`` with the raw seed (docs/design.md says why):
+    the first draws of training seeds 0..50 are pairwise distinct and none is the first draw of
+    a named stream of those seeds."""
+    def first(g: torch.Generator) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=g))
+
+    train = {first(torch.Generator().manual_seed(s)) for s in SEEDS}
+    assert len(train) == len(SEEDS)
+    named = {first(torch_generator(s, r)) for s in SEEDS for r in ROLES}
+    assert not train & named

@@ -134,11 +134,17 @@ def test_cli_rejects_bad_executor_and_foreign_folder(tmp_path):
     from rgaudit.cli import app
     from rgaudit.errors import OutputExistsError
 
-    r = CliRunner().invoke(app, ["zoo", "--executor", "nope", "--out", str(tmp_path / "z")])
-    assert r.exit_code == 2 and "unknown executor" in r.output
+    # --executor takes its values from rgaudit.choices.EXECUTORS: a typo is a usage error that
+    # names the allowed values, before any folder is made
+    r = CliRunner().invoke(app, ["zoo", "--executor", "nope", "--out", str(tmp_path / "z")],
+                           env={"COLUMNS": "250", "NO_COLOR": "1"})
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and all(f"'{v}'" in text for v in ("nope", "local", "ray")), text
+    assert not (tmp_path / "z").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not rgaudit's")
     r = CliRunner().invoke(app, ["zoo", "--out", str(tmp_path / "mine")])
     assert isinstance(r.exception, OutputExistsError), r.output
     assert "not written by rgaudit" in str(r.exception)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "not rgaudit's"
+

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from rgaudit.choices import ExecutorName
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``zoo`` command to ``app``."""
@@ -15,7 +17,8 @@ def register(app: typer.Typer) -> None:
     def zoo(
         out: Path = typer.Option(Path("runs/zoo"), "--out",
                                  help="Run folder; an interrupted run resumes from it."),
-        executor: str = typer.Option("local", "--executor", help="local or ray."),
+        executor: ExecutorName = typer.Option(
+            "local", "--executor", help="local: units one after another here; ray: Ray tasks."),
         address: str = typer.Option(None, "--address",
                                     help="Ray cluster address (default: start Ray locally)."),
         workers: int = typer.Option(None, "--workers", min=1,
