@@ -210,13 +210,12 @@ def _plain(o: Any) -> Any:
 # ---------------------------------------------------------------------------------- statistics
 
 def quartiles(v: Tensor | list[float]) -> dict[str, Any]:
-    """Median and quartiles over inputs, unflipped (inf) counted above every finite value."""
-    from rgaudit.stats import censored_quantiles
+    """Median and quartiles over inputs, unflipped (inf) counted above every finite value: the
+    audit's :class:`~rgaudit.experiments.audit_results.Quartiles` as a dict (q1, median, q3,
+    n_flipped, n)."""
+    from rgaudit.experiments.audit_results import censored_quartiles
 
-    t = torch.as_tensor(v, dtype=torch.float64)
-    qq = censored_quantiles(t.cpu().numpy(), (0.25, 0.5, 0.75))
-    return {"q1": qq[0], "median": qq[1], "q3": qq[2],
-            "n_flipped": int(torch.isfinite(t).sum()), "n": int(t.numel())}
+    return asdict(censored_quartiles(torch.as_tensor(v, dtype=torch.float64)))
 
 
 def paired_test(a: list[float], b: list[float], *, cap: float) -> dict[str, Any]:
@@ -530,9 +529,7 @@ def _baseline_rows(st: _Study, rr: _NormRows) -> None:
             continue
         if how == RERUN:
             st.progress(f"{norm}: {method} re-run at every ε")
-        atk = make_attack(method, st.model, norm, n_features=st.d, n_classes=st.n_classes,
-                          ddn_steps=cfg.ddn_steps, cw_iterations=cfg.cw_iterations,
-                          apgd_iter=cfg.apgd_iter, pgd_iter=cfg.pgd_iter)
+        atk = make_attack(method, st.model, norm, st.x, cfg=cfg)
         if how == RERUN:
             t0 = time.perf_counter()
             res = [minimal_eps_rerun(j, atk, st.x, st.y, eps_max=rr.emax,
@@ -619,8 +616,7 @@ def _reference_rows(st: _Study, rr: _NormRows) -> None:
     """Gaussian random directions (stream ``"attack.random"``)."""
     if "random" in st.methods:
         rr.direction("random", "reference",
-                     make_attack("random", st.model, rr.norm, n_features=st.d,
-                                 n_classes=st.n_classes, seed=st.cfg.seed),
+                     make_attack("random", st.model, rr.norm, st.x, seed=st.cfg.seed),
                      "bisection along a Gaussian direction")
 
 
@@ -655,16 +651,16 @@ def _model_record(st: _Study, model_info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def make_attack(method: str, model: Any, norm: Norm, *, n_features: int, n_classes: int,
-                ddn_steps: int = 200, cw_iterations: int = 1000, apgd_iter: int = 100,
-                pgd_iter: int = 20, seed: int = 0) -> Any:
+def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0,
+                cfg: AttackStudyConfig | None = None) -> Any:
     """One attack by its ``rgaudit attack --method`` name (not ``fim``/``walk``, which need
     FIMs), for the study and for :func:`search_one`.
 
     adv-lib's DDN, FMN, Carlini–Wagner L2 and FAB and the re-run APGD/PGD act on the model's
-    differentiable surrogate (steps and iterations as given; the defaults are the attacks'
-    own); ART's FGM and DeepFool on the surrogate wrapped for ART; random directions from
-    stream ``"attack.random"`` of ``seed``.
+    differentiable surrogate, with the steps and iterations of ``cfg`` (default: those of
+    ``AttackStudyConfig()``, which are the attacks' own defaults); ART's FGM and DeepFool on the
+    surrogate wrapped for ART; random directions from stream ``"attack.random"`` of ``seed``.
+    ``x`` (n, d): the inputs, for the input width and the surrogate's class count.
     """
     from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
     from rgaudit.attacks.minimal_norm import (
@@ -679,21 +675,25 @@ def make_attack(method: str, model: Any, norm: Norm, *, n_features: int, n_class
 
     if method in ("ddn", "cw-l2") and norm != "l2":
         raise ValueError(f"{method} is an L2 attack: use --norm l2")
+    cfg = cfg or AttackStudyConfig()
+    sur = surrogate_of(model)
+    n_features = int(x.shape[1])
+    n_classes = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
     if method == "ddn":
-        return DDN(model=model, norm=norm, steps=ddn_steps)
+        return DDN(model=model, norm=norm, steps=cfg.ddn_steps)
     if method == "fmn":
-        return FMN(model=model, norm=norm, steps=ddn_steps)
+        return FMN(model=model, norm=norm, steps=cfg.ddn_steps)
     if method == "cw-l2":
-        return CarliniWagnerL2(model=model, norm=norm, max_iterations=cw_iterations)
+        return CarliniWagnerL2(model=model, norm=norm, max_iterations=cfg.cw_iterations)
     if method == "fab":
         return FAB(model=model, norm=norm)
     if method == "apgd":
-        return APGD(model=model, norm=norm, n_iter=apgd_iter)
+        return APGD(model=model, norm=norm, n_iter=cfg.apgd_iter)
     if method == "pgd":
-        return PGDEachEps(model=model, norm=norm, max_iter=pgd_iter, n_classes=n_classes,
+        return PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter, n_classes=n_classes,
                           n_features=n_features)
     if method in ("fgm", "deepfool"):
-        clf = art_classifier(surrogate_of(model), n_features, n_classes)
+        clf = art_classifier(sur, n_features, n_classes)
         return (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
     if method == "random":
         return RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm)
@@ -880,7 +880,6 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
         ``search`` (how), ``seconds`` and method-specific data.
     """
     from rgaudit.attacks.fisher_best import FisherWalk, both_signs
-    from rgaudit.attacks.minimal_norm import surrogate_of
     from rgaudit.fisher.eig import top_eigenpairs
 
     if method not in ONE_METHODS:
@@ -908,10 +907,7 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: 
         if walk.steps_taken is not None:
             info["walk_steps"] = walk.steps_taken.tolist()
     else:
-        sur = surrogate_of(model)
-        atk = make_attack(method, model, norm, n_features=x.shape[1],
-                          n_classes=int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1]),
-                          seed=seed)
+        atk = make_attack(method, model, norm, x, seed=seed)
         if method in ("pgd", "apgd"):
             s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
             info["search"] = "bisection on ε, the attack re-run at every ε"
