@@ -145,7 +145,7 @@ def test_library_names_are_the_one_definition():
     from rgaudit.attacks import base
     from rgaudit.defence import baselines, budget, cloning_attacks, generation_fim
     from rgaudit.executors import base as executors
-    from rgaudit.experiments import attack_study, audit
+    from rgaudit.experiments import attack_one, audit
 
     assert base.NORMS is choices.ATTACK_NORMS
     assert budget.NORMS is choices.BUDGET_NORMS and budget.KINDS is choices.OUTPUT_KINDS
@@ -153,7 +153,7 @@ def test_library_names_are_the_one_definition():
     assert generation_fim.ESTIMATORS is choices.GENERATION_ESTIMATORS
     assert cloning_attacks.ATTACKERS is choices.ATTACKERS
     assert executors.EXECUTORS is choices.EXECUTORS
-    assert attack_study.ONE_METHODS is choices.ATTACK_METHODS
+    assert attack_one.ONE_METHODS is choices.ATTACK_METHODS
     assert audit.FIM_ESTIMATORS is choices.FIM_ESTIMATORS
 
 

@@ -4,7 +4,8 @@ Steps (:func:`run_attack`): pick the first ``n_inputs`` test inputs the stochast
 classifies correctly (as the audit does, :func:`rgaudit.experiments.audit.select_inputs`);
 for ``method="fim"`` estimate the requested input FIM; search each input's minimal flipping ε
 along the method's direction (or re-running the attack at every ε) judged on the stochastic
-network (:func:`rgaudit.experiments.attack_study.search_one`); with ``eps`` the flip rate of the
+network (:func:`search_one`, with the attacks of
+:func:`rgaudit.experiments.attack_study.make_attack`); with ``eps`` the flip rate of the
 minimal-ε adversarials projected onto the ε-ball.
 
 One validated :class:`AttackConfig` in, a typed :class:`AttackResult` out; no file I/O
@@ -14,6 +15,8 @@ One validated :class:`AttackConfig` in, a typed :class:`AttackResult` out; no fi
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +29,8 @@ Tensor = torch.Tensor
 
 #: methods that attack in L2 only
 L2_ONLY = ("ddn", "cw-l2")
+#: the methods of ``rgaudit attack`` (one definition: :data:`rgaudit.choices.ATTACK_METHODS`)
+ONE_METHODS = ATTACK_METHODS
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,6 @@ def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
     """
     from rgaudit.attacks.base import Norm, clip_box, project
     from rgaudit.attacks.evaluate import StochasticJudge
-    from rgaudit.experiments.attack_study import search_one
     from rgaudit.experiments.audit import select_inputs
 
     cfg.check_eps(int(net.widths[0]))
@@ -220,9 +224,8 @@ def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
     X = X_test.to(device=net.device, dtype=net.dtype)
     x, y, sel = select_inputs(net, X, y_test.to(net.device), cfg.n_inputs, judge)
     judge = judge.for_inputs(sel.indices)
-    s, how = search_one(net, x, y, judge, cfg.method, cfg.norm, eps_max=cfg.search_max,
-                        steps=cfg.bisect_steps, seed=cfg.seed, fim=_fim(net, x, cfg),
-                        fim_fn=_walk_fim(net, cfg))
+    s, how = search_one(net, x, y, judge, cfg, _fim(net, x, cfg) if cfg.method == "fim"
+                        else _walk_fim(net, cfg))
     norm: Norm = "l2" if cfg.norm == "l2" else "linf"
     flip = None
     if cfg.eps is not None:
@@ -239,11 +242,72 @@ def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
         adversarial=s.adversarial.detach().cpu(), clean=x.detach().cpu())
 
 
-def _fim(net: Any, x: Tensor, cfg: AttackConfig) -> Tensor | None:
-    """The requested FIM of the inputs for ``method="fim"`` (None otherwise); only that
-    estimator is computed (the direct run also gives ∇P(true|x))."""
-    if cfg.method != "fim":
-        return None
+def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, cfg: AttackConfig,
+               fim: Tensor | Callable[[Tensor], Tensor] | None = None
+               ) -> tuple[Any, dict[str, Any]]:
+    """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
+
+    Parameters
+    ----------
+    model : DeepRBM or Classifier
+    x : Tensor of shape (n, d)
+    y : Tensor of shape (n,)
+    judge : Judge
+    cfg : AttackConfig
+        Method, norm, top of the search (``search_max``), bisection steps (re-run attacks: the
+        same number), seed of the random direction.
+    fim : Tensor of shape (n, d, d), or callable, optional
+        ``method="fim"``: the FIMs of ``x`` (both signs of the top eigenvector are tried);
+        ``method="walk"``: the FIM function re-estimated along the Fisher walk.
+
+    Returns
+    -------
+    search : rgaudit.attacks.search.Search
+    info : dict
+        ``search`` (how), ``seconds`` and method-specific data (sign, walk steps).
+    """
+    from rgaudit.attacks.base import Norm, unit_step
+    from rgaudit.attacks.fisher_best import FisherWalk, both_signs
+    from rgaudit.attacks.search import minimal_eps_along, minimal_eps_rerun
+    from rgaudit.experiments.attack_study import attack_unit, make_attack
+    from rgaudit.fisher.eig import top_eigenpairs
+
+    norm: Norm = "l2" if cfg.norm == "l2" else "linf"
+    eps_max, steps = cfg.search_max, cfg.bisect_steps
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    if cfg.method == "fim":
+        if not isinstance(fim, Tensor):
+            raise ValueError("method 'fim' needs the FIMs of the inputs")
+        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
+        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max, steps=steps)
+        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
+                    sign=sign.tolist())
+    elif cfg.method == "walk":
+        if fim is None or isinstance(fim, Tensor):
+            raise ValueError("method 'walk' needs a FIM function")
+        walk = FisherWalk(model=model, fim_fn=fim, norm=norm)
+        s = minimal_eps_along(judge, x, y, attack_unit(walk, x, y, norm), eps_max=eps_max,
+                              steps=steps)
+        info["search"] = "bisection along the method's direction"
+        if walk.steps_taken is not None:
+            info["walk_steps"] = walk.steps_taken.tolist()
+    else:
+        atk = make_attack(cfg.method, model, norm, x, seed=cfg.seed)
+        if cfg.method in ("pgd", "apgd"):
+            s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
+            info["search"] = "bisection on ε, the attack re-run at every ε"
+        else:
+            s = minimal_eps_along(judge, x, y, attack_unit(atk, x, y, norm), eps_max=eps_max,
+                                  steps=steps)
+            info["search"] = "bisection along the method's direction"
+    info["seconds"] = time.perf_counter() - t0
+    return s, info
+
+
+def _fim(net: Any, x: Tensor, cfg: AttackConfig) -> Tensor:
+    """The requested FIM of the inputs for ``method="fim"``; only that estimator is computed
+    (the direct run also gives ∇P(true|x))."""
     from rgaudit.experiments.audit import AuditConfig, compute_fims
     from rgaudit.random import torch_generator
 
@@ -253,7 +317,7 @@ def _fim(net: Any, x: Tensor, cfg: AttackConfig) -> Tensor | None:
     return fims[cfg.fim]
 
 
-def _walk_fim(net: Any, cfg: AttackConfig) -> Any:
+def _walk_fim(net: Any, cfg: AttackConfig) -> Callable[[Tensor], Tensor] | None:
     """The FIM the Fisher walk re-estimates per step (``method="walk"``; None otherwise)."""
     if cfg.method != "walk":
         return None

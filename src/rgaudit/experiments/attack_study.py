@@ -31,7 +31,7 @@ import torch
 
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
-from rgaudit.choices import ATTACK_METHODS, ATTACK_NORMS
+from rgaudit.choices import ATTACK_NORMS
 from rgaudit.random import torch_generator
 from rgaudit.threads import limit_threads
 
@@ -442,14 +442,14 @@ class _NormRows:
         st = self.st
         st.progress(f"{self.norm}: {name}")
         t0 = time.perf_counter()
-        step = _unit(atk, st.x, st.y, self.norm)
+        step = attack_unit(atk, st.x, st.y, self.norm)
         t_dir = time.perf_counter() - t0
         res = self.along(step)
         self.add(name, family, how, res, t_dir + _main_seconds(res, t0, t_dir))
         return atk
 
 
-def _unit(atk: Any, x: Tensor, y: Tensor, norm: Norm) -> Tensor:
+def attack_unit(atk: Any, x: Tensor, y: Tensor, norm: Norm) -> Tensor:
     """An attack's unit step: its own (minimal-norm attacks) or its direction's."""
     if hasattr(atk, "unit"):
         return atk.unit(x, y)
@@ -841,82 +841,6 @@ def main(argv: list[str] | None = None) -> None:
             (run / "raw.json").write_text(json.dumps(res.to_dict()))
             raise
         prog(f"wrote {paths['md']}")
-
-
-# ------------------------------------------------------------------- one method (rgaudit attack)
-
-ONE_METHODS = ATTACK_METHODS
-
-
-def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: str, *,
-               eps_max: float, steps: int = 10, seed: int = 0,
-               fim: Tensor | None = None, fim_fn: Callable[[Tensor], Tensor] | None = None
-               ) -> tuple[Search, dict[str, Any]]:
-    """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
-
-    Parameters
-    ----------
-    model : DeepRBM or Classifier
-    x : Tensor of shape (n, d)
-    y : Tensor of shape (n,)
-    judge : Judge
-    method : str
-        One of :data:`ONE_METHODS`.
-    norm : {"l2", "linf"}
-    eps_max : float
-    steps : int
-        Bisection steps (re-run attacks: the same number).
-    seed : int
-        Seed of the random direction.
-    fim : Tensor of shape (n, d, d), optional
-        FIMs of ``x`` for ``method="fim"`` (both signs of the top eigenvector are tried).
-    fim_fn : callable, optional
-        FIM re-estimated along the Fisher walk (``method="walk"``).
-
-    Returns
-    -------
-    search : Search
-    info : dict
-        ``search`` (how), ``seconds`` and method-specific data.
-    """
-    from rgaudit.attacks.fisher_best import FisherWalk, both_signs
-    from rgaudit.fisher.eig import top_eigenpairs
-
-    if method not in ONE_METHODS:
-        raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
-    if norm not in ATTACK_NORMS:
-        raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
-    norm = cast(Norm, norm)
-    t0 = time.perf_counter()
-    info: dict[str, Any] = {}
-    if method == "fim":
-        if fim is None:
-            raise ValueError("method 'fim' needs the FIMs of the inputs")
-        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
-        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,
-                             steps=steps)
-        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
-                    sign=sign.tolist())
-    elif method == "walk":
-        if fim_fn is None:
-            raise ValueError("method 'walk' needs a FIM function")
-        walk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)
-        s = minimal_eps_along(judge, x, y, _unit(walk, x, y, norm), eps_max=eps_max,
-                              steps=steps)
-        info["search"] = "bisection along the method's direction"
-        if walk.steps_taken is not None:
-            info["walk_steps"] = walk.steps_taken.tolist()
-    else:
-        atk = make_attack(method, model, norm, x, seed=seed)
-        if method in ("pgd", "apgd"):
-            s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
-            info["search"] = "bisection on ε, the attack re-run at every ε"
-        else:
-            s = minimal_eps_along(judge, x, y, _unit(atk, x, y, norm), eps_max=eps_max,
-                                  steps=steps)
-            info["search"] = "bisection along the method's direction"
-    info["seconds"] = time.perf_counter() - t0
-    return s, info
 
 
 if __name__ == "__main__":

@@ -460,8 +460,9 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
     timings["fim"] = time.perf_counter() - t0
     progress("input Fisher information", 1, steps)
     t0 = time.perf_counter()
-    attacks, found = _run_attacks(clf, judge, x, y, evec, grad, cfg,
-                                  lambda stage, done: progress(stage, done, steps))
+    attacks, found = _run_attacks(
+        clf, x, y, lambda norm: _attacks(clf, x, y, norm, evec, grad, cfg), cfg,
+        lambda stage, done: progress(stage, done, steps))
     timings["attacks"] = time.perf_counter() - t0
     progress("done", steps, steps)
     verdict = _verdict(attacks["l2"])
@@ -504,11 +505,13 @@ def _select_inputs(clf: Classifier, judge: ArgmaxJudge, X: Tensor, y_all: Tensor
                              labels=y.tolist(), norm_l2=x.to(torch.float64).norm(dim=1).tolist())
 
 
-def _run_attacks(clf: Classifier, judge: ArgmaxJudge, x: Tensor, y: Tensor, evec: Tensor,
-                 grad: Tensor, cfg: AnyAuditConfig, progress: Callable[[str, int], None]
+def _run_attacks(clf: Classifier, x: Tensor, y: Tensor,
+                 attacks_for: Callable[[Norm], list[Attack]], cfg: AnyAuditConfig,
+                 progress: Callable[[str, int], None]
                  ) -> tuple[AnyAttackTable, dict[str, tuple[Tensor, Any]]]:
-    """Every attack under both norms; also each L2 method's direction and minimal-ε search
-    (for the adversarial examples)."""
+    """Every attack (``attacks_for(norm)``) under both norms, judged by the model's argmax;
+    also each L2 method's direction and minimal-ε search (for the adversarial examples)."""
+    judge = ArgmaxJudge(clf)
     xnorm = x.to(torch.float64).norm(dim=1)
     attacks: AnyAttackTable = {}
     found: dict[str, tuple[Tensor, Any]] = {}
@@ -517,7 +520,7 @@ def _run_attacks(clf: Classifier, judge: ArgmaxJudge, x: Tensor, y: Tensor, evec
                                                           ("linf", cfg.eps_linf))
     for norm, grid in grids:
         per: dict[str, AnyAttackRow] = {}
-        for atk in _attacks(clf, x, y, norm, evec, grad, cfg):
+        for atk in attacks_for(norm):
             progress(f"attack {atk.name} ({norm})", done)
             t1 = time.perf_counter()
             res = atk(x, y, epsilons=list(grid), judge=judge)
