@@ -54,6 +54,27 @@ def test_linear_model_min_eps_equals_distance_to_boundary():
     assert res.diagnosis["available"] is False and res.verdict["text"] == res.verdict.text
 
 
+def test_matrix_free_fim_equals_the_dense_one():
+    """Above ``dense_max_features`` the FIM is never formed (Lanczos on F v products); on a
+    float64 MLP its top eigenvalues equal the dense autograd ones (both exact up to roundoff;
+    Lanczos tol 1e-8) and its top eigenvector is the same up to sign."""
+    from rgaudit.experiments.audit_any import fim_top
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    clf = TorchClassifier(m.double(), (16,), 4)
+    x = torch.rand(3, 16, generator=g, dtype=torch.float64)
+    w_dense, v_dense, how_dense = fim_top(clf, x, 3, 4096, 0)
+    w_mf, v_mf, how_mf = fim_top(clf, x, 3, 8, 0)
+    assert (how_dense, how_mf) == ("dense autograd", "matrix-free Lanczos")
+    assert torch.allclose(w_mf, w_dense, rtol=1e-6, atol=1e-12)
+    cos = (v_mf * v_dense).sum(-1).abs() / (v_mf.norm(dim=-1) * v_dense.norm(dim=-1))
+    assert torch.allclose(cos, torch.ones(3, dtype=torch.float64), atol=1e-6)
+
+
 def test_check_data_errors():
     clf = TorchClassifier(torch.nn.Linear(4, 3), (4,), 3)
     with pytest.raises(ValueError, match="features"):

@@ -385,7 +385,8 @@ def fim_top(clf: Classifier, x: Tensor, k: int, dense_max: int, seed: int
         return w.flip(-1)[:, :k], V[..., -1], "dense autograd"
     vals, vecs = [], []
     for i in range(x.shape[0]):
-        e = top_fim_eigs(model, x[i:i + 1], k, "softmax", seed=child_seed(seed, "lanczos", i))
+        # one input of shape (d,): top_fim_eigs batches it as (1, d) itself
+        e = top_fim_eigs(model, x[i], k, "softmax", seed=child_seed(seed, "lanczos", i))
         vals.append(e.values)
         vecs.append(e.vectors[:, 0])
     return torch.stack(vals), torch.stack(vecs), "matrix-free Lanczos"
