@@ -210,7 +210,7 @@ def test_attack_cli_writes_json_npz_and_per_input_minimal_eps(tmp_path):
     from test_audit import _tiny_model
     from typer.testing import CliRunner
 
-    from rgaudit.commands.audit import register
+    from rgaudit.commands.attack import register
     from rgaudit.report.io import read_result
 
     path = _tiny_model(tmp_path)

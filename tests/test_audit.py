@@ -9,11 +9,18 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from rgaudit.commands.audit import register
+from rgaudit.commands.attack import register as register_attack
+from rgaudit.commands.audit import register as register_audit
 from rgaudit.data import load_dataset
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.nets.io import save_model
 from rgaudit.report.io import read_result
+
+
+def register(app: typer.Typer) -> None:
+    """``audit`` and ``attack`` (one module each)."""
+    register_audit(app)
+    register_attack(app)
 
 
 def _tiny_model(tmp_path):
@@ -71,7 +78,8 @@ def test_data_split_comes_from_the_model_not_the_seed(tmp_path):
     """--seed must not change the train/test split: it is read from the model's config."""
     from rich.console import Console
 
-    from rgaudit.commands.audit import _load, data_for_model
+    from rgaudit.commands._model_data import data_for_model
+    from rgaudit.commands._model_data import load_model_and_data as _load
 
     ds3 = load_dataset("digits", seed=3)
     from rgaudit.nets.io import load_model

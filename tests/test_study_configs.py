@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from rgaudit import choices
+from rgaudit.experiments.attack_one import AttackConfig
 from rgaudit.experiments.audit import (
     AttackRow,
     AuditConfig,
@@ -72,6 +73,17 @@ BAD = [
     (IsingMCRGConfig, {"n_odd": 0}, "--odd"),
     (IsingMCRGConfig, {"n_sweeps": 10}, "--sweeps"),
     (IsingMCRGConfig, {"n_blocks": 1}, "--blocks"),
+    (AttackConfig, {"method": "magic"}, "--method"),
+    (AttackConfig, {"norm": "l3"}, "--norm"),
+    (AttackConfig, {"fim": "magic"}, "--fim"),
+    (AttackConfig, {"method": "ddn", "norm": "linf"}, "--norm l2"),
+    (AttackConfig, {"eps": 0.0}, "--eps"),
+    (AttackConfig, {"eps": math.nan}, "--eps"),
+    (AttackConfig, {"eps_max": math.inf}, "--eps-max"),
+    (AttackConfig, {"n_inputs": 0}, "--inputs"),
+    (AttackConfig, {"samples": 31}, "--samples"),
+    (AttackConfig, {"judge_samples": 0}, "--judge-samples"),
+    (AttackConfig, {"bisect_steps": 31}, "--bisect-steps"),
 ]
 
 
@@ -82,7 +94,8 @@ def test_configs_validate_on_construction_naming_the_option(cls, bad, option):
     assert option in str(err.value), str(err.value)
 
 
-@pytest.mark.parametrize("cls", [AuditConfig, DiagnoseConfig, CloningConfig, IsingMCRGConfig])
+@pytest.mark.parametrize("cls", [AuditConfig, DiagnoseConfig, CloningConfig, IsingMCRGConfig,
+                                 AttackConfig])
 def test_configs_are_frozen_and_replace_revalidates(cls):
     cfg = cls()                                   # the defaults are valid
     name = dataclasses.fields(cls)[0].name
@@ -91,6 +104,16 @@ def test_configs_are_frozen_and_replace_revalidates(cls):
     bad = next(b for c, b, _ in BAD if c is cls)
     with pytest.raises(ValueError):
         dataclasses.replace(cfg, **bad)
+
+
+def test_attack_config_search_top_and_box_diameter():
+    assert AttackConfig().search_max == 4.0 and AttackConfig(norm="linf").search_max == 0.5
+    assert AttackConfig(eps_max=2.5).search_max == 2.5
+    AttackConfig(eps=8.0).check_eps(64)             # the diameter of [0, 1]^64 in L2 is 8
+    with pytest.raises(ValueError, match="--eps 8.01 exceeds the diameter"):
+        AttackConfig(eps=8.01).check_eps(64)
+    with pytest.raises(ValueError, match="--eps"):
+        AttackConfig(norm="linf", eps=1.5).check_eps(64)
 
 
 def test_cloning_settings_is_the_config():
@@ -122,7 +145,7 @@ def test_library_names_are_the_one_definition():
     from rgaudit.attacks import base
     from rgaudit.defence import baselines, budget, cloning_attacks, generation_fim
     from rgaudit.executors import base as executors
-    from rgaudit.experiments import attack_study, audit
+    from rgaudit.experiments import attack_one, audit
 
     assert base.NORMS is choices.ATTACK_NORMS
     assert budget.NORMS is choices.BUDGET_NORMS and budget.KINDS is choices.OUTPUT_KINDS
@@ -130,7 +153,7 @@ def test_library_names_are_the_one_definition():
     assert generation_fim.ESTIMATORS is choices.GENERATION_ESTIMATORS
     assert cloning_attacks.ATTACKERS is choices.ATTACKERS
     assert executors.EXECUTORS is choices.EXECUTORS
-    assert attack_study.ONE_METHODS is choices.ATTACK_METHODS
+    assert attack_one.ONE_METHODS is choices.ATTACK_METHODS
     assert audit.FIM_ESTIMATORS is choices.FIM_ESTIMATORS
 
 
@@ -243,3 +266,32 @@ def test_diagnose_settings_json_and_legacy_keywords():
                          source=DiagnoseSource("m", "bars:4", 0, None))
     assert list(res.settings)[-7:] == ["executor", "per_input_generators", "execution",
                                        "model", "data", "split_seed", "model_dataset"]
+
+
+def test_ising_result_parts_are_typed_with_the_old_json():
+    """Operators, chain summary and the RBM kernel's training record are dataclasses whose
+    ``to_dict`` is the JSON the dicts were."""
+    import numpy as np
+
+    from rgaudit.experiments.ising import (
+        ChainSummary,
+        IsingMCRGResult,
+        IsingOperators,
+        KernelTraining,
+    )
+    from rgaudit.physics.ising import ChainStats
+
+    stats, rng = ChainStats(), np.random.default_rng(0)
+    for _ in range(8):
+        stats.energy.append(rng.normal(size=3))
+        stats.abs_mag.append(rng.random(3))
+    chain = ChainSummary.from_stats(stats)
+    assert chain.energy is not None and chain.to_dict() == stats.summary()
+    assert ChainSummary.from_stats(ChainStats()).to_dict() == {}     # < 4 measurements
+    res = IsingMCRGResult(IsingMCRGConfig(), "majority", IsingOperators(["nn"], ["m"]),
+                          chain=chain)
+    d = res.to_dict()
+    assert d["operators"] == {"even": ["nn"], "odd": ["m"]} and d["chain"] == stats.summary()
+    train = KernelTraining(8, 2, 10, (0, "ising.kernel-data"), 0.44)
+    assert train.to_dict() == {"size": 8, "chains": 2, "sweeps": 10,
+                               "seed_stream": [0, "ising.kernel-data"], "coupling": 0.44}

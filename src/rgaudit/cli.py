@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "diagnose",
     "audit",
+    "attack",
     "cloning",
     "relu",
     "ising",

@@ -42,15 +42,12 @@ def both_signs(judge: Judge, x: Tensor, y: Tensor, step: Tensor, *, norm: Norm, 
 
     Parameters
     ----------
-    judge : Judge
-    x : Tensor of shape (n, d)
-    y : Tensor of shape (n,)
+    judge, x, y, eps_max, steps
+        As :func:`~rgaudit.attacks.search.minimal_eps_along` (inputs (n, d), labels (n,)).
     step : Tensor of shape (n, d)
         Unit step along the eigenvector (either sign).
     norm : {"l2", "linf"}
         Norm whose applied value decides the sign.
-    eps_max, steps
-        As :func:`~rgaudit.attacks.search.minimal_eps_along`.
 
     Returns
     -------

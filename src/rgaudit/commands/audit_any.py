@@ -88,8 +88,8 @@ def audit_any_model(*, model: Path, data: str | None, factory: str | None,
               "model_path": str(model), "format": cfg.get("format"), "dataset": spec,
               "rgaudit_version": __version__, "seed": seed}
     paths = write_any_audit_report(result, run_dir, header)
-    console.print(result.verdict["text"])
-    if not result.diagnosis["available"]:
-        console.print(result.diagnosis["note"])
+    console.print(result.verdict.text)
+    if not result.diagnosis.available:
+        console.print(result.diagnosis.note)
     console.print(f"report: {paths['html']}")
     return run_dir

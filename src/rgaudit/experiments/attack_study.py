@@ -31,7 +31,7 @@ import torch
 
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
-from rgaudit.choices import ATTACK_METHODS, ATTACK_NORMS
+from rgaudit.choices import ATTACK_NORMS
 from rgaudit.random import torch_generator
 from rgaudit.threads import limit_threads
 
@@ -106,31 +106,31 @@ class AttackStudyConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        if self.n_inputs < 2:
-            raise ValueError(f"--inputs must be ≥ 2 (paired tests), got {self.n_inputs}")
-        if self.judge_samples < 1:
-            raise ValueError(f"--judge-samples must be ≥ 1, got {self.judge_samples}")
-        if not self.judge_seeds:
-            raise ValueError("--judge-seeds needs at least one seed")
-        if any(int(s) < 0 for s in self.judge_seeds):
-            raise ValueError(f"--judge-seeds must be ≥ 0, got {list(self.judge_seeds)}")
-        if not (self.eps_max_l2 > 0 and self.eps_max_linf > 0
-                and math.isfinite(self.eps_max_l2) and math.isfinite(self.eps_max_linf)):
-            raise ValueError("--eps-max-l2 and --eps-max-linf must be positive and finite")
-        if self.bisect_steps < 1 or self.rerun_steps < 1:
-            raise ValueError("--bisect-steps and --rerun-steps must be ≥ 1")
-        bad = [n for n in self.norms if n not in ATTACK_NORMS]
-        if bad or not self.norms:
-            raise ValueError(f"--norms must be among {ATTACK_NORMS}, got {self.norms}")
-        bad = [m for m in self.methods if m not in ALL_METHODS]
-        if bad:
-            raise ValueError(f"--methods: unknown {bad}; choose from {ALL_METHODS}")
-        if any(k < 1 for k in self.subspace_k + self.fraction_k):
-            raise ValueError("--subspace-k and --fraction-k must be positive")
-        if self.rg_samples < 32 or self.walk_rg_samples < 32:
-            raise ValueError("--rg-samples must be ≥ 32 (16 jackknife blocks of ≥ 2 chains)")
-        if self.walk_step <= 0 or self.walk_max_steps < 1:
-            raise ValueError("--walk-step must be positive and --walk-max-steps ≥ 1")
+        checks = (
+            (self.n_inputs >= 2, f"--inputs must be ≥ 2 (paired tests), got {self.n_inputs}"),
+            (self.judge_samples >= 1, f"--judge-samples must be ≥ 1, got {self.judge_samples}"),
+            (bool(self.judge_seeds), "--judge-seeds needs at least one seed"),
+            (all(int(s) >= 0 for s in self.judge_seeds),
+             f"--judge-seeds must be ≥ 0, got {list(self.judge_seeds)}"),
+            (all(e > 0 and math.isfinite(e) for e in (self.eps_max_l2, self.eps_max_linf)),
+             "--eps-max-l2 and --eps-max-linf must be positive and finite"),
+            (self.bisect_steps >= 1 and self.rerun_steps >= 1,
+             "--bisect-steps and --rerun-steps must be ≥ 1"),
+            (bool(self.norms) and set(self.norms) <= set(ATTACK_NORMS),
+             f"--norms must be among {ATTACK_NORMS}, got {self.norms}"),
+            (set(self.methods) <= set(ALL_METHODS),
+             f"--methods: unknown {[m for m in self.methods if m not in ALL_METHODS]}; choose "
+             f"from {ALL_METHODS}"),
+            (all(k >= 1 for k in self.subspace_k + self.fraction_k),
+             "--subspace-k and --fraction-k must be positive"),
+            (min(self.rg_samples, self.walk_rg_samples) >= 32,
+             "--rg-samples must be ≥ 32 (16 jackknife blocks of ≥ 2 chains)"),
+            (self.walk_step > 0 and self.walk_max_steps >= 1,
+             "--walk-step must be positive and --walk-max-steps ≥ 1"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def eps_max(self, norm: str) -> float:
         return self.eps_max_l2 if norm == "l2" else self.eps_max_linf
@@ -210,13 +210,12 @@ def _plain(o: Any) -> Any:
 # ---------------------------------------------------------------------------------- statistics
 
 def quartiles(v: Tensor | list[float]) -> dict[str, Any]:
-    """Median and quartiles over inputs, unflipped (inf) counted above every finite value."""
-    from rgaudit.stats import censored_quantiles
+    """Median and quartiles over inputs, unflipped (inf) counted above every finite value: the
+    audit's :class:`~rgaudit.experiments.audit_results.Quartiles` as a dict (q1, median, q3,
+    n_flipped, n)."""
+    from rgaudit.experiments.audit_results import censored_quartiles
 
-    t = torch.as_tensor(v, dtype=torch.float64)
-    qq = censored_quantiles(t.cpu().numpy(), (0.25, 0.5, 0.75))
-    return {"q1": qq[0], "median": qq[1], "q3": qq[2],
-            "n_flipped": int(torch.isfinite(t).sum()), "n": int(t.numel())}
+    return asdict(censored_quartiles(torch.as_tensor(v, dtype=torch.float64)))
 
 
 def paired_test(a: list[float], b: list[float], *, cap: float) -> dict[str, Any]:
@@ -382,47 +381,119 @@ def _select(model: Any, X: Tensor, y: Tensor, cfg: AttackStudyConfig
                           "selection": "judge and surrogate both correct, test-set order"}
 
 
+@dataclass
+class _Study:
+    """What every step of one study run shares: the model (a float64 DeepRBM, or the torch
+    classifier), the selected inputs, the judges (one per judge seed) and the FIMs at the clean
+    inputs with their top eigenvectors (``eig[key]`` of shape (n, d, kmax))."""
+
+    model: Any
+    net: Any
+    cfg: AttackStudyConfig
+    progress: Progress
+    x: Tensor
+    y: Tensor
+    sel: dict[str, Any]
+    judges: list[Any]
+    n_classes: int
+    methods: set[str]
+    fim_seconds: dict[str, float]
+    eig: dict[str, Tensor]
+    rows: dict[str, list[MethodRow]] = field(default_factory=dict)
+    adversarial: dict[str, Tensor] = field(default_factory=dict)
+    fraction: dict[str, Tensor] = field(default_factory=dict)
+    walks: dict[str, Any] = field(default_factory=dict)
+    walk_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def rbm(self) -> bool:
+        return self.net is not None
+
+
+class _NormRows:
+    """The rows of one budget norm: a method's searches (one per judge seed) become a
+    :class:`MethodRow`, its main-seed adversarials go to ``study.adversarial``."""
+
+    def __init__(self, st: _Study, norm: Norm) -> None:
+        self.st, self.norm, self.emax = st, norm, st.cfg.eps_max(norm)
+        self.out: list[MethodRow] = []
+
+    def add(self, name: str, family: str, how: str, searches: list[Search], secs: float,
+            extra: dict[str, Any] | None = None) -> None:
+        s0 = searches[0]
+        self.out.append(MethodRow(
+            name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(self.norm).tolist(),
+            s0.applied_l2.tolist(), s0.applied_linf.tolist(),
+            [s.applied(self.norm).tolist() for s in searches], secs, extra or {}))
+        self.st.adversarial[f"{self.norm}/{name}"] = s0.adversarial.detach().cpu()
+
+    def along(self, step: Tensor) -> list[Search]:
+        """Bisection along ``step`` under every judge."""
+        st = self.st
+        return [minimal_eps_along(j, st.x, st.y, step, eps_max=self.emax,
+                                  steps=st.cfg.bisect_steps) for j in st.judges]
+
+    def direction(self, name: str, family: str, atk: Any, how: str) -> Any:
+        """A method searched along its own direction (or perturbation); returns the attack."""
+        st = self.st
+        st.progress(f"{self.norm}: {name}")
+        t0 = time.perf_counter()
+        step = attack_unit(atk, st.x, st.y, self.norm)
+        t_dir = time.perf_counter() - t0
+        res = self.along(step)
+        self.add(name, family, how, res, t_dir + _main_seconds(res, t0, t_dir))
+        return atk
+
+
+def attack_unit(atk: Any, x: Tensor, y: Tensor, norm: Norm) -> Tensor:
+    """An attack's unit step: its own (minimal-norm attacks) or its direction's."""
+    if hasattr(atk, "unit"):
+        return atk.unit(x, y)
+    return unit_step(atk.cached_direction(x, y), norm).to(x.dtype)
+
+
 def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
          model_info: dict[str, Any], progress: Progress) -> AttackStudyResult:
-    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
-    from rgaudit.attacks.fisher_best import (
-        FisherWalk,
-        SubspaceDDN,
-        both_signs,
-        eigenspace_fraction,
-        random_orthonormal,
-    )
-    from rgaudit.attacks.minimal_norm import (
-        APGD,
-        DDN,
-        FAB,
-        FMN,
-        CarliniWagnerL2,
-        PGDEachEps,
-        surrogate_of,
-    )
-    from rgaudit.fisher.eig import top_eigenpairs
-
     t_all = time.perf_counter()
     load0 = _loadavg()
+    st = _prepare(model, X_test, y_test, cfg, progress)
+    for norm_name in cfg.norms:
+        rr = _NormRows(st, cast(Norm, norm_name))
+        _baseline_rows(st, rr)
+        _fisher_rows(st, rr)
+        _reference_rows(st, rr)
+        st.rows[rr.norm] = rr.out
+    summary, paired = _summaries(st.rows, cfg)
+    timings = {"total_seconds": time.perf_counter() - t_all, "fim_seconds": st.fim_seconds,
+               "loadavg_start": load0, "loadavg_end": _loadavg(),
+               "threads": cfg.threads, "cpu_count": os.cpu_count()}
+    return AttackStudyResult(cfg.to_dict(), _model_record(st, model_info), st.sel, st.rows,
+                             summary, paired, _fractions(st), timings, st.adversarial)
+
+
+def _prepare(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
+             progress: Progress) -> _Study:
+    """Inputs, judges, the surrogate's class count, the methods that apply, and the FIMs at
+    the clean inputs (shared by the one-shot, subspace and fraction measurements)."""
+    from rgaudit.attacks.minimal_norm import surrogate_of
+    from rgaudit.fisher.eig import top_eigenpairs
+
     rbm = _is_rbm(model)
-    net = _rbm(model) if rbm else None
+    net = _rbm(model).to(torch.float64) if rbm else None
     if net is not None:
-        net = net.to(torch.float64)
         model = net
     dtype = torch.float64 if rbm else next(model.module.parameters()).dtype
-    X = X_test.to(dtype)
-    x, y, sel = _select(model, X, y_test, cfg)
-    n, d = x.shape
+    x, y, sel = _select(model, X_test.to(dtype), y_test, cfg)
     judges = _judges(model, cfg, sel["indices"])
-    seeds = _spawn(cfg.seed)
     sur = surrogate_of(model)
     n_classes = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
     meth = set(cfg.methods)
     if not rbm:
         meth -= {"fim-rg", "walk-rg"}
-
-    # FIMs at the clean inputs (shared by the one-shot, subspace and fraction measurements)
     fims: dict[str, Tensor] = {}
     fim_seconds: dict[str, float] = {}
     progress("autograd FIM")
@@ -432,178 +503,207 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
     if rbm and ({"fim-rg", "subspace"} & meth):
         progress("RG-chain FIM")
         t0 = time.perf_counter()
-        fims["rg"] = _rg_fim(net, cfg.rg_samples, seeds["rg"])(x)
+        fims["rg"] = _rg_fim(net, cfg.rg_samples, torch_generator(cfg.seed, "fim"))(x)
         fim_seconds["rg"] = time.perf_counter() - t0
-    kmax = min(d, max(cfg.fraction_k + cfg.subspace_k))
+    kmax = min(x.shape[1], max(cfg.fraction_k + cfg.subspace_k))
     eig = {k: top_eigenpairs(F, kmax).vectors for k, F in fims.items()}     # (n, d, kmax)
+    return _Study(model, net, cfg, progress, x, y, sel, judges, n_classes, meth, fim_seconds,
+                  eig)
 
-    rows: dict[str, list[MethodRow]] = {}
-    adversarial: dict[str, Tensor] = {}
-    fraction: dict[str, Any] = {}
-    walks: dict[str, Any] = {}
-    walk_seconds: dict[str, float] = {}
-    for norm_name in cfg.norms:
-        norm = cast(Norm, norm_name)
-        emax = cfg.eps_max(norm)
-        out: list[MethodRow] = []
 
-        def add(name: str, family: str, how: str, searches: list[Search], secs: float,
-                extra: dict[str, Any] | None = None, _out: list[MethodRow] = out,
-                _norm: Norm = norm) -> None:
-            s0 = searches[0]
-            _out.append(MethodRow(
-                name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(_norm).tolist(),
-                s0.applied_l2.tolist(), s0.applied_linf.tolist(),
-                [s.applied(_norm).tolist() for s in searches], secs, extra or {}))
-            adversarial[f"{_norm}/{name}"] = s0.adversarial.detach().cpu()
+RERUN = "bisection on ε, the attack re-run at every ε"
 
-        def along(step: Tensor, _emax: float = emax) -> list[Search]:
-            return [minimal_eps_along(j, x, y, step, eps_max=_emax, steps=cfg.bisect_steps)
-                    for j in judges]
 
-        def direction_method(name: str, family: str, atk: Any, how: str,
-                             _norm: Norm = norm) -> Any:
-            progress(f"{_norm}: {name}")
+def _baseline_rows(st: _Study, rr: _NormRows) -> None:
+    """adv-lib's minimal-norm attacks as directions, APGD and PGD re-run at every ε, ART's
+    DeepFool and FGM; DDN's and FAB's L2 perturbations are kept for the eigenspace fraction."""
+    cfg, norm = st.cfg, rr.norm
+    how_dir = "bisection along the method's perturbation direction"
+    table = (("ddn", "ddn", how_dir), ("fmn", f"fmn-{norm}", how_dir),
+             ("cw-l2", "cw-l2", how_dir), ("fab", f"fab-{norm}", how_dir),
+             ("apgd", "apgd", RERUN), ("pgd", "pgd", RERUN),
+             ("deepfool", "deepfool", "bisection along DeepFool's perturbation (ART)"),
+             ("fgm", "fgm" if norm == "l2" else "fgsm", "bisection along the loss gradient (ART)"))
+    for method, name, how in table:
+        if method not in st.methods or (method in ("ddn", "cw-l2") and norm != "l2"):
+            continue
+        if how == RERUN:
+            st.progress(f"{norm}: {method} re-run at every ε")
+        atk = make_attack(method, st.model, norm, st.x, cfg=cfg)
+        if how == RERUN:
             t0 = time.perf_counter()
-            step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
-                atk.cached_direction(x, y), _norm).to(x.dtype)
-            t_dir = time.perf_counter() - t0
-            res = along(step)
-            add(name, family, how, res, t_dir + _main_seconds(res, t0, t_dir))
-            return atk
+            res = [minimal_eps_rerun(j, atk, st.x, st.y, eps_max=rr.emax,
+                                     steps=cfg.rerun_steps) for j in st.judges]
+            rr.add(atk.name, "baseline", RERUN, res, _main_seconds(res, t0, 0.0))
+            continue
+        rr.direction(name, "baseline", atk, how)
+        if method in ("ddn", "fab") and norm == "l2":
+            st.fraction[name] = atk.cached_direction(st.x, st.y)
 
-        how_dir = "bisection along the method's perturbation direction"
-        if "ddn" in meth and norm == "l2":
-            ddn = direction_method("ddn", "baseline", DDN(model=model, steps=cfg.ddn_steps),
-                                   how_dir)
-            fraction["ddn"] = ddn.cached_direction(x, y)
-        if "fmn" in meth:
-            direction_method(f"fmn-{norm}", "baseline",
-                             FMN(model=model, norm=norm, steps=cfg.ddn_steps), how_dir)
-        if "cw-l2" in meth and norm == "l2":
-            direction_method("cw-l2", "baseline",
-                             CarliniWagnerL2(model=model, max_iterations=cfg.cw_iterations),
-                             how_dir)
-        if "fab" in meth:
-            fab = direction_method(f"fab-{norm}", "baseline", FAB(model=model, norm=norm), how_dir)
-            if norm == "l2":
-                fraction["fab-l2"] = fab.cached_direction(x, y)
-        for name in ("apgd", "pgd"):
-            if name not in meth:
-                continue
-            progress(f"{norm}: {name} re-run at every ε")
-            atk: Any = (APGD(model=model, norm=norm, n_iter=cfg.apgd_iter) if name == "apgd"
-                        else PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter,
-                                        n_classes=n_classes, n_features=d))
-            t0 = time.perf_counter()
-            res = [minimal_eps_rerun(j, atk, x, y, eps_max=emax, steps=cfg.rerun_steps)
-                   for j in judges]
-            add(atk.name, "baseline", "bisection on ε, the attack re-run at every ε", res,
-                _main_seconds(res, t0, 0.0))
-        if {"deepfool", "fgm"} & meth:
-            clf = art_classifier(sur, d, n_classes)
-            if "deepfool" in meth:
-                direction_method("deepfool", "baseline", DeepFool(classifier=clf, norm=norm),
-                                 "bisection along DeepFool's perturbation (ART)")
-            if "fgm" in meth:
-                direction_method("fgm" if norm == "l2" else "fgsm", "baseline",
-                                 FGM(classifier=clf, norm=norm),
-                                 "bisection along the loss gradient (ART)")
-        # --- the Fisher/RG attacks
-        for key, label in (("rg", "fim-rg"), ("autograd", "fim-autograd")):
-            if label not in meth or key not in eig:
-                continue
-            progress(f"{norm}: {label} (both signs)")
-            t0 = time.perf_counter()
-            step = unit_step(eig[key][..., 0], norm).to(x.dtype)
-            pairs = [both_signs(j, x, y, step, norm=norm, eps_max=emax, steps=cfg.bisect_steps)
-                     for j in judges]
-            secs = fim_seconds[key] + _main_seconds([p[0] for p in pairs], t0, 0.0)
-            add(label, "fisher", "bisection along ±(top FIM eigenvector), judge-preferred sign",
-                [p[0] for p in pairs], secs, {"sign": pairs[0][1].tolist()})
-        for key, label in (("rg", "walk-rg"), ("autograd", "walk-autograd")):
-            if label not in meth:
-                continue
-            progress(f"{norm}: {label} (Fisher walk)")
-            if label not in walks:       # the walk is in L2; its chord serves both norms
-                ffn = (_rg_fim(net, cfg.walk_rg_samples, seeds["walk"]) if key == "rg"
-                       else _autograd_fim(model))
-                walks[label] = FisherWalk(model=model, fim_fn=ffn, step_size=cfg.walk_step,
-                                          max_steps=cfg.walk_max_steps, norm=norm, name=label)
-                t0 = time.perf_counter()
-                walks[label].cached_direction(x, y)
-                walk_seconds[label] = time.perf_counter() - t0
-            walk = walks[label]
-            walk.norm = norm
-            t0 = time.perf_counter()
-            step = walk.unit(x, y)
-            res = along(step)
-            add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection along "
-                "its chord", res, walk_seconds[label] + _main_seconds(res, t0, 0.0),
-                {"steps": walk.steps_taken.tolist() if walk.steps_taken is not None else None,
-                 "step_size": cfg.walk_step})
-        if "subspace" in meth and norm == "l2":
-            src = "rg" if "rg" in eig else "autograd"
-            for k in cfg.subspace_k:
-                if k > d:
-                    continue
-                for kind in ("fim", "random"):
-                    g = torch_generator(cfg.seed, "attack.subspace", k)
 
-                    def basis(z: Tensor, _k: int = k, _s: str = src, _g: torch.Generator = g,
-                              _kind: str = kind) -> Tensor:
-                        if _kind == "fim":
-                            return eig[_s][..., :_k]
-                        return random_orthonormal(z.shape[0], d, _k, _g)
-                    name = f"subspace-{kind}-k{k}"
-                    space = f"top-k {src} FIM eigenspace" if kind == "fim" else "random k-space"
-                    direction_method(name, "fisher" if kind == "fim" else "reference",
-                                     SubspaceDDN(model=model, basis=basis, steps=cfg.ddn_steps,
-                                                 name=name),
-                                     f"DDN restricted to the {space}, bisection along it")
-        if "random" in meth:
-            direction_method("random", "reference",
-                             RandomDirection(generator=torch_generator(
-                                 cfg.seed, "attack.random"), norm=norm),
-                             "bisection along a Gaussian direction")
-        rows[norm] = out
+def _fisher_rows(st: _Study, rr: _NormRows) -> None:
+    """The top FIM eigenvector (both signs), the Fisher walks and the subspace DDN."""
+    from rgaudit.attacks.fisher_best import both_signs
 
-    summary, paired = _summaries(rows, cfg)
-    frac_out: dict[str, Any] = {}
-    ks = [k for k in cfg.fraction_k if k <= d]
-    for att, delta in fraction.items():
-        for key, U in eig.items():
+    cfg, norm, x, y = st.cfg, rr.norm, st.x, st.y
+    for key, label in (("rg", "fim-rg"), ("autograd", "fim-autograd")):
+        if label not in st.methods or key not in st.eig:
+            continue
+        st.progress(f"{norm}: {label} (both signs)")
+        t0 = time.perf_counter()
+        step = unit_step(st.eig[key][..., 0], norm).to(x.dtype)
+        pairs = [both_signs(j, x, y, step, norm=norm, eps_max=rr.emax, steps=cfg.bisect_steps)
+                 for j in st.judges]
+        secs = st.fim_seconds[key] + _main_seconds([p[0] for p in pairs], t0, 0.0)
+        rr.add(label, "fisher", "bisection along ±(top FIM eigenvector), judge-preferred sign",
+               [p[0] for p in pairs], secs, {"sign": pairs[0][1].tolist()})
+    for key, label in (("rg", "walk-rg"), ("autograd", "walk-autograd")):
+        if label in st.methods:
+            _walk_row(st, rr, key, label)
+    if "subspace" in st.methods and norm == "l2":
+        _subspace_rows(st, rr)
+
+
+def _walk_row(st: _Study, rr: _NormRows, key: str, label: str) -> None:
+    """The Fisher walk (in L2, computed once; its chord serves both norms)."""
+    from rgaudit.attacks.fisher_best import FisherWalk
+
+    cfg, x, y = st.cfg, st.x, st.y
+    st.progress(f"{rr.norm}: {label} (Fisher walk)")
+    if label not in st.walks:
+        ffn = (_rg_fim(st.net, cfg.walk_rg_samples, torch_generator(cfg.seed, "walk"))
+               if key == "rg" else _autograd_fim(st.model))
+        st.walks[label] = FisherWalk(model=st.model, fim_fn=ffn, step_size=cfg.walk_step,
+                                     max_steps=cfg.walk_max_steps, norm=rr.norm, name=label)
+        t0 = time.perf_counter()
+        st.walks[label].cached_direction(x, y)
+        st.walk_seconds[label] = time.perf_counter() - t0
+    walk = st.walks[label]
+    walk.norm = rr.norm
+    t0 = time.perf_counter()
+    res = rr.along(walk.unit(x, y))
+    rr.add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection along "
+           "its chord", res, st.walk_seconds[label] + _main_seconds(res, t0, 0.0),
+           {"steps": walk.steps_taken.tolist() if walk.steps_taken is not None else None,
+            "step_size": cfg.walk_step})
+
+
+def _subspace_rows(st: _Study, rr: _NormRows) -> None:
+    """DDN restricted to the top-k FIM eigenspace against k random directions (L2)."""
+    from rgaudit.attacks.fisher_best import SubspaceDDN, random_orthonormal
+
+    d, src = st.d, ("rg" if "rg" in st.eig else "autograd")
+    for k in st.cfg.subspace_k:
+        if k > d:
+            continue
+        for kind in ("fim", "random"):
+            g = torch_generator(st.cfg.seed, "attack.subspace", k)
+
+            def basis(z: Tensor, _k: int = k, _g: torch.Generator = g,
+                      _kind: str = kind) -> Tensor:
+                if _kind == "fim":
+                    return st.eig[src][..., :_k]
+                return random_orthonormal(z.shape[0], d, _k, _g)
+            name = f"subspace-{kind}-k{k}"
+            space = f"top-k {src} FIM eigenspace" if kind == "fim" else "random k-space"
+            rr.direction(name, "fisher" if kind == "fim" else "reference",
+                         SubspaceDDN(model=st.model, basis=basis, steps=st.cfg.ddn_steps,
+                                     name=name),
+                         f"DDN restricted to the {space}, bisection along it")
+
+
+def _reference_rows(st: _Study, rr: _NormRows) -> None:
+    """Gaussian random directions (stream ``"attack.random"``)."""
+    if "random" in st.methods:
+        rr.direction("random", "reference",
+                     make_attack("random", st.model, rr.norm, st.x, seed=st.cfg.seed),
+                     "bisection along a Gaussian direction")
+
+
+def _fractions(st: _Study) -> dict[str, Any]:
+    """The fraction of DDN's and FAB's minimal L2 perturbation in the top-k eigenspace of each
+    FIM and of a random k-space (stream ``"fraction"``)."""
+    from rgaudit.attacks.fisher_best import eigenspace_fraction, random_orthonormal
+
+    out: dict[str, Any] = {}
+    n, d = st.x.shape
+    ks = [k for k in st.cfg.fraction_k if k <= d]
+    for att, delta in st.fraction.items():
+        for key, U in st.eig.items():
             f = eigenspace_fraction(delta, U[..., : max(ks)])[:, [k - 1 for k in ks]]
-            frac_out[f"{att}|{key}"] = eigenspace_fraction_stats(f, ks, d)
-        g = torch_generator(cfg.seed, "fraction")
-        R = random_orthonormal(n, d, max(ks), g)
+            out[f"{att}|{key}"] = eigenspace_fraction_stats(f, ks, d)
+        R = random_orthonormal(n, d, max(ks), torch_generator(st.cfg.seed, "fraction"))
         f = eigenspace_fraction(delta, R)[:, [k - 1 for k in ks]]
-        frac_out[f"{att}|random"] = eigenspace_fraction_stats(f, ks, d)
-    timings = {"total_seconds": time.perf_counter() - t_all, "fim_seconds": fim_seconds,
-               "loadavg_start": load0, "loadavg_end": _loadavg(),
-               "threads": cfg.threads, "cpu_count": os.cpu_count()}
-    info = {"kind": "deep-rbm" if rbm else getattr(model, "kind", "torch"),
+        out[f"{att}|random"] = eigenspace_fraction_stats(f, ks, d)
+    return out
+
+
+def _model_record(st: _Study, model_info: dict[str, Any]) -> dict[str, Any]:
+    cfg = st.cfg
+    info = {"kind": "deep-rbm" if st.rbm else getattr(st.model, "kind", "torch"),
             "judge": (f"stochastic network, {cfg.judge_samples} chains, seeds "
-                      f"{list(cfg.judge_seeds)}" if rbm else "softmax arg-max (deterministic)"),
-            "surrogate": "mean-field network" if rbm else "the model itself",
-            "n_features": d, "n_classes": n_classes, **model_info}
-    if net is not None:
-        info["widths"] = list(net.widths)
-    return AttackStudyResult(cfg.to_dict(), info, sel, rows, summary, paired, frac_out, timings,
-                             adversarial)
+                      f"{list(cfg.judge_seeds)}" if st.rbm
+                      else "softmax arg-max (deterministic)"),
+            "surrogate": "mean-field network" if st.rbm else "the model itself",
+            "n_features": st.d, "n_classes": st.n_classes, **model_info}
+    if st.net is not None:
+        info["widths"] = list(st.net.widths)
+    return info
+
+
+def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0,
+                cfg: AttackStudyConfig | None = None) -> Any:
+    """One attack by its ``rgaudit attack --method`` name (not ``fim``/``walk``, which need
+    FIMs), for the study and for :func:`search_one`.
+
+    adv-lib's DDN, FMN, Carlini–Wagner L2 and FAB and the re-run APGD/PGD act on the model's
+    differentiable surrogate, with the steps and iterations of ``cfg`` (default: those of
+    ``AttackStudyConfig()``, which are the attacks' own defaults); ART's FGM and DeepFool on the
+    surrogate wrapped for ART; random directions from stream ``"attack.random"`` of ``seed``.
+    ``x`` (n, d): the inputs, for the input width and the surrogate's class count.
+    """
+    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
+    from rgaudit.attacks.minimal_norm import (
+        APGD,
+        DDN,
+        FAB,
+        FMN,
+        CarliniWagnerL2,
+        PGDEachEps,
+        surrogate_of,
+    )
+
+    if method in ("ddn", "cw-l2") and norm != "l2":
+        raise ValueError(f"{method} is an L2 attack: use --norm l2")
+    cfg = cfg or AttackStudyConfig()
+    sur = surrogate_of(model)
+    n_features = int(x.shape[1])
+    n_classes = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
+    if method == "ddn":
+        return DDN(model=model, norm=norm, steps=cfg.ddn_steps)
+    if method == "fmn":
+        return FMN(model=model, norm=norm, steps=cfg.ddn_steps)
+    if method == "cw-l2":
+        return CarliniWagnerL2(model=model, norm=norm, max_iterations=cfg.cw_iterations)
+    if method == "fab":
+        return FAB(model=model, norm=norm)
+    if method == "apgd":
+        return APGD(model=model, norm=norm, n_iter=cfg.apgd_iter)
+    if method == "pgd":
+        return PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter, n_classes=n_classes,
+                          n_features=n_features)
+    if method in ("fgm", "deepfool"):
+        clf = art_classifier(sur, n_features, n_classes)
+        return (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
+    if method == "random":
+        return RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm)
+    raise ValueError(f"no attack named {method!r}")
 
 
 def _main_seconds(res: list[Search], t0: float, t_dir: float) -> float:
     """Seconds of the attack plus its main-seed search (the other seeds' searches excluded)."""
     total = time.perf_counter() - t0 - t_dir
     return total / max(len(res), 1)
-
-
-def _spawn(seed: int) -> dict[str, Any]:
-    """Generators of the RG-chain FIM sampling (stream ``"fim"``) and of the Fisher walk's
-    re-estimated FIMs (``"walk"``); the subspace, random and fraction generators are made
-    where used (streams ``"attack.subspace"``, ``"attack.random"``, ``"fraction"``)."""
-    return {"rg": torch_generator(seed, "fim"), "walk": torch_generator(seed, "walk")}
 
 
 def _summaries(rows: dict[str, list[MethodRow]], cfg: AttackStudyConfig
@@ -741,106 +841,6 @@ def main(argv: list[str] | None = None) -> None:
             (run / "raw.json").write_text(json.dumps(res.to_dict()))
             raise
         prog(f"wrote {paths['md']}")
-
-
-# ------------------------------------------------------------------- one method (rgaudit attack)
-
-ONE_METHODS = ATTACK_METHODS
-
-
-def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, method: str, norm: str, *,
-               eps_max: float, steps: int = 10, seed: int = 0,
-               fim: Tensor | None = None, fim_fn: Callable[[Tensor], Tensor] | None = None
-               ) -> tuple[Search, dict[str, Any]]:
-    """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
-
-    Parameters
-    ----------
-    model : DeepRBM or Classifier
-    x : Tensor of shape (n, d)
-    y : Tensor of shape (n,)
-    judge : Judge
-    method : str
-        One of :data:`ONE_METHODS`.
-    norm : {"l2", "linf"}
-    eps_max : float
-    steps : int
-        Bisection steps (re-run attacks: the same number).
-    seed : int
-        Seed of the random direction.
-    fim : Tensor of shape (n, d, d), optional
-        FIMs of ``x`` for ``method="fim"`` (both signs of the top eigenvector are tried).
-    fim_fn : callable, optional
-        FIM re-estimated along the Fisher walk (``method="walk"``).
-
-    Returns
-    -------
-    search : Search
-    info : dict
-        ``search`` (how), ``seconds`` and method-specific data.
-    """
-    from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
-    from rgaudit.attacks.fisher_best import FisherWalk, both_signs
-    from rgaudit.attacks.minimal_norm import (
-        APGD,
-        DDN,
-        FAB,
-        FMN,
-        CarliniWagnerL2,
-        PGDEachEps,
-        surrogate_of,
-    )
-    from rgaudit.fisher.eig import top_eigenpairs
-
-    if method not in ONE_METHODS:
-        raise ValueError(f"--method must be one of {ONE_METHODS}, got {method!r}")
-    if norm not in ATTACK_NORMS:
-        raise ValueError(f"--norm must be l2 or linf, got {norm!r}")
-    norm = cast(Norm, norm)
-    t0 = time.perf_counter()
-    info: dict[str, Any] = {}
-    d = x.shape[1]
-    if method in ("pgd", "apgd"):
-        atk: Any = (APGD(model=model, norm=norm) if method == "apgd" else
-                    PGDEachEps(model=model, norm=norm, n_features=d,
-                               n_classes=int(surrogate_of(model)(x[:1].to(
-                                   next(surrogate_of(model).parameters()).dtype)).shape[-1])))
-        s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
-        info["search"] = "bisection on ε, the attack re-run at every ε"
-    elif method == "fim":
-        if fim is None:
-            raise ValueError("method 'fim' needs the FIMs of the inputs")
-        step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
-        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max,
-                             steps=steps)
-        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
-                    sign=sign.tolist())
-    else:
-        if method == "walk":
-            if fim_fn is None:
-                raise ValueError("method 'walk' needs a FIM function")
-            atk = FisherWalk(model=model, fim_fn=fim_fn, norm=norm)
-        elif method in ("fgm", "deepfool"):
-            sur = surrogate_of(model)
-            C = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
-            clf = art_classifier(sur, d, C)
-            atk = (FGM if method == "fgm" else DeepFool)(classifier=clf, norm=norm)
-        elif method == "random":
-            atk = RandomDirection(generator=torch_generator(seed, "attack.random"),
-                                  norm=norm)
-        else:
-            cls = {"ddn": DDN, "fmn": FMN, "cw-l2": CarliniWagnerL2, "fab": FAB}[method]
-            if method in ("ddn", "cw-l2") and norm != "l2":
-                raise ValueError(f"{method} is an L2 attack: use --norm l2")
-            atk = cls(model=model, norm=norm)
-        step = atk.unit(x, y) if hasattr(atk, "unit") else unit_step(
-            atk.cached_direction(x, y), norm).to(x.dtype)
-        s = minimal_eps_along(judge, x, y, step, eps_max=eps_max, steps=steps)
-        info["search"] = "bisection along the method's direction"
-        if method == "walk" and atk.steps_taken is not None:
-            info["walk_steps"] = atk.steps_taken.tolist()
-    info["seconds"] = time.perf_counter() - t0
-    return s, info
 
 
 if __name__ == "__main__":

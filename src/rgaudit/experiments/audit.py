@@ -34,6 +34,14 @@ from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import FIMAttack
 from rgaudit.attacks.minimal_norm import APGD, DDN, FAB
 from rgaudit.choices import ATTACK_NORMS, FIM_ESTIMATORS
+from rgaudit.experiments.audit_results import (  # noqa: F401  (re-exported: older imports)
+    AuditInputs,
+    Diagnosis,
+    PairDiagnosis,
+    Quartiles,
+    _quartiles,
+    censored_quartiles,
+)
 from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
@@ -49,7 +57,6 @@ from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.stats import censored_quantiles
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -120,93 +127,6 @@ class AuditConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Quartiles:
-    """Quartiles of per-input minimal ε over all inputs, unflipped ones (``inf``) counted as
-    above every finite value; ``n_flipped`` of ``n`` inputs flipped."""
-
-    q1: float
-    median: float
-    q3: float
-    n_flipped: int
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.n_flipped == 0:  # the key order the JSON has always had for this case
-            return {"median": self.median, "q1": self.q1, "q3": self.q3, "n_flipped": 0,
-                    "n": self.n}
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Quartiles:
-        return cls(d["q1"], d["median"], d["q3"], d["n_flipped"], d["n"])
-
-
-def _quartiles(v: Tensor) -> Quartiles:
-    v = v.to(torch.float64)
-    fin = v[torch.isfinite(v)]
-    if fin.numel() == 0:
-        return Quartiles(float("inf"), float("inf"), float("inf"), 0, int(v.numel()))
-    # medians over all inputs, counting unflipped (inf) ones as above every finite value
-    qs = censored_quantiles(v.cpu().numpy(), (0.25, 0.5, 0.75))
-    return Quartiles(qs[0], qs[1], qs[2], int(fin.numel()), int(v.numel()))
-
-
-@dataclass
-class AuditInputs:
-    """The audited inputs: test-set ``indices`` of the first correctly classified ones among
-    the first ``pool``, the judge's ``pool_accuracy``, up to four ``images`` and all
-    ``labels`` (None until the audit records them; left out of the JSON then)."""
-
-    indices: list[int]
-    pool: int
-    pool_accuracy: float
-    images: list[list[float]] | None = None
-    labels: list[int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
-class PairDiagnosis:
-    """Fisher-normalised stability spectra of one layer pair, per diagnosed input."""
-
-    pair: str
-    n_ops: list[int]
-    fisher_sv: list[list[float]]
-    fisher_sv_err: list[list[float]]
-    n_kept_fisher_1: list[int]
-    regularised: bool
-    max_cond: float
-    unestimated: list[int]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d = {("n_kept_fisher~1" if k == "n_kept_fisher_1" else k): v for k, v in d.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PairDiagnosis:
-        return cls(**{("n_kept_fisher_1" if k == "n_kept_fisher~1" else k): v
-                      for k, v in d.items()})
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """The MCRG diagnosis: one :class:`PairDiagnosis` per layer pair, in ``basis``."""
-
-    basis: str
-    pairs: list[PairDiagnosis]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"basis": self.basis, "pairs": [p.to_dict() for p in self.pairs]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Diagnosis:
-        return cls(d["basis"], [PairDiagnosis.from_dict(p) for p in d["pairs"]])
 
 
 @dataclass(frozen=True)
@@ -607,10 +527,10 @@ def run_attacks(net: DeepRBM, x: Tensor, y: Tensor, fims: dict[str, Tensor], gra
             per[atk.name] = AttackRow(
                 epsilons=list(grid), flip_rate=res.flip_rate.tolist(),
                 min_eps_along=along,
-                min_eps=[float(e) for e in me.eps], min_eps_summary=_quartiles(me.eps),
+                min_eps=[float(e) for e in me.eps], min_eps_summary=censored_quartiles(me.eps),
                 min_eps_actual_l2=[float(e) for e in a_l2],
                 min_eps_actual_linf=[float(e) for e in a_linf],
-                min_eps_actual_summary=_quartiles(a_l2 if norm == "l2" else a_linf),
+                min_eps_actual_summary=censored_quartiles(a_l2 if norm == "l2" else a_linf),
                 clean_correct=me.clean_correct.tolist(),
                 confident=(me.confident.tolist() if hasattr(me, "confident") else None),
                 resolution=float(grid[-1]) / 2 ** cfg.bisect_steps,

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from rgaudit.attacks.base import Attack, DirectionAttack, Norm, clip_box, unit_step
 from rgaudit.attacks.evaluate import Verdict, minimal_eps
+from rgaudit.experiments.audit_results import (
+    AuditInputs,
+    Diagnosis,
+    Quartiles,
+    censored_quartiles,
+)
 from rgaudit.models.base import Classifier
 from rgaudit.random import child_seed
 from rgaudit.train.progress import Progress, no_progress
@@ -99,31 +107,210 @@ class AnyAuditConfig:
         return asdict(self)
 
 
+def _num(v: float) -> float | None:
+    """A finite value, or None (JSON null: not flipped / undefined)."""
+    return v if math.isfinite(v) else None
+
+
+def _json_quartiles(q: Quartiles) -> dict[str, Any]:
+    """The any-model audit's JSON of :class:`Quartiles`: ``null`` for a quartile among the
+    unflipped inputs, always in the order q1, median, q3, n_flipped, n."""
+    return {"q1": _num(q.q1), "median": _num(q.median), "q3": _num(q.q3),
+            "n_flipped": q.n_flipped, "n": q.n}
+
+
+class _JsonItems:
+    """``part["key"]`` is ``part.to_dict()["key"]``: the JSON value, as before the result was
+    typed (``result.verdict["text"]`` in older examples). Prefer the attributes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+
+@dataclass(frozen=True)
+class ModelInfo(_JsonItems):
+    """What the audit records of the model: its interface, plus the caller's ``extra``
+    (path, format, image shape) recorded as is."""
+
+    kind: str
+    input_shape: list[int]
+    n_classes: int
+    bounds: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "input_shape": self.input_shape, "n_classes": self.n_classes,
+                "bounds": self.bounds, **self.extra}
+
+
+@dataclass(frozen=True)
+class InputFimInfo(_JsonItems):
+    """The softmax input FIM: ``method`` (dense autograd or matrix-free Lanczos), top
+    eigenvalues per input (n, k) and the median of the largest."""
+
+    method: str
+    output: str
+    top_eigs: list[list[float]]
+    top_eig_median: float
+    note: str = "exact and deterministic: no sampling error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnyAttackRow(_JsonItems):
+    """One attack under one norm, judged by the model's argmax.
+
+    ``min_eps`` (nominal) and ``min_eps_actual`` (applied norm after clipping) per input,
+    ``inf`` where the input did not flip within the largest budget (``flipped`` False; the
+    JSON writes null); quartiles as the RBM audit's (:class:`Quartiles`), and of the applied
+    L2 over ‖x‖₂ (L2) or the applied L∞ (L∞). ``bracket``: bisection resolution.
+    """
+
+    epsilons: list[float]
+    flip_rate: list[float]
+    flipped: list[bool]
+    min_eps: list[float]
+    min_eps_summary: Quartiles
+    min_eps_actual: list[float]
+    min_eps_actual_summary: Quartiles
+    min_eps_fraction_of_norm_summary: Quartiles
+    bracket: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        def per_input(v: list[float]) -> list[float | None]:
+            return [e if f else None for e, f in zip(v, self.flipped, strict=True)]
+
+        return {"epsilons": self.epsilons, "flip_rate": self.flip_rate, "flipped": self.flipped,
+                "min_eps": per_input(self.min_eps),
+                "min_eps_summary": _json_quartiles(self.min_eps_summary),
+                "min_eps_actual": per_input(self.min_eps_actual),
+                "min_eps_actual_summary": _json_quartiles(self.min_eps_actual_summary),
+                "min_eps_fraction_of_norm_summary": _json_quartiles(
+                    self.min_eps_fraction_of_norm_summary),
+                "bracket": self.bracket, "seconds": self.seconds}
+
+
+#: attacks[norm][method]
+AnyAttackTable = dict[str, dict[str, AnyAttackRow]]
+
+
+@dataclass(frozen=True)
+class AnyVerdict(_JsonItems):
+    """The smallest median flipping L2 perturbation over methods (random directions excluded),
+    absolute and as a fraction of ‖x‖₂, in plain words (``text``); ``best_method`` None when
+    no method flipped the median input. ``relevant_directions``: what the FIM direction
+    needed (None, and absent from the JSON, without a best method)."""
+
+    best_method: str | None
+    median_l2: float | None
+    median_fraction: float | None
+    n_flipped: int
+    n: int
+    text: str
+    relevant_directions: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items()
+                if k != "relevant_directions" or v is not None}
+
+
+@dataclass(frozen=True)
+class AnyDiagnosis(_JsonItems):
+    """The layerwise MCRG diagnosis, or why there is none (``available`` False, ``note``).
+
+    ``spectra`` reuses the RBM audit's :class:`Diagnosis` (singles basis, one
+    :class:`PairDiagnosis` per layer pair); ``samples`` chains per input, ``n_inputs``.
+    """
+
+    available: bool
+    note: str
+    spectra: Diagnosis | None = None
+    samples: int | None = None
+    n_inputs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.spectra is None:
+            return {"available": self.available, "note": self.note}
+        return {"available": self.available, "basis": self.spectra.basis,
+                "samples": self.samples, "n_inputs": self.n_inputs,
+                "pairs": [p.to_dict() for p in self.spectra.pairs], "note": self.note}
+
+
+@dataclass(frozen=True)
+class AdversarialExamples(_JsonItems):
+    """Adversarial examples of one method at each input's minimal flipping L2 budget.
+
+    ``x`` and ``x_adv`` (arrays of shape (n, n_features)) go to ``examples.npz``, the rest to
+    the JSON; ``eps_l2``: the applied ‖δ‖₂, None where the input did not flip (then the
+    largest budget is shown); predicted classes and top probabilities, clean and adversarial.
+    """
+
+    method: str
+    x: np.ndarray = field(repr=False)
+    x_adv: np.ndarray = field(repr=False)
+    eps_l2: list[float | None]
+    flipped: list[bool]
+    pred_clean: list[int]
+    pred_adv: list[int]
+    proba_clean: list[float]
+    proba_adv: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "eps_l2": self.eps_l2, "pred_clean": self.pred_clean,
+                "pred_adv": self.pred_adv, "proba_clean": self.proba_clean,
+                "proba_adv": self.proba_adv, "flipped": self.flipped}
+
+
 @dataclass
 class AnyAuditResult:
     """Typed result of :func:`run_any_audit`; ``to_dict`` is the JSON the CLI writes.
 
-    ``examples`` holds the arrays saved next to the JSON (``examples.npz``), not in it.
+    Attributes
+    ----------
+    config : AnyAuditConfig
+    model : ModelInfo
+    inputs : AuditInputs
+        As the RBM audit's, with ``labels`` and ``norm_l2`` (no images).
+    fim : InputFimInfo
+    attacks : dict of str to dict of str to AnyAttackRow
+        By norm (``l2``, ``linf``), then method.
+    verdict : AnyVerdict
+    diagnosis : AnyDiagnosis
+    timings : dict of str to float
+    examples : dict of str to AdversarialExamples
+        ``best`` (the verdict's method) and ``fim``; their arrays are saved next to the JSON
+        (``examples.npz``), not in it.
+
+    The nested parts also answer ``part["key"]`` with their JSON value (older examples).
     """
 
-    config: dict[str, Any]
-    model: dict[str, Any]
-    inputs: dict[str, Any]
-    fim: dict[str, Any]
-    attacks: dict[str, Any]
-    verdict: dict[str, Any]
-    diagnosis: dict[str, Any]
+    config: AnyAuditConfig
+    model: ModelInfo
+    inputs: AuditInputs
+    fim: InputFimInfo
+    attacks: AnyAttackTable
+    verdict: AnyVerdict
+    diagnosis: AnyDiagnosis
     timings: dict[str, float] = field(default_factory=dict)
-    examples: dict[str, Any] = field(default_factory=dict, repr=False)
+    examples: dict[str, AdversarialExamples] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "examples"}
-        d["examples"] = {k: {"method": v["method"], "eps_l2": v["eps_l2"],
-                             "pred_clean": v["pred_clean"], "pred_adv": v["pred_adv"],
-                             "proba_clean": v["proba_clean"], "proba_adv": v["proba_adv"],
-                             "flipped": v["flipped"]}
-                         for k, v in self.examples.items()}
-        return d
+        return {"config": self.config.to_dict(), "model": self.model.to_dict(),
+                "inputs": self.inputs.to_dict(), "fim": self.fim.to_dict(),
+                "attacks": {n: {m: r.to_dict() for m, r in per.items()}
+                            for n, per in self.attacks.items()},
+                "verdict": self.verdict.to_dict(), "diagnosis": self.diagnosis.to_dict(),
+                "timings": dict(self.timings),
+                "examples": {k: v.to_dict() for k, v in self.examples.items()}}
 
 
 class ArgmaxJudge:
@@ -198,7 +385,8 @@ def fim_top(clf: Classifier, x: Tensor, k: int, dense_max: int, seed: int
         return w.flip(-1)[:, :k], V[..., -1], "dense autograd"
     vals, vecs = [], []
     for i in range(x.shape[0]):
-        e = top_fim_eigs(model, x[i:i + 1], k, "softmax", seed=child_seed(seed, "lanczos", i))
+        # one input of shape (d,): top_fim_eigs batches it as (1, d) itself
+        e = top_fim_eigs(model, x[i], k, "softmax", seed=child_seed(seed, "lanczos", i))
         vals.append(e.values)
         vecs.append(e.vectors[:, 0])
     return torch.stack(vals), torch.stack(vecs), "matrix-free Lanczos"
@@ -214,18 +402,6 @@ def _true_class_grad(clf: Classifier, x: Tensor, y: Tensor) -> Tensor:
     lp = clf.log_proba(z)
     (g,) = torch.autograd.grad(lp.gather(1, y.view(-1, 1)).sum(), z)
     return g.detach()
-
-
-def _quartiles(v: Tensor) -> dict[str, Any]:
-    v = v.to(torch.float64)
-    from rgaudit.stats import censored_quantiles
-
-    fl = torch.isfinite(v)
-    # a quantile that falls among the unflipped inputs is "not flipped" (null), not a number
-    q = [t if math.isfinite(t) else None
-         for t in censored_quantiles(v.cpu().numpy(), (0.25, 0.5, 0.75))]
-    return {"q1": q[0], "median": q[1], "q3": q[2], "n_flipped": int(fl.sum()),
-            "n": int(v.numel())}
 
 
 def _attacks(clf: Classifier, x: Tensor, y: Tensor, norm: Norm, fim_v: Tensor, grad: Tensor,
@@ -273,18 +449,9 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
     cfg = cfg or AnyAuditConfig()
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
-    X = torch.as_tensor(X_test)
-    y_all = torch.as_tensor(y_test).long()
-    check_data(clf, X, y_all)
     judge = ArgmaxJudge(clf)
-    pool = min(X.shape[0], max(4 * cfg.n_inputs, cfg.n_inputs + 20))
-    with torch.no_grad():
-        pred = judge(X[:pool])
-    ok = torch.nonzero(pred == y_all[:pool]).flatten()[: cfg.n_inputs]
-    if ok.numel() == 0:
-        raise ValueError("the model classifies none of the first test inputs correctly; check "
-                         "that --data (and its scaling) is what the model was trained on")
-    x, y = X[ok], y_all[ok]
+    x, y, inputs = _select_inputs(clf, judge, torch.as_tensor(X_test),
+                                  torch.as_tensor(y_test).long(), cfg.n_inputs)
     steps = 1 + 2 * 5
     progress("input Fisher information", 0, steps)
     t0 = time.perf_counter()
@@ -293,69 +460,17 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
     grad = _true_class_grad(clf, x, y)
     timings["fim"] = time.perf_counter() - t0
     progress("input Fisher information", 1, steps)
-    xnorm = x.to(torch.float64).norm(dim=1)
-    attacks: dict[str, Any] = {}
-    best: dict[str, Any] = {}
-    dirs: dict[str, Tensor] = {}
-    done = 1
     t0 = time.perf_counter()
-    grids: tuple[tuple[Norm, tuple[float, ...]], ...] = (("l2", cfg.eps_l2),
-                                                          ("linf", cfg.eps_linf))
-    for norm, grid in grids:
-        per: dict[str, Any] = {}
-        for atk in _attacks(clf, x, y, norm, evec, grad, cfg):
-            progress(f"attack {atk.name} ({norm})", done, steps)
-            t1 = time.perf_counter()
-            res = atk(x, y, epsilons=list(grid), judge=judge)
-            v = (atk.cached_direction(x, y) if isinstance(atk, DirectionAttack)
-                 else atk.direction(x, y, reference_eps=float(grid[-1])))
-            # ArgmaxJudge has the verdict/z/__call__ interface minimal_eps uses; there is no
-            # judge protocol yet (StochasticJudge is the annotated type)
-            me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),  # type: ignore[arg-type]
-                             steps=cfg.bisect_steps)
-            flipped = torch.isfinite(me.eps)
-            actual = me.actual_l2 if norm == "l2" else me.actual_linf
-            per[atk.name] = {
-                "epsilons": list(grid), "flip_rate": res.flip_rate.tolist(),
-                "flipped": flipped.tolist(),
-                "min_eps": [float(e) if f else None
-                            for e, f in zip(me.eps.tolist(), flipped.tolist(), strict=True)],
-                "min_eps_summary": _quartiles(me.eps),
-                "min_eps_actual": [float(e) if f else None
-                                   for e, f in zip(actual.tolist(), flipped.tolist(), strict=True)],
-                "min_eps_actual_summary": _quartiles(actual),
-                "min_eps_fraction_of_norm_summary": _quartiles(
-                    me.actual_l2 / xnorm if norm == "l2" else actual),
-                "bracket": float(grid[-1]) / 2 ** cfg.bisect_steps,
-                "seconds": time.perf_counter() - t1,
-            }
-            if norm == "l2":
-                dirs[atk.name] = v
-                best[atk.name] = me
-            done += 1
-        attacks[norm] = per
+    attacks, found = _run_attacks(
+        clf, x, y, lambda norm: _attacks(clf, x, y, norm, evec, grad, cfg), cfg,
+        lambda stage, done: progress(stage, done, steps))
     timings["attacks"] = time.perf_counter() - t0
     progress("done", steps, steps)
-    verdict = _verdict(attacks["l2"], clf)
-    examples = {}
-    for key, name in (("best", verdict["best_method"]), ("fim", "fim")):
-        if name is None:
-            continue
-        me = best[name]
-        step = unit_step(dirs[name], "l2").to(x.dtype)
-        eps = torch.where(torch.isfinite(me.eps), me.eps, torch.full_like(me.eps, cfg.eps_l2[-1]))
-        x_adv = clip_box(x + eps.to(x.dtype).unsqueeze(-1) * step)
-        with torch.no_grad():
-            pc, pa = clf.answer(x), clf.answer(x_adv)
-        examples[key] = {
-            "method": name, "x": x.detach().cpu().numpy(),
-            "x_adv": x_adv.detach().cpu().numpy(),
-            "eps_l2": [float(e) if math.isfinite(e) else None for e in me.actual_l2.tolist()],
-            "flipped": torch.isfinite(me.eps).tolist(),
-            "pred_clean": pc.argmax(-1).tolist(), "pred_adv": pa.argmax(-1).tolist(),
-            "proba_clean": pc.max(-1).values.tolist(), "proba_adv": pa.max(-1).values.tolist(),
-        }
-    diagnosis: dict[str, Any] = {"available": False, "note": MCRG_NOTE.format(kind=clf.kind)}
+    verdict = _verdict(attacks["l2"])
+    examples = {key: _examples(clf, x, name, *found[name], cfg.eps_l2[-1])
+                for key, name in (("best", verdict.best_method), ("fim", "fim"))
+                if name is not None}
+    diagnosis = AnyDiagnosis(False, MCRG_NOTE.format(kind=clf.kind))
     net = clf.rbm
     if net is not None and cfg.n_diagnose > 0:
         progress("MCRG diagnosis", steps, steps)
@@ -365,20 +480,94 @@ def run_any_audit(clf: Classifier, X_test: Tensor, y_test: Tensor,
         timings["mcrg"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     return AnyAuditResult(
-        config=cfg.to_dict(),
-        model={"kind": clf.kind, "input_shape": list(clf.input_shape),
-               "n_classes": clf.n_classes, "bounds": list(clf.bounds), **(model_info or {})},
-        inputs={"indices": ok.tolist(), "pool": pool,
-                "pool_accuracy": float((pred == y_all[:pool]).double().mean()),
-                "labels": y.tolist(), "norm_l2": xnorm.tolist()},
-        fim={"method": fim_method, "output": "softmax", "top_eigs": evals.tolist(),
-             "top_eig_median": float(evals[:, 0].median()),
-             "note": "exact and deterministic: no sampling error"},
+        config=cfg,
+        model=ModelInfo(clf.kind, list(clf.input_shape), clf.n_classes, list(clf.bounds),
+                        dict(model_info or {})),
+        inputs=inputs,
+        fim=InputFimInfo(fim_method, "softmax", evals.tolist(), float(evals[:, 0].median())),
         attacks=attacks, verdict=verdict, diagnosis=diagnosis, timings=timings,
         examples=examples)
 
 
-def mcrg_diagnosis(net: Any, x: Tensor, n_samples: int, seed: int) -> dict[str, Any]:
+def _select_inputs(clf: Classifier, judge: ArgmaxJudge, X: Tensor, y_all: Tensor, n: int
+                   ) -> tuple[Tensor, Tensor, AuditInputs]:
+    """The first ``n`` test inputs (in order) the model classifies correctly, among the first
+    ``max(4n, n + 20)``; the data is checked against the model first."""
+    check_data(clf, X, y_all)
+    pool = min(X.shape[0], max(4 * n, n + 20))
+    with torch.no_grad():
+        pred = judge(X[:pool])
+    ok = torch.nonzero(pred == y_all[:pool]).flatten()[:n]
+    if ok.numel() == 0:
+        raise ValueError("the model classifies none of the first test inputs correctly; check "
+                         "that --data (and its scaling) is what the model was trained on")
+    x, y = X[ok], y_all[ok]
+    return x, y, AuditInputs(ok.tolist(), pool, float((pred == y_all[:pool]).double().mean()),
+                             labels=y.tolist(), norm_l2=x.to(torch.float64).norm(dim=1).tolist())
+
+
+def _run_attacks(clf: Classifier, x: Tensor, y: Tensor,
+                 attacks_for: Callable[[Norm], list[Attack]], cfg: AnyAuditConfig,
+                 progress: Callable[[str, int], None]
+                 ) -> tuple[AnyAttackTable, dict[str, tuple[Tensor, Any]]]:
+    """Every attack (``attacks_for(norm)``) under both norms, judged by the model's argmax;
+    also each L2 method's direction and minimal-ε search (for the adversarial examples)."""
+    judge = ArgmaxJudge(clf)
+    xnorm = x.to(torch.float64).norm(dim=1)
+    attacks: AnyAttackTable = {}
+    found: dict[str, tuple[Tensor, Any]] = {}
+    done = 1
+    grids: tuple[tuple[Norm, tuple[float, ...]], ...] = (("l2", cfg.eps_l2),
+                                                          ("linf", cfg.eps_linf))
+    for norm, grid in grids:
+        per: dict[str, AnyAttackRow] = {}
+        for atk in attacks_for(norm):
+            progress(f"attack {atk.name} ({norm})", done)
+            t1 = time.perf_counter()
+            res = atk(x, y, epsilons=list(grid), judge=judge)
+            v = (atk.cached_direction(x, y) if isinstance(atk, DirectionAttack)
+                 else atk.direction(x, y, reference_eps=float(grid[-1])))
+            # ArgmaxJudge has the verdict/z/__call__ interface minimal_eps uses; there is no
+            # judge protocol yet (StochasticJudge is the annotated type)
+            me = minimal_eps(judge, x, y, v, norm=norm, eps_max=float(grid[-1]),  # type: ignore[arg-type]
+                             steps=cfg.bisect_steps)
+            actual = me.actual_l2 if norm == "l2" else me.actual_linf
+            per[atk.name] = AnyAttackRow(
+                epsilons=list(grid), flip_rate=res.flip_rate.tolist(),
+                flipped=torch.isfinite(me.eps).tolist(),
+                min_eps=[float(e) for e in me.eps.tolist()],
+                min_eps_summary=censored_quartiles(me.eps),
+                min_eps_actual=[float(e) for e in actual.tolist()],
+                min_eps_actual_summary=censored_quartiles(actual),
+                min_eps_fraction_of_norm_summary=censored_quartiles(
+                    me.actual_l2 / xnorm if norm == "l2" else actual),
+                bracket=float(grid[-1]) / 2 ** cfg.bisect_steps,
+                seconds=time.perf_counter() - t1)
+            if norm == "l2":
+                found[atk.name] = (v, me)
+            done += 1
+        attacks[norm] = per
+    return attacks, found
+
+
+def _examples(clf: Classifier, x: Tensor, name: str, direction: Tensor, me: Any,
+              eps_max: float) -> AdversarialExamples:
+    """The adversarial inputs of one L2 method at each input's minimal flipping budget (the
+    largest budget where the input did not flip)."""
+    step = unit_step(direction, "l2").to(x.dtype)
+    eps = torch.where(torch.isfinite(me.eps), me.eps, torch.full_like(me.eps, eps_max))
+    x_adv = clip_box(x + eps.to(x.dtype).unsqueeze(-1) * step)
+    with torch.no_grad():
+        pc, pa = clf.answer(x), clf.answer(x_adv)
+    return AdversarialExamples(
+        method=name, x=x.detach().cpu().numpy(), x_adv=x_adv.detach().cpu().numpy(),
+        eps_l2=[_num(float(e)) for e in me.actual_l2.tolist()],
+        flipped=torch.isfinite(me.eps).tolist(),
+        pred_clean=pc.argmax(-1).tolist(), pred_adv=pa.argmax(-1).tolist(),
+        proba_clean=pc.max(-1).values.tolist(), proba_adv=pa.max(-1).values.tolist())
+
+
+def mcrg_diagnosis(net: Any, x: Tensor, n_samples: int, seed: int) -> AnyDiagnosis:
     """Fisher-normalised stability spectra of every layer pair (singles basis, MCRG).
 
     The spectra describe the *stochastic* network with the model's weights: hidden units
@@ -391,37 +580,34 @@ def mcrg_diagnosis(net: Any, x: Tensor, n_samples: int, seed: int) -> dict[str, 
     gen = torch.Generator(device=net.device).manual_seed(seed)
     res = mcrg_network(net, x.to(device=net.device, dtype=net.dtype), "singles", n_samples,
                        generator=gen)
-    d = _diagnose(res, x.shape[0])
-    return {"available": True, "basis": "singles", "samples": n_samples,
-            "n_inputs": int(x.shape[0]), "pairs": [p.to_dict() for p in d.pairs],
-            "note": ("MCRG diagnosis of the stochastic network with this model's weights (hidden "
-                     "units sampled from its own layer conditionals). Fisher-normalised singular "
-                     "values s ≈ 1 mark directions whose information survives the layer "
-                     "(relevant or marginal), s < 1 directions it loses (irrelevant); the "
-                     "attacks act on the deterministic (mean-field) probabilities.")}
+    return AnyDiagnosis(
+        available=True, spectra=_diagnose(res, x.shape[0]), samples=n_samples,
+        n_inputs=int(x.shape[0]),
+        note=("MCRG diagnosis of the stochastic network with this model's weights (hidden "
+              "units sampled from its own layer conditionals). Fisher-normalised singular "
+              "values s ≈ 1 mark directions whose information survives the layer "
+              "(relevant or marginal), s < 1 directions it loses (irrelevant); the "
+              "attacks act on the deterministic (mean-field) probabilities."))
 
 
-def _verdict(l2: dict[str, Any], clf: Classifier) -> dict[str, Any]:
+def _verdict(l2: dict[str, AnyAttackRow]) -> AnyVerdict:
     """The smallest median flipping L2 perturbation over methods, in plain words."""
-    cands = [(r["min_eps_actual_summary"]["median"], name) for name, r in l2.items()
-             if name != "random" and r["min_eps_actual_summary"]["median"] is not None]
+    cands = [(r.min_eps_actual_summary.median, name) for name, r in l2.items()
+             if name != "random" and math.isfinite(r.min_eps_actual_summary.median)]
     if not cands:
-        return {"best_method": None, "median_l2": None, "median_fraction": None,
-                "n_flipped": 0, "n": next(iter(l2.values()))["min_eps_summary"]["n"],
-                "text": "No method flipped the median input within the largest L2 budget."}
+        return AnyVerdict(None, None, None, 0, next(iter(l2.values())).min_eps_summary.n,
+                          "No method flipped the median input within the largest L2 budget.")
     med, name = min(cands)
     r = l2[name]
-    frac = r["min_eps_fraction_of_norm_summary"]["median"]
-    s = r["min_eps_actual_summary"]
+    frac = r.min_eps_fraction_of_norm_summary.median
+    s = r.min_eps_actual_summary
     text = (f"Half of the audited inputs change class under an L2 perturbation of at most "
             f"{med:.2g} ({100 * frac:.2g} % of the input's own L2 norm, median over inputs), "
             f"found by {name}; "
-            f"{s['n_flipped']}/{s['n']} inputs flipped within the largest budget.")
-    fim_med = l2.get("fim", {}).get("min_eps_actual_summary", {}).get("median")
+            f"{s.n_flipped}/{s.n} inputs flipped within the largest budget.")
+    fim_med = l2["fim"].min_eps_actual_summary.median if "fim" in l2 else math.inf
     relevant = ("The FIM direction is the input change that moves the model's output "
                 "distribution fastest (top eigenvector of the input Fisher information); "
                 + (f"along it the median flip needs L2 {fim_med:.2g}."
-                   if fim_med is not None else "along it the median input did not flip."))
-    return {"best_method": name, "median_l2": med, "median_fraction": frac,
-            "n_flipped": s["n_flipped"], "n": s["n"], "text": text,
-            "relevant_directions": relevant}
+                   if math.isfinite(fim_med) else "along it the median input did not flip."))
+    return AnyVerdict(name, med, _num(frac), s.n_flipped, s.n, text, relevant)

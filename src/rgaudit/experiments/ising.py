@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from math import log
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -179,6 +179,52 @@ class Eigen:
     regularised: bool
 
 
+@dataclass(frozen=True)
+class IsingOperators:
+    """Operator names of each sector, in truncation order (the first ``N_c`` of a sector form
+    the truncation to ``N_c`` couplings)."""
+
+    even: list[str]
+    odd: list[str]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"even": list(self.even), "odd": list(self.odd)}
+
+
+@dataclass(frozen=True)
+class ObservableStats:
+    """Mean over chains and measurements, its standard error corrected by ``τ_int``, ``τ_int``
+    (in SW updates) and the Sokal window of one observable."""
+
+    mean: float
+    stderr: float
+    tau_int: float
+    window: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """Energy and |m| per site of the original lattice (None when fewer than four
+    measurements were recorded: no autocorrelation time then)."""
+
+    energy: ObservableStats | None = None
+    abs_mag: ObservableStats | None = None
+
+    @classmethod
+    def from_stats(cls, stats: ChainStats) -> ChainSummary:
+        """The summary of :meth:`rgaudit.physics.ising.ChainStats.summary`, typed."""
+        d = stats.summary()
+        return cls(*(ObservableStats(**d[k]) if k in d else None
+                     for k in ("energy", "abs_mag")))
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {k: v.to_dict() for k, v in (("energy", self.energy), ("abs_mag", self.abs_mag))
+                if v is not None}
+
+
 @dataclass
 class IsingMCRGResult:
     """Result of :func:`run_ising_mcrg`.
@@ -187,10 +233,10 @@ class IsingMCRGResult:
     ----------
     config : IsingMCRGConfig
     kernel : str
-    operators : dict
-        ``{"even": [...], "odd": [...]}`` names in truncation order.
+    operators : IsingOperators
+        Names of each sector in truncation order.
     eigen : list of Eigen
-    chain : dict
+    chain : ChainSummary
         ``τ_int`` and means of energy and |m| of the original lattice.
     n_samples : int
     seconds : float
@@ -201,9 +247,9 @@ class IsingMCRGResult:
 
     config: IsingMCRGConfig
     kernel: str
-    operators: dict
+    operators: IsingOperators
     eigen: list[Eigen] = field(default_factory=list)
-    chain: dict = field(default_factory=dict)
+    chain: ChainSummary = field(default_factory=ChainSummary)
     n_samples: int = 0
     seconds: float = 0.0
     engine_spectra: list[list[float]] = field(default_factory=list)
@@ -220,7 +266,7 @@ class IsingMCRGResult:
         return {
             "config": asdict(self.config),
             "kernel": self.kernel,
-            "operators": self.operators,
+            "operators": self.operators.to_dict(),
             "targets": {
                 "y_t": Y_T_EXACT,
                 "y_h": Y_H_EXACT,
@@ -228,7 +274,7 @@ class IsingMCRGResult:
                 "lambda_h": 2.0**Y_H_EXACT,
             },
             "eigen": [asdict(e) for e in self.eigen],
-            "chain": self.chain,
+            "chain": self.chain.to_dict(),
             "n_samples": self.n_samples,
             "seconds": self.seconds,
             "engine_full_T_leading_real": self.engine_spectra,
@@ -366,8 +412,8 @@ def run_ising_mcrg(
     result = IsingMCRGResult(
         cfg,
         kernel_name,
-        {"even": [k for k, _ in even], "odd": [k for k, _ in odd]},
-        chain=stats.summary(),
+        IsingOperators([k for k, _ in even], [k for k, _ in odd]),
+        chain=ChainSummary.from_stats(stats),
         n_samples=res.n_samples,
     )
     ne, no = cfg.n_even, cfg.n_odd
@@ -386,6 +432,23 @@ def run_ising_mcrg(
     return result
 
 
+@dataclass(frozen=True)
+class KernelTraining:
+    """Settings of the RBM kernel's training run: lattice ``size``, SW ``chains`` ×
+    ``sweeps`` configurations at ``coupling``, drawn from stream ``seed_stream`` (root seed,
+    role) of :mod:`rgaudit.random`."""
+
+    size: int
+    chains: int
+    sweeps: int
+    seed_stream: tuple[int, str]
+    coupling: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "chains": self.chains, "sweeps": self.sweeps,
+                "seed_stream": list(self.seed_stream), "coupling": self.coupling}
+
+
 @dataclass
 class RBMKernelStudy:
     """The trained RBM kernel and its MCRG exponents.
@@ -395,14 +458,14 @@ class RBMKernelStudy:
     fit : BlockRBMFit
     majority_mutual_information : float
         ``I(h; v_B)`` (bits) of the majority rule on the same training histogram.
-    train : dict
-        Settings of the training run (size, chains, sweeps, seed).
+    train : KernelTraining
+        Settings of the training run (size, chains, sweeps, seed stream, coupling).
     mcrg : IsingMCRGResult
     """
 
     fit: BlockRBMFit
     majority_mutual_information: float
-    train: dict
+    train: KernelTraining
     mcrg: IsingMCRGResult
 
     def to_dict(self) -> dict:
@@ -411,7 +474,7 @@ class RBMKernelStudy:
             "fit": self.fit.to_dict(),
             "table": self.table,
             "majority_mutual_information_bits": self.majority_mutual_information,
-            "train": self.train,
+            "train": self.train.to_dict(),
             "mcrg": self.mcrg.to_dict(),
         }
 
@@ -460,11 +523,6 @@ def run_rbm_kernel_study(
         return BlockRBMKernel(size, fit.weights, fit.hidden_bias)
 
     mcrg = run_ising_mcrg(cfg, kernel_factory=factory, kernel_name="rbm", progress=progress)
-    train = {
-        "size": cfg.size,
-        "chains": train_chains,
-        "sweeps": train_sweeps,
-        "seed_stream": [cfg.seed, "ising.kernel-data"],
-        "coupling": cfg.coupling,
-    }
+    train = KernelTraining(cfg.size, train_chains, train_sweeps, (cfg.seed, "ising.kernel-data"),
+                           cfg.coupling)
     return RBMKernelStudy(fit, mi_major, train, mcrg)

@@ -1,8 +1,9 @@
 """Render the audit of any classifier (:class:`~rgaudit.experiments.audit_any.AnyAuditResult`):
 ``audit.json``, ``examples.npz``, ``report.md`` and a self-contained ``report.html``.
 
-Everything shown is read from the JSON payload (and the arrays of ``examples.npz``), so the
-report's numbers are the JSON's. Figures use matplotlib's object API (no global backend).
+Everything shown is read from the typed result whose ``to_dict()`` is the JSON (and from the
+arrays saved in ``examples.npz``), so the report's numbers are the JSON's. Figures use
+matplotlib's object API (no global backend).
 """
 
 from __future__ import annotations
@@ -10,18 +11,29 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rgaudit.report.html import render_html
 from rgaudit.report.io import atomic_write_text, to_plain, write_result
 
+if TYPE_CHECKING:
+    from rgaudit.experiments.audit_any import (
+        AdversarialExamples,
+        AnyAttackRow,
+        AnyAttackTable,
+        AnyAuditResult,
+        AnyDiagnosis,
+    )
+
 KIND = "audit-any"
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
+    """A number to ``nd`` significant digits; None or +inf (the JSON's null, the result's
+    ``inf``) is "not flipped"."""
+    if v is None or (isinstance(v, float) and v == math.inf):
         return "not flipped"
     if isinstance(v, float):
         return f"{v:.{nd}g}" if math.isfinite(v) else str(v)
@@ -43,12 +55,11 @@ def _image(x: np.ndarray, shape: list[int]) -> np.ndarray | None:
     return x.reshape(s)
 
 
-def fig_examples(ex: dict[str, Any], arrays: dict[str, np.ndarray], shape: list[int],
-                 n_show: int = 3) -> bytes | None:
+def fig_examples(ex: AdversarialExamples, shape: list[int], n_show: int = 3) -> bytes | None:
     """Original | perturbation (diverging map, colour bar) | adversarial, one row per input."""
     from matplotlib.figure import Figure
 
-    x, xa = arrays["x"], arrays["x_adv"]
+    x, xa = ex.x, ex.x_adv
     n = min(n_show, x.shape[0])
     if n == 0 or _image(x[0], shape) is None:
         return None
@@ -59,17 +70,16 @@ def fig_examples(ex: dict[str, Any], arrays: dict[str, np.ndarray], shape: list[
         m = float(np.abs(d).max()) or 1.0
         a0, a1, a2 = axes[i]
         a0.imshow(_image(x[i], shape), cmap="gray", vmin=0, vmax=1)
-        a0.set_title(f"original: class {ex['pred_clean'][i]} (p={ex['proba_clean'][i]:.2f})",
+        a0.set_title(f"original: class {ex.pred_clean[i]} (p={ex.proba_clean[i]:.2f})",
                      fontsize=8)
         im = a1.imshow(_image(d, shape), cmap="RdBu_r", vmin=-m, vmax=m)
-        eps = ex["eps_l2"][i]
-        a1.set_title(f"perturbation ‖δ‖₂={_fmt(eps, 2)}", fontsize=8)
+        a1.set_title(f"perturbation ‖δ‖₂={_fmt(ex.eps_l2[i], 2)}", fontsize=8)
         cb = fig.colorbar(im, ax=a1, fraction=0.046, pad=0.04)
         cb.set_label("δ (input units)", fontsize=7)
         cb.ax.tick_params(labelsize=6)
         a2.imshow(_image(xa[i], shape), cmap="gray", vmin=0, vmax=1)
-        flip = "" if ex["flipped"][i] else " — NOT flipped"
-        a2.set_title(f"adversarial: class {ex['pred_adv'][i]} (p={ex['proba_adv'][i]:.2f})"
+        flip = "" if ex.flipped[i] else " — NOT flipped"
+        a2.set_title(f"adversarial: class {ex.pred_adv[i]} (p={ex.proba_adv[i]:.2f})"
                      f"{flip}", fontsize=8)
         for a in (a0, a1, a2):
             a.set_xticks([])
@@ -77,27 +87,26 @@ def fig_examples(ex: dict[str, Any], arrays: dict[str, np.ndarray], shape: list[
     return _png(fig)
 
 
-def fig_min_eps(l2: dict[str, Any]) -> bytes:
+def fig_min_eps(l2: dict[str, AnyAttackRow]) -> bytes:
     """Median applied minimal flipping ‖δ‖₂ per method, error bars from q1 to q3."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
     names = list(l2)
-    tops = [s["q3"] or s["median"] or 0.0 for s in
-            (l2[n]["min_eps_actual_summary"] for n in names)]
+    sums = [l2[n].min_eps_actual_summary for n in names]
+    tops = [next((v for v in (s.q3, s.median) if math.isfinite(v) and v), 0.0) for s in sums]
     pad = 0.04 * (max(tops) or 1.0)
-    for i, name in enumerate(names):
-        s = l2[name]["min_eps_actual_summary"]
-        if s["median"] is None:
-            ax.text(i, pad, f"median not\nflipped\n({s['n_flipped']}/{s['n']})", ha="center",
+    for i, s in enumerate(sums):
+        if not math.isfinite(s.median):
+            ax.text(i, pad, f"median not\nflipped\n({s.n_flipped}/{s.n})", ha="center",
                     va="bottom", fontsize=7)
             continue
-        lo = s["median"] - s["q1"] if s["q1"] is not None else 0.0
-        hi = (s["q3"] - s["median"]) if s["q3"] is not None else 0.0
-        ax.bar(i, s["median"], color="tab:blue", alpha=0.7)
-        ax.errorbar(i, s["median"], yerr=[[lo], [hi]], color="k", capsize=4)
-        ax.text(i, s["median"] + hi + pad, f"{s['n_flipped']}/{s['n']}", ha="center",
+        lo = s.median - s.q1     # q1 ≤ median: finite
+        hi = (s.q3 - s.median) if math.isfinite(s.q3) else 0.0
+        ax.bar(i, s.median, color="tab:blue", alpha=0.7)
+        ax.errorbar(i, s.median, yerr=[[lo], [hi]], color="k", capsize=4)
+        ax.text(i, s.median + hi + pad, f"{s.n_flipped}/{s.n}", ha="center",
                 va="bottom", fontsize=7)
     ax.set_ylim(0, 1.25 * (max(tops) or 1.0))
     labels = [n + " (ε_max dir.)" if n == "pgd" else n for n in names]
@@ -107,7 +116,7 @@ def fig_min_eps(l2: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def fig_flip_rates(attacks: dict[str, Any]) -> bytes:
+def fig_flip_rates(attacks: AnyAttackTable) -> bytes:
     """Flip rate versus budget per method, one panel per norm."""
     from matplotlib.figure import Figure
 
@@ -115,7 +124,7 @@ def fig_flip_rates(attacks: dict[str, Any]) -> bytes:
     axes = fig.subplots(1, len(attacks), squeeze=False)[0]
     for ax, (norm, per) in zip(axes, attacks.items(), strict=True):
         for name, r in per.items():
-            ax.plot(r["epsilons"], r["flip_rate"], marker="o", ms=3, label=name)
+            ax.plot(r.epsilons, r.flip_rate, marker="o", ms=3, label=name)
         ax.set_xlabel(f"budget ε ({'L2' if norm == 'l2' else 'L∞'}, input units)")
         ax.set_ylabel("fraction of inputs flipped")
         ax.set_ylim(-0.02, 1.02)
@@ -123,14 +132,15 @@ def fig_flip_rates(attacks: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def compare_with_reference(data: dict[str, Any]) -> str | None:
+def compare_with_reference(result: AnyAuditResult, header: dict[str, Any]) -> str | None:
     """One sentence comparing the verdict with the default digits model (digits only)."""
     from rgaudit.report.reference import DIGITS_REFERENCE as ref
 
-    if (data.get("header", {}).get("dataset") != "digits" or data["verdict"]["median_l2"] is None
+    mine = result.verdict.median_l2
+    if (header.get("dataset") != "digits" or mine is None
             or not math.isfinite(ref["median_l2"])):
         return None
-    mine, theirs = data["verdict"]["median_l2"], ref["median_l2"]
+    theirs = ref["median_l2"]
     word = ("less robust than" if mine < 0.8 * theirs else
             "more robust than" if mine > 1.25 * theirs else "about as robust as")
     return (f"Compared with rgaudit's default digits model (a stacked-RBM classifier, median "
@@ -148,39 +158,41 @@ def _pm(value: float | None, err: float | None) -> str:
     return f"{value:.{digits}f} ± {err:.{digits}f}"
 
 
-def _diagnosis_table(diag: dict[str, Any]) -> list[str]:
-    if not diag.get("available") or not diag.get("pairs"):
+def _diagnosis_table(diag: AnyDiagnosis) -> list[str]:
+    if not diag.available or diag.spectra is None or not diag.spectra.pairs:
         return []
     out = ["| layer pair | operators | top Fisher-normalised singular values (input 1, ± "
            "jackknife) | directions kept (s ≈ 1), per input |", "|---|---|---|---|"]
-    for p in diag["pairs"]:
-        sv = ", ".join(_pm(s, e) for s, e in zip(p["fisher_sv"][0][:4],
-                                                          p["fisher_sv_err"][0][:4], strict=True))
-        kept = ", ".join(str(k) for k in p["n_kept_fisher~1"])
-        out.append(f"| {p['pair']} | {p['n_ops'][0]} → {p['n_ops'][1]} | {sv} | {kept} |")
-    return [*out, "", f"_Singles basis, {diag['samples']} chains per input; layer 0 is the "
+    for p in diag.spectra.pairs:
+        sv = ", ".join(_pm(s, e) for s, e in zip(p.fisher_sv[0][:4], p.fisher_sv_err[0][:4],
+                                                 strict=True))
+        kept = ", ".join(str(k) for k in p.n_kept_fisher_1)
+        out.append(f"| {p.pair} | {p.n_ops[0]} → {p.n_ops[1]} | {sv} | {kept} |")
+    return [*out, "", f"_Singles basis, {diag.samples} chains per input; layer 0 is the "
             "input; pairs start at the first hidden layer._", ""]
 
 
-def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
-    """The report as Markdown; ``images`` maps a figure role to its file name."""
-    v, m, h = data["verdict"], data["model"], data.get("header", {})
+def render_markdown(result: AnyAuditResult, images: dict[str, str],
+                    header: dict[str, Any] | None = None) -> str:
+    """The report as Markdown; ``images`` maps a figure role to its file name, ``header``
+    (command, model path, data set, version, seed) is shown at the top."""
+    v, m, h = result.verdict, result.model.to_dict(), header or {}
     lines = ["# rgaudit audit", ""]
     for key in ("command", "model_path", "format", "dataset", "rgaudit_version", "seed"):
         if key in h or key in m:
             lines.append(f"- **{key.replace('_', ' ')}**: `{h.get(key, m.get(key))}`")
-    lines += ["", "## Verdict", "", f"**{v['text']}**", ""]
-    comparison = compare_with_reference(data)
+    lines += ["", "## Verdict", "", f"**{v.text}**", ""]
+    comparison = compare_with_reference(result, h)
     if comparison:
         lines += [comparison, ""]
-    if v.get("relevant_directions"):
-        lines += [v["relevant_directions"], ""]
-    lines += [f"_MCRG diagnosis:_ {data['diagnosis']['note']}", ""]
-    lines += _diagnosis_table(data["diagnosis"])
+    if v.relevant_directions:
+        lines += [v.relevant_directions, ""]
+    lines += [f"_MCRG diagnosis:_ {result.diagnosis.note}", ""]
+    lines += _diagnosis_table(result.diagnosis)
     if "examples" in images:
         lines += ["## Adversarial examples", "",
                   f"![adversarial examples]({images['examples']})", "",
-                  f"_Figure 1. Best method ({v['best_method']}) at each input's minimal "
+                  f"_Figure 1. Best method ({v.best_method}) at each input's minimal "
                   "flipping budget: original, perturbation δ (diverging colour map, input "
                   "units), adversarial, with the model's predicted class and its probability. "
                   "At the minimal budget the adversarial input sits just across the decision "
@@ -192,12 +204,13 @@ def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
     lines += ["## Minimal flipping perturbation (L2)", "",
               "| method | median ‖δ‖₂ | q1 | q3 | median ‖δ‖₂/‖x‖₂ | flipped |",
               "|---|---|---|---|---|---|"]
-    for name, r in data["attacks"]["l2"].items():
+    l2 = result.attacks["l2"]
+    for name, r in l2.items():
         # pgd: bisection along the direction PGD found at the largest budget
-        s, f = r["min_eps_actual_summary"], r["min_eps_fraction_of_norm_summary"]
-        lines.append(f"| {name} | {_fmt(s['median'])} | {_fmt(s['q1'])} | {_fmt(s['q3'])} | "
-                     f"{_fmt(f['median'])} | {s['n_flipped']}/{s['n']} |")
-    bracket = next(iter(data["attacks"]["l2"].values()))["bracket"]
+        s, f = r.min_eps_actual_summary, r.min_eps_fraction_of_norm_summary
+        lines.append(f"| {name} | {_fmt(s.median)} | {_fmt(s.q1)} | {_fmt(s.q3)} | "
+                     f"{_fmt(f.median)} | {s.n_flipped}/{s.n} |")
+    bracket = next(iter(l2.values())).bracket
     lines += ["", f"Bisection bracket: {_fmt(bracket)} (L2)."
               "  \"not flipped\": the median input did not change class within the "
               "largest budget.", ""]
@@ -207,19 +220,19 @@ def render_markdown(data: dict[str, Any], images: dict[str, str]) -> str:
     if "flip_rates" in images:
         lines += [f"![flip rates]({images['flip_rates']})", "",
                   "_Figure 4. Fraction of audited inputs flipped at each budget._", ""]
-    f = data["fim"]
+    fi = result.fim
     lines += ["## Input Fisher information", "",
-              f"Softmax-output FIM by {f['method']}, {f['note']}; median top eigenvalue "
-              f"{_fmt(f['top_eig_median'])}.", "",
+              f"Softmax-output FIM by {fi.method}, {fi.note}; median top eigenvalue "
+              f"{_fmt(fi.top_eig_median)}.", "",
               "## Inputs", "",
-              f"{len(data['inputs']['indices'])} correctly classified test inputs "
-              f"(accuracy on the first {data['inputs']['pool']}: "
-              f"{data['inputs']['pool_accuracy']:.3f}).", "",
-              f"Time: {data['timings']['total']:.1f} s.", ""]
+              f"{len(result.inputs.indices)} correctly classified test inputs "
+              f"(accuracy on the first {result.inputs.pool}: "
+              f"{result.inputs.pool_accuracy:.3f}).", "",
+              f"Time: {result.timings['total']:.1f} s.", ""]
     return "\n".join(lines)
 
 
-def write_any_audit_report(result: Any, run_dir: str | Path,
+def write_any_audit_report(result: AnyAuditResult, run_dir: str | Path,
                            header: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``audit.json``, ``examples.npz``, ``report.md``, ``report.html`` and the PNGs.
 
@@ -236,26 +249,24 @@ def write_any_audit_report(result: Any, run_dir: str | Path,
     data["header"] = to_plain(header or {})
     arrays: dict[str, np.ndarray] = {}
     for key, ex in result.examples.items():
-        arrays[f"{key}_x"] = np.asarray(ex["x"])
-        arrays[f"{key}_x_adv"] = np.asarray(ex["x_adv"])
+        arrays[f"{key}_x"] = np.asarray(ex.x)
+        arrays[f"{key}_x_adv"] = np.asarray(ex.x_adv)
     npz = run_dir / "examples.npz"
     with open(npz, "xb") as fh:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
     pngs: dict[str, bytes] = {}
-    shape = data["model"].get("image_shape") or data["model"]["input_shape"]
+    shape = result.model.extra.get("image_shape") or result.model.input_shape
     for key, role in (("best", "examples"), ("fim", "examples_fim")):
         if key in result.examples:
-            png = fig_examples(data["examples"][key],
-                               {"x": arrays[f"{key}_x"], "x_adv": arrays[f"{key}_x_adv"]},
-                               shape)
+            png = fig_examples(result.examples[key], shape)
             if png is not None:
                 pngs[role] = png
-    pngs["min_eps"] = fig_min_eps(data["attacks"]["l2"])
-    pngs["flip_rates"] = fig_flip_rates(data["attacks"])
+    pngs["min_eps"] = fig_min_eps(result.attacks["l2"])
+    pngs["flip_rates"] = fig_flip_rates(result.attacks)
     names = {role: f"{role}.png" for role in pngs}
     for role, png in pngs.items():
         (run_dir / names[role]).write_bytes(png)
-    md = render_markdown(data, names)
+    md = render_markdown(result, names, header)
     md_path = atomic_write_text(run_dir / "report.md", md)
     html_path = atomic_write_text(
         run_dir / "report.html", render_html(md, {names[r]: p for r, p in pngs.items()}))
