@@ -41,12 +41,17 @@ from rgaudit.serve.app import create_app
 from rgaudit.serve.runner import uvicorn_config
 from rgaudit.serve.settings import ServeSettings
 from rgaudit.threads import pin_thread
-defence, port, http_impl, loop, profile, stamps = sys.argv[1:7]
+defence, port, http_impl, loop, profile, stamps, variant = sys.argv[1:8]
 pin_thread(1)
 dm = load_defended("default", defence=defence, eps=0.3, norm="l1",
                    estimator="mean-field" if defence == "rg" else None)
 dm.measure(2)
-app = create_app(dm, ServeSettings(max_pending=64, queue_timeout_s=300), threads=1)
+inline = 0 if "noinline" in variant else 1
+app = create_app(dm, ServeSettings(max_pending=64, queue_timeout_s=300, inline_max_batch=inline),
+                 threads=1)
+if "noroute" not in variant and "nofast" in variant:      # the FastAPI route instead
+    from rgaudit.serve.app import PredictFastPath
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not PredictFastPath]
 if stamps == "1":
     inner = app
     acc = {"n": 0, "app_s": 0.0, "loop_cpu_s": 0.0}
@@ -118,12 +123,13 @@ def request(conn: http.client.HTTPConnection, body: bytes) -> int:
 
 
 def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: bytes,
-        profile: str, stamps: bool) -> dict[str, object]:
+        profile: str, stamps: bool, variant: str) -> dict[str, object]:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"rgaudit-overhead-{os.getpid()}.log"
     with log.open("ab") as fh:
         proc = subprocess.Popen([sys.executable, "-c", SERVER, defence, str(port), http_impl,
-                                 loop, profile, "1" if stamps else "0"], stdout=fh, stderr=fh,
+                                 loop, profile, "1" if stamps else "0", variant],
+                                stdout=fh, stderr=fh,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         t0 = time.monotonic()
@@ -152,7 +158,8 @@ def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: b
         c1, cc1 = cpu_seconds(proc.pid), time.process_time()
         th1 = thread_cpu(proc.pid)
         row: dict[str, object] = {
-            "defence": defence, "http": http_impl, "loop": loop, "requests": len(lat),
+            "defence": defence, "http": http_impl, "loop": loop, "variant": variant,
+            "requests": len(lat),
             "ms_p50": 1e3 * float(np.percentile(lat, 50)),
             "ms_p99": 1e3 * float(np.percentile(lat, 99)),
             "ms_mean": 1e3 * float(np.mean(lat)),
@@ -184,6 +191,9 @@ def main() -> int:
                     help="HTTP/LOOP, e.g. httptools/uvloop (repeatable)")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--variant", action="append", default=None,
+                    help="server variant: default, nofast (FastAPI route instead of the fast "
+                    "path), noinline (always the worker thread), nofast+noinline (repeatable)")
     ap.add_argument("--stamps", action="store_true", help="ASGI timing middleware")
     ap.add_argument("--profile", default="-", help="cProfile output path of the server")
     args = ap.parse_args()
@@ -195,10 +205,11 @@ def main() -> int:
     body = json.dumps({"inputs": x[:1].tolist()}).encode()
     for defence in args.defence or ["none", "rg"]:
         for cfg in args.config or ["h11/asyncio", "httptools/uvloop"]:
-            http_impl, loop = cfg.split("/")
-            row = run(defence, http_impl, loop, args.requests, args.seconds, body,
-                      args.profile, args.stamps)
-            print(json.dumps(row), flush=True)
+            for variant in args.variant or ["default"]:
+                http_impl, loop = cfg.split("/")
+                row = run(defence, http_impl, loop, args.requests, args.seconds, body,
+                          args.profile, args.stamps, variant)
+                print(json.dumps(row), flush=True)
     return 0
 
 

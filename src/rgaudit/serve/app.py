@@ -36,6 +36,8 @@ from rgaudit.serve.settings import ServeSettings
 #: documented error responses of ``POST /v1/predict`` (403: a client blocked by the monitor)
 ERROR_STATUSES: tuple[int, ...] = (400, 401, 403, 413, 415, 422, 429, 503)
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in ERROR_STATUSES}
+_ERRORS[403]["description"] = ("Forbidden: the client was flagged by the extraction monitor "
+                               "(--monitor prada --monitor-action block), code client_flagged")
 PREDICT_PATH = "/v1/predict"
 
 
