@@ -76,7 +76,7 @@ cfg = uvicorn_config(app_run, "127.0.0.1", int(port), http=http_impl, loop=loop)
 server = uvicorn.Server(cfg)
 if profile != "-":
     import cProfile, signal
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.thread_time)   # CPU time of the event loop thread
     def stop(*_):
         server.should_exit = True
     signal.signal(signal.SIGTERM, stop)

@@ -155,12 +155,15 @@ class PredictHandler:
         self.pending += 1
         try:
             try:
-                with anyio.fail_after(s.queue_timeout_s):
-                    await self.limiter.acquire()
-            except TimeoutError:
-                raise ApiError(503, "queue_timeout",
-                               f"no model time within {s.queue_timeout_s:g} s; retry later",
-                               {"Retry-After": "1"}) from None
+                self.limiter.acquire_nowait()     # the model is free and nobody waits for it
+            except anyio.WouldBlock:
+                try:
+                    with anyio.fail_after(s.queue_timeout_s):
+                        await self.limiter.acquire()
+                except TimeoutError:
+                    raise ApiError(503, "queue_timeout",
+                                   f"no model time within {s.queue_timeout_s:g} s; retry later",
+                                   {"Retry-After": "1"}) from None
             try:
                 if self._inline(len(x)):
                     self.inline_answers += 1
