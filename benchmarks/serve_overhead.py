@@ -12,8 +12,12 @@ process: time in the application vs the whole request, thread CPU time of the ev
 The client shares the machine's cores with the server. Loopback only; bounded by
 ``--requests`` and ``--seconds`` per configuration.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_overhead.py [--defence rg]
-[--config httptools/uvloop --config h11/asyncio] [--profile]``
+Run (the figures of docs/serving.md, ~6 min): ``OMP_NUM_THREADS=1 .venv/bin/python
+benchmarks/serve_overhead.py --requests 1500 --seconds 6 --repeat 3 --defence rg --defence none
+--config httptools/uvloop --config h11/asyncio --variant default --variant nofast+noinline
+--out benchmarks/results/serve_overhead.jsonl``. Variants: ``default`` (what is served),
+``nofast`` (the FastAPI route instead of the fast path), ``noinline`` (every computation in the
+worker thread). ``--profile FILE`` writes a cProfile (CPU time) of the event-loop thread.
 """
 
 from __future__ import annotations
@@ -194,6 +198,9 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=None,
                     help="server variant: default, nofast (FastAPI route instead of the fast "
                     "path), noinline (always the worker thread), nofast+noinline (repeatable)")
+    ap.add_argument("--out", default=None, help="append the rows (JSON lines) to this file")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds over all configurations (alternating)")
     ap.add_argument("--stamps", action="store_true", help="ASGI timing middleware")
     ap.add_argument("--profile", default="-", help="cProfile output path of the server")
     args = ap.parse_args()
@@ -203,13 +210,18 @@ def main() -> int:
 
     x = load_dataset("digits").X_test.to(torch.float64).numpy()
     body = json.dumps({"inputs": x[:1].tolist()}).encode()
-    for defence in args.defence or ["none", "rg"]:
-        for cfg in args.config or ["h11/asyncio", "httptools/uvloop"]:
-            for variant in args.variant or ["default"]:
-                http_impl, loop = cfg.split("/")
-                row = run(defence, http_impl, loop, args.requests, args.seconds, body,
-                          args.profile, args.stamps, variant)
-                print(json.dumps(row), flush=True)
+    for rep in range(args.repeat):            # configurations alternate: load drifts
+        for defence in args.defence or ["none", "rg"]:
+            for cfg in args.config or ["h11/asyncio", "httptools/uvloop"]:
+                for variant in args.variant or ["default"]:
+                    http_impl, loop = cfg.split("/")
+                    row = run(defence, http_impl, loop, args.requests, args.seconds, body,
+                              args.profile, args.stamps, variant)
+                    line = json.dumps({"repeat": rep, **row})
+                    print(line, flush=True)
+                    if args.out:
+                        with open(args.out, "a") as fh:
+                            fh.write(line + "\n")
     return 0
 
 
