@@ -56,13 +56,25 @@ app = create_app(dm, ServeSettings(max_pending=64, queue_timeout_s=300, inline_m
 if "noroute" not in variant and "nofast" in variant:      # the FastAPI route instead
     from rgaudit.serve.app import PredictFastPath
     app.user_middleware = [m for m in app.user_middleware if m.cls is not PredictFastPath]
+import gc
+gcs = {"n": [0, 0, 0], "s": [0.0, 0.0, 0.0], "max_s": [0.0, 0.0, 0.0]}
+_gc_t = [0.0]
+def _gc_cb(phase, info):
+    if phase == "start":
+        _gc_t[0] = time.perf_counter()
+    else:
+        g, dt = info["generation"], time.perf_counter() - _gc_t[0]
+        gcs["n"][g] += 1
+        gcs["s"][g] += dt
+        gcs["max_s"][g] = max(gcs["max_s"][g], dt)
+gc.callbacks.append(_gc_cb)
 if stamps == "1":
     inner = app
     acc = {"n": 0, "app_s": 0.0, "loop_cpu_s": 0.0}
     async def timed(scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/v1/predict":
             if scope["type"] == "http" and scope["path"] == "/stamps":
-                body = json.dumps(acc).encode()
+                body = json.dumps({**acc, "gc": gcs}).encode()
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": body})
@@ -178,6 +190,7 @@ def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: b
             st = json.loads(conn.getresponse().read())
             row["server_app_ms_mean"] = 1e3 * st["app_s"] / st["n"]
             row["server_loop_cpu_ms_mean"] = 1e3 * st["loop_cpu_s"] / st["n"]
+            row["server_gc"] = st["gc"]    # collections per generation, seconds, longest
         conn.close()
         return row
     finally:
