@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -131,7 +132,10 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def request(conn: http.client.HTTPConnection, body: bytes) -> int:
+def request(conn: http.client.HTTPConnection | httpx.Client, body: bytes) -> int:
+    if isinstance(conn, httpx.Client):                 # session 3's benchmark client
+        return conn.post("/v1/predict", content=body,
+                         headers={"content-type": "application/json"}).status_code
     conn.request("POST", "/v1/predict", body, {"content-type": "application/json"})
     r = conn.getresponse()
     r.read()
@@ -139,7 +143,7 @@ def request(conn: http.client.HTTPConnection, body: bytes) -> int:
 
 
 def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: bytes,
-        profile: str, stamps: bool, variant: str) -> dict[str, object]:
+        profile: str, stamps: bool, variant: str, client: str) -> dict[str, object]:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"rgaudit-overhead-{os.getpid()}.log"
     with log.open("ab") as fh:
@@ -153,10 +157,13 @@ def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: b
             if proc.poll() is not None or time.monotonic() - t0 > 120:
                 raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn: http.client.HTTPConnection | httpx.Client = (
+                    httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+                    if client == "httpx" else
+                    http.client.HTTPConnection("127.0.0.1", port, timeout=60))
                 if request(conn, body) == 200:
                     break
-            except OSError:
+            except (OSError, httpx.HTTPError):
                 time.sleep(0.2)
         for _ in range(50):                                   # warm-up
             request(conn, body)
@@ -175,7 +182,7 @@ def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: b
         th1 = thread_cpu(proc.pid)
         row: dict[str, object] = {
             "defence": defence, "http": http_impl, "loop": loop, "variant": variant,
-            "requests": len(lat),
+            "client": client, "requests": len(lat),
             "ms_p50": 1e3 * float(np.percentile(lat, 50)),
             "ms_p99": 1e3 * float(np.percentile(lat, 99)),
             "ms_mean": 1e3 * float(np.mean(lat)),
@@ -186,8 +193,7 @@ def run(defence: str, http_impl: str, loop: str, n: int, seconds: float, body: b
                 if v - th0.get(k, 0.0) > 0},
             "status": codes, "loadavg": Path("/proc/loadavg").read_text().strip()}
         if stamps:
-            conn.request("GET", "/stamps")
-            st = json.loads(conn.getresponse().read())
+            st = json.loads(httpx.get(f"http://127.0.0.1:{port}/stamps").content)
             row["server_app_ms_mean"] = 1e3 * st["app_s"] / st["n"]
             row["server_loop_cpu_ms_mean"] = 1e3 * st["loop_cpu_s"] / st["n"]
             row["server_gc"] = st["gc"]    # collections per generation, seconds, longest
@@ -211,6 +217,9 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=None,
                     help="server variant: default, nofast (FastAPI route instead of the fast "
                     "path), noinline (always the worker thread), nofast+noinline (repeatable)")
+    ap.add_argument("--client", choices=["http.client", "httpx"], default="http.client",
+                    help="the client: the standard library's (default) or a reused httpx.Client "
+                    "(what bench_serve.py used in session 3)")
     ap.add_argument("--out", default=None, help="append the rows (JSON lines) to this file")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds over all configurations (alternating)")
@@ -229,7 +238,7 @@ def main() -> int:
                 for variant in args.variant or ["default"]:
                     http_impl, loop = cfg.split("/")
                     row = run(defence, http_impl, loop, args.requests, args.seconds, body,
-                              args.profile, args.stamps, variant)
+                              args.profile, args.stamps, variant, args.client)
                     line = json.dumps({"repeat": rep, **row})
                     print(line, flush=True)
                     if args.out:

@@ -11,7 +11,8 @@ wait at most ``queue_timeout_s`` for the model (then 503), and run one at a time
 model, error responses), but served by :class:`PredictFastPath`, a pure ASGI middleware that
 hands the request straight to the same :class:`~rgaudit.serve.predict.PredictHandler` the
 route calls, skipping Starlette's routing, exception middleware and FastAPI's dependency
-resolution (~0.2 ms of a batch-1 request). Both paths produce the same response (tested).
+resolution (a few tenths of a millisecond of server CPU per request, docs/serving.md).
+Both paths produce the same response (tested).
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ Where an answer is computed: in a worker thread, so that the event loop stays fr
 refuse (503) and time out other requests while a batch is computed. The exception is a request
 of at most ``inline_max_batch`` inputs arriving while the server is idle (no other request
 admitted) when the last computations of such batches took at most ``inline_max_s``: it is
-computed on the event loop, which saves the two thread hand-overs (~0.5 ms of a batch-1
-request). The loop is then busy for at most about ``inline_max_s``; requests arriving
-meanwhile wait in the socket buffer and are admitted, refused or timed out exactly as before,
-that much later. A model slower than that (the MCRG-chain estimator, ~100 ms) is always
-computed in the worker thread.
+computed on the event loop, which saves the two thread hand-overs (waking the worker,
+waking the loop). The loop is then busy for one such computation (the last took at most
+``inline_max_s``); requests arriving meanwhile wait in the socket buffer and are admitted,
+refused or timed out exactly as before, that much later. A model slower than that (the
+MCRG-chain estimator, ~100 ms) is always computed in the worker thread.
 """
 
 from __future__ import annotations

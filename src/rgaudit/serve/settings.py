@@ -42,7 +42,7 @@ class ServeSettings:
         Seed of randomised defences (random noise).
     inline_max_batch : int
         Requests of at most this many inputs may be computed on the event loop instead of a
-        worker thread (no thread hand-over, ~0.5 ms less at batch 1) when the server is idle
+        worker thread (no thread hand-over) when the server is idle
         and such batches took at most ``inline_max_s`` the last time; 0: never
         (:mod:`rgaudit.serve.predict`).
     inline_max_s : float
