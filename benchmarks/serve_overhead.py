@@ -17,7 +17,9 @@ benchmarks/serve_overhead.py --requests 1500 --seconds 6 --repeat 3 --defence rg
 --config httptools/uvloop --config h11/asyncio --variant default --variant nofast+noinline
 --out benchmarks/results/serve_overhead.jsonl``. Variants: ``default`` (what is served),
 ``nofast`` (the FastAPI route instead of the fast path), ``noinline`` (every computation in the
-worker thread). ``--profile FILE`` writes a cProfile (CPU time) of the event-loop thread.
+worker thread). ``--profile FILE`` writes a cProfile (CPU time) of the event-loop thread;
+``--client httpx`` uses a reused ``httpx.Client`` (session 3's benchmark client) instead of
+``http.client``.
 """
 
 from __future__ import annotations
