@@ -7,12 +7,16 @@ in CPU time of the computing thread; for RG also the NumPy step search (``engine
 served before the compiled search) and the largest difference between the RG poison and the
 per-answer search it replaced (``tests/poison_reference.py``) on the first digits test answers.
 
-Part 2, HTTP: one ``rgaudit serve`` process (``--threads 1``: one core) per defence on an
-ephemeral 127.0.0.1 port; 1, 4 and 16 concurrent clients (threads in this process, keep-alive,
-pre-encoded bodies of digits test inputs) send batches of 1 and of 256 for a bounded time each;
-answers/s, requests/s, p50/p99 latency (wall), the server process's CPU seconds (/proc), status
-counts, load average per cell, and the server's resident memory before and after. Every request
-is valid: any 5xx is a failure.
+Part 2, HTTP: one ``rgaudit serve`` process (``--threads 1``: one core; uvicorn with httptools
+and uvloop when installed, recorded as ``http_stack``) per defence on an ephemeral 127.0.0.1
+port; 1, 4 and 16 concurrent clients send batches of 1 and of 256 for a bounded time each. A
+client is a thread of this process holding one persistent keep-alive connection
+(``http.client.HTTPConnection``, the standard library's thin client; pre-encoded bodies of
+digits test inputs): little Python per request, but it runs on the same cores as the server
+and its CPU time is recorded per cell (``client_cpu_ms_per_request``). Per cell: answers/s,
+requests/s, p50/p99 latency (wall, send to full response read), the server process's CPU time
+per request (/proc), status counts, load average, and the server's resident memory before and
+after. Every request is valid: any 5xx is a failure.
 
 Bounded: ``--seconds`` per cell (default 3), at most ``--max-requests`` per cell, cells not
 started within ``--time-limit`` seconds (default 360) are skipped and recorded as skipped; the
@@ -27,6 +31,7 @@ dedicated core serves.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -38,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -196,8 +202,23 @@ def start_server(model: str, defence: str, eps: float, log: Path,
     raise RuntimeError("server did not start within 120 s")
 
 
+CLIENT = ("http.client.HTTPConnection: one persistent keep-alive connection per client thread, "
+          "pre-encoded body, in the benchmark process (it shares the machine's cores with the "
+          "server)")
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes) -> int:
+    conn.request("POST", "/v1/predict", body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
 def load_cell(url: str, body: bytes, batch: int, clients: int, seconds: float,
               max_requests: int) -> dict[str, Any]:
+    """``clients`` threads send ``body`` to ``POST /v1/predict`` over keep-alive connections
+    (:data:`CLIENT`) for ``seconds`` (each at least once, at most ``max_requests`` in all)."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
     lat: list[float] = []
     status: dict[int, int] = {}
     lock = threading.Lock()
@@ -205,37 +226,41 @@ def load_cell(url: str, body: bytes, batch: int, clients: int, seconds: float,
     count = [0]
 
     def worker() -> None:
-        with httpx.Client(base_url=url, timeout=60,
-                          headers={"content-type": "application/json"}) as c:
-            first = True
-            while first or time.monotonic() < stop:        # every client sends at least one
-                first = False
-                with lock:
-                    if count[0] >= max_requests:
-                        return
-                    count[0] += 1
-                t = time.perf_counter()
-                try:
-                    code = c.post("/v1/predict", content=body).status_code
-                except httpx.HTTPError:                        # counted, not fatal
-                    code = -1
-                dt = time.perf_counter() - t
-                with lock:
-                    lat.append(dt)
-                    status[code] = status.get(code, 0) + 1
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        first = True
+        while first or time.monotonic() < stop:            # every client sends at least one
+            first = False
+            with lock:
+                if count[0] >= max_requests:
+                    break
+                count[0] += 1
+            t = time.perf_counter()
+            try:
+                code = _post(conn, body)
+            except (OSError, http.client.HTTPException):    # counted, not fatal; reconnect
+                code = -1
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+            dt = time.perf_counter() - t
+            with lock:
+                lat.append(dt)
+                status[code] = status.get(code, 0) + 1
+        conn.close()
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), os.times()
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, os.times()
     ok = status.get(200, 0)
+    client_cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     return {"batch": batch, "clients": clients, "requests": len(lat), "seconds": wall,
             "requests_per_s": len(lat) / wall, "answers_per_s": ok * batch / wall,
             "ms_p50": 1e3 * float(np.percentile(lat, 50)) if lat else float("nan"),
             "ms_p99": 1e3 * float(np.percentile(lat, 99)) if lat else float("nan"),
+            "client_cpu_ms_per_request": 1e3 * client_cpu / max(len(lat), 1),
             "status": {str(k): v for k, v in sorted(status.items())},
             "n_5xx": sum(v for k, v in status.items() if k >= 500),
             "n_transport_errors": status.get(-1, 0)}
@@ -270,12 +295,15 @@ def http_part(model: str, eps: float, seconds: float, max_requests: int,
                     cell["wall_s"] = cell["seconds"]
                     if c0 is not None and c1 is not None and c1 > c0:
                         cell["server_cpu_s"] = c1 - c0
+                        cell["server_cpu_ms_per_request"] = 1e3 * (c1 - c0) / cell["requests"]
                         cell["answers_per_server_cpu_s"] = (
                             cell["status"].get("200", 0) * batch / (c1 - c0))
                     cells.append(cell)
                     print(f"{defence:>6} batch {batch:>3} clients {clients:>2}: "
                           f"{cell['answers_per_s']:8.1f} answers/s, p50 {cell['ms_p50']:.1f} ms, "
-                          f"p99 {cell['ms_p99']:.1f} ms, status {cell['status']}, "
+                          f"p99 {cell['ms_p99']:.1f} ms, status {cell['status']}, server CPU "
+                          f"{cell.get('server_cpu_ms_per_request', float('nan')):.2f} ms/request, "
+                          f"client CPU {cell['client_cpu_ms_per_request']:.2f} ms/request, "
                           f"{cell.get('answers_per_server_cpu_s', float('nan')):.0f} "
                           "answers/server-CPU-s, "
                           f"load {cell['loadavg']}", flush=True)
@@ -341,9 +369,12 @@ def main() -> int:
               "loadavg_start": load0, "loadavg_end": loadavg(),
               "wall_seconds": time.time() - t0,
               "this_process_cpu_seconds": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
-              "rg_estimator": args.estimator, "in_process": lib, "http": http,
+              "rg_estimator": args.estimator, "client": CLIENT, "in_process": lib, "http": http,
               "skipped_cells": sum(c.get("skipped", False) for d in http for c in d["cells"]),
               "zero_5xx": all(c["n_5xx"] == 0 and c["n_transport_errors"] == 0 for c in cells)}
+    from rgaudit.serve.runner import http_stack
+
+    result["http_stack"] = "uvicorn, {} parser, {} event loop".format(*http_stack())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out} after {result['wall_seconds']:.0f} s; zero 5xx: {result['zero_5xx']}; "

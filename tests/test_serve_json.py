@@ -10,7 +10,8 @@ import numpy as np
 import pydantic_core
 import pytest
 
-from rgaudit.serve.app import ApiError, _parse_json
+from rgaudit.serve.errors import ApiError
+from rgaudit.serve.inputs import parse_json as _parse_json
 
 
 def _floats(n: int, seed: int) -> list[float]:

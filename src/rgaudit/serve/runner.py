@@ -9,15 +9,43 @@ from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
-def uvicorn_config(app: FastAPI, host: str, port: int, *, max_connections: int = 256,
-                   log_level: str = "warning") -> uvicorn.Config:
+def http_stack() -> tuple[str, str]:
+    """The HTTP parser and event loop uvicorn is told to use: ``httptools`` (llhttp, compiled)
+    and ``uvloop`` (libuv) when importable (the ``serve`` extra installs both), else uvicorn's
+    pure-Python ``h11`` parser and the standard library's ``asyncio`` loop."""
+    return (_importable("httptools", "h11"), _importable("uvloop", "asyncio"))
+
+
+def _importable(module: str, fallback: str) -> str:
+    import importlib.util
+
+    return module if importlib.util.find_spec(module) is not None else fallback
+
+
+def stack_line(http: str, loop: str) -> str:
+    """One start-up line naming the HTTP parser and event loop (and what is missing)."""
+    line = f"HTTP stack: uvicorn with the {http} parser on the {loop} event loop"
+    missing = [m for m, used in (("httptools", http), ("uvloop", loop)) if used != m]
+    if missing:
+        line += (f" ({' and '.join(missing)} not installed: slower at batch 1; "
+                 "pip install 'rgaudit[serve]')")
+    return line
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int, *, max_connections: int = 256,
+                   log_level: str = "warning", http: str | None = None,
+                   loop: str | None = None) -> uvicorn.Config:
     """uvicorn settings of a prediction server: one process, HTTP/1.1 keep-alive, a cap on
-    open connections (beyond it uvicorn answers 503), no server header."""
+    open connections (beyond it uvicorn answers 503), no server header; the parser and loop
+    of :func:`http_stack` unless ``http`` / ``loop`` name others (``h11``, ``asyncio``)."""
+    fast_http, fast_loop = http_stack()
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                           limit_concurrency=max_connections, timeout_keep_alive=5,
-                          server_header=False, lifespan="off")
+                          server_header=False, lifespan="off", http=http or fast_http,
+                          loop=loop or fast_loop)
 
 
 class BackgroundServer:

@@ -40,6 +40,14 @@ class ServeSettings:
         Rotated files kept.
     seed : int
         Seed of randomised defences (random noise).
+    inline_max_batch : int
+        Requests of at most this many inputs may be computed on the event loop instead of a
+        worker thread (no thread hand-over) when the server is idle
+        and such batches took at most ``inline_max_s`` the last time; 0: never
+        (:mod:`rgaudit.serve.predict`).
+    inline_max_s : float
+        Longest computation of a small batch that still allows computing the next one on the
+        event loop (the event loop is busy that long).
     """
 
     max_batch: int = 256
@@ -54,6 +62,8 @@ class ServeSettings:
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 5
     seed: int = 0
+    inline_max_batch: int = 1
+    inline_max_s: float = 0.005
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,6 +76,10 @@ class ServeSettings:
             (self.quota is None or self.quota >= 1, f"--quota must be >= 1, got {self.quota}"),
             (self.log_max_bytes >= 1024,
              f"--log-max-bytes must be >= 1024, got {self.log_max_bytes}"),
+            (self.inline_max_batch >= 0,
+             f"--inline-max-batch must be >= 0, got {self.inline_max_batch}"),
+            (0 < self.inline_max_s <= 0.1,
+             f"inline_max_s must lie in (0, 0.1] seconds, got {self.inline_max_s}"),
             (self.log_backups >= 1, f"--log-backups must be >= 1, got {self.log_backups}"),
             (bool(self.api_key_header.strip()), "the API key header name must not be empty"),
             (self.api_keys is None or (len(self.api_keys) > 0 and all(self.api_keys)),
