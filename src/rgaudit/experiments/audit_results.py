@@ -71,6 +71,29 @@ class AuditInputs:
 
 
 @dataclass(frozen=True)
+class ModelRecord:
+    """Where an audited model and its test data came from, as the commands that load an
+    rgaudit model folder record it (``commands/_model_data.load_model_and_data``): the folder
+    (``models/default`` for the default model), the data set spec, the train/test split seed
+    and where that seed came from, and the accuracy the model's config records (None if
+    none)."""
+
+    path: str
+    dataset: str
+    split_seed: int
+    split_seed_source: str
+    accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelRecord:
+        return cls(str(d["path"]), str(d["dataset"]), int(d["split_seed"]),
+                   str(d["split_seed_source"]), d.get("accuracy"))
+
+
+@dataclass(frozen=True)
 class PairDiagnosis:
     """Fisher-normalised stability spectra of one layer pair, per diagnosed input."""
 
