@@ -689,14 +689,17 @@ class _NormRows:
         self.st, self.norm, self.emax = st, norm, st.cfg.eps_max(norm)
         self.out: list[MethodRow] = []
 
-    def add(self, name: str, family: str, how: str, searches: list[Search], secs: float,
-            *, sign: list[int] | None = None, walk: WalkInfo | None = None) -> None:
+    def add(self, name: str, family: str, how: str, searches: list[Search],
+            secs: float) -> MethodRow:
+        """The row of a method's searches (appended; the caller may set ``sign``/``walk``)."""
         s0 = searches[0]
-        self.out.append(MethodRow(
+        row = MethodRow(
             name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(self.norm).tolist(),
             s0.applied_l2.tolist(), s0.applied_linf.tolist(),
-            [s.applied(self.norm).tolist() for s in searches], secs, sign=sign, walk=walk))
+            [s.applied(self.norm).tolist() for s in searches], secs)
+        self.out.append(row)
         self.st.adversarial[f"{self.norm}/{name}"] = s0.adversarial.detach().cpu()
+        return row
 
     def along(self, step: Tensor) -> list[Search]:
         """Bisection along ``step`` under every judge."""
@@ -822,7 +825,7 @@ def _fisher_rows(st: _Study, rr: _NormRows) -> None:
                  for j in st.judges]
         secs = st.fim_seconds[key] + _main_seconds([p[0] for p in pairs], t0, 0.0)
         rr.add(label, "fisher", "bisection along ±(top FIM eigenvector), judge-preferred sign",
-               [p[0] for p in pairs], secs, sign=pairs[0][1].tolist())
+               [p[0] for p in pairs], secs).sign = pairs[0][1].tolist()
     for key, label in (("rg", "walk-rg"), ("autograd", "walk-autograd")):
         if label in st.methods:
             _walk_row(st, rr, key, label)
@@ -848,10 +851,10 @@ def _walk_row(st: _Study, rr: _NormRows, key: str, label: str) -> None:
     walk.norm = rr.norm
     t0 = time.perf_counter()
     res = rr.along(walk.unit(x, y))
-    rr.add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection along "
-           "its chord", res, st.walk_seconds[label] + _main_seconds(res, t0, 0.0),
-           walk=WalkInfo(walk.steps_taken.tolist() if walk.steps_taken is not None else None,
-                         cfg.walk_step))
+    row = rr.add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection "
+                 "along its chord", res, st.walk_seconds[label] + _main_seconds(res, t0, 0.0))
+    row.walk = WalkInfo(walk.steps_taken.tolist() if walk.steps_taken is not None else None,
+                        cfg.walk_step)
 
 
 def _subspace_rows(st: _Study, rr: _NormRows) -> None:
