@@ -1,6 +1,7 @@
 """The parts of an audit result shared by the RBM audit (:mod:`rgaudit.experiments.audit`) and
 the audit of any classifier (:mod:`rgaudit.experiments.audit_any`): quartiles of the minimal
-flipping ε, the audited inputs, the MCRG diagnosis. Light: torch only (scipy on use).
+flipping ε, the audited inputs, the MCRG diagnosis, the record of where a model came from.
+Light: torch only (scipy on use).
 """
 
 from __future__ import annotations
