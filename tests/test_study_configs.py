@@ -32,7 +32,9 @@ from rgaudit.experiments.cloning import (
     CloningRow,
     CloningSettings,
     PoisonDamage,
+    TransferRates,
     VictimInfo,
+    VictimUtility,
 )
 from rgaudit.experiments.diagnose import (
     DiagnoseConfig,
@@ -42,6 +44,7 @@ from rgaudit.experiments.diagnose import (
     DiagnoseSource,
     run_diagnose,
 )
+from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.experiments.ising import IsingMCRGConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rgaudit"
@@ -231,17 +234,36 @@ def test_audit_records_round_trip_through_their_json_form():
 
 def test_cloning_result_json_has_the_old_shape():
     dmg = PoisonDamage(0.1, 0.2, 0.9)
-    row = CloningRow("rg", 0.1, 30, "distill-mlp", 0.8, 0.9, {"fgm": 0.3},
-                     {"top1_preserved": 1.0}, dmg)
+    row = CloningRow("rg", 0.1, 30, "distill-mlp", 0.8, 0.9, TransferRates(12, {"fgm": 0.3}),
+                     VictimUtility(1.0, 0.0, 0.0, 0.0, 30), dmg)
     res = CloningResult(CloningConfig(), VictimInfo([64, 10], 0.9, 100, 80, "exact"), [row])
     d = res.to_dict()
     assert list(d) == ["settings", "victim", "seconds", "rows"]
     assert "execution" not in d["settings"] and "served" not in d["victim"]
     assert d["rows"][0]["poison"] == {"median_fisher_damage": 0.1, "mean_fisher_damage": 0.2,
                                       "median_abs_cos_top": 0.9}
+    assert d["rows"][0]["transfer"] == {"n_correct": 12, "fgm": 0.3}
+    assert list(d["rows"][0]["utility"]) == ["top1_preserved", "mean_l1", "max_l1", "mean_kl",
+                                             "n"]
     assert CloningRow.from_dict(d["rows"][0]) == row
-    res.execution = {"computed": 1}
-    assert res.settings["execution"] == {"computed": 1}
+    res.execution = ExecutionSummary.from_dict(_SUMMARY)
+    assert res.settings["execution"] == _SUMMARY
+    assert CloningResult.from_dict(res.to_dict()) == res
+
+
+#: what ``MapReport.summary()`` returns (keys in its order), with an executor's own extra key
+_SUMMARY = {"executor": "local", "workers": 1, "units": 3, "computed": 3, "cached": 0,
+            "failed": 0, "wall_seconds": 0.25, "startup_seconds": 0.0,
+            "unit_seconds_total": 0.24, "unit_seconds_median": 0.06, "unit_seconds_max": 0.12,
+            "utilisation": 0.99, "stage_seconds_total": {}, "slowest": [["rg:eps=0.1", 0.12]],
+            "workers_used": ["vm:1"], "address": "auto"}
+
+
+def test_execution_summary_round_trips_the_executor_summary():
+    s = ExecutionSummary.from_dict(_SUMMARY)
+    assert s.computed == 3 and s.slowest == [("rg:eps=0.1", 0.12)]
+    assert s.extra == {"address": "auto"}
+    assert s.to_dict() == _SUMMARY and list(s.to_dict()) == list(_SUMMARY)
 
 
 def test_diagnose_settings_json_and_legacy_keywords():
@@ -262,10 +284,18 @@ def test_diagnose_settings_json_and_legacy_keywords():
                                     "n_inputs", "seed", "device", "n_blocks", "widths", "tied",
                                     "labels"]
     res = DiagnoseResult(cfg, DiagnosedInputs(2, [6, 4, 3, 2], False, None),
-                         execution=DiagnoseExecution("local", "ss", {}),
+                         execution=DiagnoseExecution("local", "ss", _SUMMARY),
                          source=DiagnoseSource("m", "bars:4", 0, None))
     assert list(res.settings)[-7:] == ["executor", "per_input_generators", "execution",
                                        "model", "data", "split_seed", "model_dataset"]
+    assert res.settings["execution"] == _SUMMARY
+    assert res.execution is not None and res.execution.execution.workers == 1
+    # the spectra's counts are rg.spectra.Count objects; the JSON has their dicts
+    from rgaudit.rg.spectra import Count
+
+    c = typed.spectra[0].counts["fisher~1"]
+    assert len(c) == 2 and all(isinstance(k, Count) for k in c)
+    assert typed.spectra[0].to_dict()["counts"]["fisher~1"] == [k.to_dict() for k in c]
 
 
 def test_ising_result_parts_are_typed_with_the_old_json():

@@ -48,7 +48,7 @@ def _served_victim(target: str, api_key: str | None, net: Any) -> Any:
     """The API at ``target`` as the study's served victim (checked against MODEL's shapes)."""
     import httpx
 
-    from rgaudit.experiments.cloning import ServedVictim
+    from rgaudit.experiments.cloning import ServedAPI, ServedVictim
     from rgaudit.serve.client import APIError, PredictionClient
 
     try:
@@ -63,7 +63,7 @@ def _served_victim(target: str, api_key: str | None, net: Any) -> Any:
             f"classes, MODEL has {net.widths[0]} and {net.widths[-1]}: serve MODEL there")
     d = client.info["defence"]
     return ServedVictim(client.predict, str(d.get("defence")), float(d.get("eps", 0.0)),
-                        {"url": client.url, **client.info})
+                        ServedAPI.from_info(client.url, client.info))
 
 
 def register(app: typer.Typer) -> None:
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         from rgaudit.defence.cloning_attacks import ATTACKERS
         from rgaudit.experiments.cloning import CloningConfig, run_cloning
         from rgaudit.report.cloning_report import markdown, plot_curves
-        from rgaudit.report.io import atomic_write_text, read_result, write_result
+        from rgaudit.report.io import atomic_write_text, write_result
 
         console = Console()
         eps_values, n_queries = _floats(eps, "--eps"), _ints(queries, "--queries")
@@ -196,13 +196,12 @@ def register(app: typer.Typer) -> None:
         path = write_result(out / "result.json", "cloning", {
             "model": model, "data": spec, "split_seed": split_seed,
             "split_seed_source": seed_source, **result.to_dict()})
-        doc = read_result(path, "cloning")
         cmd = (f"rgaudit clone-attack {model} " + " ".join(f"--defence {d}" for d in defence)
                + f" --eps {eps} --norm {norm} --queries {queries}"
                + "".join(f" --attacker {a}" for a in (attacker or []))
                + (f" --data {data}" if data is not None else "")
                + f" --epochs {epochs} --sweeps {sweeps} --eps-adv {eps_adv:g} --seed {seed}"
                + f" --out {out}" + (f" --target {target}" if target else ""))
-        atomic_write_text(out / "report.md", markdown(doc, cmd))
-        plots = plot_curves(doc, out)
+        atomic_write_text(out / "report.md", markdown(result, cmd))
+        plots = plot_curves(result, out)
         console.print(f"wrote {path}, {out / 'report.md'} and {len(plots)} plot(s)")

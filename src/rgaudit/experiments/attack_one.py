@@ -23,7 +23,12 @@ from typing import Any
 import torch
 
 from rgaudit.choices import ATTACK_METHODS, ATTACK_NORMS, FIM_ESTIMATORS
-from rgaudit.experiments.audit_results import AuditInputs, Quartiles, censored_quartiles
+from rgaudit.experiments.audit_results import (
+    AuditInputs,
+    ModelRecord,
+    Quartiles,
+    censored_quartiles,
+)
 
 Tensor = torch.Tensor
 
@@ -129,6 +134,27 @@ class FlipRate:
     rate: float
 
 
+@dataclass(frozen=True)
+class SearchInfo:
+    """How a minimal ε was searched (``info`` of ``attack.json``): the search, its seconds
+    (all inputs), and method-specific data: the judge-preferred sign of the top FIM
+    eigenvector per input (``fim``), the Fisher walk's steps per input (``walk``)."""
+
+    search: str
+    seconds: float
+    sign: list[int] | None = None
+    walk_steps: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"search": self.search}
+        if self.sign is not None:
+            d["sign"] = self.sign
+        if self.walk_steps is not None:
+            d["walk_steps"] = self.walk_steps
+        d["seconds"] = self.seconds
+        return d
+
+
 @dataclass
 class AttackResult:
     """Typed result of :func:`run_attack`; :meth:`to_dict` is ``attack.json``.
@@ -136,8 +162,8 @@ class AttackResult:
     Attributes
     ----------
     config : AttackConfig
-    model : dict
-        The caller's model record (path, data set, split seed, accuracy), as is.
+    model : ModelRecord or None
+        Where the model and its data came from (None: not recorded; ``{}`` in the JSON).
     inputs : AuditInputs
     labels : list of int
     resolution : float
@@ -149,7 +175,7 @@ class AttackResult:
         Of the nominal ε and of the applied norm in ``config.norm``.
     seconds : float
         The search, all inputs.
-    info : dict
+    info : SearchInfo
         How the minimal ε was searched and method-specific data (sign, walk steps).
     flip_rate : FlipRate or None
         With ``config.eps``.
@@ -158,7 +184,7 @@ class AttackResult:
     """
 
     config: AttackConfig
-    model: dict[str, Any]
+    model: ModelRecord | None
     inputs: AuditInputs
     labels: list[int]
     resolution: float
@@ -169,7 +195,7 @@ class AttackResult:
     nominal: Quartiles
     applied: Quartiles
     seconds: float
-    info: dict[str, Any]
+    info: SearchInfo
     flip_rate: FlipRate | None
     adversarial: Tensor
     clean: Tensor
@@ -181,7 +207,8 @@ class AttackResult:
     def to_dict(self) -> dict[str, Any]:
         cfg = self.config
         d: dict[str, Any] = {
-            "model": self.model, "method": cfg.method, "norm": cfg.norm,
+            "model": {} if self.model is None else self.model.to_dict(),
+            "method": cfg.method, "norm": cfg.norm,
             "fim": cfg.fim if cfg.method in ("fim", "walk") else None,
             "eps_max": cfg.search_max, "resolution": self.resolution,
             "judge": {"samples": cfg.judge_samples, "seed": cfg.seed},
@@ -190,7 +217,8 @@ class AttackResult:
                           "applied_linf": self.applied_linf,
                           "clean_correct": self.clean_correct},
             "summary": {"nominal": asdict(self.nominal), "applied": asdict(self.applied)},
-            "seconds_per_input": self.seconds / max(len(self.min_eps), 1), "info": self.info,
+            "seconds_per_input": self.seconds / max(len(self.min_eps), 1),
+            "info": self.info.to_dict(),
         }
         if self.flip_rate is not None:
             d["flip_rate"] = asdict(self.flip_rate)
@@ -198,7 +226,7 @@ class AttackResult:
 
 
 def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
-               model_info: dict[str, Any] | None = None) -> AttackResult:
+               model_info: ModelRecord | dict[str, Any] | None = None) -> AttackResult:
     """Attack a DeepRBM with one method, judged on its stochastic network.
 
     Parameters
@@ -208,8 +236,7 @@ def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
         Inputs in [0, 1].
     y_test : Tensor of shape (n_test,)
     cfg : AttackConfig
-    model_info : dict, optional
-        Recorded as is.
+    model_info : ModelRecord, or its dict (``load_model_and_data``'s), optional
 
     Returns
     -------
@@ -234,17 +261,23 @@ def run_attack(net: Any, X_test: Tensor, y_test: Tensor, cfg: AttackConfig, *,
         flipped = judge(adv).cpu() != y.cpu()
         flip = FlipRate(cfg.eps, int(flipped.sum()), float(flipped.double().mean()))
     return AttackResult(
-        config=cfg, model=dict(model_info or {}), inputs=sel, labels=y.tolist(),
+        config=cfg, model=_record(model_info), inputs=sel, labels=y.tolist(),
         resolution=s.resolution, min_eps=s.eps.tolist(), applied_l2=s.applied_l2.tolist(),
         applied_linf=s.applied_linf.tolist(), clean_correct=s.clean_correct.tolist(),
         nominal=censored_quartiles(s.eps), applied=censored_quartiles(s.applied(norm)),
-        seconds=how["seconds"], info=how, flip_rate=flip,
+        seconds=how.seconds, info=how, flip_rate=flip,
         adversarial=s.adversarial.detach().cpu(), clean=x.detach().cpu())
+
+
+def _record(info: ModelRecord | dict[str, Any] | None) -> ModelRecord | None:
+    if isinstance(info, dict):
+        return ModelRecord.from_dict(info) if info else None
+    return info
 
 
 def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, cfg: AttackConfig,
                fim: Tensor | Callable[[Tensor], Tensor] | None = None
-               ) -> tuple[Any, dict[str, Any]]:
+               ) -> tuple[Any, SearchInfo]:
     """Minimal flipping ε of one method on inputs ``x`` (what ``rgaudit attack`` runs).
 
     Parameters
@@ -263,8 +296,7 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, cfg: AttackConfig,
     Returns
     -------
     search : rgaudit.attacks.search.Search
-    info : dict
-        ``search`` (how), ``seconds`` and method-specific data (sign, walk steps).
+    info : SearchInfo
     """
     from rgaudit.attacks.base import Norm, unit_step
     from rgaudit.attacks.fisher_best import FisherWalk, both_signs
@@ -275,34 +307,34 @@ def search_one(model: Any, x: Tensor, y: Tensor, judge: Any, cfg: AttackConfig,
     norm: Norm = "l2" if cfg.norm == "l2" else "linf"
     eps_max, steps = cfg.search_max, cfg.bisect_steps
     t0 = time.perf_counter()
-    info: dict[str, Any] = {}
+    sign: list[int] | None = None
+    walk_steps: list[int] | None = None
     if cfg.method == "fim":
         if not isinstance(fim, Tensor):
             raise ValueError("method 'fim' needs the FIMs of the inputs")
         step = unit_step(top_eigenpairs(fim, 1).vectors[..., 0], norm).to(x.dtype)
-        s, sign = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max, steps=steps)
-        info.update(search="bisection along ±(top FIM eigenvector), judge-preferred sign",
-                    sign=sign.tolist())
+        s, signs = both_signs(judge, x, y, step, norm=norm, eps_max=eps_max, steps=steps)
+        how = "bisection along ±(top FIM eigenvector), judge-preferred sign"
+        sign = signs.tolist()
     elif cfg.method == "walk":
         if fim is None or isinstance(fim, Tensor):
             raise ValueError("method 'walk' needs a FIM function")
         walk = FisherWalk(model=model, fim_fn=fim, norm=norm)
         s = minimal_eps_along(judge, x, y, attack_unit(walk, x, y, norm), eps_max=eps_max,
                               steps=steps)
-        info["search"] = "bisection along the method's direction"
+        how = "bisection along the method's direction"
         if walk.steps_taken is not None:
-            info["walk_steps"] = walk.steps_taken.tolist()
+            walk_steps = walk.steps_taken.tolist()
     else:
         atk = make_attack(cfg.method, model, norm, x, seed=cfg.seed)
         if cfg.method in ("pgd", "apgd"):
             s = minimal_eps_rerun(judge, atk, x, y, eps_max=eps_max, steps=steps)
-            info["search"] = "bisection on ε, the attack re-run at every ε"
+            how = "bisection on ε, the attack re-run at every ε"
         else:
             s = minimal_eps_along(judge, x, y, attack_unit(atk, x, y, norm), eps_max=eps_max,
                                   steps=steps)
-            info["search"] = "bisection along the method's direction"
-    info["seconds"] = time.perf_counter() - t0
-    return s, info
+            how = "bisection along the method's direction"
+    return s, SearchInfo(how, time.perf_counter() - t0, sign, walk_steps)
 
 
 def _fim(net: Any, x: Tensor, cfg: AttackConfig) -> Tensor:

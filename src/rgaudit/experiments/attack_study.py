@@ -32,6 +32,7 @@ import torch
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
 from rgaudit.choices import ATTACK_NORMS
+from rgaudit.experiments.audit_results import AuditInputs, Quartiles, censored_quartiles
 from rgaudit.random import torch_generator
 from rgaudit.threads import limit_threads
 
@@ -139,9 +140,18 @@ class AttackStudyConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class WalkInfo:
+    """The Fisher walk of a ``walk-*`` row: steps taken per input (None when the walk recorded
+    none) and its L2 step size."""
+
+    steps: list[int] | None
+    step_size: float
+
+
 @dataclass
 class MethodRow:
-    """One method under one norm (plain data).
+    """One method under one norm.
 
     Attributes
     ----------
@@ -158,8 +168,10 @@ class MethodRow:
         Applied norms per judge seed (seed order of the config).
     seconds : float
         Attack (direction/FIM) plus main-seed search, all inputs.
-    extra : dict
-        Method-specific data (the sign kept, walk steps, …).
+    sign : list of int or None
+        ``fim-*`` rows: the sign of the top eigenvector the judge preferred, per input.
+    walk : WalkInfo or None
+        ``walk-*`` rows.
     """
 
     name: str
@@ -172,27 +184,289 @@ class MethodRow:
     applied_linf: list[float]
     applied_by_seed: list[list[float]]
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    sign: list[int] | None = None
+    walk: WalkInfo | None = None
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The method-specific data as the JSON's ``extra`` object."""
+        out: dict[str, Any] = {}
+        if self.sign is not None:
+            out["sign"] = self.sign
+        if self.walk is not None:
+            out.update(steps=self.walk.steps, step_size=self.walk.step_size)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f: getattr(self, f) for f in _ROW_FIELDS}
+        d["extra"] = self.extra
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MethodRow:
+        ex = d.get("extra") or {}
+        walk = WalkInfo(ex.get("steps"), ex["step_size"]) if "step_size" in ex else None
+        kw = {f: d[f] for f in _ROW_FIELDS}
+        for f in ("eps", "applied", "applied_l2", "applied_linf"):
+            kw[f] = _inf_list(d[f])
+        kw["applied_by_seed"] = [_inf_list(a) for a in d["applied_by_seed"]]
+        return cls(**kw, sign=ex.get("sign"), walk=walk)
+
+
+_ROW_FIELDS = ("name", "family", "search", "resolution", "eps", "applied", "applied_l2",
+               "applied_linf", "applied_by_seed", "seconds")
+
+
+def _inf(v: Any) -> float:
+    """A JSON ε back in memory: null was ``inf`` (not flipped)."""
+    return float("inf") if v is None else float(v)
+
+
+def _nan(v: Any) -> float:
+    """A JSON number back in memory: null was NaN."""
+    return float("nan") if v is None else float(v)
+
+
+def _inf_list(v: list[Any]) -> list[float]:
+    return [_inf(a) for a in v]
+
+
+def _quartiles_back(d: dict[str, Any]) -> Quartiles:
+    return Quartiles(_inf(d["q1"]), _inf(d["median"]), _inf(d["q3"]), d["n_flipped"], d["n"])
+
+
+@dataclass
+class StudyInputs(AuditInputs):
+    """The study's inputs: the audit's :class:`AuditInputs` (``indices``, ``pool``,
+    ``pool_accuracy``) plus how many the judge got right but the surrogate wrong, and the
+    selection rule."""
+
+    surrogate_disagrees: int = 0
+    selection: str = "judge and surrogate both correct, test-set order"
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """The attacked model as the study saw it.
+
+    Attributes
+    ----------
+    kind : str
+        ``"deep-rbm"``, or the classifier's ``kind``.
+    judge, surrogate : str
+        What decides a flip, and what the attacks differentiate.
+    n_features, n_classes : int
+    record : dict
+        The caller's ``model_info`` (path, depth, accuracy, …), recorded as is: a free-form
+        record of the caller, not read by rgaudit.
+    widths : list of int or None
+        Layer widths of a DeepRBM.
+    """
+
+    kind: str
+    judge: str
+    surrogate: str
+    n_features: int
+    n_classes: int
+    record: dict[str, Any] = field(default_factory=dict)
+    widths: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"kind": self.kind, "judge": self.judge, "surrogate": self.surrogate,
+             "n_features": self.n_features, "n_classes": self.n_classes, **self.record}
+        if self.widths is not None:
+            d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudyModel:
+        own = ("kind", "judge", "surrogate", "n_features", "n_classes", "widths")
+        return cls(d["kind"], d["judge"], d["surrogate"], d["n_features"], d["n_classes"],
+                   {k: v for k, v in d.items() if k not in own}, d.get("widths"))
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One method's row of the minimal-ε table.
+
+    Attributes
+    ----------
+    applied, nominal : Quartiles
+        Of the applied norm and of the nominal ε (main judge seed).
+    median_by_seed : list of float
+        Median applied norm per judge seed.
+    seed_sd : float
+        Standard deviation of the finite ``median_by_seed`` (0 with fewer than two).
+    resolution : float
+    family, search : str
+    seconds_per_input : float
+    """
+
+    applied: Quartiles
+    nominal: Quartiles
+    median_by_seed: list[float]
+    seed_sd: float
+    resolution: float
+    family: str
+    search: str
+    seconds_per_input: float
+
+    @property
+    def error(self) -> float:
+        """Error of the quoted median: the larger of the judge-seed spread and the
+        resolution."""
+        return max(self.seed_sd, self.resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.applied), "nominal": asdict(self.nominal),
+                "median_by_seed": self.median_by_seed, "seed_sd": self.seed_sd,
+                "resolution": self.resolution, "family": self.family, "search": self.search,
+                "seconds_per_input": self.seconds_per_input}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MethodSummary:
+        return cls(_quartiles_back(d), _quartiles_back(d["nominal"]),
+                   _inf_list(d["median_by_seed"]), d["seed_sd"], d["resolution"], d["family"],
+                   d["search"], d["seconds_per_input"])
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A method against the best baseline, per input (smaller applied norm wins): two-sided
+    sign test and Wilcoxon signed-rank p-values, median over inputs of method/best (NaN when
+    no input flipped under both)."""
+
+    wins: int
+    losses: int
+    ties: int
+    p_sign: float
+    p_wilcoxon: float
+    median_ratio: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairedTest:
+        return cls(d["wins"], d["losses"], d["ties"], d["p_sign"], d["p_wilcoxon"],
+                   _nan(d["median_ratio"]))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """The paired comparisons of one norm: the best baseline (None without baselines) and
+    every other method against it (keyed by method name)."""
+
+    best_baseline: str | None
+    vs: dict[str, PairedTest] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best_baseline": self.best_baseline,
+                "vs": {k: asdict(t) for k, t in self.vs.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairedComparison:
+        return cls(d["best_baseline"], {k: PairedTest.from_dict(t) for k, t in d["vs"].items()})
+
+
+@dataclass(frozen=True)
+class FractionStats:
+    """Fraction of a minimal perturbation in a k-dimensional subspace, per ``k``: quartiles
+    and mean ± standard error over inputs, the random expectation ``k/d``, and the per-input
+    curves (n, K)."""
+
+    k: list[int]
+    random_expected: list[float]
+    median: list[float]
+    q1: list[float]
+    q3: list[float]
+    mean: list[float]
+    se: list[float]
+    per_input: list[list[float]]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FractionStats:
+        def col(f: str) -> list[float]:
+            return [_nan(v) for v in d[f]]
+        return cls(list(d["k"]), col("random_expected"), col("median"), col("q1"), col("q3"),
+                   col("mean"), col("se"), [[_nan(v) for v in row] for row in d["per_input"]])
+
+
+@dataclass(frozen=True)
+class StudyTimings:
+    """Wall time of the study, seconds of each FIM at the clean inputs (keyed by estimator),
+    ``/proc/loadavg`` at start and end, torch threads and CPU count."""
+
+    total_seconds: float
+    fim_seconds: dict[str, float]
+    loadavg_start: str
+    loadavg_end: str
+    threads: int | None
+    cpu_count: int | None
 
 
 @dataclass
 class AttackStudyResult:
-    """Plain-data result of :func:`run_attack_study`."""
+    """Typed result of :func:`run_attack_study`; :meth:`to_dict` is ``attack_study.json``.
 
-    config: dict[str, Any]
-    model: dict[str, Any]
-    inputs: dict[str, Any]
+    Dicts here are keyed by a variable set of names and hold typed values: ``rows``,
+    ``summary`` and ``paired`` by norm (then ``summary`` by method name), ``fraction`` by
+    ``"<perturbation>|<subspace>"`` (``ddn|rg``, ``fab|random``, …).
+
+    Attributes
+    ----------
+    config : AttackStudyConfig
+    model : StudyModel
+    inputs : StudyInputs
+    rows : dict of str to list of MethodRow
+    summary : dict of str to dict of str to MethodSummary
+    paired : dict of str to PairedComparison
+    fraction : dict of str to FractionStats
+    timings : StudyTimings
+    adversarial : dict of str to Tensor
+        Main-seed adversarial inputs, keyed ``"<norm>/<method>"`` (not in the JSON).
+    """
+
+    config: AttackStudyConfig
+    model: StudyModel
+    inputs: StudyInputs
     rows: dict[str, list[MethodRow]]
-    summary: dict[str, Any]
-    paired: dict[str, Any]
-    fraction: dict[str, Any]
-    timings: dict[str, Any]
+    summary: dict[str, dict[str, MethodSummary]]
+    paired: dict[str, PairedComparison]
+    fraction: dict[str, FractionStats]
+    timings: StudyTimings
     adversarial: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (without the adversarial tensors)."""
-        d = {k: v for k, v in asdict(self).items() if k != "adversarial"}
-        return _plain(d)
+        """Plain JSON-ready data (without the adversarial tensors; non-finite numbers as
+        None)."""
+        return _plain({
+            "config": self.config.to_dict(), "model": self.model.to_dict(),
+            "inputs": self.inputs.to_dict(),
+            "rows": {n: [r.to_dict() for r in rs] for n, rs in self.rows.items()},
+            "summary": {n: {m: s.to_dict() for m, s in per.items()}
+                        for n, per in self.summary.items()},
+            "paired": {n: p.to_dict() for n, p in self.paired.items()},
+            "fraction": {k: asdict(f) for k, f in self.fraction.items()},
+            "timings": asdict(self.timings)})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttackStudyResult:
+        """The result back from its JSON (``to_dict``; nulls become ``inf`` for ε, NaN
+        elsewhere), without the adversarial tensors."""
+        c: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                             for k, v in d["config"].items()}
+        cfg = AttackStudyConfig(**c)
+        i = d["inputs"]
+        inputs = StudyInputs(list(i["indices"]), i["pool"], i["pool_accuracy"],
+                             surrogate_disagrees=i["surrogate_disagrees"],
+                             selection=i["selection"])
+        t = d["timings"]
+        return cls(cfg, StudyModel.from_dict(d["model"]), inputs,
+                   {n: [MethodRow.from_dict(r) for r in rs] for n, rs in d["rows"].items()},
+                   {n: {m: MethodSummary.from_dict(s) for m, s in per.items()}
+                    for n, per in d["summary"].items()},
+                   {n: PairedComparison.from_dict(p) for n, p in d["paired"].items()},
+                   {k: FractionStats.from_dict(f) for k, f in d["fraction"].items()},
+                   StudyTimings(t["total_seconds"], dict(t["fim_seconds"]), t["loadavg_start"],
+                                t["loadavg_end"], t["threads"], t["cpu_count"]))
 
 
 def _plain(o: Any) -> Any:
@@ -209,16 +483,13 @@ def _plain(o: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- statistics
 
-def quartiles(v: Tensor | list[float]) -> dict[str, Any]:
-    """Median and quartiles over inputs, unflipped (inf) counted above every finite value: the
-    audit's :class:`~rgaudit.experiments.audit_results.Quartiles` as a dict (q1, median, q3,
-    n_flipped, n)."""
-    from rgaudit.experiments.audit_results import censored_quartiles
-
-    return asdict(censored_quartiles(torch.as_tensor(v, dtype=torch.float64)))
+def quartiles(v: Tensor | list[float]) -> Quartiles:
+    """Median and quartiles over inputs, unflipped (inf) counted above every finite value (the
+    audit's :func:`~rgaudit.experiments.audit_results.censored_quartiles` of a list)."""
+    return censored_quartiles(torch.as_tensor(v, dtype=torch.float64))
 
 
-def paired_test(a: list[float], b: list[float], *, cap: float) -> dict[str, Any]:
+def paired_test(a: list[float], b: list[float], *, cap: float) -> PairedTest:
     """Per-input paired comparison of method ``a`` against method ``b`` (smaller wins).
 
     Unflipped inputs (inf) rank above every flipped one (replaced by ``cap``, larger than any
@@ -241,26 +512,24 @@ def paired_test(a: list[float], b: list[float], *, cap: float) -> dict[str, Any]
     p_w = float(wilcoxon(nz.numpy()).pvalue) if nz.numel() >= 1 else 1.0
     both = torch.isfinite(ta) & torch.isfinite(tb) & (tb > 0)
     ratio = float((ta[both] / tb[both]).median()) if both.any() else float("nan")
-    return {"wins": wins, "losses": losses, "ties": ties, "p_sign": p_sign,
-            "p_wilcoxon": p_w, "median_ratio": ratio}
+    return PairedTest(wins, losses, ties, p_sign, p_w, ratio)
 
 
-def eigenspace_fraction_stats(frac: Tensor, ks: list[int], d: int) -> dict[str, Any]:
+def eigenspace_fraction_stats(frac: Tensor, ks: list[int], d: int) -> FractionStats:
     """Quartiles and mean ± standard error over inputs of a fraction curve (n, K)."""
-    out: dict[str, Any] = {"k": ks, "random_expected": [k / d for k in ks]}
-    for key in ("median", "q1", "q3", "mean", "se"):
-        out[key] = []
+    cols: dict[str, list[float]] = {key: [] for key in ("median", "q1", "q3", "mean", "se")}
     for j in range(len(ks)):
         f = frac[:, j]
         f = f[torch.isfinite(f)]
         q = torch.quantile(f, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-        out["q1"].append(float(q[0]))
-        out["median"].append(float(q[1]))
-        out["q3"].append(float(q[2]))
-        out["mean"].append(float(f.mean()))
-        out["se"].append(float(f.std() / math.sqrt(f.numel())) if f.numel() > 1 else float("nan"))
-    out["per_input"] = frac.tolist()
-    return out
+        cols["q1"].append(float(q[0]))
+        cols["median"].append(float(q[1]))
+        cols["q3"].append(float(q[2]))
+        cols["mean"].append(float(f.mean()))
+        cols["se"].append(float(f.std() / math.sqrt(f.numel())) if f.numel() > 1
+                          else float("nan"))
+    return FractionStats(k=list(ks), random_expected=[k / d for k in ks], **cols,
+                         per_input=frac.tolist())
 
 
 # ------------------------------------------------------------------------------------- models
@@ -355,7 +624,7 @@ def surrogate_pred(model: Any, x: Tensor) -> Tensor:
 
 
 def _select(model: Any, X: Tensor, y: Tensor, cfg: AttackStudyConfig
-            ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+            ) -> tuple[Tensor, Tensor, StudyInputs]:
     from rgaudit.attacks.evaluate import StochasticJudge
 
     pool = min(X.shape[0], max(4 * cfg.n_inputs, cfg.n_inputs + 20))
@@ -375,10 +644,8 @@ def _select(model: Any, X: Tensor, y: Tensor, cfg: AttackStudyConfig
         raise ValueError("the model classifies fewer than 2 of the test inputs correctly; check "
                          "the data set matches the model")
     acc = float((pred == y[:pool].cpu()).double().mean())
-    return X[ok], y[ok], {"indices": ok.tolist(), "pool": pool, "pool_accuracy": acc,
-                          "surrogate_disagrees": int(((pred == y[:pool].cpu())
-                                                      & (sur != y[:pool].cpu())).sum()),
-                          "selection": "judge and surrogate both correct, test-set order"}
+    disagree = int(((pred == y[:pool].cpu()) & (sur != y[:pool].cpu())).sum())
+    return X[ok], y[ok], StudyInputs(ok.tolist(), pool, acc, surrogate_disagrees=disagree)
 
 
 @dataclass
@@ -393,7 +660,7 @@ class _Study:
     progress: Progress
     x: Tensor
     y: Tensor
-    sel: dict[str, Any]
+    sel: StudyInputs
     judges: list[Any]
     n_classes: int
     methods: set[str]
@@ -422,14 +689,17 @@ class _NormRows:
         self.st, self.norm, self.emax = st, norm, st.cfg.eps_max(norm)
         self.out: list[MethodRow] = []
 
-    def add(self, name: str, family: str, how: str, searches: list[Search], secs: float,
-            extra: dict[str, Any] | None = None) -> None:
+    def add(self, name: str, family: str, how: str, searches: list[Search],
+            secs: float) -> MethodRow:
+        """The row of a method's searches (appended; the caller may set ``sign``/``walk``)."""
         s0 = searches[0]
-        self.out.append(MethodRow(
+        row = MethodRow(
             name, family, how, s0.resolution, s0.eps.tolist(), s0.applied(self.norm).tolist(),
             s0.applied_l2.tolist(), s0.applied_linf.tolist(),
-            [s.applied(self.norm).tolist() for s in searches], secs, extra or {}))
+            [s.applied(self.norm).tolist() for s in searches], secs)
+        self.out.append(row)
         self.st.adversarial[f"{self.norm}/{name}"] = s0.adversarial.detach().cpu()
+        return row
 
     def along(self, step: Tensor) -> list[Search]:
         """Bisection along ``step`` under every judge."""
@@ -468,10 +738,9 @@ def _run(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
         _reference_rows(st, rr)
         st.rows[rr.norm] = rr.out
     summary, paired = _summaries(st.rows, cfg)
-    timings = {"total_seconds": time.perf_counter() - t_all, "fim_seconds": st.fim_seconds,
-               "loadavg_start": load0, "loadavg_end": _loadavg(),
-               "threads": cfg.threads, "cpu_count": os.cpu_count()}
-    return AttackStudyResult(cfg.to_dict(), _model_record(st, model_info), st.sel, st.rows,
+    timings = StudyTimings(time.perf_counter() - t_all, st.fim_seconds, load0, _loadavg(),
+                           cfg.threads, os.cpu_count())
+    return AttackStudyResult(cfg, _model_record(st, model_info), st.sel, st.rows,
                              summary, paired, _fractions(st), timings, st.adversarial)
 
 
@@ -488,7 +757,7 @@ def _prepare(model: Any, X_test: Tensor, y_test: Tensor, cfg: AttackStudyConfig,
         model = net
     dtype = torch.float64 if rbm else next(model.module.parameters()).dtype
     x, y, sel = _select(model, X_test.to(dtype), y_test, cfg)
-    judges = _judges(model, cfg, sel["indices"])
+    judges = _judges(model, cfg, sel.indices)
     sur = surrogate_of(model)
     n_classes = int(sur(x[:1].to(next(sur.parameters()).dtype)).shape[-1])
     meth = set(cfg.methods)
@@ -556,7 +825,7 @@ def _fisher_rows(st: _Study, rr: _NormRows) -> None:
                  for j in st.judges]
         secs = st.fim_seconds[key] + _main_seconds([p[0] for p in pairs], t0, 0.0)
         rr.add(label, "fisher", "bisection along ±(top FIM eigenvector), judge-preferred sign",
-               [p[0] for p in pairs], secs, {"sign": pairs[0][1].tolist()})
+               [p[0] for p in pairs], secs).sign = pairs[0][1].tolist()
     for key, label in (("rg", "walk-rg"), ("autograd", "walk-autograd")):
         if label in st.methods:
             _walk_row(st, rr, key, label)
@@ -582,10 +851,10 @@ def _walk_row(st: _Study, rr: _NormRows, key: str, label: str) -> None:
     walk.norm = rr.norm
     t0 = time.perf_counter()
     res = rr.along(walk.unit(x, y))
-    rr.add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection along "
-           "its chord", res, st.walk_seconds[label] + _main_seconds(res, t0, 0.0),
-           {"steps": walk.steps_taken.tolist() if walk.steps_taken is not None else None,
-            "step_size": cfg.walk_step})
+    row = rr.add(label, "fisher", "Fisher walk to the surrogate's boundary, then bisection "
+                 "along its chord", res, st.walk_seconds[label] + _main_seconds(res, t0, 0.0))
+    row.walk = WalkInfo(walk.steps_taken.tolist() if walk.steps_taken is not None else None,
+                        cfg.walk_step)
 
 
 def _subspace_rows(st: _Study, rr: _NormRows) -> None:
@@ -620,12 +889,12 @@ def _reference_rows(st: _Study, rr: _NormRows) -> None:
                      "bisection along a Gaussian direction")
 
 
-def _fractions(st: _Study) -> dict[str, Any]:
+def _fractions(st: _Study) -> dict[str, FractionStats]:
     """The fraction of DDN's and FAB's minimal L2 perturbation in the top-k eigenspace of each
     FIM and of a random k-space (stream ``"fraction"``)."""
     from rgaudit.attacks.fisher_best import eigenspace_fraction, random_orthonormal
 
-    out: dict[str, Any] = {}
+    out: dict[str, FractionStats] = {}
     n, d = st.x.shape
     ks = [k for k in st.cfg.fraction_k if k <= d]
     for att, delta in st.fraction.items():
@@ -638,17 +907,15 @@ def _fractions(st: _Study) -> dict[str, Any]:
     return out
 
 
-def _model_record(st: _Study, model_info: dict[str, Any]) -> dict[str, Any]:
+def _model_record(st: _Study, model_info: dict[str, Any]) -> StudyModel:
     cfg = st.cfg
-    info = {"kind": "deep-rbm" if st.rbm else getattr(st.model, "kind", "torch"),
-            "judge": (f"stochastic network, {cfg.judge_samples} chains, seeds "
-                      f"{list(cfg.judge_seeds)}" if st.rbm
-                      else "softmax arg-max (deterministic)"),
-            "surrogate": "mean-field network" if st.rbm else "the model itself",
-            "n_features": st.d, "n_classes": st.n_classes, **model_info}
-    if st.net is not None:
-        info["widths"] = list(st.net.widths)
-    return info
+    return StudyModel(
+        kind="deep-rbm" if st.rbm else getattr(st.model, "kind", "torch"),
+        judge=(f"stochastic network, {cfg.judge_samples} chains, seeds "
+               f"{list(cfg.judge_seeds)}" if st.rbm else "softmax arg-max (deterministic)"),
+        surrogate="mean-field network" if st.rbm else "the model itself",
+        n_features=st.d, n_classes=st.n_classes, record=dict(model_info),
+        widths=list(st.net.widths) if st.net is not None else None)
 
 
 def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0,
@@ -707,30 +974,29 @@ def _main_seconds(res: list[Search], t0: float, t_dir: float) -> float:
 
 
 def _summaries(rows: dict[str, list[MethodRow]], cfg: AttackStudyConfig
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    summary: dict[str, Any] = {}
-    paired: dict[str, Any] = {}
+               ) -> tuple[dict[str, dict[str, MethodSummary]], dict[str, PairedComparison]]:
+    summary: dict[str, dict[str, MethodSummary]] = {}
+    paired: dict[str, PairedComparison] = {}
     for norm, rs in rows.items():
-        per: dict[str, Any] = {}
+        per: dict[str, MethodSummary] = {}
         for r in rs:
-            med_by_seed = [quartiles(a)["median"] for a in r.applied_by_seed]
+            med_by_seed = [quartiles(a).median for a in r.applied_by_seed]
             fin = [m for m in med_by_seed if math.isfinite(m)]
             sd = float(torch.tensor(fin, dtype=torch.float64).std()) if len(fin) > 1 else 0.0
-            per[r.name] = {**quartiles(r.applied), "nominal": quartiles(r.eps),
-                           "median_by_seed": med_by_seed, "seed_sd": sd,
-                           "resolution": r.resolution, "family": r.family, "search": r.search,
-                           "seconds_per_input": r.seconds / max(len(r.eps), 1)}
+            per[r.name] = MethodSummary(quartiles(r.applied), quartiles(r.eps), med_by_seed, sd,
+                                        r.resolution, r.family, r.search,
+                                        r.seconds / max(len(r.eps), 1))
         base = [r for r in rs if r.family == "baseline"]
-        best = min(base, key=lambda r: (quartiles(r.applied)["median"],
-                                        quartiles(r.applied)["q3"])) if base else None
+        best = min(base, key=lambda r: (per[r.name].applied.median,
+                                        per[r.name].applied.q3)) if base else None
         cap = 1e6 * cfg.eps_max(norm)
-        pp: dict[str, Any] = {"best_baseline": best.name if best else None, "vs": {}}
+        vs: dict[str, PairedTest] = {}
         if best is not None:
             for r in rs:
                 if r.name != best.name:
-                    pp["vs"][r.name] = paired_test(r.applied, best.applied, cap=cap)
+                    vs[r.name] = paired_test(r.applied, best.applied, cap=cap)
         summary[norm] = per
-        paired[norm] = pp
+        paired[norm] = PairedComparison(best.name if best else None, vs)
     return summary, paired
 
 

@@ -1,6 +1,7 @@
 """The parts of an audit result shared by the RBM audit (:mod:`rgaudit.experiments.audit`) and
 the audit of any classifier (:mod:`rgaudit.experiments.audit_any`): quartiles of the minimal
-flipping ε, the audited inputs, the MCRG diagnosis. Light: torch only (scipy on use).
+flipping ε, the audited inputs, the MCRG diagnosis, the record of where a model came from.
+Light: torch only (scipy on use).
 """
 
 from __future__ import annotations
@@ -68,6 +69,29 @@ class AuditInputs:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Where an audited model and its test data came from, as the commands that load an
+    rgaudit model folder record it (``commands/_model_data.load_model_and_data``): the folder
+    (``models/default`` for the default model), the data set spec, the train/test split seed
+    and where that seed came from, and the accuracy the model's config records (None if
+    none)."""
+
+    path: str
+    dataset: str
+    split_seed: int
+    split_seed_source: str
+    accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelRecord:
+        return cls(str(d["path"]), str(d["dataset"]), int(d["split_seed"]),
+                   str(d["split_seed_source"]), d.get("accuracy"))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from rgaudit.defence.cloning_attacks import CLONE_LAYERWISE, clone_attack
 from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.defence.poison import PoisonedOutputs
+from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 
@@ -169,6 +170,56 @@ CloningSettings = CloningConfig
 
 
 @dataclass(frozen=True)
+class ServedAPI:
+    """What a served API says of itself (``GET /v1/model``, :class:`rgaudit.serve.schemas.
+    ModelInfo`), and where it was reached.
+
+    Attributes
+    ----------
+    url : str
+    kind : str
+    input_shape : list of int
+    n_features, n_classes : int
+    classes : list of int
+    bounds : list of float
+    defence, limits : dict
+        The served defence's configuration and the API's limits, as the API reports them
+        (documents of the server, recorded as is).
+    other : dict
+        Any further field a newer server reports.
+    """
+
+    url: str
+    kind: str
+    input_shape: list[int]
+    n_features: int
+    n_classes: int
+    classes: list[int]
+    bounds: list[float]
+    defence: dict[str, Any]
+    limits: dict[str, Any]
+    other: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_info(cls, url: str, info: dict[str, Any]) -> ServedAPI:
+        """From the ``GET /v1/model`` answer ``info`` of the API at ``url``."""
+        own = _SERVED_FIELDS[1:]
+        kw: dict[str, Any] = {k: info[k] for k in own}
+        return cls(url, **kw, other={k: v for k, v in info.items() if k not in own})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServedAPI:
+        return cls.from_info(d["url"], {k: v for k, v in d.items() if k != "url"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in _SERVED_FIELDS}, **self.other}
+
+
+_SERVED_FIELDS = ("url", "kind", "input_shape", "n_features", "n_classes", "classes", "bounds",
+                  "defence", "limits")
+
+
+@dataclass(frozen=True)
 class ServedVictim:
     """The victim as deployed: a callable answering flat inputs over its API.
 
@@ -180,22 +231,53 @@ class ServedVictim:
         The defence the API reports (``GET /v1/model``).
     eps : float
         Its budget.
-    describe : dict
+    describe : ServedAPI or None
         What the API says of itself (recorded in the result).
     """
 
     answer: Callable[[Any], Any]
     defence: str
     eps: float
-    describe: dict[str, Any] = field(default_factory=dict)
+    describe: ServedAPI | None = None
+
+
+@dataclass(frozen=True)
+class TransferRates:
+    """Transfer of the clone's adversarial examples to the victim
+    (:func:`rgaudit.defence.metrics.transfer_rates`): over the ``n_correct`` evaluation inputs
+    the victim gets right, the victim's error rate per transfer method (keyed by the
+    configured ``transfer_methods``, in their order; NaN when ``n_correct`` is 0)."""
+
+    n_correct: int
+    rates: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_correct": self.n_correct, **self.rates}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TransferRates:
+        return cls(int(d["n_correct"]), {k: v for k, v in d.items() if k != "n_correct"})
+
+
+@dataclass(frozen=True)
+class VictimUtility:
+    """Utility of the returned answers for legitimate use
+    (:func:`rgaudit.defence.metrics.victim_utility`): share of answers whose top-1 class is
+    kept, mean and largest L1 change, mean KL divergence, over ``n`` answers."""
+
+    top1_preserved: float
+    mean_l1: float
+    max_l1: float
+    mean_kl: float
+    n: int
 
 
 @dataclass
 class CloningRow:
     """One (defence, budget, queries, attacker) cell.
 
-    ``transfer`` maps each transfer method to the victim's error rate on the clone's
-    adversarial examples; ``utility`` is :func:`rgaudit.defence.metrics.victim_utility`.
+    ``transfer``: the victim's error rates on the clone's adversarial examples; ``utility``:
+    what the poisoned answers cost legitimate users; ``poison``: their Fisher damage.
     """
 
     defence: str
@@ -204,14 +286,22 @@ class CloningRow:
     attacker: str
     accuracy: float
     fidelity: float
-    transfer: dict[str, float]
-    utility: dict[str, float]
+    transfer: TransferRates
+    utility: VictimUtility
     poison: PoisonDamage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"defence": self.defence, "eps": self.eps, "n_queries": self.n_queries,
+                "attacker": self.attacker, "accuracy": self.accuracy,
+                "fidelity": self.fidelity, "transfer": self.transfer.to_dict(),
+                "utility": asdict(self.utility), "poison": asdict(self.poison)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CloningRow:
-        """The row back from its ``asdict`` form (executor units return plain data)."""
-        return cls(**{**d, "poison": PoisonDamage(**d["poison"])})
+        """The row back from :meth:`to_dict` (executor units return plain data)."""
+        return cls(**{**d, "transfer": TransferRates.from_dict(d["transfer"]),
+                      "utility": _utility(d["utility"]),
+                      "poison": PoisonDamage(**d["poison"])})
 
 
 @dataclass(frozen=True)
@@ -228,7 +318,7 @@ class VictimInfo:
     fim_estimator : str
         The generation-FIM estimator the RG defence resolved to.
     answers : str
-    served : dict or None
+    served : ServedAPI or None
         What a served API (``--target``) says of itself.
     """
 
@@ -238,13 +328,18 @@ class VictimInfo:
     n_eval: int
     fim_estimator: str
     answers: str = "normalised sigmoid of mean-field logits"
-    served: dict[str, Any] | None = None
+    served: ServedAPI | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.served is None:
-            del d["served"]
+        d = {k: v for k, v in asdict(self).items() if k != "served"}
+        if self.served is not None:
+            d["served"] = self.served.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VictimInfo:
+        served = d.get("served")
+        return cls(**{**d, "served": None if served is None else ServedAPI.from_dict(served)})
 
 
 @dataclass
@@ -257,7 +352,7 @@ class CloningResult:
     victim : VictimInfo
     rows : list of CloningRow
     seconds : float
-    execution : dict or None
+    execution : ExecutionSummary or None
         The executor's summary (``--executor``), else None.
     """
 
@@ -265,17 +360,29 @@ class CloningResult:
     victim: VictimInfo
     rows: list[CloningRow] = field(default_factory=list)
     seconds: float = 0.0
-    execution: dict[str, Any] | None = None
+    execution: ExecutionSummary | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
         """The ``settings`` object of the JSON: the config, and the execution summary."""
-        extra = {} if self.execution is None else {"execution": self.execution}
+        extra = {} if self.execution is None else {"execution": self.execution.to_dict()}
         return {**asdict(self.config), **extra}
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "victim": self.victim.to_dict(),
-                "seconds": self.seconds, "rows": [asdict(r) for r in self.rows]}
+                "seconds": self.seconds, "rows": [r.to_dict() for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CloningResult:
+        """The result back from its JSON (``result.json`` of ``clone-attack``; other
+        top-level keys, such as ``model`` and ``data``, are ignored)."""
+        s = dict(d["settings"])
+        ex = s.pop("execution", None)
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}
+        cfg = CloningConfig(**kw)
+        return cls(cfg, VictimInfo.from_dict(d["victim"]),
+                   [CloningRow.from_dict(r) for r in d["rows"]], d.get("seconds", 0.0),
+                   None if ex is None else ExecutionSummary.from_dict(ex))
 
 
 @dataclass(frozen=True)
@@ -344,9 +451,14 @@ def _clone_rows(defence: str, eps: float, po: PoisonedOutputs, ctx: CloningConte
                                  epochs=s.mlp_epochs, layerwise=lw, victim=victim)
             q = clone_quality(clone, predict, x_eval, y_eval)
             tr = transfer_rates(clone, predict, x_eval, y_eval, s.eps_adv, s.transfer_methods)
-            rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"], q["fidelity"], tr,
-                                   util, dmg))
+            rows.append(CloningRow(defence, eps, n, attacker, q["accuracy"], q["fidelity"],
+                                   TransferRates.from_dict(tr), _utility(util), dmg))
     return rows
+
+
+def _utility(u: dict[str, Any]) -> VictimUtility:
+    return VictimUtility(u["top1_preserved"], u["mean_l1"], u["max_l1"], u["mean_kl"],
+                         int(u["n"]))
 
 
 def _cell_rows(defence: str, eps: float, ctx: CloningContext,
@@ -358,7 +470,7 @@ def _cell_rows(defence: str, eps: float, ctx: CloningContext,
 def cloning_cell_unit(unit: Any, ss: Any, shared: CloningContext) -> list[dict[str, Any]]:
     """Executor unit: the rows of one (defence, eps) cell as plain dicts (``ss`` unused: the
     cell's seeds are the study's, see :func:`run_cloning`)."""
-    return [asdict(r) for r in _cell_rows(unit.payload["defence"], unit.payload["eps"],
+    return [r.to_dict() for r in _cell_rows(unit.payload["defence"], unit.payload["eps"],
                                           shared, None)]
 
 
@@ -432,7 +544,7 @@ def run_cloning(
         rep = executor.map(cloning_cell_unit, units, seed=s.seed, shared=ctx, store=store)
         rep.raise_on_failure("clone-attack cells")
         result.rows += [CloningRow.from_dict(r) for rows in rep.values for r in rows]
-        result.execution = rep.summary()
+        result.execution = ExecutionSummary.from_dict(rep.summary())
     if served is not None:
         # the deployed defence: the pool's answers as the API returns them; the ART attackers
         # query the API themselves (each query crosses HTTP)

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from rgaudit.experiments.basis_check import check_basis_spec
+from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
 from rgaudit.rg.mcrg import MCRGResult, mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
-from rgaudit.rg.spectra import pair_spectra
+from rgaudit.rg.spectra import Count, pair_spectra
 
 Tensor = torch.Tensor
 Progress = Callable[[str, int, int], None]
@@ -51,8 +52,9 @@ class SpectrumSummary:
         their jackknife errors.
     eig_abs, eig_abs_err : Tensor of shape (n_inputs, k) or None
         Top ``|Λ|`` (shared operator sets only).
-    counts : dict of str to list of dict
-        Per input, the counts of :mod:`rgaudit.rg.spectra`.
+    counts : dict of str to list of Count
+        Per criterion (``"fisher~1"``, ``"eig>1"``, … as :mod:`rgaudit.rg.spectra` names
+        them), one :class:`~rgaudit.rg.spectra.Count` per input.
     max_cond : float
     regularised : int
         Number of inputs whose solve was regularised.
@@ -80,7 +82,7 @@ class SpectrumSummary:
     fisher_err: Tensor
     eig_abs: Tensor | None
     eig_abs_err: Tensor | None
-    counts: dict[str, list[dict[str, Any]]]
+    counts: dict[str, list[Count]]
     max_cond: float
     regularised: int
     dropped: list[int]
@@ -107,7 +109,8 @@ class SpectrumSummary:
         out = {"study": self.study, "pair": self.pair, "basis": self.basis,
                "n_samples": self.n_samples, "n_ops": list(self.n_ops),
                "fisher": self.fisher, "fisher_err": self.fisher_err,
-               "fisher_mean": mean, "fisher_mean_err": err, "counts": self.counts,
+               "fisher_mean": mean, "fisher_mean_err": err,
+               "counts": {k: [c.to_dict() for c in cs] for k, cs in self.counts.items()},
                "max_cond": self.max_cond, "regularised": self.regularised,
                "dropped": self.dropped, "fisher_raw": self.fisher_raw,
                "fisher_raw_mean": self.mean_fisher(raw=True)[0],
@@ -140,10 +143,10 @@ def summarise(res: MCRGResult, study: str, basis: str, *, top: int = 10,
             # eig and eig_abs_err are set together, for every input or none (shared_basis)
             eig = torch.stack([s.eig.abs()[:ke] for s in sps if s.eig is not None])
             eig_err = torch.stack([s.eig_abs_err[:ke] for s in sps if s.eig_abs_err is not None])
-        counts: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, list[Count]] = {}
         for s in sps:
             for name, c in s.counts.items():
-                counts.setdefault(name, []).append(c.to_dict())
+                counts.setdefault(name, []).append(c)
         out.append(SpectrumSummary(
             study=study, pair=pair.index, basis=basis, n_samples=pair.n_samples,
             n_ops=(len(pair.names_prev), len(pair.names_next)), fisher=fisher, fisher_err=ferr,
@@ -388,11 +391,23 @@ class DiagnosedInputs:
 
 @dataclass(frozen=True)
 class DiagnoseExecution:
-    """How a per-input (``--executor``) run was executed."""
+    """How a per-input (``--executor``) run was executed: the executor, how each input's
+    generators were seeded, and the executor's summary ``execution`` (constructed from
+    ``summary``: an :class:`ExecutionSummary`, or the plain data of
+    :meth:`~rgaudit.executors.base.MapReport.summary`, which is typed here)."""
 
     executor: str
     per_input_generators: str
-    execution: dict[str, Any]
+    summary: InitVar[ExecutionSummary | dict[str, Any]]
+    execution: ExecutionSummary = field(init=False)
+
+    def __post_init__(self, summary: ExecutionSummary | dict[str, Any]) -> None:
+        object.__setattr__(self, "execution", summary if isinstance(summary, ExecutionSummary)
+                           else ExecutionSummary.from_dict(summary))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"executor": self.executor, "per_input_generators": self.per_input_generators,
+                "execution": self.execution.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -442,9 +457,10 @@ class DiagnoseResult:
             "sample_counts": c.counts(), "n_inputs": i.n_inputs, "seed": c.seed,
             "device": str(torch.device(c.device)), "n_blocks": c.n_blocks,
             "widths": list(i.widths), "tied": i.tied, "labels": i.labels}
-        for part in (self.execution, self.source):
-            if part is not None:
-                out.update(vars(part))
+        if self.execution is not None:
+            out.update(self.execution.to_dict())
+        if self.source is not None:
+            out.update(vars(self.source))
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,13 +15,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rgaudit.report.io import atomic_write_text, write_result
 
+if TYPE_CHECKING:
+    from rgaudit.experiments.attack_study import AttackStudyResult, MethodSummary
+
 KIND = "attack-study"
+
+
+def typed(result: AttackStudyResult | dict[str, Any]) -> AttackStudyResult:
+    """The typed result; a JSON document (``attack_study.json``, or the ``attack_study``
+    object of an audit's JSON) is read back with :meth:`AttackStudyResult.from_dict`."""
+    if isinstance(result, dict):
+        from rgaudit.experiments.attack_study import AttackStudyResult
+
+        return AttackStudyResult.from_dict(result)
+    return result
 
 
 def _f(v: Any) -> float:
@@ -49,64 +62,65 @@ def fmt_err(value: Any, err: float) -> str:
     return f"{v:.{decimals_for(err)}f}"
 
 
-def _err(s: dict[str, Any]) -> float:
+def _err(s: MethodSummary) -> float:
     """Error of a quoted median: the larger of the judge-seed spread and the resolution."""
-    return max(_f(s.get("seed_sd", 0.0)), _f(s.get("resolution", 0.0)))
+    return s.error
 
 
 def _p(p: float) -> str:
     return f"{p:.1g}" if p < 0.01 else f"{p:.2f}"
 
 
-def render_tables(payload: dict[str, Any], *, title: str = "") -> str:
+def render_tables(result: AttackStudyResult | dict[str, Any], *, title: str = "") -> str:
     """The minimal-ε and paired-comparison tables for every norm (markdown)."""
+    res = typed(result)
     lines: list[str] = []
     if title:
         lines += [f"### {title}", ""]
-    m = payload.get("model", {})
-    cfg = payload.get("config", {})
-    n = len(payload.get("inputs", {}).get("indices", []))
-    lines.append(f"Model: {m.get('kind')} {m.get('widths', '')}; judge: {m.get('judge')}; "
-                 f"{n} correctly classified test inputs; surrogate attacked: {m.get('surrogate')}.")
+    m = res.model
+    widths = m.widths if m.widths is not None else ""
+    lines.append(f"Model: {m.kind} {widths}; judge: {m.judge}; "
+                 f"{len(res.inputs.indices)} correctly classified test inputs; "
+                 f"surrogate attacked: {m.surrogate}.")
     lines.append("")
-    for norm, per in payload["summary"].items():
+    for norm, per in res.summary.items():
         unit = "L2" if norm == "l2" else "L∞"
         lines += [f"Minimal applied {unit} perturbation that flips the judge "
-                  f"(bisection bracket {_f(cfg.get('eps_max_' + norm, 0)):g}/2^steps; "
+                  f"(bisection bracket {res.config.eps_max(norm):g}/2^steps; "
                   "± = larger of the judge-seed s.d. of the median and the resolution):", "",
                   f"| method | family | median {unit} | [q1, q3] | flipped | ± | "
                   "medians by judge seed | s / input | search |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for name, s in sorted(per.items(), key=lambda kv: (_f(kv[1]["median"]),
-                                                           _f(kv[1]["q3"]))):
-            e = _err(s)
-            seeds = ", ".join(fmt_err(v, e) for v in s["median_by_seed"])
+        for name, s in sorted(per.items(), key=lambda kv: (kv[1].applied.median,
+                                                           kv[1].applied.q3)):
+            e, a = _err(s), s.applied
+            seeds = ", ".join(fmt_err(v, e) for v in s.median_by_seed)
             lines.append(
-                f"| {name} | {s['family']} | {fmt_err(s['median'], e)} | "
-                f"[{fmt_err(s['q1'], e)}, {fmt_err(s['q3'], e)}] | "
-                f"{s['n_flipped']}/{s['n']} | {e:.1g} | {seeds} | "
-                f"{_f(s['seconds_per_input']):.2g} | {s['search']} |")
+                f"| {name} | {s.family} | {fmt_err(a.median, e)} | "
+                f"[{fmt_err(a.q1, e)}, {fmt_err(a.q3, e)}] | "
+                f"{a.n_flipped}/{a.n} | {e:.1g} | {seeds} | "
+                f"{s.seconds_per_input:.2g} | {s.search} |")
         lines.append("")
-        pp = payload["paired"].get(norm, {})
-        best = pp.get("best_baseline")
-        if best:
+        pp = res.paired.get(norm)
+        best = pp.best_baseline if pp is not None else None
+        if pp is not None and best:
             lines += [f"Paired per-input comparison against the best baseline, **{best}** "
                       f"({unit}; win = smaller applied norm; two-sided sign test and Wilcoxon "
                       "signed-rank; ratio = median over inputs of method/best):", "",
                       "| method | wins | losses | ties | sign-test p | Wilcoxon p | "
                       "median ratio |", "|---|---|---|---|---|---|---|"]
-            for name, t in pp["vs"].items():
-                r = float("nan") if t["median_ratio"] is None else _f(t["median_ratio"])
-                lines.append(f"| {name} | {t['wins']} | {t['losses']} | {t['ties']} | "
-                             f"{_p(_f(t['p_sign']))} | {_p(_f(t['p_wilcoxon']))} | "
+            for name, t in pp.vs.items():
+                r = t.median_ratio
+                lines.append(f"| {name} | {t.wins} | {t.losses} | {t.ties} | "
+                             f"{_p(t.p_sign)} | {_p(t.p_wilcoxon)} | "
                              f"{'—' if math.isnan(r) else f'{r:.2f}'} |")
             lines.append("")
     return "\n".join(lines)
 
 
-def render_fraction(payload: dict[str, Any]) -> str:
+def render_fraction(result: AttackStudyResult | dict[str, Any]) -> str:
     """Eigenspace-fraction table (markdown)."""
-    fr = payload.get("fraction") or {}
+    fr = typed(result).fraction
     if not fr:
         return ""
     lines = ["Fraction ‖U_kᵀδ‖²/‖δ‖² of the minimal perturbation δ in the top-k FIM eigenspace "
@@ -119,18 +133,19 @@ def render_fraction(payload: dict[str, Any]) -> str:
         if src == "random":
             continue
         rnd = fr.get(f"{att}|random")
-        for j, k in enumerate(s["k"]):
-            se = _f(s["se"][j])
+        for j, k in enumerate(s.k):
+            se = s.se[j]
             lines.append(
-                f"| {att} | {src} | {k} | {s['median'][j]:.2f} [{s['q1'][j]:.2f}, "
-                f"{s['q3'][j]:.2f}] | {fmt_err(s['mean'][j], se)} ± {se:.1g} | "
-                f"{rnd['median'][j]:.3f} | {s['random_expected'][j]:.3f} |" if rnd else "")
+                f"| {att} | {src} | {k} | {s.median[j]:.2f} [{s.q1[j]:.2f}, "
+                f"{s.q3[j]:.2f}] | {fmt_err(s.mean[j], se)} ± {se:.1g} | "
+                f"{rnd.median[j]:.3f} | {s.random_expected[j]:.3f} |" if rnd else "")
     return "\n".join(lines) + "\n"
 
 
-def plot_fraction(payload: dict[str, Any], path: Path) -> Path | None:
+def plot_fraction(result: AttackStudyResult | dict[str, Any], path: Path) -> Path | None:
     """Eigenspace fraction against k (log-x), FIM eigenspaces vs random, quartile error bars."""
-    fr = payload.get("fraction") or {}
+    res = typed(result)
+    fr = res.fraction
     if not fr:
         return None
     import matplotlib
@@ -142,36 +157,38 @@ def plot_fraction(payload: dict[str, Any], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, s in fr.items():
-        k = np.asarray(s["k"], dtype=float)
-        med = np.asarray(s["median"], dtype=float)
-        lo = med - np.asarray(s["q1"], dtype=float)
-        hi = np.asarray(s["q3"], dtype=float) - med
+        k = np.asarray(s.k, dtype=float)
+        med = np.asarray(s.median, dtype=float)
+        lo = med - np.asarray(s.q1, dtype=float)
+        hi = np.asarray(s.q3, dtype=float) - med
         ls = "--" if key.endswith("|random") else "-"
         ax.errorbar(k, med, yerr=[lo, hi], fmt="o" + ls, capsize=3, label=key.replace("|", " in "))
     s0 = next(iter(fr.values()))
-    ax.plot(s0["k"], s0["random_expected"], "k:", label="k/d (random expectation)")
+    ax.plot(s0.k, s0.random_expected, "k:", label="k/d (random expectation)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (dimension of the subspace)")
     ax.set_ylabel("fraction of ‖δ‖² in the subspace (dimensionless)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
-    n = len(payload.get("inputs", {}).get("indices", []))
+    n = len(res.inputs.indices)
     ax.set_title(f"Minimal perturbation in the top-k FIM eigenspace ({n} inputs)\n"
                  "markers: median; bars: quartiles", fontsize=9)
     return save_figure(fig, path)
 
 
-def render_markdown(payload: dict[str, Any], *, title: str = "Attack study") -> str:
-    t = payload.get("timings", {})
+def render_markdown(result: AttackStudyResult | dict[str, Any], *,
+                    title: str = "Attack study") -> str:
+    res = typed(result)
+    t = res.timings
     head = [f"# {title}", "",
-            f"Wall time {_f(t.get('total_seconds')):.0f} s; /proc/loadavg at start "
-            f"`{t.get('loadavg_start')}`, at end `{t.get('loadavg_end')}` (timings measured "
+            f"Wall time {t.total_seconds:.0f} s; /proc/loadavg at start "
+            f"`{t.loadavg_start}`, at end `{t.loadavg_end}` (timings measured "
             "under load on a shared machine).", ""]
-    return "\n".join(head) + render_tables(payload) + "\n" + render_fraction(payload)
+    return "\n".join(head) + render_tables(res) + "\n" + render_fraction(res)
 
 
-def write_attack_report(result: Any, run_dir: str | Path, *, title: str = "Attack study"
-                        ) -> dict[str, Path]:
+def write_attack_report(result: AttackStudyResult, run_dir: str | Path, *,
+                        title: str = "Attack study") -> dict[str, Path]:
     """Write JSON, adversarial inputs, markdown and plot of a study into ``run_dir``.
 
     Parameters
@@ -183,15 +200,16 @@ def write_attack_report(result: Any, run_dir: str | Path, *, title: str = "Attac
     run_dir = Path(run_dir)
     payload = result.to_dict()
     paths: dict[str, Path] = {"json": write_result(run_dir / "attack_study.json", KIND, payload)}
-    arrays = {k.replace("/", "__"): v.numpy() for k, v in result.adversarial.items()}
-    arrays["clean_indices"] = np.asarray(payload["inputs"]["indices"], dtype=np.int64)
+    arrays: dict[str, Any] = {k.replace("/", "__"): v.numpy()
+                              for k, v in result.adversarial.items()}
+    arrays["clean_indices"] = np.asarray(result.inputs.indices, dtype=np.int64)
     np.savez_compressed(run_dir / "adversarial.npz", **arrays)
     paths["npz"] = run_dir / "adversarial.npz"
-    p = plot_fraction(payload, run_dir / "eigenspace_fraction.png")
+    p = plot_fraction(result, run_dir / "eigenspace_fraction.png")
     if p is not None:
         paths["plot"] = p
     paths["md"] = atomic_write_text(run_dir / "attack_study.md",
-                                    render_markdown(payload, title=title))
+                                    render_markdown(result, title=title))
     return paths
 
 
@@ -199,7 +217,8 @@ COMPACT = ("fim-rg", "fim-autograd", "walk-rg", "walk-autograd", "subspace-fim-k
            "subspace-fim-k16", "subspace-random-k16")
 
 
-def render_compact(payloads: list[tuple[str, dict[str, Any]]], norm: str = "l2") -> str:
+def render_compact(payloads: list[tuple[str, AttackStudyResult | dict[str, Any]]],
+                   norm: str = "l2") -> str:
     """One row per model: best baseline and the Fisher attacks against it (markdown).
 
     Each cell: median applied norm, then per-input wins/losses against the best baseline and
@@ -207,29 +226,29 @@ def render_compact(payloads: list[tuple[str, dict[str, Any]]], norm: str = "l2")
     top-1 FIM eigenspace (RG chain where available, else autograd) against 1/d.
     """
     unit = "L2" if norm == "l2" else "L∞"
-    cols = [c for c in COMPACT if any(c in p["summary"].get(norm, {}) for _, p in payloads)]
+    results = [(title, typed(p)) for title, p in payloads]
+    cols = [c for c in COMPACT if any(c in p.summary.get(norm, {}) for _, p in results)]
     lines = [f"| model | best baseline ({unit} median) | " + " | ".join(cols)
              + " | DDN δ in top-1 FIM space (median; 1/d) |",
              "|---" * (len(cols) + 3) + "|"]
-    for title, p in payloads:
-        per = p["summary"].get(norm, {})
-        pp = p["paired"].get(norm, {})
-        best = pp.get("best_baseline")
-        if best is None:
+    for title, p in results:
+        per = p.summary.get(norm, {})
+        pp = p.paired.get(norm)
+        best = pp.best_baseline if pp is not None else None
+        if pp is None or best is None:
             continue
-        e = _err(per[best])
-        row = [title, f"{best} {fmt_err(per[best]['median'], e)}"]
+        row = [title, f"{best} {fmt_err(per[best].applied.median, _err(per[best]))}"]
         for c in cols:
             if c not in per:
                 row.append("—")
                 continue
-            t = pp["vs"][c]
-            row.append(f"{fmt_err(per[c]['median'], _err(per[c]))} "
-                       f"({t['wins']}/{t['losses']}, p {_p(_f(t['p_sign']))})")
-        fr = p.get("fraction") or {}
+            t = pp.vs[c]
+            row.append(f"{fmt_err(per[c].applied.median, _err(per[c]))} "
+                       f"({t.wins}/{t.losses}, p {_p(t.p_sign)})")
+        fr = p.fraction
         key = "ddn|rg" if "ddn|rg" in fr else "ddn|autograd"
         if key in fr:
-            row.append(f"{fr[key]['median'][0]:.2f} ({fr[key]['random_expected'][0]:.3f})")
+            row.append(f"{fr[key].median[0]:.2f} ({fr[key].random_expected[0]:.3f})")
         else:
             row.append("—")
         lines.append("| " + " | ".join(row) + " |")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from rgaudit.experiments.cloning import CloningResult
 
 
 def _f(v: Any, fmt: str = ".3f") -> str:
@@ -13,33 +16,39 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return "—" if v is None or v != v else format(v, fmt)
 
 
-def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(result["rows"])
+def typed(result: CloningResult | dict[str, Any]) -> CloningResult:
+    """The typed result; a JSON document (``result.json``) is read back with
+    :meth:`CloningResult.from_dict`."""
+    if isinstance(result, dict):
+        from rgaudit.experiments.cloning import CloningResult
+
+        return CloningResult.from_dict(result)
+    return result
 
 
-def markdown(result: dict[str, Any], command: str | None = None) -> str:
+def markdown(result: CloningResult | dict[str, Any], command: str | None = None) -> str:
     """A Markdown table: one line per (defence, ε, queries, attacker)."""
-    s = result["settings"]
-    v = result["victim"]
+    res = typed(result)
+    s, v = res.config, res.victim
     lines = ["# Cloning study", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"Victim widths {v['widths']}, evaluation accuracy {v['eval_accuracy']:.3f} "
-              f"({v['n_eval']} held-out inputs); query pool {v['n_pool']}; budget norm "
-              f"{s['norm']}; transfer at L2 ε_adv = {s['eps_adv']}; seed {s['seed']}; "
-              f"{result.get('seconds', 0):.0f} s.", "",
+    lines += [f"Victim widths {v.widths}, evaluation accuracy {v.eval_accuracy:.3f} "
+              f"({v.n_eval} held-out inputs); query pool {v.n_pool}; budget norm "
+              f"{s.norm}; transfer at L2 ε_adv = {s.eps_adv}; seed {s.seed}; "
+              f"{res.seconds:.0f} s.", "",
               "| defence | ε | queries | attacker | clone acc | fidelity | transfer FIM | "
               "transfer FGM | top-1 kept | mean L1 | mean KL | med δyᵀF̃δy | med abs cos |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in _rows(result):
-        t, u, p = r["transfer"], r["utility"], r.get("poison") or {}
+    for r in res.rows:
+        t, u, p = r.transfer.rates, r.utility, r.poison
         lines.append(
-            f"| {r['defence']} | {r['eps']:g} | {r['n_queries']} | {r['attacker']} | "
-            f"{_f(r['accuracy'])} | {_f(r['fidelity'])} | {_f(t.get('fim'))} | "
-            f"{_f(t.get('fgm'))} | {_f(u['top1_preserved'])} | "
-            f"{_f(u['mean_l1'], '.4f')} | {_f(u['mean_kl'], '.4f')} | "
-            f"{_f(p.get('median_fisher_damage'), '.3f')} | "
-            f"{_f(p.get('median_abs_cos_top'), '.2f')} |")
+            f"| {r.defence} | {r.eps:g} | {r.n_queries} | {r.attacker} | "
+            f"{_f(r.accuracy)} | {_f(r.fidelity)} | {_f(t.get('fim'))} | "
+            f"{_f(t.get('fgm'))} | {_f(u.top1_preserved)} | "
+            f"{_f(u.mean_l1, '.4f')} | {_f(u.mean_kl, '.4f')} | "
+            f"{_f(p.median_fisher_damage, '.3f')} | "
+            f"{_f(p.median_abs_cos_top, '.2f')} |")
     lines += ["", "med δyᵀF̃δy: median over the queries of the Fisher damage of the returned "
               "answer under the generation FIM F̃ (cloning eq. 20, mean-field) at the honest "
               "answer — what the RG poison maximises; med abs cos: median |cos(δy, v_top)|, "
@@ -47,7 +56,8 @@ def markdown(result: dict[str, Any], command: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "cloning") -> list[Path]:
+def plot_curves(result: CloningResult | dict[str, Any], out_dir: str | Path,
+                prefix: str = "cloning") -> list[Path]:
     """Clone fidelity versus ε (per attacker) and versus the number of queries.
 
     Returns
@@ -57,41 +67,42 @@ def plot_curves(result: dict[str, Any], out_dir: str | Path, prefix: str = "clon
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _rows(result)
+    res = typed(result)
+    rows = res.rows
     written: list[Path] = []
-    attackers = sorted({r["attacker"] for r in rows})
-    defences = [d for d in result["settings"]["defences"] if d != "none"]
-    n_max = max(r["n_queries"] for r in rows)
-    base = {r["attacker"]: r["fidelity"] for r in rows
-            if r["defence"] == "none" and r["n_queries"] == n_max}
+    attackers = sorted({r.attacker for r in rows})
+    defences = [d for d in res.config.defences if d != "none"]
+    n_max = max(r.n_queries for r in rows)
+    base = {r.attacker: r.fidelity for r in rows
+            if r.defence == "none" and r.n_queries == n_max}
     fig = Figure(figsize=(3.2 * len(attackers), 3.0))
     axes = fig.subplots(1, len(attackers), squeeze=False, sharey=True)
     for ax, att in zip(axes[0], attackers, strict=True):
         for d in defences:
-            pts = sorted((r["eps"], r["fidelity"]) for r in rows
-                         if r["defence"] == d and r["attacker"] == att and r["n_queries"] == n_max)
+            pts = sorted((r.eps, r.fidelity) for r in rows
+                         if r.defence == d and r.attacker == att and r.n_queries == n_max)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=d)
         if att in base:
             ax.axhline(base[att], color="k", ls=":", label="none")
         ax.set_title(att, fontsize=9)
-        ax.set_xlabel(f"ε ({result['settings']['norm']})")
+        ax.set_xlabel(f"ε ({res.config.norm})")
     axes[0][0].set_ylabel("fidelity")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     p = out_dir / f"{prefix}_fidelity_vs_eps.png"
     _save(fig, p)
     written.append(p)
-    ns = sorted({r["n_queries"] for r in rows})
+    ns = sorted({r.n_queries for r in rows})
     if len(ns) > 1:
-        eps_max = max(r["eps"] for r in rows)
+        eps_max = max(r.eps for r in rows)
         fig = Figure(figsize=(3.2 * len(attackers), 3.0))
         axes = fig.subplots(1, len(attackers), squeeze=False, sharey=True)
         for ax, att in zip(axes[0], attackers, strict=True):
-            for d in result["settings"]["defences"]:
+            for d in res.config.defences:
                 e = 0.0 if d == "none" else eps_max
-                pts = sorted((r["n_queries"], r["accuracy"]) for r in rows
-                             if r["defence"] == d and r["attacker"] == att and r["eps"] == e)
+                pts = sorted((r.n_queries, r.accuracy) for r in rows
+                             if r.defence == d and r.attacker == att and r.eps == e)
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker="o", label=d)
             ax.set_title(att, fontsize=9)

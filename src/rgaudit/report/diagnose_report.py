@@ -94,7 +94,7 @@ def _spectrum_rows(spectra: list[SpectrumSummary], top: int) -> list[str]:
         raw = s.mean_fisher(raw=True)[0]
         vals = [_fmt(float(mean[i]), float(err[i])) if i < len(mean) else "" for i in range(top)]
         kept = s.counts.get("fisher~1", [])
-        rng = (f"{min(c['lo'] for c in kept)}–{max(c['hi'] for c in kept)}" if kept else "-")
+        rng = f"{min(c.lo for c in kept)}–{max(c.hi for c in kept)}" if kept else "-"
         rows.append(f"| {s.study} | T^({s.pair + 1}) | {s.basis} | {s.n_ops[0]}, {s.n_ops[1]} | "
                     f"{s.n_samples} | " + " | ".join(vals) +
                     f" | {float(raw[0]):.3f} | {rng} | {s.max_cond:.3g} | "

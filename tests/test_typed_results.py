@@ -1,0 +1,172 @@
+"""The attack study, cloning and attack results are typed dataclasses whose ``to_dict()`` is the
+JSON the string-keyed dicts were.
+
+``tests/data/typed_results/`` holds outputs of the code before the results were typed (branch
+s4-types at b2a4d2a+bca4b33, written by small runs): ``mlp.json``/``mlp.md`` (attack study of a
+16-unit torch MLP, ``AttackStudyResult.to_dict()`` and ``render_markdown``), ``clone_ex.json``/
+``clone_ex.md`` (cloning study on the local executor, ``CloningResult.to_dict()`` and
+``cloning_report.markdown``), ``attack_walk.json`` (``AttackResult.to_dict()`` of a Fisher walk).
+Read back into the typed results, they give the same JSON and the same Markdown; fresh small
+runs give the same layout (keys, their order, value types). Deterministic: no statistical test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data" / "typed_results"
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((DATA / name).read_text())
+
+
+def _layout(o: Any) -> Any:
+    """Keys (in order) and value kinds of a JSON tree; lists by their first element."""
+    if isinstance(o, dict):
+        return [(k, _layout(v)) for k, v in o.items()]
+    if isinstance(o, list):
+        return ["list", _layout(o[0]) if o else None]
+    if isinstance(o, bool):
+        return "bool"
+    if isinstance(o, int | float) or o is None:
+        return "number"                       # null: a non-finite number
+    return type(o).__name__
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal JSON trees, NaN equal to NaN."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(
+            _same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(
+            _same_json(u, v) for u, v in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def test_attack_study_result_reads_back_its_json_and_renders_the_same_markdown():
+    from rgaudit.experiments.attack_study import (
+        AttackStudyResult,
+        FractionStats,
+        MethodRow,
+        MethodSummary,
+        PairedComparison,
+        StudyInputs,
+        StudyModel,
+        StudyTimings,
+        WalkInfo,
+    )
+    from rgaudit.experiments.audit_results import AuditInputs, Quartiles
+    from rgaudit.report.attack_report import render_compact, render_markdown
+
+    doc = _load("mlp.json")
+    res = AttackStudyResult.from_dict(doc)
+    assert isinstance(res.model, StudyModel) and res.model.record["hidden"] == 16
+    assert isinstance(res.inputs, StudyInputs) and isinstance(res.inputs, AuditInputs)
+    assert isinstance(res.timings, StudyTimings)
+    assert all(isinstance(r, MethodRow) for rs in res.rows.values() for r in rs)
+    walk = next(r for r in res.rows["l2"] if r.name == "walk-autograd")
+    assert isinstance(walk.walk, WalkInfo) and walk.walk.step_size == 0.2
+    fim = next(r for r in res.rows["l2"] if r.name == "fim-autograd")
+    assert fim.sign is not None and len(fim.sign) == 3 and fim.walk is None
+    s = res.summary["l2"]["ddn"]
+    assert isinstance(s, MethodSummary) and isinstance(s.applied, Quartiles)
+    assert isinstance(res.paired["l2"], PairedComparison)
+    assert res.paired["l2"].best_baseline in res.summary["l2"]
+    assert all(isinstance(f, FractionStats) for f in res.fraction.values())
+    # unflipped inputs are inf in memory, null in the JSON
+    rnd = res.summary["l2"]["random"]
+    assert rnd.applied.n_flipped == 0 and math.isinf(rnd.applied.median)
+    assert _same_json(json.loads(json.dumps(res.to_dict())), doc)
+    assert render_markdown(res) == (DATA / "mlp.md").read_text()
+    assert render_markdown(doc) == render_markdown(res)         # a JSON document is accepted
+    best = res.paired["l2"].best_baseline
+    assert render_compact([("MLP", res)]).splitlines()[2].startswith(f"| MLP | {best} ")
+    assert render_compact([("MLP", doc)]) == render_compact([("MLP", res)])
+
+
+@pytest.mark.slow
+def test_a_fresh_attack_study_has_the_saved_layout():
+    from rgaudit.data import load_dataset
+    from rgaudit.experiments.attack_study import (
+        AttackStudyConfig,
+        run_attack_study,
+        train_torch_mlp,
+    )
+
+    ds = load_dataset("digits", seed=0)
+    mlp = train_torch_mlp(ds, hidden=16, epochs=3)
+    cfg = AttackStudyConfig(n_inputs=3, methods=("ddn", "fgm", "fim-autograd", "walk-autograd",
+                                                 "random", "subspace"),
+                            subspace_k=(1, 2), fraction_k=(1, 2), bisect_steps=4, ddn_steps=20,
+                            walk_max_steps=5, walk_step=0.2)
+    res = run_attack_study(mlp, ds.X_test, ds.y_test, cfg, model_info=dict(mlp.meta))
+    assert _layout(json.loads(json.dumps(res.to_dict()))) == _layout(_load("mlp.json"))
+
+
+def test_cloning_result_reads_back_its_json_and_renders_the_same_markdown():
+    from rgaudit.experiments.cloning import CloningResult, TransferRates, VictimUtility
+    from rgaudit.experiments.execution_summary import ExecutionSummary
+    from rgaudit.report.cloning_report import markdown
+
+    doc = _load("clone_ex.json")
+    res = CloningResult.from_dict(doc)
+    assert isinstance(res.execution, ExecutionSummary) and res.execution.computed == 3
+    r = res.rows[0]
+    assert isinstance(r.transfer, TransferRates) and list(r.transfer.rates) == ["fim", "fgm"]
+    assert isinstance(r.utility, VictimUtility) and r.utility.n == 20
+    assert _same_json(json.loads(json.dumps(res.to_dict())), doc)
+    assert markdown(res, "cmd") == (DATA / "clone_ex.md").read_text() == markdown(doc, "cmd")
+
+
+def test_served_api_record_keeps_the_server_answer():
+    from rgaudit.experiments.cloning import ServedAPI
+
+    info = {"kind": "deep-rbm", "input_shape": [8, 8], "n_features": 64, "n_classes": 10,
+            "classes": list(range(10)), "bounds": [0.0, 1.0],
+            "defence": {"defence": "rg", "eps": 0.1}, "limits": {"max_batch": 256},
+            "later_field": 1}
+    api = ServedAPI.from_info("http://h:1", info)
+    assert api.n_classes == 10 and api.other == {"later_field": 1}
+    assert api.to_dict() == {"url": "http://h:1", **info}
+    assert list(api.to_dict()) == ["url", *info]
+    assert ServedAPI.from_dict(api.to_dict()) == api
+
+
+def test_a_fresh_attack_has_the_saved_layout():
+    from rgaudit.data import load_dataset
+    from rgaudit.experiments.attack_one import AttackConfig, SearchInfo, run_attack
+    from rgaudit.experiments.audit_results import ModelRecord
+    from rgaudit.nets.deep_rbm import DeepRBM
+
+    ds = load_dataset("digits", seed=0)
+    net = DeepRBM.random([64, 16, 10], generator=torch.Generator().manual_seed(0), scale=4.0,
+                         dtype=torch.float64)
+    with torch.no_grad():              # output layer by least squares: a usable classifier
+        H = net.layer(1).prob_up(ds.X_train.double())
+        Y = torch.nn.functional.one_hot(ds.y_train, 10).double() * 8 - 4
+        A = torch.cat([H, torch.ones(H.shape[0], 1, dtype=torch.float64)], 1)
+        sol = torch.linalg.lstsq(A, Y).solution
+        net.layer(2).W.copy_(sol[:-1].T)
+        net.layer(2).a.copy_(sol[-1])
+    rec = {"path": "p", "dataset": "digits", "split_seed": 0, "split_seed_source": "x",
+           "accuracy": None}
+    cfg = AttackConfig(method="walk", n_inputs=3, samples=64, judge_samples=100, eps=0.5)
+    res = run_attack(net, ds.X_test, ds.y_test, cfg, model_info=rec)
+    assert isinstance(res.model, ModelRecord) and isinstance(res.info, SearchInfo)
+    assert res.info.walk_steps is not None and res.info.sign is None
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["model"] == rec
+    saved = _load("attack_walk.json")
+    assert list(d["info"]) == list(saved["info"]) == ["search", "walk_steps", "seconds"]
+    del d["model"], saved["model"]                 # the saved run recorded a shorter record
+    assert _layout(d) == _layout(saved)
