@@ -195,7 +195,7 @@ def test_pairs_stream_binary_operators_above_exact_threshold(monkeypatch):
 
 def test_chain_fim_replicates_equal_chain_fim_jackknife(monkeypatch):
     """The lazy chain replicates = fisher.chain's, built from the formed T_r (1e-10)."""
-    from rgaudit.fisher.chain import fim_from_mcrg
+    from rgaudit.fisher.chain import chain_fim_jackknife
     from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets
     from rgaudit.rg.replicate_chain import chain_fim_replicates
 
@@ -209,5 +209,7 @@ def test_chain_fim_replicates_equal_chain_fim_jackknife(monkeypatch):
                                                            pairs[0].names_prev))
     lazy = chain_fim_replicates(dg1, pairs)
     assert not any(p.replicate_solutions.materialised for p in pairs)
-    ref = fim_from_mcrg(res, net.layer(1).W)
+    ref = chain_fim_jackknife(dg1, [p.T for p in pairs], pairs[-1].C_next,
+                              Ts_reps=[list(p.T_replicates) for p in pairs],
+                              c_out_reps=list(pairs[-1].C_next_replicates))
     torch.testing.assert_close(lazy, ref.replicates, **TOL)

@@ -228,6 +228,43 @@ class LayerPair:
         out = reps.apply(xf)
         return out.reshape(reps.n_rep, *self.batch_shape, out.shape[-2], q).to("cpu")
 
+    def apply_replicates_left(self, y: Tensor) -> Tensor:
+        """``y @ T_r`` for every replicate ``r``, without forming ``T_r`` when it is factored.
+
+        ``y T_r = (C_r⁻¹ yᵀ)ᵀ D_r``: ``O(n_rep · (m_next² + m_next m_prev) q)`` for ``q`` rows
+        (what the chain's replicates need when it is associated from the output layer, whose
+        operators are few).
+
+        Parameters
+        ----------
+        y : Tensor of shape (*batch, q, m_next) or (n_rep, *batch, q, m_next)
+            (``*batch`` may be left out: broadcast over the batch elements).
+
+        Returns
+        -------
+        Tensor of shape (n_rep, *batch, q, m_prev), float64 on the CPU
+        """
+        reps = self.replicate_solutions
+        if reps is None:
+            raise ValueError("this pair carries no jackknife replicates")
+        if isinstance(reps, Tensor):
+            return y.to(dtype=reps.dtype, device=reps.device) @ reps
+        nb = math.prod(self.batch_shape)
+        q, mn = y.shape[-2], y.shape[-1]
+        per_rep = y.dim() - 2 == len(self.batch_shape) + 1
+        if not per_rep:
+            y = y.expand(*self.batch_shape, q, mn)
+        yf = y.reshape(reps.n_rep, nb, q, mn) if per_rep else y.reshape(nb, q, mn)
+        out = reps.apply_left(yf)
+        return out.reshape(reps.n_rep, *self.batch_shape, q, out.shape[-1]).to("cpu")
+
+    @property
+    def replicates_formed(self) -> bool:
+        """Whether every ``T_r`` exists already (or costs no solve to assemble), so that
+        ``T_replicates``, ``T_stderr`` and ``T_unestimated`` are cheap."""
+        reps = self.replicate_solutions
+        return reps is None or isinstance(reps, Tensor) or not reps.has_factors
+
     @property
     def n_replicates(self) -> int:
         reps = self.replicate_solutions

@@ -190,35 +190,51 @@ class FactoredReplicates:
     def _needs_rhs(self, r: int) -> bool:
         return any(fac is not None and r not in solved for _, fac, solved in self._parts.values())
 
+    @property
+    def has_factors(self) -> bool:
+        """Whether some replicate is still a factor (forming ``dense()`` then costs solves)."""
+        return self._dense is None and any(fac is not None for _, fac, _ in
+                                           self._parts.values())
+
     def dense(self) -> Tensor:
         """All solutions, shape (n_rep, nb, m, p), rows of dropped operators 0 (cached)."""
         if self._dense is None:
-            out = self._each_replicate(self.shape[-1], lambda t, r, b: t)
+            out = self._each_replicate((self.shape[-2], self.shape[-1]), lambda dr, fac, r, b:
+                                       torch.cholesky_solve(dr, fac), lambda x, r, b: x)
             self._dense = self._masked(out)
             self._parts = {}
         return self._dense
 
-    def _each_replicate(self, q: int, right: Callable[[Tensor, int, int], Tensor]) -> Tensor:
-        """``X_r R`` for every replicate ``r`` and batch element ``b``, ``R = right(·, r, b)``
-        applied to the right: to a stored solution, or to the right-hand side before the
-        Cholesky solve (so a thin ``R`` never forms ``X_r``). Shape (n_rep, nb, m, q); rows of
-        dropped operators (and every frozen element) 0."""
-        n_rep, nb, m, _ = self.shape
+    def _each_replicate(self, tail: tuple[int, int],
+                        factored: Callable[[Tensor, Tensor, int, int], Tensor],
+                        solved: Callable[[Tensor, int, int], Tensor], *,
+                        rows: bool = True) -> Tensor:
+        """One result per replicate ``r`` and batch element ``b``, shape (n_rep, nb, *tail).
+
+        ``factored(D_r[kept], L_r, r, b)`` for a replicate kept as a Cholesky factor,
+        ``solved(X_r[kept], r, b)`` for a stored solution. With ``rows`` the result fills the
+        kept rows of ``out[r, b]`` (the other rows, and every frozen element, stay 0);
+        otherwise all of ``out[r, b]``.
+        """
+        n_rep, nb = self.shape[0], self.shape[1]
         out: Tensor | None = None
         for r in range(n_rep):
             dr = self._d(r) if self._needs_rhs(r) else None
-            for b, (kept, fac, solved) in self._parts.items():
-                xr = solved.get(r)
+            for b, (kept, fac, done) in self._parts.items():
+                xr = done.get(r)
                 if xr is None:
                     assert fac is not None and dr is not None
-                    y = torch.cholesky_solve(right(dr[b, kept], r, b), fac[r])
+                    y = factored(dr[b, kept], fac[r], r, b)
                 else:
-                    y = right(xr, r, b)
+                    y = solved(xr, r, b)
                 if out is None:
-                    out = torch.zeros(n_rep, nb, m, q, dtype=y.dtype, device=y.device)
-                out[r, b, kept] = y
+                    out = torch.zeros(n_rep, nb, *tail, dtype=y.dtype, device=y.device)
+                if rows:
+                    out[r, b, kept] = y
+                else:
+                    out[r, b] = y
         if out is None:            # every element frozen
-            out = torch.zeros(n_rep, nb, m, q, dtype=torch.float64)
+            out = torch.zeros(n_rep, nb, *tail, dtype=torch.float64)
         return out
 
     def _masked(self, out: Tensor) -> Tensor:
@@ -251,7 +267,46 @@ class FactoredReplicates:
                             torch.zeros((), dtype=x.dtype, device=x.device))
         if self._dense is not None:
             return self._dense @ x.to(self._dense.device)
-        return self._each_replicate(x.shape[-1], lambda t, r, b: t @ x[r, b].to(t.device))
+        return self._each_replicate(
+            (m, x.shape[-1]),
+            lambda dr, fac, r, b: torch.cholesky_solve(dr @ x[r, b].to(dr.device), fac),
+            lambda xr, r, b: xr @ x[r, b].to(xr.device))
+
+    def apply_left(self, y: Tensor) -> Tensor:
+        """``y @ X_r`` for every replicate without forming ``X_r``.
+
+        ``y X_r = (C_r⁻¹ yᵀ)ᵀ D_r`` (``C_r`` symmetric): two triangular solves with ``q``
+        right-hand sides and one ``q × m × p`` product, ``O(m² q + m p q)`` per replicate
+        instead of the ``O(m² p)`` of forming ``X_r``.
+
+        Parameters
+        ----------
+        y : Tensor of shape (nb, q, m) or (n_rep, nb, q, m)
+            The same matrix for every replicate, or one per replicate.
+
+        Returns
+        -------
+        Tensor of shape (n_rep, nb, q, p)
+        """
+        n_rep, nb, m, p = self.shape
+        if y.dim() == 3:
+            y = y.unsqueeze(0).expand(n_rep, *y.shape)
+        if y.dim() != 4 or tuple(y.shape[:2]) != (n_rep, nb) or y.shape[-1] != m:
+            raise ValueError(f"y has shape {tuple(y.shape)}; expected (nb={nb}, q, m={m}) or "
+                             f"(n_rep={n_rep}, nb, q, m)")
+        y = y.to(torch.float64)
+        if self._dense is not None:
+            return y.to(self._dense.device) @ self._dense
+        parts = self._parts
+
+        def factored(dr: Tensor, fac: Tensor, r: int, b: int) -> Tensor:
+            yk = y[r, b][:, parts[b][0]].to(dr.device)
+            return torch.cholesky_solve(yk.transpose(-1, -2), fac).transpose(-1, -2) @ dr
+
+        out = self._each_replicate(
+            (y.shape[-2], p), factored,
+            lambda xr, r, b: y[r, b][:, parts[b][0]].to(xr.device) @ xr, rows=False)
+        return self._masked(out)
 
 
 def _factor_one(cr: Tensor, max_cond: float,
