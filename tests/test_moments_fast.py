@@ -208,3 +208,22 @@ def test_frozen_output_layer_gives_zero_T_and_is_reported():
     assert [s.fisher.numel() for s in spec] == [0, 0]
     assert spec[0].counts["fisher~1"].value == 0 and "frozen" in spec[0].flags[0]
     assert all(s.fisher.numel() > 0 for s in pair_spectra(res.layers[1]))
+
+
+def test_exactly_symmetric_covariances_without_symmetrising():
+    """Exact integer sums: the covariances (full and replicates) come out exactly symmetric
+    with the symmetrisation skipped; a later non-integer chunk turns it back on."""
+    g = torch.Generator().manual_seed(7)
+    a = (torch.rand(2, 2000, 9, generator=g) < 0.3).float()
+    b = (torch.rand(2, 2000, 6, generator=g) < 0.6).float()
+    acc = CovarianceAccumulator(9, 6, n_blocks=4, batch_shape=(2,))
+    _fill(acc, a, b, 250)
+    assert acc._integer and acc._exact_sums
+    rep = acc.block_replicates()
+    for x in (acc.moments().c_aa, acc.moments().c_bb, rep.c_aa(1), rep.c_bb(2)):
+        assert torch.equal(x, x.transpose(-1, -2))
+    acc.update(a[:, :250] * 0.5, b[:, :250])          # not integer: float path from now on
+    assert not acc._exact_sums
+    mo = acc.moments()
+    assert torch.equal(mo.c_aa, mo.c_aa.transpose(-1, -2))
+    assert torch.equal(acc.block_replicates().c_aa(0), acc.block_replicates().c_aa(0).mT)

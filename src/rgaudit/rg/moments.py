@@ -122,6 +122,8 @@ class CovarianceAccumulator:
         self.shift_a: Tensor | None = None
         self.shift_b: Tensor | None = None
         self._integer = False
+        #: every chunk so far summed exactly in integers (the sums are then exactly symmetric)
+        self._exact_sums = True
         self._chunks = 0
         self._totals: tuple[int, float, list[Tensor | None]] | None = None
 
@@ -176,6 +178,7 @@ class CovarianceAccumulator:
             self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
             self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
+            self._exact_sums = False
             self._check_finite(a, b)
             assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
             a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
@@ -233,12 +236,16 @@ class CovarianceAccumulator:
         mb = sb / n
         c_aa = saa / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
         c_ab = sab / n - ma.unsqueeze(-1) * mb.unsqueeze(-2)
+        # exact integer sums: c_aa, c_bb are exactly symmetric already (same bits either way)
+        sym = not (self._integer and self._exact_sums)
         if sbb is not None:
             c_bb = sbb / n - mb.unsqueeze(-1) * mb.unsqueeze(-2)
-            c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
+            if sym:
+                c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
         else:
             c_bb = torch.empty(0, dtype=torch.float64)
-        c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
+        if sym:
+            c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
         return Moments(n, ma + self.shift_a, mb + self.shift_b, c_aa, c_ab, c_bb)
 
     def _moments(self, w: Tensor) -> Moments:
@@ -330,6 +337,9 @@ class BlockReplicates:
         for i, n in enumerate(ns):
             ma[i] /= n
             mb[i] /= n
+        # exact integer sums are exactly symmetric, and so is every covariance formed from
+        # them ((i, j) and (j, i) see the same operations): symmetrising would change no bit
+        self._exact = bool(acc._integer and acc._exact_sums)
         self._blocks = nonempty
         self._ns = ns
         self._ma, self._mb = ma, mb         # centred (unshifted) means, as the covariances use
@@ -355,7 +365,8 @@ class BlockReplicates:
             mx = my = self._mb[i]
         if out is None:
             out = torch.empty_like(total)
-        _cov_into(out, total, blocks[self._blocks[i]], self._ns[i], mx, my, sym=name != "c_ab")
+        _cov_into(out, total, blocks[self._blocks[i]], self._ns[i], mx, my,
+                  sym=name != "c_ab" and not self._exact)
         return out
 
     def c_aa(self, i: int) -> Tensor:
@@ -420,7 +431,11 @@ class ReplicateMoments:
 
 def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, my: Tensor,
               *, sym: bool) -> None:
-    """``out = sym((total − block)/n − mx ⊗ my)``, the operations of ``_from_sums`` in place."""
+    """``out = sym((total − block)/n − mx ⊗ my)``, the operations of ``_from_sums`` in place.
+
+    ``sym=False`` skips the symmetrisation: pass it only when the result is exactly symmetric
+    already (exact integer sums: then ``sym`` would return the same bits).
+    """
     torch.sub(total, block, out=out)
     out /= n
     out -= mx.unsqueeze(-1) * my.unsqueeze(-2)

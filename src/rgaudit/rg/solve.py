@@ -353,8 +353,7 @@ def solve_batch(
             for b in idx.tolist():
                 infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float("nan"), False, 0.0)
             continue
-        ck = c[idx][:, kept][:, :, kept]
-        dk = d[idx][:, kept]
+        ck, dk = _select(c, d, idx, kept)
         eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
         evals = torch.linalg.eigvalsh(ck)
         top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
@@ -363,7 +362,8 @@ def solve_batch(
         reg = ~(cond <= max_cond)
         lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
                           torch.zeros_like(cond))
-        xg = torch.linalg.solve(ck + lam[:, None, None] * eye, dk)
+        # C + 0·I is C: no m×m copy when nothing is regularised (the same solve, same bits)
+        xg = torch.linalg.solve(ck + lam[:, None, None] * eye if bool(reg.any()) else ck, dk)
         x[idx.unsqueeze(-1), kept] = xg
         n_bad = [0] * len(idx)
         cond_rmax = [float("nan")] * len(idx)
@@ -415,3 +415,16 @@ def solve_batch(
             infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
                                  float(lam[j]), n_bad[j], cond_rmax[j])
     return x, (lazy if lazy is not None else x_r), [i for i in infos if i is not None]
+
+
+def _select(c: Tensor, d: Tensor, idx: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """``c[idx][:, kept][:, :, kept]`` and ``d[idx][:, kept]``, without copies (views of the
+    inputs) when ``idx`` is every batch element in order and every operator is kept."""
+    all_b = idx.numel() == c.shape[0] and bool(
+        (idx == torch.arange(c.shape[0], device=idx.device)).all())
+    all_k = kept.numel() == c.shape[-1]
+    ck = c if all_b else c[idx]
+    dk = d if all_b else d[idx]
+    if not all_k:
+        ck, dk = ck[:, kept][:, :, kept], dk[:, kept]
+    return ck, dk
