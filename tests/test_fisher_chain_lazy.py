@@ -120,3 +120,28 @@ def test_chain_quality_rejects_bad_option():
     res = mcrg_network(net, torch.rand(4, generator=g, dtype=F64), "full", 400, generator=1)
     with pytest.raises(ValueError, match="unestimated must be"):
         chain_quality(res.computed(), unestimated="sometimes")
+
+
+@pytest.mark.parametrize("q", [3, 40])
+def test_apply_left_and_right_thin_and_wide(q, monkeypatch):
+    """y T_r and T_r x from the factors (thin: through C_r⁻¹; wide/tall, q > m: each T_r formed
+    and dropped) = the formed T_r, with a constant (masked) prev operator."""
+    monkeypatch.setattr(rs, "EXACT_COND_MAX", 1)
+    g = torch.Generator().manual_seed(8)
+    net = DeepRBM.random([5, 4, 3, 3], generator=g, dtype=F64)
+    x = torch.rand(2, 5, generator=g, dtype=F64)
+    with torch.no_grad():
+        net.layer(1).a[2] = 60.0
+    res = mcrg_network(net, x, "full", 4000, generator=2, n_blocks=8)
+    p = res.layers[1]
+    mn, mp = p.T.shape[-2:]
+    v = torch.randn(2, mp, q, generator=g, dtype=F64)
+    y = torch.randn(8, 2, q, mn, generator=g, dtype=F64)
+    right, left = p.apply_replicates(v), p.apply_replicates_left(y)
+    assert not p.replicates_formed
+    t_r = p.T_replicates
+    assert p.replicates_formed
+    torch.testing.assert_close(right, t_r @ v, **TOL)
+    torch.testing.assert_close(left, y @ t_r, **TOL)
+    gone = ~p.kept_mask_prev[0]                     # constant prev operators of input 0
+    assert bool(gone.any()) and bool((left[:, 0][..., gone] == 0).all())

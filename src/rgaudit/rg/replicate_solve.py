@@ -244,7 +244,11 @@ class FactoredReplicates:
                            torch.zeros((), dtype=out.dtype, device=out.device))
 
     def apply(self, x: Tensor) -> Tensor:
-        """``X_r @ x`` for every replicate without forming ``X_r``.
+        """``X_r @ x`` for every replicate without keeping ``X_r``.
+
+        ``X_r x = C_r⁻¹ (D_r x)``: ``O(m² q + m p q)`` per replicate for ``q`` columns; when
+        ``q > p`` forming ``X_r`` is cheaper (``O(m² p + m p q)``): it is formed, applied and
+        dropped, one replicate at a time (never all of them).
 
         Parameters
         ----------
@@ -267,17 +271,24 @@ class FactoredReplicates:
                             torch.zeros((), dtype=x.dtype, device=x.device))
         if self._dense is not None:
             return self._dense @ x.to(self._dense.device)
-        return self._each_replicate(
-            (m, x.shape[-1]),
-            lambda dr, fac, r, b: torch.cholesky_solve(dr @ x[r, b].to(dr.device), fac),
-            lambda xr, r, b: xr @ x[r, b].to(xr.device))
+        wide = x.shape[-1] > p    # then forming X_r (one at a time, dropped) is cheaper
+
+        def factored(dr: Tensor, fac: Tensor, r: int, b: int) -> Tensor:
+            xk = x[r, b].to(dr.device)
+            if wide:
+                return torch.cholesky_solve(dr, fac) @ xk
+            return torch.cholesky_solve(dr @ xk, fac)
+
+        return self._each_replicate((m, x.shape[-1]), factored,
+                                    lambda xr, r, b: xr @ x[r, b].to(xr.device))
 
     def apply_left(self, y: Tensor) -> Tensor:
-        """``y @ X_r`` for every replicate without forming ``X_r``.
+        """``y @ X_r`` for every replicate without keeping ``X_r``.
 
         ``y X_r = (C_r⁻¹ yᵀ)ᵀ D_r`` (``C_r`` symmetric): two triangular solves with ``q``
         right-hand sides and one ``q × m × p`` product, ``O(m² q + m p q)`` per replicate
-        instead of the ``O(m² p)`` of forming ``X_r``.
+        instead of the ``O(m² p)`` of forming ``X_r`` (formed, applied and dropped one at a
+        time when ``q > p``, where that is cheaper).
 
         Parameters
         ----------
@@ -299,8 +310,12 @@ class FactoredReplicates:
             return y.to(self._dense.device) @ self._dense
         parts = self._parts
 
+        tall = y.shape[-2] > p    # then forming X_r (one at a time, dropped) is cheaper
+
         def factored(dr: Tensor, fac: Tensor, r: int, b: int) -> Tensor:
             yk = y[r, b][:, parts[b][0]].to(dr.device)
+            if tall:
+                return yk @ torch.cholesky_solve(dr, fac)
             return torch.cholesky_solve(yk.transpose(-1, -2), fac).transpose(-1, -2) @ dr
 
         out = self._each_replicate(
