@@ -243,6 +243,16 @@ class FactoredReplicates:
         return torch.where(self.col_mask.to(out.device)[None, :, None, :], out,
                            torch.zeros((), dtype=out.dtype, device=out.device))
 
+    def _per_replicate(self, x: Tensor, axis: int, size: int, shape: str) -> Tensor:
+        """``x`` as (n_rep, nb, ·, ·) float64 (a shared (nb, ·, ·) is broadcast), checked."""
+        n_rep, nb = self.shape[0], self.shape[1]
+        if x.dim() == 3:
+            x = x.unsqueeze(0).expand(n_rep, *x.shape)
+        if x.dim() != 4 or tuple(x.shape[:2]) != (n_rep, nb) or x.shape[axis] != size:
+            raise ValueError(f"got shape {tuple(x.shape)}; expected {shape} or (n_rep, {shape[1:]} "
+                             f"with n_rep={n_rep}, nb={nb}")
+        return x.to(torch.float64)
+
     def apply(self, x: Tensor) -> Tensor:
         """``X_r @ x`` for every replicate without keeping ``X_r``.
 
@@ -259,13 +269,8 @@ class FactoredReplicates:
         -------
         Tensor of shape (n_rep, nb, m, q)
         """
-        n_rep, nb, m, p = self.shape
-        if x.dim() == 3:
-            x = x.unsqueeze(0).expand(n_rep, *x.shape)
-        if tuple(x.shape[:3]) != (n_rep, nb, p):
-            raise ValueError(f"x has shape {tuple(x.shape)}; expected (nb={nb}, p={p}, q) or "
-                             f"(n_rep={n_rep}, nb, p, q)")
-        x = x.to(torch.float64)
+        m, p = self.shape[2], self.shape[3]
+        x = self._per_replicate(x, 2, p, f"(nb, p={p}, q)")
         if self.col_mask is not None:
             x = torch.where(self.col_mask.to(x.device)[None, :, :, None], x,
                             torch.zeros((), dtype=x.dtype, device=x.device))
@@ -283,34 +288,23 @@ class FactoredReplicates:
                                     lambda xr, r, b: xr @ x[r, b].to(xr.device))
 
     def apply_left(self, y: Tensor) -> Tensor:
-        """``y @ X_r`` for every replicate without keeping ``X_r``.
-
-        ``y X_r = (C_r⁻¹ yᵀ)ᵀ D_r`` (``C_r`` symmetric): two triangular solves with ``q``
-        right-hand sides and one ``q × m × p`` product, ``O(m² q + m p q)`` per replicate
-        instead of the ``O(m² p)`` of forming ``X_r`` (formed, applied and dropped one at a
-        time when ``q > p``, where that is cheaper).
+        """``y @ X_r`` for every replicate: ``(C_r⁻¹ yᵀ)ᵀ D_r`` (``C_r`` symmetric), as
+        :meth:`apply` from the other side (``X_r`` formed, applied and dropped when ``q > p``).
 
         Parameters
         ----------
         y : Tensor of shape (nb, q, m) or (n_rep, nb, q, m)
-            The same matrix for every replicate, or one per replicate.
 
         Returns
         -------
         Tensor of shape (n_rep, nb, q, p)
         """
-        n_rep, nb, m, p = self.shape
-        if y.dim() == 3:
-            y = y.unsqueeze(0).expand(n_rep, *y.shape)
-        if y.dim() != 4 or tuple(y.shape[:2]) != (n_rep, nb) or y.shape[-1] != m:
-            raise ValueError(f"y has shape {tuple(y.shape)}; expected (nb={nb}, q, m={m}) or "
-                             f"(n_rep={n_rep}, nb, q, m)")
-        y = y.to(torch.float64)
+        m, p = self.shape[2], self.shape[3]
+        y = self._per_replicate(y, 3, m, f"(nb, q, m={m})")
         if self._dense is not None:
             return y.to(self._dense.device) @ self._dense
         parts = self._parts
-
-        tall = y.shape[-2] > p    # then forming X_r (one at a time, dropped) is cheaper
+        tall = y.shape[-2] > p
 
         def factored(dr: Tensor, fac: Tensor, r: int, b: int) -> Tensor:
             yk = y[r, b][:, parts[b][0]].to(dr.device)
