@@ -288,6 +288,8 @@ def main() -> None:
                     help="with --scale: skip the dense reference path (the previous code)")
     ap.add_argument("--no-memory", action="store_true",
                     help="with --scale: skip the memory-against-S runs")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="with --scale: write here instead of results/mcrg_scale.json")
     ap.add_argument("--compare", type=int, nargs=2, metavar=("S", "M"),
                     help="max |factored - dense| of T, T_r, T_stderr on one accumulator")
     args = ap.parse_args()
@@ -300,7 +302,7 @@ def main() -> None:
         return
     if args.scale:
         doc = _scale(args.threads, args.m, dense=not args.no_dense, memory=not args.no_memory)
-        out = Path(__file__).parent / "results" / "mcrg_scale.json"
+        out = args.out or Path(__file__).parent / "results" / "mcrg_scale.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {out}")

@@ -36,7 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.linalg import blas  # BLAS syrk (imported here: a one-time 0.3 s, not per chunk)
 
 Tensor = torch.Tensor
 
@@ -125,6 +127,8 @@ class CovarianceAccumulator:
         #: every chunk so far summed exactly in integers (the sums are then exactly symmetric)
         self._exact_sums = True
         self._chunks = 0
+        #: reused product buffers (no fresh m×m allocation, hence no page faults, per chunk)
+        self._scratch: dict[Any, Any] = {}
         self._totals: tuple[int, float, list[Tensor | None]] | None = None
 
     def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
@@ -171,10 +175,10 @@ class CovarianceAccumulator:
             # Every partial sum is an integer below 2^24: float32 products are exact.
             a32 = a.to(torch.float32)
             b32 = b.to(torch.float32)
-            _gram_into(self.saa[k], a32)
-            self.sab[k] += (a32.transpose(-1, -2) @ b32).to(torch.float64)
+            _gram_into(self.saa[k], a32, self._scratch)
+            self.sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
             if self.sbb is not None:
-                _gram_into(self.sbb[k], b32)
+                _gram_into(self.sbb[k], b32, self._scratch)
             self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
             self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
@@ -185,12 +189,22 @@ class CovarianceAccumulator:
             b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
             self.sa[k] += a.sum(dim=-2)
             self.sb[k] += b.sum(dim=-2)
-            _gram_into(self.saa[k], a)
+            _gram_into(self.saa[k], a, self._scratch)
             self.sab[k] += a.transpose(-1, -2) @ b
             if self.sbb is not None:
-                _gram_into(self.sbb[k], b)
+                _gram_into(self.sbb[k], b, self._scratch)
         self._chunks += 1
         self.count[k] += n
+
+    def _product32(self, a32: Tensor, b32: Tensor) -> Tensor:
+        """``a32ᵀ b32`` (float32, exact on the integer path) in a reused buffer."""
+        shape = (*a32.shape[:-2], a32.shape[-1], b32.shape[-1])
+        key = ("ab", shape, a32.device)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = torch.empty(shape, dtype=torch.float32,
+                                                   device=a32.device)
+        return torch.matmul(a32.transpose(-1, -2), b32, out=buf)
 
     @staticmethod
     def _check_finite(a: Tensor, b: Tensor) -> None:
@@ -444,7 +458,7 @@ def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, m
         torch.mul(tmp, 0.5, out=out)
 
 
-def _gram_into(out: Tensor, x: Tensor) -> None:
+def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
     """``out += xᵀx`` in float64 for ``x`` of shape (*batch, s, m), exploiting symmetry.
 
     On the CPU, for ``m ≥`` :data:`SYRK_MIN`, one BLAS ``syrk`` per batch element computes the
@@ -458,7 +472,7 @@ def _gram_into(out: Tensor, x: Tensor) -> None:
     """
     m = x.shape[-1]
     if m >= SYRK_MIN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        _syrk_into(out, x)
+        _syrk_into(out, x, scratch)
         return
     xt = x.transpose(-1, -2)
     if m < GRAM_TILE_MIN:
@@ -475,29 +489,34 @@ def _gram_into(out: Tensor, x: Tensor) -> None:
                 out[..., rj, ri] += tile.transpose(-1, -2)
 
 
-def _syrk_into(out: Tensor, x: Tensor) -> None:
+def _syrk_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
     """``out += xᵀx`` (float64 ``out``) by BLAS ``syrk`` on the CPU, one batch element at a time.
 
     ``syrk`` writes one triangle of a Fortran-ordered result; a zeroed scratch keeps the other
-    triangle 0, so the C-ordered view of the result is lower-triangular: it is added to ``out``
-    and its strict lower part, transposed, to ``out``'s upper triangle (exact additions of 0
-    elsewhere).
+    triangle 0, so the C-ordered view ``L`` of the result is lower-triangular:
+    ``out += L + Lᵀ − diag(L)`` (exact on integer sums; the diagonal's ``+ d − d`` may round
+    in float64). ``scratch`` (a dict owned by the caller) keeps the zeroed buffer between calls.
     """
-    import numpy as np
-    from scipy.linalg import blas
-
     syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
     m = x.shape[-1]
     xs = x.detach().reshape(-1, *x.shape[-2:])
     os_ = out.view(-1, m, m)                       # a view: the sums are updated in place
-    scratch = np.zeros((m, m), dtype=np.float32 if x.dtype == torch.float32 else np.float64,
+    key = ("syrk", m, x.dtype)
+    if scratch is None or key not in scratch:      # zeroed once: the upper triangle stays 0
+        buf = np.zeros((m, m), dtype=np.float32 if x.dtype == torch.float32 else np.float64,
                        order="F")
+        if scratch is not None:
+            scratch[key] = buf
+    else:
+        buf = scratch[key]
     for k in range(xs.shape[0]):
         xk = xs[k].contiguous().numpy()            # (s, m) C order = (m, s) Fortran order
-        c = syrk(1.0, xk.T, beta=0.0, c=scratch, trans=0, lower=0, overwrite_c=1)
-        low = torch.from_numpy(c).transpose(0, 1).to(torch.float64)  # C order, lower filled
-        os_[k] += low
-        os_[k] += torch.tril(low, -1).transpose(0, 1)
+        c = syrk(1.0, xk.T, beta=0.0, c=buf, trans=0, lower=0, overwrite_c=1)
+        low = torch.from_numpy(c).transpose(0, 1)  # C order, lower triangle filled, upper 0
+        # out += L + Lᵀ − diag(L), cast on the fly (no float64 temporaries)
+        os_[k].add_(low)
+        os_[k].add_(low.transpose(0, 1))
+        os_[k].diagonal().sub_(low.diagonal())
 
 
 def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
