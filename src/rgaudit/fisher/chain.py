@@ -309,7 +309,11 @@ def fim_from_mcrg(result: MCRGResult, W1: Tensor, *, meta: dict[str, Any] | None
             "n_samples": int(result.n_samples), "n_blocks": int(result.n_blocks),
             **chain_quality(pairs, unestimated=unestimated),
             "any_regularised": [bool(p.any_regularised) for p in pairs],
-            "max_cond": [float(p.max_cond) for p in pairs], **(meta or {})}
+            "max_cond": [float(p.max_cond) for p in pairs],
+            # True where a pair's max_cond is (or includes) a certified upper bound, not the
+            # exact eigenvalue ratio (large pairs, rgaudit.rg.solve.solve_batch(certify=True))
+            "max_cond_is_bound": [any(i.cond_bound for i in p.solve_info) for p in pairs],
+            **(meta or {})}
     return ChainFIM(out.fim, out.stderr, out.replicates, info, out.factors)
 
 

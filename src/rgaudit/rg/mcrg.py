@@ -294,7 +294,11 @@ class LayerPair(PairMoments):
 
     @property
     def max_cond(self) -> float:
-        """Largest condition number over batch elements (frozen elements, cond nan, skipped)."""
+        """Largest condition number over batch elements (frozen elements, cond nan, skipped).
+
+        Above ``EXACT_COND_MAX`` kept operators (factored path) an element's ``cond`` is a
+        certified upper bound (``solve_info[b].cond_bound``), not the exact ratio.
+        """
         vals = [i.cond for i in self.solve_info if not math.isnan(i.cond)]
         return max(vals) if vals else float("nan")
 
@@ -427,7 +431,10 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
                                     max_cond=max_cond, frozen_ok=True)
         del d_r_in, cn_r, d_r
     else:
-        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True)
+        # the full sample of a large pair: Cholesky + certified condition bound (reported as
+        # such, SolveInfo.cond_bound) instead of an eigenvalue problem and an LU solve
+        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True,
+                                  certify=True)
         t_r, infos = factor_replicate_stream(
             cn, d_in, infos, n_reps, lambda r: rep.c_aa(r).reshape(nb, mn, mn),
             lambda r: rep.c_ab(r).reshape(nb, mn, mp), var_tol=var_tol, max_cond=max_cond,

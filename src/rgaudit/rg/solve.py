@@ -65,6 +65,9 @@ class SolveInfo:
     lam: float
     n_replicates_regularised: int = 0
     max_cond_replicates: float = float("nan")
+    #: ``cond`` is a certified upper bound (≤ max_cond), not the exact eigenvalue ratio
+    #: (``solve_batch(certify=True)`` on large operator sets, issue 16)
+    cond_bound: bool = False
 
     def to_dict(self) -> dict:
         """Plain-data form for JSON results (a condition number of ``inf`` becomes ``None``)."""
@@ -72,6 +75,7 @@ class SolveInfo:
             "n_kept": int(self.kept.numel()),
             "dropped": [int(i) for i in self.dropped.tolist()],
             "cond": float(self.cond) if math.isfinite(self.cond) else None,
+            "cond_is_upper_bound": bool(self.cond_bound),
             "regularised": bool(self.regularised),
             "lambda": float(self.lam),
             "n_replicates_regularised": int(self.n_replicates_regularised),
@@ -272,6 +276,7 @@ def solve_batch(
     max_cond: float = MAX_COND,
     frozen_ok: bool = False,
     replicates: str = "dense",
+    certify: bool = False,
 ) -> tuple[Tensor, Tensor | FactoredReplicates | None, list[SolveInfo]]:
     """The one batched "drop constants → solve → scatter" of every ``C T = D`` in rgaudit.
 
@@ -306,6 +311,14 @@ def solve_batch(
         are kept as Cholesky factors (:func:`~rgaudit.rg.replicate_solve.factor_replicates`:
         one factorisation per replicate serves as certificate and solve) and solved when asked;
         everything else is solved now, as in ``"dense"``.
+
+    certify : bool, default False
+        Elements keeping more than ``EXACT_COND_MAX`` operators: decide the conditioning from
+        one Cholesky factorisation and a certified upper bound on the condition number
+        (:func:`rgaudit.rg.replicate_solve.factor_certified`), solve with that factor, and
+        report the **bound** as ``cond`` (``SolveInfo.cond_bound``); the exact eigenvalue ratio
+        is computed only where the bound does not certify ``cond ≤ max_cond``. The same
+        regularisation decisions (except with probability 1e-10), solutions equal to rounding.
 
     Returns
     -------
@@ -355,15 +368,8 @@ def solve_batch(
             continue
         ck, dk = _select(c, d, idx, kept)
         eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
-        evals = torch.linalg.eigvalsh(ck)
-        top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
-        cond = torch.where(low > 0, top / low.clamp_min(1e-300),
-                           torch.full_like(low, float("inf")))
-        reg = ~(cond <= max_cond)
-        lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
-                          torch.zeros_like(cond))
-        # C + 0·I is C: no m×m copy when nothing is regularised (the same solve, same bits)
-        xg = torch.linalg.solve(ck + lam[:, None, None] * eye if bool(reg.any()) else ck, dk)
+        xg, cond, reg, lam, bound = _solve_group(ck, dk, max_cond,
+                                                 certify and len(kept) > EXACT_COND_MAX)
         x[idx.unsqueeze(-1), kept] = xg
         n_bad = [0] * len(idx)
         cond_rmax = [float("nan")] * len(idx)
@@ -413,8 +419,53 @@ def solve_batch(
             cond_rmax = [float(v) for v in cond_r.amax(0)]
         for j, b in enumerate(idx.tolist()):
             infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
-                                 float(lam[j]), n_bad[j], cond_rmax[j])
+                                 float(lam[j]), n_bad[j], cond_rmax[j], bool(bound[j]))
     return x, (lazy if lazy is not None else x_r), [i for i in infos if i is not None]
+
+
+def _solve_group(ck: Tensor, dk: Tensor, max_cond: float, certify: bool
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[bool]]:
+    """Solve a group of elements sharing their kept operators (see :func:`solve_batch`).
+
+    Returns ``(x, cond, regularised, lam, cond_is_bound)`` per element.
+    """
+    n = ck.shape[0]
+    bound = [False] * n
+    cond = torch.empty(n, dtype=ck.dtype, device=ck.device)
+    x = torch.empty(dk.shape, dtype=dk.dtype, device=dk.device)
+    todo = list(range(n))
+    if certify:                        # one Cholesky: certificate and solve (replicate_solve)
+        from rgaudit.rg.replicate_solve import factor_certified
+
+        todo = []
+        for j in range(n):
+            fac, cj, bound[j] = factor_certified(ck[j], max_cond)
+            cond[j] = cj
+            if bound[j]:
+                assert fac is not None
+                x[j] = torch.cholesky_solve(dk[j], fac)
+            else:
+                todo.append(j)
+    if todo:
+        rest = torch.tensor(todo, device=ck.device)
+        cr = ck if len(todo) == n else ck[rest]
+        dr = dk if len(todo) == n else dk[rest]
+        evals = torch.linalg.eigvalsh(cr)
+        top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
+        cond[rest] = torch.where(low > 0, top / low.clamp_min(1e-300),
+                                 torch.full_like(low, float("inf")))
+        reg_r = ~(cond[rest] <= max_cond)
+        lam_r = torch.where(reg_r, torch.diagonal(cr, dim1=-2, dim2=-1).mean(-1) / max_cond,
+                            torch.zeros_like(low))
+        eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+        # C + 0·I is C: no m×m copy when nothing is regularised (the same solve, same bits)
+        x[rest] = torch.linalg.solve(cr + lam_r[:, None, None] * eye if bool(reg_r.any())
+                                     else cr, dr)
+    reg = ~(cond <= max_cond)
+    reg[[j for j in range(n) if bound[j]]] = False
+    lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
+                      torch.zeros_like(cond))
+    return x, cond, reg, lam, bound
 
 
 def _select(c: Tensor, d: Tensor, idx: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
