@@ -14,10 +14,13 @@ Samples inside one block may be correlated (a Markov chain): choose chunks
 longer than the autocorrelation time, so that blocks are nearly independent.
 
 Cost (issue 16). Per chunk of ``s`` samples the three products cost ``s·m²`` multiply-adds each
-for plain GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed tile by tile (upper-triangular
-tiles only, :data:`GRAM_TILES` column tiles, each tile mirrored), i.e. ``(t+1)/(2t)`` of the
-plain cost, so the accumulation itself runs *below* the three-product floor for ``m ≥``
-:data:`GRAM_TILE_MIN`. Integer sums are exact in any order, so tiling changes no bit on the
+for plain GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed by BLAS ``syrk`` (one triangle,
+half the multiply-adds; :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX` on the CPU) or tile by tile
+(upper-triangular tiles only, :data:`GRAM_TILES` column tiles, each tile mirrored), i.e.
+``(t+1)/(2t)`` of the plain cost, so the accumulation itself runs at or below the three-product
+floor for ``m ≥`` :data:`SYRK_MIN`. Product buffers are reused between chunks (no fresh
+``m × m`` allocation per chunk) and float32 products are added to the float64 sums with an
+on-the-fly cast. Integer sums are exact in any order, so tiling changes no bit on the
 integer path; on the float64 path it changes rounding only (< 1e-15 relative). Leave-one-block-out
 replicates are formed by subtraction from the total (:meth:`CovarianceAccumulator.replicates`)
 straight into one stacked array, without per-replicate temporaries.
@@ -47,8 +50,12 @@ GRAM_TILES = 4
 #: Smallest operator count for which the tiled symmetric product is used (below it the GEMM
 #: call overhead of the tiles outweighs the saved work).
 GRAM_TILE_MIN = 384
-#: Smallest operator count for which the symmetric products use BLAS ``syrk`` on the CPU.
+#: Operator counts ``SYRK_MIN ≤ m < SYRK_MAX`` for which the symmetric products use BLAS
+#: ``syrk`` on the CPU (scipy's OpenBLAS). A whole accumulation of 4·10⁴ binary samples took,
+#: tiled GEMMs (torch, MKL) against syrk: 11.0 / 11.8 CPU s at m = 2000, 3.1 / 2.8 at m = 1000,
+#: 0.85 / 0.73 at m = 500 (under load 2–10; docs/benchmarks.md), hence the upper limit.
 SYRK_MIN = 256
+SYRK_MAX = 1536
 
 
 @dataclass(frozen=True)
@@ -461,8 +468,8 @@ def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, m
 def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
     """``out += xᵀx`` in float64 for ``x`` of shape (*batch, s, m), exploiting symmetry.
 
-    On the CPU, for ``m ≥`` :data:`SYRK_MIN`, one BLAS ``syrk`` per batch element computes the
-    lower triangle only (half the multiply-adds, near GEMM efficiency; scipy's BLAS) and the
+    On the CPU, for :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX`, one BLAS ``syrk`` per batch
+    element computes the lower triangle only (half the multiply-adds; scipy's BLAS) and the
     triangle is mirrored into ``out`` (two memory-bound ``m²`` passes). Elsewhere, for
     ``m ≥`` :data:`GRAM_TILE_MIN`, the columns are cut into :data:`GRAM_TILES` tiles and only
     the tiles on and above the diagonal are multiplied (each off-diagonal tile is added to both
@@ -471,7 +478,8 @@ def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) ->
     symmetric when it was.
     """
     m = x.shape[-1]
-    if m >= SYRK_MIN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+    if SYRK_MIN <= m < SYRK_MAX and x.device.type == "cpu" and x.dtype in (torch.float32,
+                                                                            torch.float64):
         _syrk_into(out, x, scratch)
         return
     xt = x.transpose(-1, -2)
@@ -483,7 +491,7 @@ def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) ->
         ri = slice(edges[i], edges[i + 1])
         for j in range(i, GRAM_TILES):
             rj = slice(edges[j], edges[j + 1])
-            tile = (xt[..., ri, :] @ x[..., :, rj]).to(torch.float64)
+            tile = xt[..., ri, :] @ x[..., :, rj]      # added with an on-the-fly cast
             out[..., ri, rj] += tile
             if i != j:
                 out[..., rj, ri] += tile.transpose(-1, -2)
