@@ -332,12 +332,7 @@ def solve_batch(
                          "of C X = D")
     if replicates not in ("dense", "factored"):
         raise ValueError(f"replicates must be 'dense' or 'factored', got {replicates!r}")
-    from rgaudit.rg.replicate_solve import (
-        EXACT_COND_MAX,
-        FactoredReplicates,
-        factor_replicates,
-        solve_replicates_certified,
-    )
+    from rgaudit.rg.replicate_solve import EXACT_COND_MAX, FactoredReplicates
 
     nb, m, p = d.shape
     diag = torch.diagonal(c, dim1=-2, dim2=-1)
@@ -367,7 +362,6 @@ def solve_batch(
                 infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float("nan"), False, 0.0)
             continue
         ck, dk = _select(c, d, idx, kept)
-        eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
         xg, cond, reg, lam, bound = _solve_group(ck, dk, max_cond,
                                                  certify and len(kept) > EXACT_COND_MAX)
         x[idx.unsqueeze(-1), kept] = xg
@@ -377,50 +371,76 @@ def solve_batch(
             and d_reps is not None
         if has_reps and len(kept) > EXACT_COND_MAX:
             assert c_reps is not None and d_reps is not None
-            for j, b in enumerate(idx.tolist()):    # large: one element, one replicate at a time
-                info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
-                                   float(lam[j]))
-                if lazy is not None and not bool(reg[j]):
-                    fac, solved, info_b = factor_replicates(c_reps[:, b], d_reps[:, b], info_b,
-                                                            max_cond=max_cond)
-                    lazy.set_factored(b, kept, fac, solved)
-                else:
-                    xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b],
-                                                              info_b, max_cond=max_cond)
-                    if lazy is not None:
-                        lazy.set_solved(b, kept, xr_b)
-                    else:
-                        assert x_r is not None
-                        x_r[:, b, kept] = xr_b
-                n_bad[j] = info_b.n_replicates_regularised
-                cond_rmax[j] = info_b.max_cond_replicates
+            n_bad, cond_rmax = _replicates_large(c_reps, d_reps, idx, kept, dropped, cond, reg,
+                                                 lam, max_cond, lazy, x_r)
         elif has_reps:
             assert c_reps is not None and d_reps is not None
-            ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
-            dkr = d_reps[:, idx][:, :, kept]
-            ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
-            top_r, low_r = ev_r[..., -1].clamp_min(1e-300), ev_r[..., 0]
-            cond_r = torch.where(low_r > 0, top_r / low_r.clamp_min(1e-300),
-                                 torch.full_like(low_r, float("inf")))
-            ill = ~(cond_r <= max_cond) & ~reg.unsqueeze(0)
-            xr, status = torch.linalg.solve_ex(ckr, dkr)
-            bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
-            if bool(bad.any()):
-                lam_r = replicate_lambda(torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1), max_cond)
-                xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
-                xr = torch.where(bad[..., None, None], xr_reg, xr)
+            xr, n_bad, cond_rmax = _replicates_small(c_reps, d_reps, idx, kept, lam, reg,
+                                                     max_cond)
             if lazy is not None:
                 for j, b in enumerate(idx.tolist()):
                     lazy.set_solved(b, kept, xr[:, j])
             else:
                 assert x_r is not None
                 x_r[:, idx.unsqueeze(-1), kept] = xr
-            n_bad = [int(v) for v in bad.sum(0)]
-            cond_rmax = [float(v) for v in cond_r.amax(0)]
         for j, b in enumerate(idx.tolist()):
             infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
                                  float(lam[j]), n_bad[j], cond_rmax[j], bool(bound[j]))
     return x, (lazy if lazy is not None else x_r), [i for i in infos if i is not None]
+
+
+def _replicates_large(c_reps: Tensor, d_reps: Tensor, idx: Tensor, kept: Tensor,
+                      dropped: Tensor, cond: Tensor, reg: Tensor, lam: Tensor, max_cond: float,
+                      lazy: FactoredReplicates | None, x_r: Tensor | None
+                      ) -> tuple[list[int], list[float]]:
+    """Replicates of a group above ``EXACT_COND_MAX`` kept operators, one element and one
+    replicate at a time: factored (``lazy``, unregularised full sample) or solved with a
+    certified conditioning check; stored in ``lazy`` or ``x_r``. Returns the regularised
+    counts and largest computed condition numbers per element."""
+    from rgaudit.rg.replicate_solve import factor_replicates, solve_replicates_certified
+
+    n_bad, cond_rmax = [0] * len(idx), [float("nan")] * len(idx)
+    for j, b in enumerate(idx.tolist()):
+        info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
+                           float(lam[j]))
+        if lazy is not None and not bool(reg[j]):
+            fac, solved, info_b = factor_replicates(c_reps[:, b], d_reps[:, b], info_b,
+                                                    max_cond=max_cond)
+            lazy.set_factored(b, kept, fac, solved)
+        else:
+            xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b], info_b,
+                                                      max_cond=max_cond)
+            if lazy is not None:
+                lazy.set_solved(b, kept, xr_b)
+            else:
+                assert x_r is not None
+                x_r[:, b, kept] = xr_b
+        n_bad[j] = info_b.n_replicates_regularised
+        cond_rmax[j] = info_b.max_cond_replicates
+    return n_bad, cond_rmax
+
+
+def _replicates_small(c_reps: Tensor, d_reps: Tensor, idx: Tensor, kept: Tensor, lam: Tensor,
+                      reg: Tensor, max_cond: float) -> tuple[Tensor, list[int], list[float]]:
+    """Replicates of a small group, all at once with their eigenvalues (the reference path).
+
+    Returns the solutions (n_rep, len(idx), m_kept, p), the regularised counts and the largest
+    replicate condition numbers per element."""
+    eye = torch.eye(len(kept), dtype=c_reps.dtype, device=c_reps.device)
+    ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
+    dkr = d_reps[:, idx][:, :, kept]
+    ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
+    top_r, low_r = ev_r[..., -1].clamp_min(1e-300), ev_r[..., 0]
+    cond_r = torch.where(low_r > 0, top_r / low_r.clamp_min(1e-300),
+                         torch.full_like(low_r, float("inf")))
+    ill = ~(cond_r <= max_cond) & ~reg.unsqueeze(0)
+    xr, status = torch.linalg.solve_ex(ckr, dkr)
+    bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
+    if bool(bad.any()):
+        lam_r = replicate_lambda(torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1), max_cond)
+        xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
+        xr = torch.where(bad[..., None, None], xr_reg, xr)
+    return xr, [int(v) for v in bad.sum(0)], [float(v) for v in cond_r.amax(0)]
 
 
 def _solve_group(ck: Tensor, dk: Tensor, max_cond: float, certify: bool
