@@ -57,6 +57,9 @@ SCALE = [(40_000, 500), (40_000, 1000), (40_000, 2000)]
 # (at S = 10⁴ the 625-sample chunk made C singular: the regularised, eager path was measured)
 SCALE_MEMORY_S = [(20_000, 1000), (160_000, 1000)]
 CHUNK = 8192
+#: inputs of the chain FIM's first-layer derivative (MNIST) and operators of its class layer
+CHAIN_D = 784
+CHAIN_HEAD = 10
 
 
 def _one(kind: str, s: int, m: int, threads: int) -> dict:
@@ -121,6 +124,9 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
             phases["same_regularised"] = [
                 (a.n_replicates_regularised, b.n_replicates_regularised)
                 for a, b in zip(pair.solve_info, ref.solve_info, strict=True)]
+        if kind == "phases":     # the audit's chain FIM from the factored replicates
+            phases.update(_chain_phases(pair, acc_pairs=(pool_b, pool_a), s=s, m=m,
+                                        chunk=chunk))
         c2, t2 = time.process_time(), time.perf_counter()
         err = pair.T_stderr     # forms every T_r (a no-op cost on the dense path)
         phases.update(errors_cpu_s=time.process_time() - c2,
@@ -158,6 +164,48 @@ def _one(kind: str, s: int, m: int, threads: int) -> dict:
             "loadavg": os.getloadavg(), **phases}
 
 
+def _chain_phases(pair, *, acc_pairs, s: int, m: int, chunk: int) -> dict:
+    """CPU seconds of the RG-chain FIM with jackknife replicates (``fisher.chain``) on top of
+    the pair ``m → m`` just finalised, before any ``T_r`` is formed, for ``d = CHAIN_D`` inputs:
+
+    * ``chain_square``: the chain ends at the ``m``-operator layer (``J_r = T_r ∂g/∂x``,
+      associated from the input side: ``4 m² d`` per replicate), the worst case;
+    * ``chain_head``: a class layer of ``CHAIN_HEAD`` operators on top (a second pair
+      ``m → CHAIN_HEAD``, accumulated and finalised untimed): the audit's shape, associated from
+      the output side (``O(CHAIN_HEAD · m²)`` per replicate).
+    """
+    import torch
+
+    from rgaudit.fisher.chain import chain_fim_pairs
+    from rgaudit.rg.mcrg import PairAccumulator
+    from rgaudit.rg.operators import ProductBasis
+
+    g = torch.Generator().manual_seed(1)
+    dg1 = torch.randn(m, CHAIN_D, generator=g, dtype=torch.float64)
+    out: dict[str, float] = {}
+    c0 = time.process_time()
+    sq = chain_fim_pairs(dg1, [pair], factored=True)
+    out["chain_square_cpu_s"] = time.process_time() - c0
+    assert sq.factors is not None and not pair.replicates_formed
+    # the class layer: CHAIN_HEAD binary operators correlated with the m-operator layer
+    pool_b, pool_a = acc_pairs
+    head = torch.maximum(pool_a[:, :CHAIN_HEAD], pool_b[:, CHAIN_HEAD:2 * CHAIN_HEAD])
+    acc2 = PairAccumulator(ProductBasis.singles(m), ProductBasis.singles(CHAIN_HEAD),
+                           n_blocks=16, batch_shape=(), device=torch.device("cpu"))
+    n_chunks = -(-s // chunk)
+    done = c = 0
+    while done < s:
+        n = min(chunk, s - done)
+        acc2.update(pool_a[:n], head[:n], min(c * 16 // n_chunks, 15))
+        done, c = done + n, c + 1
+    top = acc2.finalise(1)
+    c0 = time.process_time()
+    hd = chain_fim_pairs(dg1, [pair, top], factored=True)
+    out["chain_head_cpu_s"] = time.process_time() - c0
+    assert hd.factors is not None and not pair.replicates_formed
+    return out
+
+
 def _scale(threads: int, ms: list[int] | None = None, dense: bool = True,
            memory: bool = True) -> dict:
     """Issue 16: m = 500…2000, phases in CPU seconds, floor ratios, memory against S and m.
@@ -185,6 +233,12 @@ def _scale(threads: int, ms: list[int] | None = None, dense: bool = True,
                "estimator_cpu_s": est_cpu,
                "estimator_wall_s": est["accumulate_wall_s"] + est["finalise_wall_s"],
                "with_errors_ratio_to_f32_floor_cpu": (est_cpu + est["errors_cpu_s"])
+               / f32["cpu_seconds"],
+               "chain_square_cpu_s": est["chain_square_cpu_s"],
+               "chain_head_cpu_s": est["chain_head_cpu_s"],
+               "with_chain_square_ratio_to_f32_floor_cpu": (est_cpu + est["chain_square_cpu_s"])
+               / f32["cpu_seconds"],
+               "with_chain_head_ratio_to_f32_floor_cpu": (est_cpu + est["chain_head_cpu_s"])
                / f32["cpu_seconds"],
                "dense_reference": None if ref is None else {
                    k: ref[k] for k in ("accumulate_cpu_s", "finalise_cpu_s", "errors_cpu_s",
@@ -234,6 +288,8 @@ def main() -> None:
                     help="with --scale: skip the dense reference path (the previous code)")
     ap.add_argument("--no-memory", action="store_true",
                     help="with --scale: skip the memory-against-S runs")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="with --scale: write here instead of results/mcrg_scale.json")
     ap.add_argument("--compare", type=int, nargs=2, metavar=("S", "M"),
                     help="max |factored - dense| of T, T_r, T_stderr on one accumulator")
     args = ap.parse_args()
@@ -246,7 +302,7 @@ def main() -> None:
         return
     if args.scale:
         doc = _scale(args.threads, args.m, dense=not args.no_dense, memory=not args.no_memory)
-        out = Path(__file__).parent / "results" / "mcrg_scale.json"
+        out = args.out or Path(__file__).parent / "results" / "mcrg_scale.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {out}")

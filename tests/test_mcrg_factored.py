@@ -195,7 +195,7 @@ def test_pairs_stream_binary_operators_above_exact_threshold(monkeypatch):
 
 def test_chain_fim_replicates_equal_chain_fim_jackknife(monkeypatch):
     """The lazy chain replicates = fisher.chain's, built from the formed T_r (1e-10)."""
-    from rgaudit.fisher.chain import fim_from_mcrg
+    from rgaudit.fisher.chain import chain_fim_jackknife
     from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets
     from rgaudit.rg.replicate_chain import chain_fim_replicates
 
@@ -209,5 +209,33 @@ def test_chain_fim_replicates_equal_chain_fim_jackknife(monkeypatch):
                                                            pairs[0].names_prev))
     lazy = chain_fim_replicates(dg1, pairs)
     assert not any(p.replicate_solutions.materialised for p in pairs)
-    ref = fim_from_mcrg(res, net.layer(1).W)
+    ref = chain_fim_jackknife(dg1, [p.T for p in pairs], pairs[-1].C_next,
+                              Ts_reps=[list(p.T_replicates) for p in pairs],
+                              c_out_reps=list(pairs[-1].C_next_replicates))
     torch.testing.assert_close(lazy, ref.replicates, **TOL)
+
+
+@pytest.mark.parametrize("tiny", [0.0, 1e-12])
+def test_certified_full_sample_solve(tiny, monkeypatch):
+    """solve_batch(certify=True): Cholesky + certified condition bound. Well-conditioned: the
+    same solution to 1e-10, cond reported as an upper bound ≥ the exact value (≤ max_cond);
+    ill-conditioned (cond ≈ 1e12 > MAX_COND): not certified, exact cond, same regularised
+    solve, same bits."""
+    monkeypatch.setattr(rs, "EXACT_COND_MAX", 1)
+    c = _spd_stack(12, 3, 11, tiny=tiny)          # element 1 nearly collinear when tiny
+    g = torch.Generator().manual_seed(12)
+    d = torch.randn(3, 12, 5, generator=g, dtype=F64)
+    x0, _, i0 = solve_batch(c, d)
+    x1, _, i1 = solve_batch(c, d, certify=True)
+    torch.testing.assert_close(x1, x0, **TOL)
+    for a, b in zip(i0, i1, strict=True):
+        assert a.regularised == b.regularised and a.lam == b.lam
+        assert not a.cond_bound
+        if b.cond_bound:
+            assert a.cond <= b.cond <= 1e10 and b.to_dict()["cond_is_upper_bound"]
+        else:
+            assert b.cond == a.cond
+    if tiny:
+        assert i1[1].regularised and not i1[1].cond_bound
+        assert torch.equal(x1[1], x0[1])
+    assert i1[0].cond_bound

@@ -69,6 +69,42 @@ def test_tiled_symmetric_products_equal_plain_products(binary, monkeypatch):
         torch.testing.assert_close(x, y, rtol=1e-13, atol=0.0)
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_syrk_products_equal_plain_products(binary, monkeypatch):
+    """BLAS syrk (lower triangle, mirrored) = the plain products: identical integer sums,
+    float64 sums to rounding, exactly symmetric, with a batch dimension."""
+    g = torch.Generator().manual_seed(6)
+    a = torch.rand(2, 3000, 13, generator=g, dtype=torch.float32)
+    b = torch.rand(2, 3000, 9, generator=g, dtype=torch.float32)
+    if binary:
+        a, b = (a < 0.4).float(), (b < 0.5).float()
+    accs = []
+    for syrk_min in (10**9, 1):
+        monkeypatch.setattr(moments, "GRAM_TILE_MIN", 10**9)
+        monkeypatch.setattr(moments, "SYRK_MIN", syrk_min)
+        acc = CovarianceAccumulator(13, 9, n_blocks=4, batch_shape=(2,))
+        _fill(acc, a, b, 300)
+        accs.append(acc)
+    plain, fast = accs
+    assert fast._integer is binary
+    if binary:
+        assert torch.equal(plain.saa, fast.saa) and torch.equal(plain.sbb, fast.sbb)
+    for x, y in ((plain.saa, fast.saa), (plain.sab, fast.sab), (plain.sbb, fast.sbb)):
+        # centred float64 sums: rounding relative to the largest sum, not to each entry
+        torch.testing.assert_close(x, y, rtol=0.0, atol=1e-13 * float(x.abs().max()))
+    assert torch.equal(fast.saa, fast.saa.transpose(-1, -2))
+    assert torch.equal(fast.sbb, fast.sbb.transpose(-1, -2))
+
+
+def test_integer_check_rejects_fractions_and_nan():
+    ok = torch.tensor([[0.0, 1.0], [2.0, -3.0]])
+    assert moments._exact_in_float32(ok, ok, 4)
+    for bad in (0.5, -0.25, float("nan"), float("inf")):
+        x = ok.clone()
+        x[1, 0] = bad
+        assert not moments._exact_in_float32(ok, x, 4)
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_mcrg_network_same_numbers_fast_and_plain(seed, monkeypatch):
     """The exact-test network of test_mcrg.py: T, errors and covariances agree to 1e-10."""
@@ -80,6 +116,7 @@ def test_mcrg_network_same_numbers_fast_and_plain(seed, monkeypatch):
     out = []
     for fast in (False, True):   # plain products + eigenvalue checks, then tiles + certificates
         monkeypatch.setattr(moments, "GRAM_TILE_MIN", 1 if fast else 10**9)
+        monkeypatch.setattr(moments, "SYRK_MIN", 1 if fast else 10**9)
         monkeypatch.setattr(rs, "EXACT_COND_MAX", 1 if fast else 10**9)
         out.append(mcrg_network(net, x, "full", 4000, generator=seed + 100, n_blocks=16))
     for p, q in zip(out[0].computed(), out[1].computed(), strict=True):
@@ -171,3 +208,22 @@ def test_frozen_output_layer_gives_zero_T_and_is_reported():
     assert [s.fisher.numel() for s in spec] == [0, 0]
     assert spec[0].counts["fisher~1"].value == 0 and "frozen" in spec[0].flags[0]
     assert all(s.fisher.numel() > 0 for s in pair_spectra(res.layers[1]))
+
+
+def test_exactly_symmetric_covariances_without_symmetrising():
+    """Exact integer sums: the covariances (full and replicates) come out exactly symmetric
+    with the symmetrisation skipped; a later non-integer chunk turns it back on."""
+    g = torch.Generator().manual_seed(7)
+    a = (torch.rand(2, 2000, 9, generator=g) < 0.3).float()
+    b = (torch.rand(2, 2000, 6, generator=g) < 0.6).float()
+    acc = CovarianceAccumulator(9, 6, n_blocks=4, batch_shape=(2,))
+    _fill(acc, a, b, 250)
+    assert acc._integer and acc._exact_sums
+    rep = acc.block_replicates()
+    for x in (acc.moments().c_aa, acc.moments().c_bb, rep.c_aa(1), rep.c_bb(2)):
+        assert torch.equal(x, x.transpose(-1, -2))
+    acc.update(a[:, :250] * 0.5, b[:, :250])          # not integer: float path from now on
+    assert not acc._exact_sums
+    mo = acc.moments()
+    assert torch.equal(mo.c_aa, mo.c_aa.transpose(-1, -2))
+    assert torch.equal(acc.block_replicates().c_aa(0), acc.block_replicates().c_aa(0).mT)

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rgaudit.fisher.factored import FactoredFIM
+from rgaudit.fisher.factored import FactoredFIM, factored_dense
 from rgaudit.fisher.first_layer import dg1_dx_analytic, operator_subsets, subsets_from_names
 from rgaudit.rg.moments import jackknife_stderr
+from rgaudit.rg.replicate_chain import chain_jacobian_replicates, left_association_cheaper
 
 if TYPE_CHECKING:
     from rgaudit.rg.mcrg import LayerPair, MCRGResult
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 
 __all__ = ["ChainFIM", "FactoredFIM", "chain_fim", "chain_fim_jackknife", "chain_jacobian",
-           "chain_quality", "fim_from_mcrg", "subsets_from_names"]
+           "chain_fim_pairs", "chain_quality", "fim_from_mcrg", "subsets_from_names"]
 
 
 def chain_jacobian(dg1_dx: Tensor, Ts: Sequence[Tensor]) -> Tensor:
@@ -66,10 +67,7 @@ def chain_jacobian(dg1_dx: Tensor, Ts: Sequence[Tensor]) -> Tensor:
     if not Ts:
         return J
     ms = [J.shape[-2]] + [T.shape[-2] for T in Ts]     # m_1, …, m_N
-    d, m_out = J.shape[-1], ms[-1]
-    right = sum(ms[k + 1] * ms[k] * d for k in range(len(Ts)))
-    left = sum(m_out * ms[k + 1] * ms[k] for k in range(len(Ts) - 1)) + m_out * ms[0] * d
-    if left < right:
+    if left_association_cheaper(ms, J.shape[-1]):
         P = Ts[-1]
         for T in reversed(Ts[:-1]):
             P = P @ T
@@ -205,13 +203,20 @@ def chain_fim_jackknife(
     return ChainFIM(fim, jackknife_stderr(R), R)
 
 
-def chain_quality(pairs: Sequence[LayerPair]) -> dict[str, Any]:
+def chain_quality(pairs: Sequence[LayerPair], *,
+                  unestimated: bool | str = True) -> dict[str, Any]:
     """What a chain FIM built from MCRG pairs rests on (plain data for its ``meta``).
 
     Parameters
     ----------
     pairs : sequence of rgaudit.rg.mcrg.LayerPair
         The pairs of the chain, in the order they are applied.
+    unestimated : bool or "auto", default True
+        Count the unestimated entries of every pair (True: forms every replicate ``T_r``, the
+        ``2 m³`` solves the factored path defers), of none (False), or only of the pairs whose
+        replicates are formed already (``"auto"``: :attr:`LayerPair.replicates_formed
+        <rgaudit.rg.mcrg.LayerPair.replicates_formed>`; pairs above
+        :data:`rgaudit.rg.replicate_solve.EXACT_COND_MAX` kept operators are then not checked).
 
     Returns
     -------
@@ -220,29 +225,46 @@ def chain_quality(pairs: Sequence[LayerPair]) -> dict[str, Any]:
         per pair (lists in chain order, inner lists per batch element): ``dropped_next`` and
         ``dropped_prev`` (operator indices dropped as constant), ``regularised``,
         ``replicates_regularised`` (jackknife replicates regularised on their own),
-        ``unestimated`` (collapsed entries of ``T``); ``n_unestimated`` (total) and
-        ``rests_on_unestimated``: True when any factor has unestimated entries, in which case
-        the FIM and its error bar rest on entries the samples do not determine.
+        ``unestimated`` (collapsed entries of ``T``; ``None`` for a pair not checked) and
+        ``unestimated_checked`` (bool per pair); ``n_unestimated`` (total over the checked
+        pairs) and ``rests_on_unestimated``: True when a checked factor has unestimated
+        entries (the FIM and its error bar then rest on entries the samples do not determine),
+        False when every pair was checked and none has, ``None`` when none was found but some
+        pair was not checked.
     """
     from rgaudit.rg.solve import MAX_COND
 
-    q = [p.quality() for p in pairs]
-    n_unest = sum(sum(x["unestimated"]) for x in q)
+    if unestimated not in (True, False, "auto"):
+        raise ValueError(f"unestimated must be True, False or 'auto', got {unestimated!r}")
+    checked = [unestimated is True or (unestimated == "auto" and p.replicates_formed)
+               for p in pairs]
+    counts = [p.unestimated_counts() if c else None for p, c in zip(pairs, checked, strict=True)]
+    n_unest = sum(sum(c) for c in counts if c is not None)
+    d = [p.dropped() for p in pairs]
     return {
         "max_cond_threshold": MAX_COND,
-        "dropped_next": [x["dropped_next"] for x in q],
-        "dropped_prev": [x["dropped_prev"] for x in q],
-        "regularised": [x["regularised"] for x in q],
-        "replicates_regularised": [x["replicates_regularised"] for x in q],
-        "unestimated": [x["unestimated"] for x in q],
+        "dropped_next": [x["next"] for x in d],
+        "dropped_prev": [x["prev"] for x in d],
+        "regularised": [[bool(i.regularised) for i in p.solve_info] for p in pairs],
+        "replicates_regularised": [[int(i.n_replicates_regularised) for i in p.solve_info]
+                                   for p in pairs],
+        "unestimated": counts,
+        "unestimated_checked": checked,
         "n_unestimated": int(n_unest),
-        "rests_on_unestimated": bool(n_unest),
+        "rests_on_unestimated": True if n_unest else (False if all(checked) else None),
     }
 
 
 def fim_from_mcrg(result: MCRGResult, W1: Tensor, *, meta: dict[str, Any] | None = None,
-                  factored: bool = False) -> ChainFIM:
+                  factored: bool = False, unestimated: bool | str = "auto") -> ChainFIM:
     """Chain FIM from the RG engine's upward :class:`~rgaudit.rg.mcrg.MCRGResult`.
+
+    The jackknife replicates ``J_r = T_r^(N) ⋯ T_r^(2) ∂g^(1)/∂x`` are built by
+    :func:`rgaudit.rg.replicate_chain.chain_jacobian_replicates`, which applies each pair's
+    replicates to the thin chain (from the factored replicates' Cholesky factors) instead of
+    forming every ``m × m`` replicate ``T_r``; the numbers are those of
+    :func:`chain_fim_jackknife` on the formed ``T_r`` up to rounding
+    (``tests/test_fisher_chain_lazy.py``: 1e-10).
 
     Parameters
     ----------
@@ -257,6 +279,11 @@ def fim_from_mcrg(result: MCRGResult, W1: Tensor, *, meta: dict[str, Any] | None
     factored : bool, default False
         Keep the jackknife replicates as factors (see :func:`chain_fim_jackknife`): the
         audit's storage, ``17·m_N·d`` instead of ``17·d²`` float64 per input.
+    unestimated : bool or "auto", default "auto"
+        Which pairs' unestimated entries ``meta`` counts (:func:`chain_quality`): by default
+        only those whose replicates are formed already, since counting them on a factored
+        pair forms every ``T_r``; True counts every pair (the cost of the error bars of every
+        entry of ``T``).
 
     Returns
     -------
@@ -277,14 +304,43 @@ def fim_from_mcrg(result: MCRGResult, W1: Tensor, *, meta: dict[str, Any] | None
     first = pairs[0]
     dg1 = dg1_dx_analytic(W1, operator_subsets(getattr(first, "ops_prev", None),
                                                first.names_prev))
-    Ts = [p.T for p in pairs]
-    c_out = pairs[-1].C_next
-    reps = [list(p.T_replicates) for p in pairs]
-    out = chain_fim_jackknife(dg1, Ts, c_out, Ts_reps=reps,
-                              c_out_reps=list(pairs[-1].C_next_replicates), factored=factored)
+    out = chain_fim_pairs(dg1, pairs, factored=factored)
     info = {"bases": [len(p.names_prev) for p in pairs] + [len(pairs[-1].names_next)],
             "n_samples": int(result.n_samples), "n_blocks": int(result.n_blocks),
-            **chain_quality(pairs),
+            **chain_quality(pairs, unestimated=unestimated),
             "any_regularised": [bool(p.any_regularised) for p in pairs],
-            "max_cond": [float(p.max_cond) for p in pairs], **(meta or {})}
+            "max_cond": [float(p.max_cond) for p in pairs],
+            # True where a pair's max_cond is (or includes) a certified upper bound, not the
+            # exact eigenvalue ratio (large pairs, rgaudit.rg.solve.solve_batch(certify=True))
+            "max_cond_is_bound": [any(i.cond_bound for i in p.solve_info) for p in pairs],
+            **(meta or {})}
     return ChainFIM(out.fim, out.stderr, out.replicates, info, out.factors)
+
+
+def chain_fim_pairs(dg1_dx: Tensor, pairs: Sequence[LayerPair], *,
+                    factored: bool = False) -> ChainFIM:
+    """Chain FIM and its jackknife replicates from MCRG pairs, no ``T_r`` formed.
+
+    Parameters
+    ----------
+    dg1_dx : Tensor of shape (*batch, m_1, d)
+    pairs : sequence of rgaudit.rg.mcrg.LayerPair
+        ``1 → 2, …, N−1 → N`` in chain order, from the same jackknife blocks.
+    factored : bool, default False
+        As in :func:`chain_fim_jackknife`.
+
+    Returns
+    -------
+    ChainFIM
+        Without ``meta``; ``stderr`` and ``replicates`` (or ``factors``) as
+        :func:`chain_fim_jackknife` gives them from the formed replicates.
+    """
+    fim = chain_fim(dg1_dx, [p.T for p in pairs], pairs[-1].C_next)
+    if not pairs[-1].n_replicates:
+        return ChainFIM(fim)
+    J = chain_jacobian_replicates(dg1_dx, pairs)
+    C = pairs[-1].C_next_replicates.to(device=J.device, dtype=torch.float64)
+    if factored:
+        return ChainFIM(fim, None, None, None, FactoredFIM(J, C))
+    R = factored_dense(J, C)
+    return ChainFIM(fim, jackknife_stderr(R), R)

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from rgaudit.rg.network import LayerStack, StochasticLayer
 from rgaudit.rg.operators import Operators, ProductBasis
+from rgaudit.rg.pair_moments import PairMoments
 from rgaudit.rg.solve import MAX_COND, SolveInfo, constant_operators, solve_batch
 
 Tensor = torch.Tensor
@@ -240,27 +241,17 @@ def exact_stability(g_prev: Tensor, logk: Tensor, *, method: str = "autograd",
 
 
 # -- exact moments ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ExactPair:
+@dataclass
+class ExactPair(PairMoments):
     """Exact moments of a layer pair and ``T = C⁻¹D``.
 
     Attributes
     ----------
-    T : Tensor of shape (*batch, m_next, m_prev)
-        Full size; rows of constant next operators and columns of constant prev operators are 0.
-    C_next : Tensor of shape (*batch, m_next, m_next)
-    C_prev : Tensor of shape (*batch, m_prev, m_prev)
-    D : Tensor of shape (*batch, m_next, m_prev)
-    mean_next, mean_prev : Tensor of shape (*batch, m)
+    T, C_next, C_prev, D, mean_next, mean_prev
+        As in :class:`~rgaudit.rg.pair_moments.PairMoments`, exact.
     solve_info : list of SolveInfo (one per flattened batch element)
     """
 
-    T: Tensor
-    C_next: Tensor
-    C_prev: Tensor
-    D: Tensor
-    mean_next: Tensor
-    mean_prev: Tensor
     solve_info: list[SolveInfo]
 
 

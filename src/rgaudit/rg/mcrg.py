@@ -91,6 +91,7 @@ import torch
 from rgaudit.rg.moments import BlockReplicates, CovarianceAccumulator, jackknife_stderr
 from rgaudit.rg.network import LayerStack
 from rgaudit.rg.operators import Operators, basis_needs_pilot, parse_basis
+from rgaudit.rg.pair_moments import PairMoments
 from rgaudit.rg.replicate_solve import FactoredReplicates, factor_replicate_stream
 from rgaudit.rg.solve import (
     MAX_COND,
@@ -113,16 +114,14 @@ REPLICATE_SOLVES = "factored"
 
 
 @dataclass
-class LayerPair:
-    """MCRG estimate for one pair of chain positions ``i → i+1`` (see the module docstring)."""
+class LayerPair(PairMoments):
+    """MCRG estimate for one pair of chain positions ``i → i+1`` (see the module docstring).
+
+    ``T``, ``C_next``, ``C_prev``, ``D``, ``mean_next``, ``mean_prev``: as in
+    :class:`~rgaudit.rg.pair_moments.PairMoments`, from the samples.
+    """
 
     index: int
-    T: Tensor
-    C_next: Tensor
-    C_prev: Tensor
-    D: Tensor
-    mean_next: Tensor
-    mean_prev: Tensor
     kept_next: list[Tensor]
     kept_prev: list[Tensor]
     kept_mask_next: Tensor
@@ -213,20 +212,41 @@ class LayerPair:
         -------
         Tensor of shape (n_rep, *batch, m_next, q), float64 on the CPU
         """
+        return self._apply(x, left=False)
+
+    def apply_replicates_left(self, y: Tensor) -> Tensor:
+        """``y @ T_r`` for every replicate ``r``: ``(C_r⁻¹ yᵀ)ᵀ D_r`` from the factors, for ``y``
+        of shape ([n_rep,] *batch, q, m_next); returns (n_rep, *batch, q, m_prev).
+
+        ``O(n_rep · (m_next² + m_next m_prev) q)`` for ``q`` rows: what the chain's replicates
+        need when it is associated from the output layer, whose operators are few. Broadcasting
+        as in :meth:`apply_replicates`.
+        """
+        return self._apply(y, left=True)
+
+    def _apply(self, x: Tensor, *, left: bool) -> Tensor:
+        """``x @ T_r`` (``left``) or ``T_r @ x`` for every replicate; see the two callers."""
         reps = self.replicate_solutions
         if reps is None:
             raise ValueError("this pair carries no jackknife replicates")
         if isinstance(reps, Tensor):
-            return reps @ x.to(dtype=reps.dtype, device=reps.device)
+            x = x.to(dtype=reps.dtype, device=reps.device)
+            return x @ reps if left else reps @ x
         nb = math.prod(self.batch_shape)
-        mp, q = x.shape[-2], x.shape[-1]
-        lead = x.shape[:-2]
-        per_rep = len(lead) == len(self.batch_shape) + 1
+        rows, cols = x.shape[-2], x.shape[-1]
+        per_rep = x.dim() - 2 == len(self.batch_shape) + 1
         if not per_rep:   # broadcast a matrix shared by the batch elements
-            x = x.expand(*self.batch_shape, mp, q)
-        xf = x.reshape(reps.n_rep, nb, mp, q) if per_rep else x.reshape(nb, mp, q)
-        out = reps.apply(xf)
-        return out.reshape(reps.n_rep, *self.batch_shape, out.shape[-2], q).to("cpu")
+            x = x.expand(*self.batch_shape, rows, cols)
+        xf = x.reshape(reps.n_rep, nb, rows, cols) if per_rep else x.reshape(nb, rows, cols)
+        out = reps.apply_left(xf) if left else reps.apply(xf)
+        return out.reshape(reps.n_rep, *self.batch_shape, *out.shape[-2:]).to("cpu")
+
+    @property
+    def replicates_formed(self) -> bool:
+        """Whether every ``T_r`` exists already (or costs no solve to assemble), so that
+        ``T_replicates``, ``T_stderr`` and ``T_unestimated`` are cheap."""
+        reps = self.replicate_solutions
+        return reps is None or isinstance(reps, Tensor) or not reps.has_factors
 
     @property
     def n_replicates(self) -> int:
@@ -274,7 +294,11 @@ class LayerPair:
 
     @property
     def max_cond(self) -> float:
-        """Largest condition number over batch elements (frozen elements, cond nan, skipped)."""
+        """Largest condition number over batch elements (frozen elements, cond nan, skipped).
+
+        Above ``EXACT_COND_MAX`` kept operators (factored path) an element's ``cond`` is a
+        certified upper bound (``solve_info[b].cond_bound``), not the exact ratio.
+        """
         vals = [i.cond for i in self.solve_info if not math.isnan(i.cond)]
         return max(vals) if vals else float("nan")
 
@@ -407,7 +431,10 @@ def _finalise(acc: CovarianceAccumulator, index: int, ops_prev: Operators, ops_n
                                     max_cond=max_cond, frozen_ok=True)
         del d_r_in, cn_r, d_r
     else:
-        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True)
+        # the full sample of a large pair: Cholesky + certified condition bound (reported as
+        # such, SolveInfo.cond_bound) instead of an eigenvalue problem and an LU solve
+        t, _, infos = solve_batch(cn, d_in, var_tol=var_tol, max_cond=max_cond, frozen_ok=True,
+                                  certify=True)
         t_r, infos = factor_replicate_stream(
             cn, d_in, infos, n_reps, lambda r: rep.c_aa(r).reshape(nb, mn, mn),
             lambda r: rep.c_ab(r).reshape(nb, mn, mp), var_tol=var_tol, max_cond=max_cond,
@@ -460,6 +487,54 @@ def default_chunk(batch_size: int, max_ops: int) -> int:
 
 
 # -- chains ---------------------------------------------------------------------------------
+def _chain_pairs(n_k: int, bases: Sequence[Operators | None],
+                 pair_layers: Iterable[int] | None) -> list[int]:
+    """The pairs ``i → i+1`` of :func:`mcrg_chain` to compute, checked against the bases."""
+    if len(bases) != n_k + 1:
+        raise ValueError(f"need one basis per chain position: {n_k + 1}, got {len(bases)}")
+    if pair_layers is None:
+        pairs = [i for i in range(n_k) if bases[i] is not None and bases[i + 1] is not None]
+    else:
+        pairs = sorted({int(i) for i in pair_layers})
+    if not pairs:
+        raise ValueError("no pair of chain positions to compute (check bases / pair_layers)")
+    for i in pairs:
+        if not 0 <= i < n_k:
+            raise ValueError(f"pair {i} outside 0..{n_k - 1}")
+        if bases[i] is None or bases[i + 1] is None:
+            raise ValueError(f"pair {i} needs operator bases at positions {i} and {i + 1}")
+    return pairs
+
+
+def _chain_source(h0: Tensor | Source, device: torch.device | str | None
+                  ) -> tuple[Source, torch.device, tuple[int, ...] | None]:
+    """``(source, device, batch_shape)`` of :func:`mcrg_chain`'s starting configurations
+    (``batch_shape`` None for a callable source: read from its first chunk)."""
+    if callable(h0):
+        return h0, torch.device(device) if device is not None else torch.device("cpu"), None
+    if not torch.is_tensor(h0) or h0.dim() < 1:
+        raise ValueError("h0 must be a tensor (*batch, n_0) or a callable source")
+    dev = torch.device(device) if device is not None else h0.device
+    fixed = h0.to(dev)
+
+    def source(s: int, gen: torch.Generator | None) -> Tensor:
+        return fixed.unsqueeze(-2).expand(*fixed.shape[:-1], s, fixed.shape[-1])
+
+    return source, dev, tuple(fixed.shape[:-1])
+
+
+def _chain_values(h: Tensor, kernels: Sequence[Kernel], bases: Sequence[Operators | None],
+                  needed: list[int], generator: torch.Generator | None) -> dict[int, Tensor]:
+    """Run one chunk up the chain to the last needed position; operator values per position."""
+    values: dict[int, Tensor] = {}
+    for j in range(needed[-1] + 1):
+        if j > 0:
+            h = kernels[j - 1](h, generator)
+        if j in needed:
+            values[j] = bases[j].evaluate(h)  # type: ignore[union-attr]
+    return values
+
+
 def mcrg_chain(
     h0: Tensor | Source,
     kernels: Sequence[Kernel],
@@ -518,39 +593,13 @@ def mcrg_chain(
     MCRGResult
     """
     n_k = len(kernels)
-    if len(bases) != n_k + 1:
-        raise ValueError(f"need one basis per chain position: {n_k + 1}, got {len(bases)}")
-    if pair_layers is None:
-        pairs = [i for i in range(n_k) if bases[i] is not None and bases[i + 1] is not None]
-    else:
-        pairs = sorted({int(i) for i in pair_layers})
-    if not pairs:
-        raise ValueError("no pair of chain positions to compute (check bases / pair_layers)")
-    for i in pairs:
-        if not 0 <= i < n_k:
-            raise ValueError(f"pair {i} outside 0..{n_k - 1}")
-        if bases[i] is None or bases[i + 1] is None:
-            raise ValueError(f"pair {i} needs operator bases at positions {i} and {i + 1}")
-    if callable(h0):
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        source = h0
-        batch_shape: tuple[int, ...] | None = None
-    else:
-        if not torch.is_tensor(h0) or h0.dim() < 1:
-            raise ValueError("h0 must be a tensor (*batch, n_0) or a callable source")
-        dev = torch.device(device) if device is not None else h0.device
-        fixed = h0.to(dev)
-        batch_shape = tuple(fixed.shape[:-1])
-
-        def source(s: int, gen: torch.Generator | None) -> Tensor:
-            return fixed.unsqueeze(-2).expand(*fixed.shape[:-1], s, fixed.shape[-1])
-
+    pairs = _chain_pairs(n_k, bases, pair_layers)
+    source, dev, batch_shape = _chain_source(h0, device)
     needed = sorted({j for i in pairs for j in (i, i + 1)})
     max_ops = max(bases[j].size for j in needed)  # type: ignore[union-attr]
     if chunk is None:
         chunk = default_chunk(math.prod(batch_shape) if batch_shape else 1, max_ops)
     plan = chunk_plan(int(n_samples), int(chunk), n_blocks)
-    top = max(pairs) + 1
     accs: dict[int, PairAccumulator] = {}
     done = 0
     for c, s in enumerate(plan):
@@ -558,12 +607,7 @@ def mcrg_chain(
         h = source(s, generator)
         if batch_shape is None:
             batch_shape = tuple(h.shape[:-2])
-        values: dict[int, Tensor] = {}
-        for j in range(top + 1):
-            if j > 0:
-                h = kernels[j - 1](h, generator)
-            if j in needed:
-                values[j] = bases[j].evaluate(h)  # type: ignore[union-attr]
+        values = _chain_values(h, kernels, bases, needed, generator)
         for i in pairs:
             if i not in accs:
                 accs[i] = PairAccumulator(bases[i], bases[i + 1], n_blocks=n_blocks,  # type: ignore[arg-type]

@@ -14,10 +14,13 @@ Samples inside one block may be correlated (a Markov chain): choose chunks
 longer than the autocorrelation time, so that blocks are nearly independent.
 
 Cost (issue 16). Per chunk of ``s`` samples the three products cost ``s·m²`` multiply-adds each
-for plain GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed tile by tile (upper-triangular
-tiles only, :data:`GRAM_TILES` column tiles, each tile mirrored), i.e. ``(t+1)/(2t)`` of the
-plain cost, so the accumulation itself runs *below* the three-product floor for ``m ≥``
-:data:`GRAM_TILE_MIN`. Integer sums are exact in any order, so tiling changes no bit on the
+for plain GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed by BLAS ``syrk`` (one triangle,
+half the multiply-adds; :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX` on the CPU) or tile by tile
+(upper-triangular tiles only, :data:`GRAM_TILES` column tiles, each tile mirrored), i.e.
+``(t+1)/(2t)`` of the plain cost, so the accumulation itself runs at or below the three-product
+floor for ``m ≥`` :data:`SYRK_MIN`. Product buffers are reused between chunks (no fresh
+``m × m`` allocation per chunk) and float32 products are added to the float64 sums with an
+on-the-fly cast. Integer sums are exact in any order, so tiling changes no bit on the
 integer path; on the float64 path it changes rounding only (< 1e-15 relative). Leave-one-block-out
 replicates are formed by subtraction from the total (:meth:`CovarianceAccumulator.replicates`)
 straight into one stacked array, without per-replicate temporaries.
@@ -36,7 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.linalg import blas  # BLAS syrk (imported here: a one-time 0.3 s, not per chunk)
 
 Tensor = torch.Tensor
 
@@ -45,6 +50,12 @@ GRAM_TILES = 4
 #: Smallest operator count for which the tiled symmetric product is used (below it the GEMM
 #: call overhead of the tiles outweighs the saved work).
 GRAM_TILE_MIN = 384
+#: Operator counts ``SYRK_MIN ≤ m < SYRK_MAX`` for which the symmetric products use BLAS
+#: ``syrk`` on the CPU (scipy's OpenBLAS). A whole accumulation of 4·10⁴ binary samples took,
+#: tiled GEMMs (torch, MKL) against syrk: 11.0 / 11.8 CPU s at m = 2000, 3.1 / 2.8 at m = 1000,
+#: 0.85 / 0.73 at m = 500 (under load 2–10; docs/benchmarks.md), hence the upper limit.
+SYRK_MIN = 256
+SYRK_MAX = 1536
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,11 @@ class CovarianceAccumulator:
         self.shift_a: Tensor | None = None
         self.shift_b: Tensor | None = None
         self._integer = False
+        #: every chunk so far summed exactly in integers (the sums are then exactly symmetric)
+        self._exact_sums = True
         self._chunks = 0
+        #: reused product buffers (no fresh m×m allocation, hence no page faults, per chunk)
+        self._scratch: dict[Any, Any] = {}
         self._totals: tuple[int, float, list[Tensor | None]] | None = None
 
     def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
@@ -167,25 +182,36 @@ class CovarianceAccumulator:
             # Every partial sum is an integer below 2^24: float32 products are exact.
             a32 = a.to(torch.float32)
             b32 = b.to(torch.float32)
-            _gram_into(self.saa[k], a32)
-            self.sab[k] += (a32.transpose(-1, -2) @ b32).to(torch.float64)
+            _gram_into(self.saa[k], a32, self._scratch)
+            self.sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
             if self.sbb is not None:
-                _gram_into(self.sbb[k], b32)
+                _gram_into(self.sbb[k], b32, self._scratch)
             self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
             self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
+            self._exact_sums = False
             self._check_finite(a, b)
             assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
             a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
             b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
             self.sa[k] += a.sum(dim=-2)
             self.sb[k] += b.sum(dim=-2)
-            _gram_into(self.saa[k], a)
+            _gram_into(self.saa[k], a, self._scratch)
             self.sab[k] += a.transpose(-1, -2) @ b
             if self.sbb is not None:
-                _gram_into(self.sbb[k], b)
+                _gram_into(self.sbb[k], b, self._scratch)
         self._chunks += 1
         self.count[k] += n
+
+    def _product32(self, a32: Tensor, b32: Tensor) -> Tensor:
+        """``a32ᵀ b32`` (float32, exact on the integer path) in a reused buffer."""
+        shape = (*a32.shape[:-2], a32.shape[-1], b32.shape[-1])
+        key = ("ab", shape, a32.device)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = torch.empty(shape, dtype=torch.float32,
+                                                   device=a32.device)
+        return torch.matmul(a32.transpose(-1, -2), b32, out=buf)
 
     @staticmethod
     def _check_finite(a: Tensor, b: Tensor) -> None:
@@ -231,12 +257,16 @@ class CovarianceAccumulator:
         mb = sb / n
         c_aa = saa / n - ma.unsqueeze(-1) * ma.unsqueeze(-2)
         c_ab = sab / n - ma.unsqueeze(-1) * mb.unsqueeze(-2)
+        # exact integer sums: c_aa, c_bb are exactly symmetric already (same bits either way)
+        sym = not (self._integer and self._exact_sums)
         if sbb is not None:
             c_bb = sbb / n - mb.unsqueeze(-1) * mb.unsqueeze(-2)
-            c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
+            if sym:
+                c_bb = 0.5 * (c_bb + c_bb.transpose(-1, -2))
         else:
             c_bb = torch.empty(0, dtype=torch.float64)
-        c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
+        if sym:
+            c_aa = 0.5 * (c_aa + c_aa.transpose(-1, -2))
         return Moments(n, ma + self.shift_a, mb + self.shift_b, c_aa, c_ab, c_bb)
 
     def _moments(self, w: Tensor) -> Moments:
@@ -328,6 +358,9 @@ class BlockReplicates:
         for i, n in enumerate(ns):
             ma[i] /= n
             mb[i] /= n
+        # exact integer sums are exactly symmetric, and so is every covariance formed from
+        # them ((i, j) and (j, i) see the same operations): symmetrising would change no bit
+        self._exact = bool(acc._integer and acc._exact_sums)
         self._blocks = nonempty
         self._ns = ns
         self._ma, self._mb = ma, mb         # centred (unshifted) means, as the covariances use
@@ -353,7 +386,8 @@ class BlockReplicates:
             mx = my = self._mb[i]
         if out is None:
             out = torch.empty_like(total)
-        _cov_into(out, total, blocks[self._blocks[i]], self._ns[i], mx, my, sym=name != "c_ab")
+        _cov_into(out, total, blocks[self._blocks[i]], self._ns[i], mx, my,
+                  sym=name != "c_ab" and not self._exact)
         return out
 
     def c_aa(self, i: int) -> Tensor:
@@ -418,7 +452,11 @@ class ReplicateMoments:
 
 def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, my: Tensor,
               *, sym: bool) -> None:
-    """``out = sym((total − block)/n − mx ⊗ my)``, the operations of ``_from_sums`` in place."""
+    """``out = sym((total − block)/n − mx ⊗ my)``, the operations of ``_from_sums`` in place.
+
+    ``sym=False`` skips the symmetrisation: pass it only when the result is exactly symmetric
+    already (exact integer sums: then ``sym`` would return the same bits).
+    """
     torch.sub(total, block, out=out)
     out /= n
     out -= mx.unsqueeze(-1) * my.unsqueeze(-2)
@@ -427,15 +465,23 @@ def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, m
         torch.mul(tmp, 0.5, out=out)
 
 
-def _gram_into(out: Tensor, x: Tensor) -> None:
+def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
     """``out += xᵀx`` in float64 for ``x`` of shape (*batch, s, m), exploiting symmetry.
 
-    For ``m ≥`` :data:`GRAM_TILE_MIN` the columns are cut into :data:`GRAM_TILES` tiles and only
+    On the CPU, for :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX`, one BLAS ``syrk`` per batch
+    element computes the lower triangle only (half the multiply-adds; scipy's BLAS) and the
+    triangle is mirrored into ``out`` (two memory-bound ``m²`` passes). Elsewhere, for
+    ``m ≥`` :data:`GRAM_TILE_MIN`, the columns are cut into :data:`GRAM_TILES` tiles and only
     the tiles on and above the diagonal are multiplied (each off-diagonal tile is added to both
     of its places), ``(t+1)/(2t)`` of the multiply-adds of one full product. Exact integer sums
-    are unchanged by the tiling; float64 sums change only in rounding.
+    are unchanged by either; float64 sums change only in rounding. ``out`` stays exactly
+    symmetric when it was.
     """
     m = x.shape[-1]
+    if SYRK_MIN <= m < SYRK_MAX and x.device.type == "cpu" and x.dtype in (torch.float32,
+                                                                            torch.float64):
+        _syrk_into(out, x, scratch)
+        return
     xt = x.transpose(-1, -2)
     if m < GRAM_TILE_MIN:
         out += (xt @ x).to(torch.float64)
@@ -445,10 +491,40 @@ def _gram_into(out: Tensor, x: Tensor) -> None:
         ri = slice(edges[i], edges[i + 1])
         for j in range(i, GRAM_TILES):
             rj = slice(edges[j], edges[j + 1])
-            tile = (xt[..., ri, :] @ x[..., :, rj]).to(torch.float64)
+            tile = xt[..., ri, :] @ x[..., :, rj]      # added with an on-the-fly cast
             out[..., ri, rj] += tile
             if i != j:
                 out[..., rj, ri] += tile.transpose(-1, -2)
+
+
+def _syrk_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
+    """``out += xᵀx`` (float64 ``out``) by BLAS ``syrk`` on the CPU, one batch element at a time.
+
+    ``syrk`` writes one triangle of a Fortran-ordered result; a zeroed scratch keeps the other
+    triangle 0, so the C-ordered view ``L`` of the result is lower-triangular:
+    ``out += L + Lᵀ − diag(L)`` (exact on integer sums; the diagonal's ``+ d − d`` may round
+    in float64). ``scratch`` (a dict owned by the caller) keeps the zeroed buffer between calls.
+    """
+    syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
+    m = x.shape[-1]
+    xs = x.detach().reshape(-1, *x.shape[-2:])
+    os_ = out.view(-1, m, m)                       # a view: the sums are updated in place
+    key = ("syrk", m, x.dtype)
+    if scratch is None or key not in scratch:      # zeroed once: the upper triangle stays 0
+        buf = np.zeros((m, m), dtype=np.float32 if x.dtype == torch.float32 else np.float64,
+                       order="F")
+        if scratch is not None:
+            scratch[key] = buf
+    else:
+        buf = scratch[key]
+    for k in range(xs.shape[0]):
+        xk = xs[k].contiguous().numpy()            # (s, m) C order = (m, s) Fortran order
+        c = syrk(1.0, xk.T, beta=0.0, c=buf, trans=0, lower=0, overwrite_c=1)
+        low = torch.from_numpy(c).transpose(0, 1)  # C order, lower triangle filled, upper 0
+        # out += L + Lᵀ − diag(L), cast on the fly (no float64 temporaries)
+        os_[k].add_(low)
+        os_[k].add_(low.transpose(0, 1))
+        os_[k].diagonal().sub_(low.diagonal())
 
 
 def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
@@ -462,7 +538,16 @@ def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
             big = max(big, abs(float(lo)), abs(float(hi)))
     if not big * big * n < 2**24:  # also rejects NaN and inf
         return False
-    return bool(torch.equal(a, a.round()) and torch.equal(b, b.round()))
+    return _integer_valued(a) and _integer_valued(b)
+
+
+def _integer_valued(t: Tensor) -> bool:
+    """Whether every entry is an integer: all fractional parts 0 (one pass and a reduction,
+    cheaper than comparing with ``t.round()``; NaN or inf give a NaN fraction: False)."""
+    if not t.numel():
+        return True
+    lo, hi = torch.aminmax(torch.frac(t))
+    return bool(lo == 0) and bool(hi == 0)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,17 @@ replicate's Cholesky factor (:meth:`rgaudit.rg.mcrg.LayerPair.apply_replicates`)
 ``d < m``. The replicates equal those of ``chain_fim_jackknife`` to rounding
 (``tests/test_mcrg_factored.py``).
 
+The product is associated as :func:`rgaudit.fisher.chain.chain_jacobian` associates the
+full-sample one (:func:`left_association_cheaper`): from the input side
+(``T_r J = C_r⁻¹ (D_r J)``, :meth:`~rgaudit.rg.mcrg.LayerPair.apply_replicates`) or, when the
+output layer has few operators (the class layer of a classifier), from the output side
+(``y T_r = (C_r⁻¹ yᵀ)ᵀ D_r`` with ``m_N`` rows,
+:meth:`~rgaudit.rg.mcrg.LayerPair.apply_replicates_left`): then no pair costs more than
+``O(m_N m²)`` per replicate. :func:`rgaudit.fisher.chain.fim_from_mcrg` uses it.
+
 Note: a pair's ``quality()`` (unestimated entries) needs every entry's jackknife spread and so
-still forms ``T_r``; a caller that wants the saving must not ask for it on large pairs.
+still forms ``T_r``; ``fim_from_mcrg`` checks it only where the replicates are formed already
+(its ``unestimated`` option).
 """
 
 from __future__ import annotations
@@ -20,6 +29,24 @@ from typing import Any
 import torch
 
 Tensor = torch.Tensor
+
+
+def left_association_cheaper(ms: Sequence[int], d: int) -> bool:
+    """Whether ``T^(N) ⋯ T^(2) G`` (``G`` of shape ``(m_1, d)``) costs fewer multiply-adds
+    associated from the left (``T^(N) T^(N−1)`` first) than from the right.
+
+    Parameters
+    ----------
+    ms : sequence of int
+        ``m_1, …, m_N``: operators of every chain position.
+    d : int
+        Columns of ``G`` (inputs).
+    """
+    n = len(ms) - 1
+    m_out = ms[-1]
+    right = sum(ms[k + 1] * ms[k] * d for k in range(n))
+    left = sum(m_out * ms[k + 1] * ms[k] for k in range(n - 1)) + m_out * ms[0] * d
+    return left < right
 
 
 def chain_jacobian_replicates(dg1_dx: Tensor, pairs: Sequence[Any]) -> Tensor:
@@ -43,10 +70,23 @@ def chain_jacobian_replicates(dg1_dx: Tensor, pairs: Sequence[Any]) -> Tensor:
         raise ValueError(f"pairs have different numbers of replicates {sorted(counts)}: they "
                          "must come from the same jackknife blocks")
     J = dg1_dx.to(torch.float64)
+    rows = J.shape[-2]
     for i, p in enumerate(pairs):
-        if J.shape[-2] != p.T.shape[-1]:
+        if rows != p.T.shape[-1]:
             raise ValueError(f"pair {i} has {p.T.shape[-1]} columns but the factor below it "
-                             f"has {J.shape[-2]} rows")
+                             f"has {rows} rows")
+        rows = p.T.shape[-2]
+    ms = [J.shape[-2]] + [p.T.shape[-2] for p in pairs]
+    if len(pairs) > 1 and left_association_cheaper(ms, J.shape[-1]):
+        top = pairs[-1]
+        if top.replicates_formed:
+            P = top.T_replicates.to(torch.float64)
+        else:
+            P = top.apply_replicates_left(torch.eye(ms[-1], dtype=torch.float64))
+        for p in reversed(pairs[:-1]):
+            P = p.apply_replicates_left(P)
+        return P @ J
+    for p in pairs:
         J = p.apply_replicates(J)
     return J
 

@@ -65,6 +65,9 @@ class SolveInfo:
     lam: float
     n_replicates_regularised: int = 0
     max_cond_replicates: float = float("nan")
+    #: ``cond`` is a certified upper bound (≤ max_cond), not the exact eigenvalue ratio
+    #: (``solve_batch(certify=True)`` on large operator sets, issue 16)
+    cond_bound: bool = False
 
     def to_dict(self) -> dict:
         """Plain-data form for JSON results (a condition number of ``inf`` becomes ``None``)."""
@@ -72,6 +75,7 @@ class SolveInfo:
             "n_kept": int(self.kept.numel()),
             "dropped": [int(i) for i in self.dropped.tolist()],
             "cond": float(self.cond) if math.isfinite(self.cond) else None,
+            "cond_is_upper_bound": bool(self.cond_bound),
             "regularised": bool(self.regularised),
             "lambda": float(self.lam),
             "n_replicates_regularised": int(self.n_replicates_regularised),
@@ -272,6 +276,7 @@ def solve_batch(
     max_cond: float = MAX_COND,
     frozen_ok: bool = False,
     replicates: str = "dense",
+    certify: bool = False,
 ) -> tuple[Tensor, Tensor | FactoredReplicates | None, list[SolveInfo]]:
     """The one batched "drop constants → solve → scatter" of every ``C T = D`` in rgaudit.
 
@@ -307,6 +312,14 @@ def solve_batch(
         one factorisation per replicate serves as certificate and solve) and solved when asked;
         everything else is solved now, as in ``"dense"``.
 
+    certify : bool, default False
+        Elements keeping more than ``EXACT_COND_MAX`` operators: decide the conditioning from
+        one Cholesky factorisation and a certified upper bound on the condition number
+        (:func:`rgaudit.rg.replicate_solve.factor_certified`), solve with that factor, and
+        report the **bound** as ``cond`` (``SolveInfo.cond_bound``); the exact eigenvalue ratio
+        is computed only where the bound does not certify ``cond ≤ max_cond``. The same
+        regularisation decisions (except with probability 1e-10), solutions equal to rounding.
+
     Returns
     -------
     x : Tensor of shape (nb, m, p)
@@ -319,12 +332,7 @@ def solve_batch(
                          "of C X = D")
     if replicates not in ("dense", "factored"):
         raise ValueError(f"replicates must be 'dense' or 'factored', got {replicates!r}")
-    from rgaudit.rg.replicate_solve import (
-        EXACT_COND_MAX,
-        FactoredReplicates,
-        factor_replicates,
-        solve_replicates_certified,
-    )
+    from rgaudit.rg.replicate_solve import EXACT_COND_MAX, FactoredReplicates
 
     nb, m, p = d.shape
     diag = torch.diagonal(c, dim1=-2, dim2=-1)
@@ -353,17 +361,9 @@ def solve_batch(
             for b in idx.tolist():
                 infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float("nan"), False, 0.0)
             continue
-        ck = c[idx][:, kept][:, :, kept]
-        dk = d[idx][:, kept]
-        eye = torch.eye(len(kept), dtype=ck.dtype, device=ck.device)
-        evals = torch.linalg.eigvalsh(ck)
-        top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
-        cond = torch.where(low > 0, top / low.clamp_min(1e-300),
-                           torch.full_like(low, float("inf")))
-        reg = ~(cond <= max_cond)
-        lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
-                          torch.zeros_like(cond))
-        xg = torch.linalg.solve(ck + lam[:, None, None] * eye, dk)
+        ck, dk = _select(c, d, idx, kept)
+        xg, cond, reg, lam, bound = _solve_group(ck, dk, max_cond,
+                                                 certify and len(kept) > EXACT_COND_MAX)
         x[idx.unsqueeze(-1), kept] = xg
         n_bad = [0] * len(idx)
         cond_rmax = [float("nan")] * len(idx)
@@ -371,47 +371,131 @@ def solve_batch(
             and d_reps is not None
         if has_reps and len(kept) > EXACT_COND_MAX:
             assert c_reps is not None and d_reps is not None
-            for j, b in enumerate(idx.tolist()):    # large: one element, one replicate at a time
-                info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
-                                   float(lam[j]))
-                if lazy is not None and not bool(reg[j]):
-                    fac, solved, info_b = factor_replicates(c_reps[:, b], d_reps[:, b], info_b,
-                                                            max_cond=max_cond)
-                    lazy.set_factored(b, kept, fac, solved)
-                else:
-                    xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b],
-                                                              info_b, max_cond=max_cond)
-                    if lazy is not None:
-                        lazy.set_solved(b, kept, xr_b)
-                    else:
-                        assert x_r is not None
-                        x_r[:, b, kept] = xr_b
-                n_bad[j] = info_b.n_replicates_regularised
-                cond_rmax[j] = info_b.max_cond_replicates
+            n_bad, cond_rmax = _replicates_large(c_reps, d_reps, idx, kept, dropped, cond, reg,
+                                                 lam, max_cond, lazy, x_r)
         elif has_reps:
             assert c_reps is not None and d_reps is not None
-            ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
-            dkr = d_reps[:, idx][:, :, kept]
-            ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
-            top_r, low_r = ev_r[..., -1].clamp_min(1e-300), ev_r[..., 0]
-            cond_r = torch.where(low_r > 0, top_r / low_r.clamp_min(1e-300),
-                                 torch.full_like(low_r, float("inf")))
-            ill = ~(cond_r <= max_cond) & ~reg.unsqueeze(0)
-            xr, status = torch.linalg.solve_ex(ckr, dkr)
-            bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
-            if bool(bad.any()):
-                lam_r = replicate_lambda(torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1), max_cond)
-                xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
-                xr = torch.where(bad[..., None, None], xr_reg, xr)
+            xr, n_bad, cond_rmax = _replicates_small(c_reps, d_reps, idx, kept, lam, reg,
+                                                     max_cond)
             if lazy is not None:
                 for j, b in enumerate(idx.tolist()):
                     lazy.set_solved(b, kept, xr[:, j])
             else:
                 assert x_r is not None
                 x_r[:, idx.unsqueeze(-1), kept] = xr
-            n_bad = [int(v) for v in bad.sum(0)]
-            cond_rmax = [float(v) for v in cond_r.amax(0)]
         for j, b in enumerate(idx.tolist()):
             infos[b] = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
-                                 float(lam[j]), n_bad[j], cond_rmax[j])
+                                 float(lam[j]), n_bad[j], cond_rmax[j], bool(bound[j]))
     return x, (lazy if lazy is not None else x_r), [i for i in infos if i is not None]
+
+
+def _replicates_large(c_reps: Tensor, d_reps: Tensor, idx: Tensor, kept: Tensor,
+                      dropped: Tensor, cond: Tensor, reg: Tensor, lam: Tensor, max_cond: float,
+                      lazy: FactoredReplicates | None, x_r: Tensor | None
+                      ) -> tuple[list[int], list[float]]:
+    """Replicates of a group above ``EXACT_COND_MAX`` kept operators, one element and one
+    replicate at a time: factored (``lazy``, unregularised full sample) or solved with a
+    certified conditioning check; stored in ``lazy`` or ``x_r``. Returns the regularised
+    counts and largest computed condition numbers per element."""
+    from rgaudit.rg.replicate_solve import factor_replicates, solve_replicates_certified
+
+    n_bad, cond_rmax = [0] * len(idx), [float("nan")] * len(idx)
+    for j, b in enumerate(idx.tolist()):
+        info_b = SolveInfo(kept.cpu(), dropped.cpu(), float(cond[j]), bool(reg[j]),
+                           float(lam[j]))
+        if lazy is not None and not bool(reg[j]):
+            fac, solved, info_b = factor_replicates(c_reps[:, b], d_reps[:, b], info_b,
+                                                    max_cond=max_cond)
+            lazy.set_factored(b, kept, fac, solved)
+        else:
+            xr_b, info_b = solve_replicates_certified(c_reps[:, b], d_reps[:, b], info_b,
+                                                      max_cond=max_cond)
+            if lazy is not None:
+                lazy.set_solved(b, kept, xr_b)
+            else:
+                assert x_r is not None
+                x_r[:, b, kept] = xr_b
+        n_bad[j] = info_b.n_replicates_regularised
+        cond_rmax[j] = info_b.max_cond_replicates
+    return n_bad, cond_rmax
+
+
+def _replicates_small(c_reps: Tensor, d_reps: Tensor, idx: Tensor, kept: Tensor, lam: Tensor,
+                      reg: Tensor, max_cond: float) -> tuple[Tensor, list[int], list[float]]:
+    """Replicates of a small group, all at once with their eigenvalues (the reference path).
+
+    Returns the solutions (n_rep, len(idx), m_kept, p), the regularised counts and the largest
+    replicate condition numbers per element."""
+    eye = torch.eye(len(kept), dtype=c_reps.dtype, device=c_reps.device)
+    ckr = c_reps[:, idx][:, :, kept][:, :, :, kept] + lam[None, :, None, None] * eye
+    dkr = d_reps[:, idx][:, :, kept]
+    ev_r = torch.linalg.eigvalsh(c_reps[:, idx][:, :, kept][:, :, :, kept])
+    top_r, low_r = ev_r[..., -1].clamp_min(1e-300), ev_r[..., 0]
+    cond_r = torch.where(low_r > 0, top_r / low_r.clamp_min(1e-300),
+                         torch.full_like(low_r, float("inf")))
+    ill = ~(cond_r <= max_cond) & ~reg.unsqueeze(0)
+    xr, status = torch.linalg.solve_ex(ckr, dkr)
+    bad = ill | (status != 0) | ~torch.isfinite(xr).flatten(2).all(-1)
+    if bool(bad.any()):
+        lam_r = replicate_lambda(torch.diagonal(ckr, dim1=-2, dim2=-1).mean(-1), max_cond)
+        xr_reg = torch.linalg.solve(ckr + lam_r[..., None, None] * eye, dkr)
+        xr = torch.where(bad[..., None, None], xr_reg, xr)
+    return xr, [int(v) for v in bad.sum(0)], [float(v) for v in cond_r.amax(0)]
+
+
+def _solve_group(ck: Tensor, dk: Tensor, max_cond: float, certify: bool
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[bool]]:
+    """Solve a group of elements sharing their kept operators (see :func:`solve_batch`).
+
+    Returns ``(x, cond, regularised, lam, cond_is_bound)`` per element.
+    """
+    n = ck.shape[0]
+    bound = [False] * n
+    cond = torch.empty(n, dtype=ck.dtype, device=ck.device)
+    x = torch.empty(dk.shape, dtype=dk.dtype, device=dk.device)
+    todo = list(range(n))
+    if certify:                        # one Cholesky: certificate and solve (replicate_solve)
+        from rgaudit.rg.replicate_solve import factor_certified
+
+        todo = []
+        for j in range(n):
+            fac, cj, bound[j] = factor_certified(ck[j], max_cond)
+            cond[j] = cj
+            if bound[j]:
+                assert fac is not None
+                x[j] = torch.cholesky_solve(dk[j], fac)
+            else:
+                todo.append(j)
+    if todo:
+        rest = torch.tensor(todo, device=ck.device)
+        cr = ck if len(todo) == n else ck[rest]
+        dr = dk if len(todo) == n else dk[rest]
+        evals = torch.linalg.eigvalsh(cr)
+        top, low = evals[:, -1].clamp_min(1e-300), evals[:, 0]
+        cond[rest] = torch.where(low > 0, top / low.clamp_min(1e-300),
+                                 torch.full_like(low, float("inf")))
+        reg_r = ~(cond[rest] <= max_cond)
+        lam_r = torch.where(reg_r, torch.diagonal(cr, dim1=-2, dim2=-1).mean(-1) / max_cond,
+                            torch.zeros_like(low))
+        eye = torch.eye(cr.shape[-1], dtype=cr.dtype, device=cr.device)
+        # C + 0·I is C: no m×m copy when nothing is regularised (the same solve, same bits)
+        x[rest] = torch.linalg.solve(cr + lam_r[:, None, None] * eye if bool(reg_r.any())
+                                     else cr, dr)
+    reg = ~(cond <= max_cond)
+    reg[[j for j in range(n) if bound[j]]] = False
+    lam = torch.where(reg, torch.diagonal(ck, dim1=-2, dim2=-1).mean(-1) / max_cond,
+                      torch.zeros_like(cond))
+    return x, cond, reg, lam, bound
+
+
+def _select(c: Tensor, d: Tensor, idx: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """``c[idx][:, kept][:, :, kept]`` and ``d[idx][:, kept]``, without copies (views of the
+    inputs) when ``idx`` is every batch element in order and every operator is kept."""
+    all_b = idx.numel() == c.shape[0] and bool(
+        (idx == torch.arange(c.shape[0], device=idx.device)).all())
+    all_k = kept.numel() == c.shape[-1]
+    ck = c if all_b else c[idx]
+    dk = d if all_b else d[idx]
+    if not all_k:
+        ck, dk = ck[:, kept][:, :, kept], dk[:, kept]
+    return ck, dk
