@@ -18,7 +18,10 @@ The samples are split into ``B`` equal blocks with means ``q_b``, ``g_b``. The o
 then carries only the ``O(1/S)`` ratio bias of ``1/q̂`` (small: ``q`` is estimated much more
 precisely than its gradient). Error bars: leave-one-block-out jackknife; each replicate is the
 same estimator computed from the other blocks alone (:func:`_fims_from_blocks`). Moments in
-float64.
+float64. The top eigenvalue's jackknife error is calibrated against exact FIMs and against the
+run-to-run spread of 200 seeds (docs/fisher.md, "Calibration of the direct-FIM error bars"); in
+rare runs an output state seen in a handful of chains (tiny ``q̂_y``) dominates ``F``, and the
+jackknife error of that run is then correspondingly large.
 
 A depth-1 network has the closed form ``W_1ᵀ diag(p(1−p)) W_1``: nothing is sampled, the
 standard error is zero and there are no replicates (``replicates`` is ``None``, which
