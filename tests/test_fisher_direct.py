@@ -145,3 +145,16 @@ def test_top_eigenvalue_error_is_calibrated_with_distinct_inputs_in_one_call():
     z = (rho - 1) / se
     assert bool((z.abs() < float(stats.norm.isf(0.01 / (2 * K)))).all()), \
         f"ρ = {rho.tolist()}, z = {z.tolist()}"
+
+
+def test_control_variate_skips_states_the_pilot_does_not_resolve():
+    # one pilot chain of 250 saw state 1 (t = 0.23): mean 9e-4, standard error ≈ the mean → no
+    # baseline; state 0 is seen by every chain → its pilot mean; no pilot → no baselines
+    t = torch.zeros(250, 2, dtype=torch.float64)
+    t[:, 0] = 0.4 + 0.1 * torch.rand(250, generator=torch.Generator().manual_seed(0))
+    t[17, 1] = 0.23
+    s1, s2 = t.sum(0, keepdim=True), (t * t).sum(0, keepdim=True)
+    b = direct_mod.resolved_baseline(s1, s2, 250)
+    torch.testing.assert_close(b[0, 0], t[:, 0].mean())
+    assert float(b[0, 1]) == 0.0
+    assert bool((direct_mod.resolved_baseline(s1, s2, 0) == 0).all())
