@@ -139,3 +139,13 @@ def test_save_is_atomic_and_overwrites(saved: tuple[DeepRBM, Path]) -> None:
         save_model(net, path, overwrite=False)
     with pytest.raises(ValueError, match="reserved"):
         save_model(net, path, metadata={"widths": [1]})
+
+
+def test_model_out_inside_another_model_is_refused(saved: tuple[DeepRBM, Path]) -> None:
+    from rgaudit.errors import OutputExistsError
+    from rgaudit.nets.io import check_model_out
+
+    _, path = saved
+    with pytest.raises(OutputExistsError, match="lies inside the rgaudit model folder"):
+        check_model_out(path / "inner")
+    assert check_model_out(path) == path          # the model itself is replaced, not refused

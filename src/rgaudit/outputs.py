@@ -147,6 +147,26 @@ def inside_model_folder(path: Path) -> Path | None:
     return None
 
 
+def refuse_inside_model_folder(path: Path, where: Path, why: str, option: str = "--out") -> None:
+    """Raise :class:`OutputExistsError` if ``where`` lies inside (or is) an rgaudit model folder.
+
+    Parameters
+    ----------
+    path : Path
+        What the user passed (named in the message).
+    where : Path
+        The folder checked: ``path`` itself for an output folder, its parent for a file.
+    why : str
+        Why nothing may be written there (the message's middle part).
+    option : str
+        The CLI option that took ``path``.
+    """
+    model = inside_model_folder(where)
+    if model is not None:
+        raise OutputExistsError(f"{option} {path} lies inside the rgaudit model folder {model}; "
+                                f"{why}: choose another {option}")
+
+
 def is_rgaudit_run(folder: Path) -> bool:
     """Whether ``folder`` carries the marker of a run folder rgaudit made."""
     return (folder / MARKER).is_file()
@@ -189,10 +209,7 @@ def prepare_out(out: str | os.PathLike, *, kind: str, force: bool = False) -> Pa
         Another rgaudit process is writing into ``out``.
     """
     out = Path(out)
-    model = inside_model_folder(out)
-    if model is not None:
-        raise OutputExistsError(f"--out {out} lies inside the rgaudit model folder {model}; "
-                                "results never go into a model: choose another --out")
+    refuse_inside_model_folder(out, out, "results never go into a model")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is an existing file, not a folder; choose "
                                 "another --out")
@@ -226,10 +243,7 @@ def prepare_out_file(out: str | os.PathLike, *, kind: str, force: bool = False) 
     OutputExistsError, OutputBusyError
     """
     out = Path(out)
-    model = inside_model_folder(out.parent)
-    if model is not None:
-        raise OutputExistsError(f"--out {out} lies inside the rgaudit model folder {model}; "
-                                "writing there would break the model: choose another --out")
+    refuse_inside_model_folder(out, out.parent, "writing there would break the model")
     if out.is_dir():
         raise OutputExistsError(f"--out {out} is a folder; give a file name such as "
                                 f"{out / (kind + '.json')}")

@@ -497,21 +497,39 @@ def run_diagnose(
     DiagnoseResult
     """
     cfg = replace(config or DiagnoseConfig(), **overrides)
-    ops, n_samples, seed, n_blocks = cfg.ops, cfg.n_samples, cfg.seed, cfg.n_blocks
-    fixed_point_samples = cfg.fixed_point_samples
-    dev = torch.device(cfg.device)
-    basis_specs, sample_counts = cfg.bases(), cfg.counts()
     result = DiagnoseResult(cfg, DiagnosedInputs(
         int(x.shape[0]), list(net.widths), bool(getattr(net, "tied", False)),
         None if labels is None else torch.as_tensor(labels).tolist()))
+    _check_diagnose_inputs(net, fixed_point_inputs, fixed_point_labels)
+    dev = torch.device(cfg.device)
+
+    def gen(role: str, *sub: str | int) -> torch.Generator:
+        return torch_generator(cfg.seed, role, *sub, device=dev)
+
+    _spectra_studies(net, x, cfg, result, gen, progress)
+    if fixed_point_inputs is not None and fixed_point_labels is not None:
+        _fixed_point_study(net, fixed_point_inputs.to(dev), fixed_point_labels, cfg, result,
+                           gen("fixed-points"), progress)
+    result.notes += _solve_notes(result.spectra)
+    return result
+
+
+def _check_diagnose_inputs(net: DeepRBM, fixed_point_inputs: Tensor | None,
+                           fixed_point_labels: Tensor | None) -> None:
+    """Refuse a network without a pair of hidden layers, or half of the fixed-point inputs."""
     if net.depth < 2:
         raise ValueError("diagnose needs at least two RBM layers (one pair of hidden layers)")
     if (fixed_point_inputs is None) != (fixed_point_labels is None):
         raise ValueError("fixed_point_inputs and fixed_point_labels go together: pass both or "
                          "neither")
 
-    def gen(role: str, *sub: str | int) -> torch.Generator:
-        return torch_generator(seed, role, *sub, device=dev)
+
+def _spectra_studies(net: DeepRBM, x: Tensor, cfg: DiagnoseConfig, result: DiagnoseResult,
+                     gen: Callable[..., torch.Generator], progress: Progress | None) -> None:
+    """The main run (spectra and depth convergence), then the basis and the sample studies."""
+    ops, n_samples, n_blocks = cfg.ops, cfg.n_samples, cfg.n_blocks
+    dev = torch.device(cfg.device)
+    tied = bool(getattr(net, "tied", False))
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         if progress is None:
@@ -520,44 +538,52 @@ def run_diagnose(
 
     main = mcrg_network(net, x, ops, n_samples, generator=gen("mcrg"), device=dev,
                         n_blocks=n_blocks, progress=stage(f"main {ops} S={n_samples}"))
-    tied = bool(getattr(net, "tied", False))
     result.spectra += summarise(main, "main", ops, shared_basis=tied)
     result.depth = depth_convergence(main, shared_basis=tied)
     s_basis = max(n_samples // 4, 2 * n_blocks)
-    for spec in basis_specs:
+    for spec in cfg.bases():
         res = mcrg_network(net, x, spec, s_basis, generator=gen("mcrg.basis", spec), device=dev,
                            n_blocks=n_blocks, progress=stage(f"basis {spec} S={s_basis}"))
         result.spectra += summarise(res, "basis", spec, shared_basis=tied)
-    for s in sample_counts:
+    for s in cfg.counts():
         res = mcrg_network(net, x, ops, s, generator=gen("mcrg.samples", s), device=dev,
                            n_blocks=n_blocks, progress=stage(f"samples {ops} S={s}"))
         result.spectra += summarise(res, "samples", ops, shared_basis=tied)
-    if fixed_point_inputs is not None and fixed_point_labels is not None:
-        if net.widths[-1] > 12:
-            result.notes.append(f"fixed-point study skipped: output layer has "
-                                f"{net.widths[-1]} > 12 units")
-        else:
-            if progress is not None:
-                progress("fixed points", 0, 1)
-            result.fixed_points = class_fixed_points(
-                net, fixed_point_inputs.to(dev), fixed_point_labels, fixed_point_samples,
-                gen("fixed-points"))
-            if progress is not None:
-                progress("fixed points", 1, 1)
-    if any(s.regularised for s in result.spectra):
-        result.notes.append("some solves were regularised (see max_cond / regularised)")
-    if any(s.replicates_regularised for s in result.spectra):
-        result.notes.append("some jackknife replicates were regularised on their own "
-                            "(replicates_regularised): their errors include that regulariser")
-    if any(sum(s.unestimated) for s in result.spectra):
-        result.notes.append("some entries of T are unestimated (operator values never seen with "
-                            "some states of the other layer; 'unestimated'): the spectra of those "
-                            "pairs rest on them and their errors are too small; use more samples "
-                            "or a smaller basis")
-    if any(s.floored for s in result.spectra):
-        result.notes.append("some covariances were singular in the Fisher normalisation: "
-                            "C^(-1/2) used an eigenvalue floor (pseudo-inverse) there (floored, "
-                            "max_cond_prev)")
-    result.notes.append("truncated operator bases are approximations: compare the basis and "
-                        "sample studies before reading a spectrum (DESIGN fact 2)")
-    return result
+
+
+def _fixed_point_study(net: DeepRBM, inputs: Tensor, labels: Tensor, cfg: DiagnoseConfig,
+                       result: DiagnoseResult, generator: torch.Generator,
+                       progress: Progress | None) -> None:
+    """Class fixed points (output ≤ 12 units; otherwise a note says it was skipped)."""
+    if net.widths[-1] > 12:
+        result.notes.append(f"fixed-point study skipped: output layer has "
+                            f"{net.widths[-1]} > 12 units")
+        return
+    if progress is not None:
+        progress("fixed points", 0, 1)
+    result.fixed_points = class_fixed_points(net, inputs, labels, cfg.fixed_point_samples,
+                                             generator)
+    if progress is not None:
+        progress("fixed points", 1, 1)
+
+
+def _solve_notes(spectra: list[SpectrumSummary]) -> list[str]:
+    """Notes on regularised solves, unestimated entries and floored covariances."""
+    notes = []
+    if any(s.regularised for s in spectra):
+        notes.append("some solves were regularised (see max_cond / regularised)")
+    if any(s.replicates_regularised for s in spectra):
+        notes.append("some jackknife replicates were regularised on their own "
+                     "(replicates_regularised): their errors include that regulariser")
+    if any(sum(s.unestimated) for s in spectra):
+        notes.append("some entries of T are unestimated (operator values never seen with "
+                     "some states of the other layer; 'unestimated'): the spectra of those "
+                     "pairs rest on them and their errors are too small; use more samples "
+                     "or a smaller basis")
+    if any(s.floored for s in spectra):
+        notes.append("some covariances were singular in the Fisher normalisation: "
+                     "C^(-1/2) used an eigenvalue floor (pseudo-inverse) there (floored, "
+                     "max_cond_prev)")
+    notes.append("truncated operator bases are approximations: compare the basis and "
+                 "sample studies before reading a spectrum (DESIGN fact 2)")
+    return notes

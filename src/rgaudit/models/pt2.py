@@ -133,42 +133,66 @@ def check_pt2_archive(data: bytes, path: str = "<pt2>") -> None:
         The archive is not a zip, has no exported program, or uses a route that executes code
         (the message says which).
     """
+    zf, models = _open_archive(data, path)
+    _check_member_names(zf.namelist(), path)
+    _check_payloads(zf, path)
+    for n in models:
+        _check_program(json.loads(zf.read(n)), path)
+
+
+def _open_archive(data: bytes, path: str) -> tuple[zipfile.ZipFile, list[str]]:
+    """The archive and the names of its exported programs (``models/*.json``)."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise ModelFileError(f"{path} is not a .pt2 archive (not a zip file)") from None
-    names = zf.namelist()
-    models = [n for n in names if re.search(r"(^|/)models/[^/]+\.json$", n)]
+    models = [n for n in zf.namelist() if re.search(r"(^|/)models/[^/]+\.json$", n)]
     if not models:
         raise ModelFileError(f"{path} holds no exported program (no models/*.json); save it "
                              "with torch.export.save")
+    return zf, models
+
+
+def _check_member_names(names: list[str], path: str) -> None:
+    """No compiled code (AOTInductor, shared libraries) and no legacy pickled weights."""
     for n in names:
         low = n.lower()
         if "aotinductor" in low or low.endswith((".so", ".dll", ".dylib", ".pyd")):
             raise _refuse(path, f"it contains compiled code ({n})")
         if re.search(r"(^|/)(data/weights|data/constants)/[^/]+\.pt$", n):
             raise _refuse(path, f"it uses the legacy pickled weight format ({n})")
-    for n in names:
+
+
+def _check_payloads(zf: zipfile.ZipFile, path: str) -> None:
+    """Weights, constants and sample inputs: plain tensors the safe unpickler accepts."""
+    for n in zf.namelist():
         if re.search(r"(^|/)data/(weights|constants)/[^/]+_config\.json$", n):
-            cfg = json.loads(zf.read(n)).get("config", {})
-            folder = n.rsplit("/", 1)[0]
-            for fqn, meta in cfg.items():
-                pname = str(meta.get("path_name", ""))
-                if "/constants/" in "/" + n and not pname.startswith("tensor_"):
-                    raise _refuse(path, f"constant {fqn!r} is a custom or opaque Python object")
-                if meta.get("use_pickle"):
-                    _check_weights_only(zf.read(f"{folder}/{pname}"), f"payload {fqn!r}", path)
+            _check_payload_config(zf, n, path)
         elif re.search(r"(^|/)data/sample_inputs/[^/]+$", n):
             _check_weights_only(zf.read(n), f"sample inputs {n!r}", path)
-    for n in models:
-        tree = json.loads(zf.read(n))
-        for t in _strings_under(tree, frozenset({"target"})):
-            if t.startswith(DENIED_TARGET_PREFIXES) or not (
-                    t.startswith(SAFE_TARGET_PREFIXES) or t in SAFE_TARGETS):
-                raise _refuse(path, f"graph node target {t!r} is not a standard operator")
-        for e in list(_strings_under(tree, frozenset({"expr_str"}))) + list(_symbolic_keys(tree)):
-            if not safe_sym_expr(e):
-                raise _refuse(path, f"symbolic expression {e[:60]!r} is not size arithmetic")
+
+
+def _check_payload_config(zf: zipfile.ZipFile, name: str, path: str) -> None:
+    """One ``*_config.json`` of weights or constants, and the pickled payloads it names."""
+    cfg = json.loads(zf.read(name)).get("config", {})
+    folder = name.rsplit("/", 1)[0]
+    for fqn, meta in cfg.items():
+        pname = str(meta.get("path_name", ""))
+        if "/constants/" in "/" + name and not pname.startswith("tensor_"):
+            raise _refuse(path, f"constant {fqn!r} is a custom or opaque Python object")
+        if meta.get("use_pickle"):
+            _check_weights_only(zf.read(f"{folder}/{pname}"), f"payload {fqn!r}", path)
+
+
+def _check_program(tree: Any, path: str) -> None:
+    """Graph-node targets are standard operators; symbolic expressions are size arithmetic."""
+    for t in _strings_under(tree, frozenset({"target"})):
+        if t.startswith(DENIED_TARGET_PREFIXES) or not (
+                t.startswith(SAFE_TARGET_PREFIXES) or t in SAFE_TARGETS):
+            raise _refuse(path, f"graph node target {t!r} is not a standard operator")
+    for e in list(_strings_under(tree, frozenset({"expr_str"}))) + list(_symbolic_keys(tree)):
+        if not safe_sym_expr(e):
+            raise _refuse(path, f"symbolic expression {e[:60]!r} is not size arithmetic")
 
 
 def load_pt2(path: str) -> Any:

@@ -135,13 +135,10 @@ def check_model_out(path: str | os.PathLike) -> Path:
         ``path`` is a file, a non-empty folder that is not an rgaudit model, or lies inside one.
     """
     from rgaudit.errors import OutputExistsError
-    from rgaudit.outputs import inside_model_folder
+    from rgaudit.outputs import refuse_inside_model_folder
 
     path = Path(path)
-    outer = inside_model_folder(path.parent)
-    if outer is not None:
-        raise OutputExistsError(f"--out {path} lies inside the model folder {outer}; choose "
-                                "another --out")
+    refuse_inside_model_folder(path, path.parent, "a model never goes into another model")
     if path.exists():
         if not path.is_dir():
             raise OutputExistsError(f"--out {path} is a file, not a model folder; choose "
