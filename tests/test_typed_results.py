@@ -179,15 +179,31 @@ def test_a_fresh_attack_has_the_saved_layout():
     assert _layout(d) == _layout(saved)
 
 
-def test_zoo_result_reads_back_its_json_and_renders_the_same_markdown():
+def test_zoo_result_reads_back_its_json_and_renders_the_same_markdown(tmp_path):
     from rgaudit.experiments.execution_summary import ExecutionSummary
-    from rgaudit.experiments.zoo import CorrelationRow, HeldOut, Spearman, ZooConfig, ZooResult
+    from rgaudit.experiments.zoo import (
+        CorrelationRow,
+        HeldOut,
+        Spearman,
+        StabilityPair,
+        ZooConfig,
+        ZooNetwork,
+        ZooResult,
+    )
     from rgaudit.report.io import to_plain
-    from rgaudit.report.zoo_report import markdown
+    from rgaudit.report.zoo_report import markdown, write_report
 
     doc = _load("zoo.json")
     res = ZooResult.from_dict(doc)
     assert isinstance(res.config, ZooConfig) and res.config.n_rbm == 4
+    assert all(isinstance(n, ZooNetwork) for n in res.networks)
+    rbm, mlp = res.networks[0], res.networks[4]
+    assert rbm.spec.family == "rbm" and rbm.spec.hidden is None
+    assert rbm.predictors.stability_pairs is not None
+    assert isinstance(rbm.predictors.stability_pairs[0], StabilityPair)
+    assert mlp.spec.hidden is not None and mlp.predictors.stability_pairs is None
+    assert mlp.predictors.stab_n_kept is None and mlp.value("depth") == len(mlp.spec.hidden)
+    assert len(rbm.robustness.per_input) == rbm.robustness.n == 4
     assert isinstance(res.execution, ExecutionSummary) and res.execution.computed == 8
     assert res.execution.summary_text is not None and "stages:" in res.execution.summary_text
     row = res.analysis.correlations["fim_top"]
@@ -201,6 +217,9 @@ def test_zoo_result_reads_back_its_json_and_renders_the_same_markdown():
     md = (DATA / "zoo.md").read_text()
     assert markdown(res, "rgaudit zoo (test)", 1.0) == md
     assert markdown(doc, "rgaudit zoo (test)", 1.0) == md       # a JSON document is accepted
+    paths = write_report(res, tmp_path, "rgaudit zoo (test)", 1.0)
+    assert [q.name for q in paths] == ["zoo.md", "zoo_scatter.png"]
+    assert paths[0].read_text() == md and paths[1].stat().st_size > 0
 
 
 def test_executor_records_give_back_the_executor_summary():

@@ -497,6 +497,230 @@ def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
+def _censored(v: Any) -> float:
+    """A minimal flipping L2 back in memory: ``null`` (not flipped within ``eps_max``) is inf."""
+    return float("inf") if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture and training of one network of the zoo (:func:`zoo_members`).
+
+    Attributes
+    ----------
+    family : str
+        ``"rbm"``, ``"mlp"`` or ``"cnn"``.
+    depth, width : int
+        Hidden layers; width (PyTorch models: the widest layer).
+    length : str
+        ``"short"`` or ``"long"`` training.
+    weight_decay : float
+    replica : int
+    hidden : list of int or None
+        Hidden widths (conv channels of a CNN); None for an RBM.
+    """
+
+    family: str
+    depth: int
+    width: int
+    length: str
+    weight_decay: float
+    replica: int
+    hidden: list[int] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
+        return cls(d["family"], int(d["depth"]), int(d["width"]), d["length"],
+                   float(d["weight_decay"]), int(d["replica"]),
+                   None if d.get("hidden") is None else [int(h) for h in d["hidden"]])
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.hidden is None:
+            return {"family": self.family, "depth": self.depth, "width": self.width,
+                    "length": self.length, "weight_decay": self.weight_decay,
+                    "replica": self.replica}
+        return {"family": self.family, "hidden": list(self.hidden), "length": self.length,
+                "weight_decay": self.weight_decay, "replica": self.replica,
+                "depth": self.depth, "width": self.width}
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """Minimal flipping L2 of one network over the attacked inputs (:func:`zoo_unit`).
+
+    Attributes
+    ----------
+    q1, median, q3 : float
+        Censored quartiles over the inputs (misclassified inputs 0, unflipped ones inf).
+    n, n_clean_wrong, n_unflipped, n_confident : int
+        Inputs; misclassified; not flipped within ``eps_max``; verdicts confident.
+    ddn_l2_median : float
+        Median L2 norm of the DDN perturbation.
+    ddn_surrogate_success : float
+        Fraction of inputs DDN flipped on the differentiable surrogate.
+    per_input : list of float
+        Minimal flipping L2 per input (0: misclassified, inf: unflipped).
+    judge : str
+        How the flip was judged.
+    """
+
+    q1: float
+    median: float
+    q3: float
+    n: int
+    n_clean_wrong: int
+    n_unflipped: int
+    n_confident: int
+    ddn_l2_median: float
+    ddn_surrogate_success: float
+    per_input: list[float]
+    judge: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Robustness:
+        return cls(_censored(d["q1"]), _censored(d["median"]), _censored(d["q3"]), int(d["n"]),
+                   int(d["n_clean_wrong"]), int(d["n_unflipped"]), int(d["n_confident"]),
+                   _num(d["ddn_l2_median"]), _num(d["ddn_surrogate_success"]),
+                   [_censored(v) for v in d["per_input"]], d["judge"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["per_input"] = list(self.per_input)
+        return out
+
+
+@dataclass(frozen=True)
+class StabilityPair:
+    """Fisher-normalised stability values of one layer pair (:func:`stability_predictors`).
+
+    Attributes
+    ----------
+    pair : str
+        ``"k->k+1"``.
+    n_kept_median, top_median : float
+        Medians over the inputs of ``n_kept`` and ``top``.
+    n_kept : list of int
+        Per input: stability values ``≥ 1 − δ``.
+    top : list of float
+        Per input: the largest stability value.
+    """
+
+    pair: str
+    n_kept_median: float
+    top_median: float
+    n_kept: list[int]
+    top: list[float]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StabilityPair:
+        return cls(d["pair"], _num(d["n_kept_median"]), _num(d["top_median"]),
+                   [int(v) for v in d["n_kept"]], [_num(v) for v in d["top"]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair, "n_kept_median": self.n_kept_median,
+                "top_median": self.top_median, "n_kept": list(self.n_kept),
+                "top": list(self.top)}
+
+
+@dataclass(frozen=True)
+class Predictors:
+    """The RG/Fisher and reference predictors of one network (:data:`PREDICTORS`; ``depth``
+    is the spec's).
+
+    Attributes
+    ----------
+    fim_top, fim_eff_rank, eig_fraction : float
+        Medians over the inputs (:func:`fim_predictors`).
+    eig_fraction_random : float
+        ``k/d``: the fraction of a random direction.
+    fim_top_per_input : list of float
+    grad_norm, lipschitz, accuracy, clever : float
+    stab_n_kept, stab_top : float or None
+        MCRG stability predictors; None for a PyTorch model.
+    stability_pairs : list of StabilityPair or None
+        Per layer pair (RBMs); None (left out of the JSON) for a PyTorch model.
+    """
+
+    fim_top: float
+    fim_eff_rank: float
+    eig_fraction: float
+    eig_fraction_random: float
+    fim_top_per_input: list[float]
+    grad_norm: float
+    lipschitz: float
+    accuracy: float
+    clever: float
+    stab_n_kept: float | None = None
+    stab_top: float | None = None
+    stability_pairs: list[StabilityPair] | None = None
+
+    def value(self, name: str) -> float | None:
+        """The predictor ``name`` of :data:`PREDICTORS` (not ``depth``)."""
+        return cast("float | None", getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Predictors:
+        sp = d.get("stability_pairs")
+        return cls(
+            fim_top=_num(d["fim_top"]), fim_eff_rank=_num(d["fim_eff_rank"]),
+            eig_fraction=_num(d["eig_fraction"]),
+            eig_fraction_random=_num(d["eig_fraction_random"]),
+            fim_top_per_input=[_num(v) for v in d["fim_top_per_input"]],
+            grad_norm=_num(d["grad_norm"]), lipschitz=_num(d["lipschitz"]),
+            accuracy=_num(d["accuracy"]), clever=_num(d["clever"]),
+            stab_n_kept=None if d["stab_n_kept"] is None else float(d["stab_n_kept"]),
+            stab_top=None if d["stab_top"] is None else float(d["stab_top"]),
+            stability_pairs=None if sp is None else [StabilityPair.from_dict(p) for p in sp])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"fim_top": self.fim_top, "fim_eff_rank": self.fim_eff_rank,
+               "eig_fraction": self.eig_fraction,
+               "eig_fraction_random": self.eig_fraction_random,
+               "fim_top_per_input": list(self.fim_top_per_input), "grad_norm": self.grad_norm,
+               "lipschitz": self.lipschitz, "accuracy": self.accuracy, "clever": self.clever,
+               "stab_n_kept": self.stab_n_kept, "stab_top": self.stab_top}
+        if self.stability_pairs is not None:
+            out["stability_pairs"] = [p.to_dict() for p in self.stability_pairs]
+        return out
+
+
+@dataclass(frozen=True)
+class ZooNetwork:
+    """What the zoo measured of one network (:func:`zoo_unit` returns it as plain data, which
+    the run folder stores).
+
+    Attributes
+    ----------
+    key : str
+    spec : NetworkSpec
+    robustness : Robustness
+    predictors : Predictors
+    timings : dict of str to float
+        Seconds per stage (the stages the network went through).
+    """
+
+    key: str
+    spec: NetworkSpec
+    robustness: Robustness
+    predictors: Predictors
+    timings: dict[str, float]
+
+    def value(self, name: str) -> float | None:
+        """Predictor ``name`` of :data:`PREDICTORS` (``depth``: the spec's depth)."""
+        return float(self.spec.depth) if name == "depth" else self.predictors.value(name)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZooNetwork:
+        return cls(d["key"], NetworkSpec.from_dict(d["spec"]),
+                   Robustness.from_dict(d["robustness"]), Predictors.from_dict(d["predictors"]),
+                   {k: float(v) for k, v in d["timings"].items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "spec": self.spec.to_dict(),
+                "robustness": self.robustness.to_dict(), "predictors": self.predictors.to_dict(),
+                "timings": dict(self.timings)}
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """The held-out check of one predictor (:func:`held_out`).
@@ -684,9 +908,8 @@ class ZooResult:
     Attributes
     ----------
     config : ZooConfig
-    networks : list of dict
-        One record per measured network, as :func:`zoo_unit` returned it (and the run folder
-        stores it): ``key``, ``spec``, ``robustness``, ``predictors``, ``timings``.
+    networks : list of ZooNetwork
+        One record per measured network, in the order of :func:`zoo_members`.
     failures : dict of str to str
         Error by key of every network that failed after retries.
     analysis : ZooAnalysis
@@ -695,7 +918,7 @@ class ZooResult:
     """
 
     config: ZooConfig
-    networks: list[dict[str, Any]]
+    networks: list[ZooNetwork]
     failures: dict[str, str]
     analysis: ZooAnalysis
     execution: ExecutionSummary
@@ -705,12 +928,13 @@ class ZooResult:
         """From :meth:`to_dict` or the JSON written from it (``null`` read back as NaN)."""
         names = {f.name for f in fields(ZooConfig)}
         return cls(ZooConfig(**{k: v for k, v in d["config"].items() if k in names}),
-                   list(d["networks"]), dict(d["failures"]),
+                   [ZooNetwork.from_dict(n) for n in d["networks"]], dict(d["failures"]),
                    ZooAnalysis.from_dict(d["analysis"]),
                    ExecutionSummary.from_dict(d["execution"]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "networks": self.networks,
+        return {"config": self.config.to_dict(),
+                "networks": [n.to_dict() for n in self.networks],
                 "failures": dict(self.failures), "analysis": self.analysis.to_dict(),
                 "execution": self.execution.to_dict()}
 
@@ -737,7 +961,7 @@ def run_zoo(cfg: ZooConfig, executor: Any, *, store: Any = None, progress: bool 
     units = zoo_members(cfg)
     rep = executor.map(zoo_unit, units, seed=cfg.seed, shared={"config": cfg, "dataset": ds},
                        store=store, progress=progress)
-    nets = [v for v in rep.values if v is not None]
+    nets = [ZooNetwork.from_dict(v) for v in rep.values if v is not None]
     execution = replace(ExecutionSummary.from_dict(rep.summary()),
                         summary_text=rep.summary_text())
     return ZooResult(cfg, nets, rep.failures, analyse(nets, cfg), execution)
@@ -810,41 +1034,40 @@ def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
         "log" if np.all(x > 0) else "identity")
 
 
-def _value(net: dict[str, Any], name: str) -> Any:
-    return net["spec"]["depth"] if name == "depth" else net["predictors"].get(name)
+def _value(net: ZooNetwork, name: str) -> float | None:
+    return net.value(name)
 
 
-def correct_only_median(net: dict[str, Any]) -> float:
+def correct_only_median(net: ZooNetwork) -> float:
     """Median minimal flipping L2 over the inputs the network classifies correctly (the
     misclassified ones, stored as 0, left out): robustness without accuracy mixed in."""
-    v = np.array([np.inf if e is None else e for e in net["robustness"]["per_input"]],
-                 dtype=np.float64)
+    v = np.array(net.robustness.per_input, dtype=np.float64)
     v = v[v > 0]
     return float(np.median(v)) if len(v) else float("nan")
 
 
-def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> ZooAnalysis:
+def analyse(nets: list[ZooNetwork], cfg: ZooConfig) -> ZooAnalysis:
     """Spearman ρ (bootstrap 95% intervals) of every predictor with robustness, and the
     held-out check, over all networks, the RBM family and the PyTorch family; and, as a
     sensitivity check, over all networks with robustness taken on correctly classified inputs
     only (``all_correct_only``)."""
-    ok = [r for r in nets if r["predictors"]["accuracy"] >= cfg.min_accuracy
-          and _finite(r["robustness"]["median"])]
-    excluded = [Excluded(r["key"], r["predictors"]["accuracy"], r["robustness"]["median"])
+    ok = [r for r in nets if r.predictors.accuracy >= cfg.min_accuracy
+          and _finite(r.robustness.median)]
+    excluded = [Excluded(r.key, r.predictors.accuracy, r.robustness.median)
                 for r in nets if r not in ok]
     rng = numpy_rng(cfg.seed, "zoo.bootstrap")
-    groups = {"all": ok, "rbm": [r for r in ok if r["spec"]["family"] == "rbm"],
-              "torch": [r for r in ok if r["spec"]["family"] != "rbm"]}
+    groups = {"all": ok, "rbm": [r for r in ok if r.spec.family == "rbm"],
+              "torch": [r for r in ok if r.spec.family != "rbm"]}
     table: dict[str, CorrelationRow] = {}
     for name in PREDICTORS:
         per: dict[str, Spearman] = {}
         for g, rows in groups.items():
             use = [r for r in rows if _finite(_value(r, name))]
             x = np.array([_value(r, name) for r in use], dtype=np.float64)
-            y = np.array([r["robustness"]["median"] for r in use], dtype=np.float64)
+            y = np.array([r.robustness.median for r in use], dtype=np.float64)
             per[g] = spearman_with_ci(x, y, cfg.n_boot, rng)
             if g == "all" or (g == "rbm" and name.startswith("stab")):
-                per[g] = replace(per[g], held_out=held_out(x, y, [r["key"] for r in use],
+                per[g] = replace(per[g], held_out=held_out(x, y, [r.key for r in use],
                                                            cfg.n_splits, rng))
         use = [r for r in ok if _finite(_value(r, name))]
         correct_only = spearman_with_ci(
@@ -853,6 +1076,6 @@ def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> ZooAnalysis:
         table[name] = CorrelationRow(PREDICTORS[name],
                                      "rg" if name in RG_PREDICTORS else "reference",
                                      per["all"], per["rbm"], per["torch"], correct_only)
-    rob = np.array([r["robustness"]["median"] for r in ok])
+    rob = np.array([r.robustness.median for r in ok])
     return ZooAnalysis(len(nets), len(ok), excluded, cfg.min_accuracy,
                        [float(rob.min()), float(rob.max())] if len(rob) else [], table)

@@ -98,15 +98,15 @@ def markdown(result: ZooResult | dict[str, Any], command: str | None = None,
               "| network | acc | robustness median [q1, q3] | unflipped | top FIM eig | "
               "eff. rank | eig. fraction | stab ≥1−δ | CLEVER | ‖∇ loss‖ | Lipschitz | s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(result.networks, key=lambda r: r["key"]):
-        p, rb = r["predictors"], r["robustness"]
+    for r in sorted(result.networks, key=lambda r: r.key):
+        p, rb = r.predictors, r.robustness
         lines.append(
-            f"| {r['key']} | {_f(p['accuracy'])} | {_f(rb['median'])} [{_f(rb['q1'])}, "
-            f"{_f(rb['q3'])}] | {rb['n_unflipped']} | {_f(p['fim_top'], '.3g')} | "
-            f"{_f(p['fim_eff_rank'], '.2f')} | {_f(p['eig_fraction'])} | "
-            f"{_f(p.get('stab_n_kept'), '.1f')} | {_f(p['clever'])} | "
-            f"{_f(p['grad_norm'], '.3g')} | {_f(p['lipschitz'], '.3g')} | "
-            f"{sum(r['timings'].values()):.0f} |")
+            f"| {r.key} | {_f(p.accuracy)} | {_f(rb.median)} [{_f(rb.q1)}, "
+            f"{_f(rb.q3)}] | {rb.n_unflipped} | {_f(p.fim_top, '.3g')} | "
+            f"{_f(p.fim_eff_rank, '.2f')} | {_f(p.eig_fraction)} | "
+            f"{_f(p.stab_n_kept, '.1f')} | {_f(p.clever)} | "
+            f"{_f(p.grad_norm, '.3g')} | {_f(p.lipschitz, '.3g')} | "
+            f"{sum(r.timings.values()):.0f} |")
     if a.excluded:
         lines += ["", "Left out of the correlations (accuracy below the threshold): "
                   + ", ".join(f"{e.key} (acc {e.accuracy:.2f})" for e in a.excluded)]
@@ -123,7 +123,7 @@ def plot_scatter(result: ZooResult | dict[str, Any], path: str | Path) -> Path:
     corr = result.analysis.correlations
     names = list(corr)
     excluded = {e.key for e in result.analysis.excluded}
-    nets = [r for r in result.networks if r["key"] not in excluded]
+    nets = [r for r in result.networks if r.key not in excluded]
     cols = 3
     rows = math.ceil(len(names) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.3 * rows))
@@ -131,17 +131,14 @@ def plot_scatter(result: ZooResult | dict[str, Any], path: str | Path) -> Path:
         ax = fig.add_subplot(rows, cols, i + 1)
         xs_all = []
         for fam, (mk, col) in MARKERS.items():
-            def val(r: dict[str, Any], name: str = name) -> Any:
-                return r["spec"]["depth"] if name == "depth" else r["predictors"].get(name)
-
-            pts = [r for r in nets if r["spec"]["family"] == fam and val(r) is not None
-                   and math.isfinite(val(r))]
+            pts = [(v, r.robustness) for r in nets if r.spec.family == fam
+                   and (v := r.value(name)) is not None and math.isfinite(v)]
             if not pts:
                 continue
-            x = [val(r) for r in pts]
-            y = [r["robustness"]["median"] for r in pts]
-            lo = [r["robustness"]["median"] - r["robustness"]["q1"] for r in pts]
-            hi = [r["robustness"]["q3"] - r["robustness"]["median"] for r in pts]
+            x = [v for v, _ in pts]
+            y = [rb.median for _, rb in pts]
+            lo = [rb.median - rb.q1 for _, rb in pts]
+            hi = [rb.q3 - rb.median for _, rb in pts]
             ax.errorbar(x, y, yerr=[lo, hi], fmt=mk, color=col, ms=4, lw=0.7, capsize=2,
                         label=fam)
             xs_all += x
