@@ -1034,10 +1034,6 @@ def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
         "log" if np.all(x > 0) else "identity")
 
 
-def _value(net: ZooNetwork, name: str) -> float | None:
-    return net.value(name)
-
-
 def correct_only_median(net: ZooNetwork) -> float:
     """Median minimal flipping L2 over the inputs the network classifies correctly (the
     misclassified ones, stored as 0, left out): robustness without accuracy mixed in."""
@@ -1062,16 +1058,16 @@ def analyse(nets: list[ZooNetwork], cfg: ZooConfig) -> ZooAnalysis:
     for name in PREDICTORS:
         per: dict[str, Spearman] = {}
         for g, rows in groups.items():
-            use = [r for r in rows if _finite(_value(r, name))]
-            x = np.array([_value(r, name) for r in use], dtype=np.float64)
+            use = [r for r in rows if _finite(r.value(name))]
+            x = np.array([r.value(name) for r in use], dtype=np.float64)
             y = np.array([r.robustness.median for r in use], dtype=np.float64)
             per[g] = spearman_with_ci(x, y, cfg.n_boot, rng)
             if g == "all" or (g == "rbm" and name.startswith("stab")):
                 per[g] = replace(per[g], held_out=held_out(x, y, [r.key for r in use],
                                                            cfg.n_splits, rng))
-        use = [r for r in ok if _finite(_value(r, name))]
+        use = [r for r in ok if _finite(r.value(name))]
         correct_only = spearman_with_ci(
-            np.array([_value(r, name) for r in use], dtype=np.float64),
+            np.array([r.value(name) for r in use], dtype=np.float64),
             np.array([correct_only_median(r) for r in use]), cfg.n_boot, rng)
         table[name] = CorrelationRow(PREDICTORS[name],
                                      "rg" if name in RG_PREDICTORS else "reference",
