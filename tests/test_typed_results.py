@@ -5,7 +5,14 @@ JSON the string-keyed dicts were.
 s4-types at b2a4d2a+bca4b33, written by small runs): ``mlp.json``/``mlp.md`` (attack study of a
 16-unit torch MLP, ``AttackStudyResult.to_dict()`` and ``render_markdown``), ``clone_ex.json``/
 ``clone_ex.md`` (cloning study on the local executor, ``CloningResult.to_dict()`` and
-``cloning_report.markdown``), ``attack_walk.json`` (``AttackResult.to_dict()`` of a Fisher walk).
+``cloning_report.markdown``), ``attack_walk.json`` (``AttackResult.to_dict()`` of a Fisher walk),
+``zoo.json``/``zoo.md`` (the zoo before its analysis was typed, branch s4-zoo at 1a4ecf2:
+``to_plain(ZooResult.to_dict())`` and ``zoo_report.markdown(doc, "rgaudit zoo (test)", 1.0)`` of
+``run_zoo`` on the local executor with ``ZooConfig(n_rbm=4, n_torch=4, n_inputs=4,
+judge_samples=20, ddn_steps=5, bisect_steps=3, mcrg_inputs=1, mcrg_samples=256, clever_inputs=1,
+clever_batches=2, clever_batch_size=4, epochs_scale=0.1, n_boot=100, n_splits=4,
+min_accuracy=0.0)``: 8 networks, so both the computed and the undefined correlations and
+held-out checks occur).
 Read back into the typed results, they give the same JSON and the same Markdown; fresh small
 runs give the same layout (keys, their order, value types). Deterministic: no statistical test.
 """
@@ -170,3 +177,59 @@ def test_a_fresh_attack_has_the_saved_layout():
     assert list(d["info"]) == list(saved["info"]) == ["search", "walk_steps", "seconds"]
     del d["model"], saved["model"]                 # the saved run recorded a shorter record
     assert _layout(d) == _layout(saved)
+
+
+def test_zoo_result_reads_back_its_json_and_renders_the_same_markdown(tmp_path):
+    from rgaudit.experiments.execution_summary import ExecutionSummary
+    from rgaudit.experiments.zoo import (
+        CorrelationRow,
+        HeldOut,
+        Spearman,
+        StabilityPair,
+        ZooConfig,
+        ZooNetwork,
+        ZooResult,
+    )
+    from rgaudit.report.io import to_plain
+    from rgaudit.report.zoo_report import markdown, write_report
+
+    doc = _load("zoo.json")
+    res = ZooResult.from_dict(doc)
+    assert isinstance(res.config, ZooConfig) and res.config.n_rbm == 4
+    assert all(isinstance(n, ZooNetwork) for n in res.networks)
+    rbm, mlp = res.networks[0], res.networks[4]
+    assert rbm.spec.family == "rbm" and rbm.spec.hidden is None
+    assert rbm.predictors.stability_pairs is not None
+    assert isinstance(rbm.predictors.stability_pairs[0], StabilityPair)
+    assert mlp.spec.hidden is not None and mlp.predictors.stability_pairs is None
+    assert mlp.predictors.stab_n_kept is None and mlp.value("depth") == len(mlp.spec.hidden)
+    assert len(rbm.robustness.per_input) == rbm.robustness.n == 4
+    assert isinstance(res.execution, ExecutionSummary) and res.execution.computed == 8
+    assert res.execution.summary_text is not None and "stages:" in res.execution.summary_text
+    row = res.analysis.correlations["fim_top"]
+    assert isinstance(row, CorrelationRow) and isinstance(row.all, Spearman)
+    assert isinstance(row.all.held_out, HeldOut) and row.all.held_out.transform == "log"
+    assert row.rbm.held_out is None and row.all.computed
+    stab = res.analysis.correlations["stab_n_kept"]          # undefined ρ: null in the JSON
+    assert not stab.torch.computed and stab.torch.n == 0 and math.isnan(stab.torch.rho)
+    assert stab.rbm.held_out is not None and stab.rbm.held_out.random_splits_q is None
+    assert _same_json(json.loads(json.dumps(to_plain(res.to_dict()))), doc)
+    md = (DATA / "zoo.md").read_text()
+    assert markdown(res, "rgaudit zoo (test)", 1.0) == md
+    assert markdown(doc, "rgaudit zoo (test)", 1.0) == md       # a JSON document is accepted
+    paths = write_report(res, tmp_path, "rgaudit zoo (test)", 1.0)
+    assert [q.name for q in paths] == ["zoo.md", "zoo_scatter.png"]
+    assert paths[0].read_text() == md and paths[1].stat().st_size > 0
+
+
+def test_executor_records_give_back_the_executor_summary():
+    from rgaudit.experiments.execution_summary import ExecutionSummary, PerInputExecution
+
+    summary = {k: v for k, v in _load("zoo.json")["execution"].items() if k != "summary_text"}
+    summary["ray_address"] = "local"                 # what a particular executor adds
+    ex = ExecutionSummary.from_dict(summary)
+    assert ex.summary_text is None and ex.extra == {"ray_address": "local"}
+    assert list(ex.to_dict()) == list(summary) and _same_json(ex.to_dict(), summary)
+    rec = {"executor": "local", "per_input_generators": "named roles", "execution": summary}
+    run = PerInputExecution.from_dict(rec)
+    assert run.execution == ex and _same_json(run.to_dict(), rec)

@@ -66,14 +66,14 @@ def test_correlation_statistics_on_exact_cases():
     rng = np.random.default_rng(0)
     x = np.arange(1.0, 13.0)
     res = zoo.spearman_with_ci(x, 5.0 - 0.3 * np.log(x), 500, rng)
-    assert res["rho"] == pytest.approx(-1.0) and res["ci"] == pytest.approx([-1.0, -1.0])
+    assert res.rho == pytest.approx(-1.0) and res.ci == pytest.approx([-1.0, -1.0])
     ho = zoo.held_out(x, 5.0 - 0.3 * np.log(x), [f"k{i}" for i in range(12)], 20, rng)
-    assert ho["fixed_split_rho"] == pytest.approx(1.0)       # the fit ranks the held-out half
-    assert ho["random_splits_frac_positive"] == 1.0
+    assert ho.fixed_split_rho == pytest.approx(1.0)          # the fit ranks the held-out half
+    assert ho.random_splits_frac_positive == 1.0
     noise = rng.standard_normal(12)
     from scipy.stats import spearmanr
 
-    assert zoo.spearman_with_ci(x, noise, 200, rng)["rho"] == pytest.approx(
+    assert zoo.spearman_with_ci(x, noise, 200, rng).rho == pytest.approx(
         spearmanr(x, noise).statistic)
 
 
@@ -109,14 +109,14 @@ def test_interrupted_zoo_resumes_and_skips_finished_units(tmp_path, monkeypatch)
     res = zoo.run_zoo(cfg, make_executor("local"), store=UnitStore(tmp_path, cfg.to_dict()))
     keys = [u.key for u in zoo_members(cfg)]
     assert calls[1:] == keys[1:] and first == keys[0]       # the finished unit was skipped
-    assert [n["key"] for n in res.networks] == keys and not res.failures
-    assert res.execution["cached"] == 1 and res.execution["computed"] == 2
+    assert [n.key for n in res.networks] == keys and not res.failures
+    assert res.execution.cached == 1 and res.execution.computed == 2
     # the resumed unit's stored result is exactly what a fresh computation gives
     from rgaudit.data.registry import load_dataset
 
     fresh = real(zoo_members(cfg)[0], unit_seed_sequence(cfg.seed, keys[0]),
                  {"config": cfg, "dataset": load_dataset("digits")})
-    stored = res.networks[0]
+    stored = res.networks[0].to_dict()
     fresh.pop("timings"), stored.pop("timings")
     assert json.dumps(fresh, sort_keys=True) == json.dumps(stored, sort_keys=True)
     # the result document `rgaudit zoo` writes from this result matches the shipped schema

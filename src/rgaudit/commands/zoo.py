@@ -68,12 +68,12 @@ def register(app: typer.Typer) -> None:
         finally:
             ex.close()
         wall = time.perf_counter() - t0
-        typer.echo(result.execution["summary_text"])
+        typer.echo(result.execution.summary_text)
         doc = to_plain(result.to_dict())
         command = "rgaudit " + " ".join(sys.argv[1:])
         write_result(out / "result.json", "zoo", {**doc, "command": command,
                                                   "wall_seconds": wall})
-        paths = write_report(doc, out, command, wall)
+        paths = write_report(result, out, command, wall)
         typer.echo(f"wrote {out / 'result.json'}, " + ", ".join(p.name for p in paths))
         if result.failures:
             typer.echo(f"{len(result.failures)} networks failed after retries: "

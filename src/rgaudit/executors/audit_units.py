@@ -182,6 +182,7 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
         FimInfo,
         select_inputs,
     )
+    from rgaudit.experiments.execution_summary import ExecutionSummary, PerInputExecution
     from rgaudit.threads import limit_threads
 
     t_all = time.perf_counter()
@@ -208,9 +209,8 @@ def run_audit_units(net: Any, X_test: Any, y_test: Any, cfg: Any, executor: Exec
         {name: FimInfo.from_dict(d) for name, d in merged["fim"].items()},
         {norm: {m: AttackRow.from_dict(d) for m, d in per.items()}
          for norm, per in merged["attacks"].items()}, timings,
-        execution={"executor": rep.executor,
-                   "per_input_generators": UNIT_STREAMS,
-                   "execution": summary})
+        execution=PerInputExecution(rep.executor, UNIT_STREAMS,
+                                    ExecutionSummary.from_dict(summary)))
 
 
 def audit_with_executor(net: Any, ds: Any, cfg: Any, info: dict[str, Any], executor: str,

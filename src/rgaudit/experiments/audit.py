@@ -43,6 +43,7 @@ from rgaudit.experiments.audit_results import (  # noqa: F401  (re-exported: old
     censored_quartiles,
 )
 from rgaudit.experiments.basis_check import check_basis_spec
+from rgaudit.experiments.execution_summary import PerInputExecution
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.chain import fim_from_mcrg
 from rgaudit.fisher.direct import direct_fim
@@ -224,9 +225,9 @@ class AuditResult:
     attacks : dict of str to dict of str to AttackRow
         By norm, then method.
     timings : dict of str to float
-    execution : dict or None
-        Executor path: ``executor``, ``per_input_generators`` and ``execution`` (recorded
-        in the JSON's ``config``).
+    execution : PerInputExecution or None
+        Executor path: ``executor``, ``per_input_generators`` and the executor's summary
+        ``execution`` (recorded in the JSON's ``config``).
     """
 
     config: AuditConfig
@@ -236,10 +237,11 @@ class AuditResult:
     fim: dict[str, FimInfo]
     attacks: AttackTable
     timings: dict[str, float] = field(default_factory=dict)
-    execution: dict[str, Any] | None = None
+    execution: PerInputExecution | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": {**self.config.to_dict(), **(self.execution or {})},
+        ex = {} if self.execution is None else self.execution.to_dict()
+        return {"config": {**self.config.to_dict(), **ex},
                 "model": self.model, "inputs": self.inputs.to_dict(),
                 "diagnosis": self.diagnosis.to_dict(),
                 "fim": {k: v.to_dict() for k, v in self.fim.items()},

@@ -3,7 +3,9 @@
 :meth:`rgaudit.executors.base.MapReport.summary` hands it over as plain data;
 :meth:`ExecutionSummary.from_dict` types it and :meth:`ExecutionSummary.to_dict` gives the same
 object back (same keys, same order), which the cloning and diagnose JSON record under
-``settings.execution``.
+``settings.execution`` and the zoo's JSON under ``execution`` (with ``summary_text``, the
+lines of :meth:`MapReport.summary_text`, last). :class:`PerInputExecution` is the RBM audit's
+record of an ``--executor`` run (its JSON ``config`` holds the three fields).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class ExecutionSummary:
         ``host:pid`` of the workers that computed units.
     extra : dict
         What a particular executor adds (``MapReport.extra``), recorded as is.
+    summary_text : str or None
+        The summary as a few human-readable lines (:meth:`MapReport.summary_text`), where a
+        study records them (the zoo); written last, left out when None.
     """
 
     executor: str
@@ -57,17 +62,48 @@ class ExecutionSummary:
     slowest: list[tuple[str, float]] = field(default_factory=list)
     workers_used: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    summary_text: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExecutionSummary:
-        """From :meth:`MapReport.summary` (or the JSON it was written to)."""
+        """From :meth:`MapReport.summary` (or the JSON it was written to; ``summary_text``
+        included)."""
         kw = {k: d[k] for k in _FIELDS}
         kw["slowest"] = [(str(k), float(s)) for k, s in d["slowest"]]
-        return cls(**kw, extra={k: v for k, v in d.items() if k not in _FIELDS})
+        extra = {k: v for k, v in d.items() if k not in _FIELDS and k != "summary_text"}
+        return cls(**kw, extra=extra, summary_text=d.get("summary_text"))
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in _FIELDS}
         d["stage_seconds_total"] = dict(self.stage_seconds_total)
         d["slowest"] = [[k, s] for k, s in self.slowest]
         d["workers_used"] = list(self.workers_used)
-        return {**d, **self.extra}
+        text = {} if self.summary_text is None else {"summary_text": self.summary_text}
+        return {**d, **self.extra, **text}
+
+
+@dataclass(frozen=True)
+class PerInputExecution:
+    """How a per-input (``--executor``) RBM audit was executed.
+
+    Attributes
+    ----------
+    executor : str
+        ``"local"`` or ``"ray"``.
+    per_input_generators : str
+        How each input's generators were seeded (``rgaudit.executors.base.UNIT_STREAMS``).
+    execution : ExecutionSummary
+    """
+
+    executor: str
+    per_input_generators: str
+    execution: ExecutionSummary
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PerInputExecution:
+        return cls(d["executor"], d["per_input_generators"],
+                   ExecutionSummary.from_dict(d["execution"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"executor": self.executor, "per_input_generators": self.per_input_generators,
+                "execution": self.execution.to_dict()}

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, cast
 
 import numpy as np
@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from rgaudit.executors.base import Unit
+from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.random import child_seed, numpy_rng, torch_generator
 from rgaudit.stats import censored_quantiles
 
@@ -491,18 +492,451 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
 
 # -- the whole zoo ----------------------------------------------------------------------------
 
-@dataclass
-class ZooResult:
-    """Per-network measurements, failures, the analysis and where the time went."""
+def _num(v: Any) -> float:
+    """A JSON number back in memory: ``null`` (a non-finite number) becomes NaN."""
+    return float("nan") if v is None else float(v)
 
-    config: dict[str, Any]
-    networks: list[dict[str, Any]]
-    failures: dict[str, str]
-    analysis: dict[str, Any]
-    execution: dict[str, Any]
+
+def _censored(v: Any) -> float:
+    """A minimal flipping L2 back in memory: ``null`` (not flipped within ``eps_max``) is inf."""
+    return float("inf") if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture and training of one network of the zoo (:func:`zoo_members`).
+
+    Attributes
+    ----------
+    family : str
+        ``"rbm"``, ``"mlp"`` or ``"cnn"``.
+    depth, width : int
+        Hidden layers; width (PyTorch models: the widest layer).
+    length : str
+        ``"short"`` or ``"long"`` training.
+    weight_decay : float
+    replica : int
+    hidden : list of int or None
+        Hidden widths (conv channels of a CNN); None for an RBM.
+    """
+
+    family: str
+    depth: int
+    width: int
+    length: str
+    weight_decay: float
+    replica: int
+    hidden: list[int] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
+        return cls(d["family"], int(d["depth"]), int(d["width"]), d["length"],
+                   float(d["weight_decay"]), int(d["replica"]),
+                   None if d.get("hidden") is None else [int(h) for h in d["hidden"]])
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.hidden is None:
+            return {"family": self.family, "depth": self.depth, "width": self.width,
+                    "length": self.length, "weight_decay": self.weight_decay,
+                    "replica": self.replica}
+        return {"family": self.family, "hidden": list(self.hidden), "length": self.length,
+                "weight_decay": self.weight_decay, "replica": self.replica,
+                "depth": self.depth, "width": self.width}
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """Minimal flipping L2 of one network over the attacked inputs (:func:`zoo_unit`).
+
+    Attributes
+    ----------
+    q1, median, q3 : float
+        Censored quartiles over the inputs (misclassified inputs 0, unflipped ones inf).
+    n, n_clean_wrong, n_unflipped, n_confident : int
+        Inputs; misclassified; not flipped within ``eps_max``; verdicts confident.
+    ddn_l2_median : float
+        Median L2 norm of the DDN perturbation.
+    ddn_surrogate_success : float
+        Fraction of inputs DDN flipped on the differentiable surrogate.
+    per_input : list of float
+        Minimal flipping L2 per input (0: misclassified, inf: unflipped).
+    judge : str
+        How the flip was judged.
+    """
+
+    q1: float
+    median: float
+    q3: float
+    n: int
+    n_clean_wrong: int
+    n_unflipped: int
+    n_confident: int
+    ddn_l2_median: float
+    ddn_surrogate_success: float
+    per_input: list[float]
+    judge: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Robustness:
+        return cls(_censored(d["q1"]), _censored(d["median"]), _censored(d["q3"]), int(d["n"]),
+                   int(d["n_clean_wrong"]), int(d["n_unflipped"]), int(d["n_confident"]),
+                   _num(d["ddn_l2_median"]), _num(d["ddn_surrogate_success"]),
+                   [_censored(v) for v in d["per_input"]], d["judge"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["per_input"] = list(self.per_input)
+        return out
+
+
+@dataclass(frozen=True)
+class StabilityPair:
+    """Fisher-normalised stability values of one layer pair (:func:`stability_predictors`).
+
+    Attributes
+    ----------
+    pair : str
+        ``"k->k+1"``.
+    n_kept_median, top_median : float
+        Medians over the inputs of ``n_kept`` and ``top``.
+    n_kept : list of int
+        Per input: stability values ``≥ 1 − δ``.
+    top : list of float
+        Per input: the largest stability value.
+    """
+
+    pair: str
+    n_kept_median: float
+    top_median: float
+    n_kept: list[int]
+    top: list[float]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StabilityPair:
+        return cls(d["pair"], _num(d["n_kept_median"]), _num(d["top_median"]),
+                   [int(v) for v in d["n_kept"]], [_num(v) for v in d["top"]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair, "n_kept_median": self.n_kept_median,
+                "top_median": self.top_median, "n_kept": list(self.n_kept),
+                "top": list(self.top)}
+
+
+@dataclass(frozen=True)
+class Predictors:
+    """The RG/Fisher and reference predictors of one network (:data:`PREDICTORS`; ``depth``
+    is the spec's).
+
+    Attributes
+    ----------
+    fim_top, fim_eff_rank, eig_fraction : float
+        Medians over the inputs (:func:`fim_predictors`).
+    eig_fraction_random : float
+        ``k/d``: the fraction of a random direction.
+    fim_top_per_input : list of float
+    grad_norm, lipschitz, accuracy, clever : float
+    stab_n_kept, stab_top : float or None
+        MCRG stability predictors; None for a PyTorch model.
+    stability_pairs : list of StabilityPair or None
+        Per layer pair (RBMs); None (left out of the JSON) for a PyTorch model.
+    """
+
+    fim_top: float
+    fim_eff_rank: float
+    eig_fraction: float
+    eig_fraction_random: float
+    fim_top_per_input: list[float]
+    grad_norm: float
+    lipschitz: float
+    accuracy: float
+    clever: float
+    stab_n_kept: float | None = None
+    stab_top: float | None = None
+    stability_pairs: list[StabilityPair] | None = None
+
+    def value(self, name: str) -> float | None:
+        """The predictor ``name`` of :data:`PREDICTORS` (not ``depth``)."""
+        return cast("float | None", getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Predictors:
+        sp = d.get("stability_pairs")
+        return cls(
+            fim_top=_num(d["fim_top"]), fim_eff_rank=_num(d["fim_eff_rank"]),
+            eig_fraction=_num(d["eig_fraction"]),
+            eig_fraction_random=_num(d["eig_fraction_random"]),
+            fim_top_per_input=[_num(v) for v in d["fim_top_per_input"]],
+            grad_norm=_num(d["grad_norm"]), lipschitz=_num(d["lipschitz"]),
+            accuracy=_num(d["accuracy"]), clever=_num(d["clever"]),
+            stab_n_kept=None if d["stab_n_kept"] is None else float(d["stab_n_kept"]),
+            stab_top=None if d["stab_top"] is None else float(d["stab_top"]),
+            stability_pairs=None if sp is None else [StabilityPair.from_dict(p) for p in sp])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"fim_top": self.fim_top, "fim_eff_rank": self.fim_eff_rank,
+               "eig_fraction": self.eig_fraction,
+               "eig_fraction_random": self.eig_fraction_random,
+               "fim_top_per_input": list(self.fim_top_per_input), "grad_norm": self.grad_norm,
+               "lipschitz": self.lipschitz, "accuracy": self.accuracy, "clever": self.clever,
+               "stab_n_kept": self.stab_n_kept, "stab_top": self.stab_top}
+        if self.stability_pairs is not None:
+            out["stability_pairs"] = [p.to_dict() for p in self.stability_pairs]
+        return out
+
+
+@dataclass(frozen=True)
+class ZooNetwork:
+    """What the zoo measured of one network (:func:`zoo_unit` returns it as plain data, which
+    the run folder stores).
+
+    Attributes
+    ----------
+    key : str
+    spec : NetworkSpec
+    robustness : Robustness
+    predictors : Predictors
+    timings : dict of str to float
+        Seconds per stage (the stages the network went through).
+    """
+
+    key: str
+    spec: NetworkSpec
+    robustness: Robustness
+    predictors: Predictors
+    timings: dict[str, float]
+
+    def value(self, name: str) -> float | None:
+        """Predictor ``name`` of :data:`PREDICTORS` (``depth``: the spec's depth)."""
+        return float(self.spec.depth) if name == "depth" else self.predictors.value(name)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZooNetwork:
+        return cls(d["key"], NetworkSpec.from_dict(d["spec"]),
+                   Robustness.from_dict(d["robustness"]), Predictors.from_dict(d["predictors"]),
+                   {k: float(v) for k, v in d["timings"].items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "spec": self.spec.to_dict(),
+                "robustness": self.robustness.to_dict(), "predictors": self.predictors.to_dict(),
+                "timings": dict(self.timings)}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out check of one predictor (:func:`held_out`).
+
+    Attributes
+    ----------
+    fixed_split_rho : float
+        Spearman ρ on the held-out half of the fixed split (NaN: undefined).
+    random_splits_median_rho : float
+    random_splits_frac_positive : float
+        Median ρ and fraction of positive ρ over the random splits with a defined ρ.
+    n_splits : int
+        Random splits with a defined ρ (0 with fewer than 8 networks).
+    random_splits_q : list of float or None
+        10% and 90% quantiles of those ρ; None (left out of the JSON) with fewer than 8
+        networks, as is ``transform``.
+    transform : str or None
+        ``"log"`` or ``"identity"``: the predictor's transform in the fitted line.
+    """
+
+    fixed_split_rho: float
+    random_splits_median_rho: float
+    random_splits_frac_positive: float
+    n_splits: int
+    random_splits_q: list[float] | None = None
+    transform: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeldOut:
+        q = d.get("random_splits_q")
+        return cls(_num(d["fixed_split_rho"]), _num(d["random_splits_median_rho"]),
+                   _num(d["random_splits_frac_positive"]), int(d["n_splits"]),
+                   None if q is None else [_num(v) for v in q], d.get("transform"))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.random_splits_q is None:
+            return {"fixed_split_rho": self.fixed_split_rho,
+                    "random_splits_median_rho": self.random_splits_median_rho,
+                    "random_splits_frac_positive": self.random_splits_frac_positive,
+                    "n_splits": self.n_splits}
+        return {"fixed_split_rho": self.fixed_split_rho,
+                "random_splits_median_rho": self.random_splits_median_rho,
+                "random_splits_q": list(self.random_splits_q),
+                "random_splits_frac_positive": self.random_splits_frac_positive,
+                "n_splits": self.n_splits, "transform": self.transform}
+
+
+@dataclass(frozen=True)
+class Spearman:
+    """Spearman ρ of a predictor with robustness over a group of networks.
+
+    Attributes
+    ----------
+    rho, p_value : float
+        NaN where undefined.
+    n : int
+        Networks with a finite predictor value.
+    ci : list of float
+        95% percentile-bootstrap interval ``[low, high]``.
+    held_out : HeldOut or None
+        The held-out check (whole zoo; RBM family for the stability predictors).
+    computed : bool
+        False when ρ was not computed (fewer than 4 networks or a constant column): ρ,
+        interval and p-value are NaN, and the JSON lists ``ci`` before ``n`` and ``p_value``.
+    """
+
+    rho: float
+    p_value: float
+    n: int
+    ci: list[float]
+    held_out: HeldOut | None = None
+    computed: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Spearman:
+        ho = d.get("held_out")
+        return cls(_num(d["rho"]), _num(d["p_value"]), int(d["n"]), [_num(v) for v in d["ci"]],
+                   None if ho is None else HeldOut.from_dict(ho),
+                   computed=list(d)[1] != "ci")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = (
+            {"rho": self.rho, "p_value": self.p_value, "n": self.n, "ci": list(self.ci)}
+            if self.computed else
+            {"rho": self.rho, "ci": list(self.ci), "n": self.n, "p_value": self.p_value})
+        if self.held_out is not None:
+            out["held_out"] = self.held_out.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class CorrelationRow:
+    """One predictor's correlations with robustness (the JSON keys are the group names).
+
+    Attributes
+    ----------
+    description : str
+    family : str
+        ``"rg"`` or ``"reference"``.
+    all, rbm, torch : Spearman
+        Over all networks used, the RBM family, the PyTorch family.
+    all_correct_only : Spearman
+        All networks, robustness over correctly classified inputs only.
+    """
+
+    description: str
+    family: str
+    all: Spearman
+    rbm: Spearman
+    torch: Spearman
+    all_correct_only: Spearman
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CorrelationRow:
+        return cls(d["description"], d["family"],
+                   *(Spearman.from_dict(d[g]) for g in ("all", "rbm", "torch",
+                                                        "all_correct_only")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"description": self.description, "family": self.family,
+                "all": self.all.to_dict(), "rbm": self.rbm.to_dict(),
+                "torch": self.torch.to_dict(),
+                "all_correct_only": self.all_correct_only.to_dict()}
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A network left out of the correlations (accuracy below the threshold, or no finite
+    robustness median)."""
+
+    key: str
+    accuracy: float
+    robustness_median: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Excluded:
+        return cls(d["key"], _num(d["accuracy"]), _num(d["robustness_median"]))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ZooAnalysis:
+    """The correlation analysis of a zoo (:func:`analyse`).
+
+    Attributes
+    ----------
+    n_networks, n_used : int
+        Networks measured; used in the correlations.
+    excluded : list of Excluded
+    min_accuracy : float
+    robustness_range : list of float
+        Smallest and largest robustness median of the networks used (empty if none).
+    correlations : dict of str to CorrelationRow
+        By predictor name (:data:`PREDICTORS`, in its order).
+    """
+
+    n_networks: int
+    n_used: int
+    excluded: list[Excluded]
+    min_accuracy: float
+    robustness_range: list[float]
+    correlations: dict[str, CorrelationRow]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZooAnalysis:
+        return cls(int(d["n_networks"]), int(d["n_used"]),
+                   [Excluded.from_dict(e) for e in d["excluded"]], float(d["min_accuracy"]),
+                   [_num(v) for v in d["robustness_range"]],
+                   {k: CorrelationRow.from_dict(r) for k, r in d["correlations"].items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_networks": self.n_networks, "n_used": self.n_used,
+                "excluded": [e.to_dict() for e in self.excluded],
+                "min_accuracy": self.min_accuracy,
+                "robustness_range": list(self.robustness_range),
+                "correlations": {k: r.to_dict() for k, r in self.correlations.items()}}
+
+
+@dataclass
+class ZooResult:
+    """Per-network measurements, failures, the analysis and where the time went.
+
+    Attributes
+    ----------
+    config : ZooConfig
+    networks : list of ZooNetwork
+        One record per measured network, in the order of :func:`zoo_members`.
+    failures : dict of str to str
+        Error by key of every network that failed after retries.
+    analysis : ZooAnalysis
+    execution : ExecutionSummary
+        With ``summary_text``.
+    """
+
+    config: ZooConfig
+    networks: list[ZooNetwork]
+    failures: dict[str, str]
+    analysis: ZooAnalysis
+    execution: ExecutionSummary
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZooResult:
+        """From :meth:`to_dict` or the JSON written from it (``null`` read back as NaN)."""
+        names = {f.name for f in fields(ZooConfig)}
+        return cls(ZooConfig(**{k: v for k, v in d["config"].items() if k in names}),
+                   [ZooNetwork.from_dict(n) for n in d["networks"]], dict(d["failures"]),
+                   ZooAnalysis.from_dict(d["analysis"]),
+                   ExecutionSummary.from_dict(d["execution"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(),
+                "networks": [n.to_dict() for n in self.networks],
+                "failures": dict(self.failures), "analysis": self.analysis.to_dict(),
+                "execution": self.execution.to_dict()}
 
 
 def run_zoo(cfg: ZooConfig, executor: Any, *, store: Any = None, progress: bool = False
@@ -527,9 +961,10 @@ def run_zoo(cfg: ZooConfig, executor: Any, *, store: Any = None, progress: bool 
     units = zoo_members(cfg)
     rep = executor.map(zoo_unit, units, seed=cfg.seed, shared={"config": cfg, "dataset": ds},
                        store=store, progress=progress)
-    nets = [v for v in rep.values if v is not None]
-    return ZooResult(cfg.to_dict(), nets, rep.failures, analyse(nets, cfg),
-                     {**rep.summary(), "summary_text": rep.summary_text()})
+    nets = [ZooNetwork.from_dict(v) for v in rep.values if v is not None]
+    execution = replace(ExecutionSummary.from_dict(rep.summary()),
+                        summary_text=rep.summary_text())
+    return ZooResult(cfg, nets, rep.failures, analyse(nets, cfg), execution)
 
 
 def _finite(v: Any) -> bool:
@@ -537,14 +972,14 @@ def _finite(v: Any) -> bool:
 
 
 def spearman_with_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator
-                     ) -> dict[str, Any]:
+                     ) -> Spearman:
     """Spearman ρ of paired samples and its 95% percentile-bootstrap interval (scipy)."""
     from scipy.stats import bootstrap, spearmanr
 
     n = len(x)
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": float("nan"), "ci": [float("nan"), float("nan")], "n": n,
-                "p_value": float("nan")}
+        return Spearman(float("nan"), float("nan"), n, [float("nan"), float("nan")],
+                        computed=False)
     r = spearmanr(x, y)
 
     def stat(a: np.ndarray, b: np.ndarray) -> float:
@@ -554,12 +989,12 @@ def spearman_with_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.G
 
     bs = bootstrap((x, y), stat, paired=True, vectorized=False, n_resamples=n_boot,
                    method="percentile", rng=rng)
-    return {"rho": float(r.statistic), "p_value": float(r.pvalue), "n": n,
-            "ci": [float(bs.confidence_interval.low), float(bs.confidence_interval.high)]}
+    return Spearman(float(r.statistic), float(r.pvalue), n,
+                    [float(bs.confidence_interval.low), float(bs.confidence_interval.high)])
 
 
 def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
-             rng: np.random.Generator) -> dict[str, Any]:
+             rng: np.random.Generator) -> HeldOut:
     """Fit ``y ≈ a + b·t(x)`` on half the zoo, rank the other half by the prediction.
 
     ``t`` is ``log`` for positive predictors, the identity otherwise. The fixed split puts
@@ -574,8 +1009,7 @@ def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
     t = np.log(x) if np.all(x > 0) else x
     n = len(x)
     if n < 8:
-        return {"fixed_split_rho": float("nan"), "random_splits_median_rho": float("nan"),
-                "random_splits_frac_positive": float("nan"), "n_splits": 0}
+        return HeldOut(float("nan"), float("nan"), float("nan"), 0)
 
     def score(train: np.ndarray, test: np.ndarray) -> float:
         if np.ptp(t[train]) == 0 or np.ptp(t[test]) == 0 or np.ptp(y[test]) == 0:
@@ -593,58 +1027,51 @@ def held_out(x: np.ndarray, y: np.ndarray, keys: list[str], n_splits: int,
         p = rng.permutation(n)
         rs.append(score(p[: n // 2], p[n // 2:]))
     arr = np.array([r for r in rs if math.isfinite(r)])
-    return {"fixed_split_rho": fixed,
-            "random_splits_median_rho": float(np.median(arr)) if len(arr) else float("nan"),
-            "random_splits_q": [float(v) for v in np.quantile(arr, [0.1, 0.9])]
-            if len(arr) else [float("nan")] * 2,
-            "random_splits_frac_positive": float((arr > 0).mean()) if len(arr) else float("nan"),
-            "n_splits": int(len(arr)), "transform": "log" if np.all(x > 0) else "identity"}
+    return HeldOut(
+        fixed, float(np.median(arr)) if len(arr) else float("nan"),
+        float((arr > 0).mean()) if len(arr) else float("nan"), int(len(arr)),
+        [float(v) for v in np.quantile(arr, [0.1, 0.9])] if len(arr) else [float("nan")] * 2,
+        "log" if np.all(x > 0) else "identity")
 
 
-def _value(net: dict[str, Any], name: str) -> Any:
-    return net["spec"]["depth"] if name == "depth" else net["predictors"].get(name)
-
-
-def correct_only_median(net: dict[str, Any]) -> float:
+def correct_only_median(net: ZooNetwork) -> float:
     """Median minimal flipping L2 over the inputs the network classifies correctly (the
     misclassified ones, stored as 0, left out): robustness without accuracy mixed in."""
-    v = np.array([np.inf if e is None else e for e in net["robustness"]["per_input"]],
-                 dtype=np.float64)
+    v = np.array(net.robustness.per_input, dtype=np.float64)
     v = v[v > 0]
     return float(np.median(v)) if len(v) else float("nan")
 
 
-def analyse(nets: list[dict[str, Any]], cfg: ZooConfig) -> dict[str, Any]:
+def analyse(nets: list[ZooNetwork], cfg: ZooConfig) -> ZooAnalysis:
     """Spearman ρ (bootstrap 95% intervals) of every predictor with robustness, and the
     held-out check, over all networks, the RBM family and the PyTorch family; and, as a
     sensitivity check, over all networks with robustness taken on correctly classified inputs
     only (``all_correct_only``)."""
-    ok = [r for r in nets if r["predictors"]["accuracy"] >= cfg.min_accuracy
-          and _finite(r["robustness"]["median"])]
-    excluded = [{"key": r["key"], "accuracy": r["predictors"]["accuracy"],
-                 "robustness_median": r["robustness"]["median"]}
+    ok = [r for r in nets if r.predictors.accuracy >= cfg.min_accuracy
+          and _finite(r.robustness.median)]
+    excluded = [Excluded(r.key, r.predictors.accuracy, r.robustness.median)
                 for r in nets if r not in ok]
     rng = numpy_rng(cfg.seed, "zoo.bootstrap")
-    groups = {"all": ok, "rbm": [r for r in ok if r["spec"]["family"] == "rbm"],
-              "torch": [r for r in ok if r["spec"]["family"] != "rbm"]}
-    table: dict[str, dict[str, Any]] = {}
+    groups = {"all": ok, "rbm": [r for r in ok if r.spec.family == "rbm"],
+              "torch": [r for r in ok if r.spec.family != "rbm"]}
+    table: dict[str, CorrelationRow] = {}
     for name in PREDICTORS:
-        row: dict[str, Any] = {"description": PREDICTORS[name],
-                               "family": "rg" if name in RG_PREDICTORS else "reference"}
+        per: dict[str, Spearman] = {}
         for g, rows in groups.items():
-            use = [r for r in rows if _finite(_value(r, name))]
-            x = np.array([_value(r, name) for r in use], dtype=np.float64)
-            y = np.array([r["robustness"]["median"] for r in use], dtype=np.float64)
-            row[g] = spearman_with_ci(x, y, cfg.n_boot, rng)
+            use = [r for r in rows if _finite(r.value(name))]
+            x = np.array([r.value(name) for r in use], dtype=np.float64)
+            y = np.array([r.robustness.median for r in use], dtype=np.float64)
+            per[g] = spearman_with_ci(x, y, cfg.n_boot, rng)
             if g == "all" or (g == "rbm" and name.startswith("stab")):
-                row[g]["held_out"] = held_out(x, y, [r["key"] for r in use], cfg.n_splits, rng)
-        use = [r for r in ok if _finite(_value(r, name))]
-        row["all_correct_only"] = spearman_with_ci(
-            np.array([_value(r, name) for r in use], dtype=np.float64),
+                per[g] = replace(per[g], held_out=held_out(x, y, [r.key for r in use],
+                                                           cfg.n_splits, rng))
+        use = [r for r in ok if _finite(r.value(name))]
+        correct_only = spearman_with_ci(
+            np.array([r.value(name) for r in use], dtype=np.float64),
             np.array([correct_only_median(r) for r in use]), cfg.n_boot, rng)
-        table[name] = row
-    rob = np.array([r["robustness"]["median"] for r in ok])
-    return {"n_networks": len(nets), "n_used": len(ok), "excluded": excluded,
-            "min_accuracy": cfg.min_accuracy,
-            "robustness_range": [float(rob.min()), float(rob.max())] if len(rob) else [],
-            "correlations": table}
+        table[name] = CorrelationRow(PREDICTORS[name],
+                                     "rg" if name in RG_PREDICTORS else "reference",
+                                     per["all"], per["rbm"], per["torch"], correct_only)
+    rob = np.array([r.robustness.median for r in ok])
+    return ZooAnalysis(len(nets), len(ok), excluded, cfg.min_accuracy,
+                       [float(rob.min()), float(rob.max())] if len(rob) else [], table)
