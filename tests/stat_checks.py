@@ -48,3 +48,23 @@ def large_weight_binary_net(widths, seed, n_inputs=2):
             layer.W.mul_(layer.W.shape[1] ** 0.5)
     x = (torch.rand(n_inputs, widths[0], generator=g, dtype=torch.float64) < 0.5).double()
     return net, x
+
+
+def least_squares_digits_rbm(ds):
+    """A 64-16-10 DeepRBM on digits with random first-layer weights (seed 0, scale 4, float64)
+    and its output layer fitted by least squares to ±4 one-hot targets: a usable classifier
+    in a fraction of a second."""
+    import torch
+
+    from rgaudit.nets.deep_rbm import DeepRBM
+
+    net = DeepRBM.random([64, 16, 10], generator=torch.Generator().manual_seed(0), scale=4.0,
+                         dtype=torch.float64)
+    with torch.no_grad():
+        H = net.layer(1).prob_up(ds.X_train.double())
+        Y = torch.nn.functional.one_hot(ds.y_train, 10).double() * 8 - 4
+        A = torch.cat([H, torch.ones(H.shape[0], 1, dtype=torch.float64)], 1)
+        sol = torch.linalg.lstsq(A, Y).solution
+        net.layer(2).W.copy_(sol[:-1].T)
+        net.layer(2).a.copy_(sol[-1])
+    return net

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from stat_checks import least_squares_digits_rbm
 
 from rgaudit.attacks.evaluate import StochasticJudge
 from rgaudit.attacks.fisher_best import (
@@ -26,7 +27,6 @@ from rgaudit.data import load_dataset
 from rgaudit.fisher.autograd import mean_field_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.models.base import TorchClassifier
-from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.schemas import validate
 
 
@@ -35,15 +35,7 @@ def trained():
     """A quickly fitted 64-16-10 DeepRBM on digits (output layer by least squares) and 6
     test inputs that its stochastic network and its mean-field surrogate classify correctly."""
     ds = load_dataset("digits", seed=0)
-    g = torch.Generator().manual_seed(0)
-    net = DeepRBM.random([64, 16, 10], generator=g, scale=4.0, dtype=torch.float64)
-    with torch.no_grad():
-        H = net.layer(1).prob_up(ds.X_train.double())
-        Y = torch.nn.functional.one_hot(ds.y_train, 10).double() * 8 - 4
-        A = torch.cat([H, torch.ones(H.shape[0], 1, dtype=torch.float64)], 1)
-        sol = torch.linalg.lstsq(A, Y).solution
-        net.layer(2).W.copy_(sol[:-1].T)
-        net.layer(2).a.copy_(sol[-1])
+    net = least_squares_digits_rbm(ds)
     X, y = ds.X_test[:40].double(), ds.y_test[:40]
     judge = StochasticJudge(net, n_samples=200, seed=3)
     with torch.no_grad():

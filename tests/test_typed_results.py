@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from stat_checks import least_squares_digits_rbm
 
 DATA = Path(__file__).parent / "data" / "typed_results"
 
@@ -153,18 +153,9 @@ def test_a_fresh_attack_has_the_saved_layout():
     from rgaudit.data import load_dataset
     from rgaudit.experiments.attack_one import AttackConfig, SearchInfo, run_attack
     from rgaudit.experiments.audit_results import ModelRecord
-    from rgaudit.nets.deep_rbm import DeepRBM
 
     ds = load_dataset("digits", seed=0)
-    net = DeepRBM.random([64, 16, 10], generator=torch.Generator().manual_seed(0), scale=4.0,
-                         dtype=torch.float64)
-    with torch.no_grad():              # output layer by least squares: a usable classifier
-        H = net.layer(1).prob_up(ds.X_train.double())
-        Y = torch.nn.functional.one_hot(ds.y_train, 10).double() * 8 - 4
-        A = torch.cat([H, torch.ones(H.shape[0], 1, dtype=torch.float64)], 1)
-        sol = torch.linalg.lstsq(A, Y).solution
-        net.layer(2).W.copy_(sol[:-1].T)
-        net.layer(2).a.copy_(sol[-1])
+    net = least_squares_digits_rbm(ds)   # output layer by least squares: a usable classifier
     rec = {"path": "p", "dataset": "digits", "split_seed": 0, "split_seed_source": "x",
            "accuracy": None}
     cfg = AttackConfig(method="walk", n_inputs=3, samples=64, judge_samples=100, eps=0.5)

@@ -87,6 +87,7 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config:
         DiagnoseExecution,
         class_fixed_points,
     )
+    from rgaudit.experiments.execution_summary import ExecutionSummary
     from rgaudit.random import torch_generator
 
     cfg = replace(config or DiagnoseConfig(), **overrides)
@@ -101,7 +102,8 @@ def diagnose_with_executor(net: Any, x: Any, y: Any, executor: Executor, config:
     parts = rep.values
     inputs = replace(parts[0].inputs, n_inputs=int(x.shape[0]),
                      labels=None if y is None else torch.as_tensor(y).tolist())
-    execution = DiagnoseExecution(rep.executor, UNIT_STREAMS, rep.summary())
+    execution = DiagnoseExecution(rep.executor, UNIT_STREAMS,
+                                   ExecutionSummary.from_dict(rep.summary()))
     result = merge(parts, cfg, inputs, execution)
     if fixed_point_inputs is not None:
         if net.widths[-1] > 12:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import InitVar, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from rgaudit.experiments.basis_check import check_basis_spec
-from rgaudit.experiments.execution_summary import ExecutionSummary
+from rgaudit.experiments.execution_summary import PerInputExecution
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 from rgaudit.rg.exact import couplings_from_logq, output_logq_mc
@@ -389,25 +389,8 @@ class DiagnosedInputs:
     labels: list[int] | None
 
 
-@dataclass(frozen=True)
-class DiagnoseExecution:
-    """How a per-input (``--executor``) run was executed: the executor, how each input's
-    generators were seeded, and the executor's summary ``execution`` (constructed from
-    ``summary``: an :class:`ExecutionSummary`, or the plain data of
-    :meth:`~rgaudit.executors.base.MapReport.summary`, which is typed here)."""
-
-    executor: str
-    per_input_generators: str
-    summary: InitVar[ExecutionSummary | dict[str, Any]]
-    execution: ExecutionSummary = field(init=False)
-
-    def __post_init__(self, summary: ExecutionSummary | dict[str, Any]) -> None:
-        object.__setattr__(self, "execution", summary if isinstance(summary, ExecutionSummary)
-                           else ExecutionSummary.from_dict(summary))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"executor": self.executor, "per_input_generators": self.per_input_generators,
-                "execution": self.execution.to_dict()}
+#: How a per-input (``--executor``) diagnose run was executed: the same record as the audit's.
+DiagnoseExecution = PerInputExecution
 
 
 @dataclass(frozen=True)

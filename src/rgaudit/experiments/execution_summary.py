@@ -84,7 +84,7 @@ class ExecutionSummary:
 
 @dataclass(frozen=True)
 class PerInputExecution:
-    """How a per-input (``--executor``) RBM audit was executed.
+    """How a per-input (``--executor``) audit or diagnose run was executed.
 
     Attributes
     ----------
@@ -93,11 +93,18 @@ class PerInputExecution:
     per_input_generators : str
         How each input's generators were seeded (``rgaudit.executors.base.UNIT_STREAMS``).
     execution : ExecutionSummary
+        (The plain data of :meth:`~rgaudit.executors.base.MapReport.summary` is accepted and
+        typed on construction.)
     """
 
     executor: str
     per_input_generators: str
     execution: ExecutionSummary
+
+    def __post_init__(self) -> None:
+        # The executor's plain summary (MapReport.summary()) is typed here.
+        if isinstance(self.execution, dict):
+            object.__setattr__(self, "execution", ExecutionSummary.from_dict(self.execution))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PerInputExecution:
