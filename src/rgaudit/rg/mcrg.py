@@ -674,7 +674,7 @@ def mcrg_pairs(
         block = None
         if contiguous_blocks is not None:
             block = min(c * n_blocks // max(contiguous_blocks, 1), n_blocks - 1)
-        acc.update(hp.to(acc.acc.saa.device), hn.to(acc.acc.saa.device), block)
+        acc.update(hp.to(acc.acc.device), hn.to(acc.acc.device), block)
     if acc is None:
         raise ValueError("no chunks were given")
     return acc.finalise(index, var_tol=var_tol, max_cond=max_cond)

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.linalg import blas  # BLAS syrk (imported here: a one-time 0.3 s, not per chunk)
 
 Tensor = torch.Tensor
 
@@ -56,6 +55,8 @@ GRAM_TILE_MIN = 384
 #: 0.85 / 0.73 at m = 500 (under load 2–10; docs/benchmarks.md), hence the upper limit.
 SYRK_MIN = 256
 SYRK_MAX = 1536
+#: Float32 block sums of integers stay exact while every partial sum is below this (2^24).
+EXACT32 = 2**24
 
 
 @dataclass(frozen=True)
@@ -120,23 +121,69 @@ class CovarianceAccumulator:
         self.m_a, self.m_b, self.n_blocks = int(m_a), int(m_b), int(n_blocks)
         self.batch_shape = tuple(batch_shape)
         self.with_bb = with_bb
-        kw: dict[str, Any] = {"dtype": torch.float64, "device": torch.device(device)}
+        self.device = torch.device(device)
+        kw: dict[str, Any] = {"dtype": torch.float64, "device": self.device}
         bs = (self.n_blocks, *self.batch_shape)
         self.count = torch.zeros(self.n_blocks, dtype=torch.float64)
         self.sa = torch.zeros(*bs, self.m_a, **kw)
         self.sb = torch.zeros(*bs, self.m_b, **kw)
-        self.saa = torch.zeros(*bs, self.m_a, self.m_a, **kw)
-        self.sab = torch.zeros(*bs, self.m_a, self.m_b, **kw)
-        self.sbb = torch.zeros(*bs, self.m_b, self.m_b, **kw) if with_bb else None
+        # second-moment block sums, allocated by the first chunk: exact float32 integers on the
+        # integer path (see ``_store32``), float64 otherwise
+        self._saa: Tensor | None = None
+        self._sab: Tensor | None = None
+        self._sbb: Tensor | None = None
         self.shift_a: Tensor | None = None
         self.shift_b: Tensor | None = None
         self._integer = False
         #: every chunk so far summed exactly in integers (the sums are then exactly symmetric)
         self._exact_sums = True
+        #: block sums held in float32 (exact integers below EXACT32, half the memory of float64)
+        self._store32 = False
+        #: per block, an upper bound on the magnitude of any of its float32 partial sums
+        self._bound = [0.0] * self.n_blocks
         self._chunks = 0
         #: reused product buffers (no fresh m×m allocation, hence no page faults, per chunk)
         self._scratch: dict[Any, Any] = {}
         self._totals: tuple[int, float, list[Tensor | None]] | None = None
+
+    def _allocate(self, dtype: torch.dtype) -> None:
+        bs = (self.n_blocks, *self.batch_shape)
+        kw: dict[str, Any] = {"dtype": dtype, "device": self.device}
+        self._saa = torch.zeros(*bs, self.m_a, self.m_a, **kw)
+        self._sab = torch.zeros(*bs, self.m_a, self.m_b, **kw)
+        self._sbb = torch.zeros(*bs, self.m_b, self.m_b, **kw) if self.with_bb else None
+        self._store32 = dtype == torch.float32
+
+    def _block_sums(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The block sums (allocated in float64 if no chunk came yet)."""
+        if self._saa is None:
+            self._allocate(torch.float64)
+        assert self._saa is not None and self._sab is not None
+        return self._saa, self._sab, self._sbb
+
+    def _promote(self) -> None:
+        """Move float32 block sums to float64 (a chunk that is not exact in float32 arrived, or
+        a block's sums could pass :data:`EXACT32`); later chunks take the float64 path."""
+        saa, sab, sbb = self._block_sums()
+        self._saa, self._sab = saa.to(torch.float64), sab.to(torch.float64)
+        self._sbb = None if sbb is None else sbb.to(torch.float64)
+        self._store32 = False
+
+    @property
+    def saa(self) -> Tensor:
+        """Block sums of ``A_i A_j``, (n_blocks, *batch, m_a, m_a); float32 (exact integers) on
+        the integer path, else float64 (about the shift)."""
+        return self._block_sums()[0]
+
+    @property
+    def sab(self) -> Tensor:
+        """Block sums of ``A_i B_j``, (n_blocks, *batch, m_a, m_b) (dtype as :attr:`saa`)."""
+        return self._block_sums()[1]
+
+    @property
+    def sbb(self) -> Tensor | None:
+        """Block sums of ``B_i B_j``, (n_blocks, *batch, m_b, m_b), or None without them."""
+        return self._block_sums()[2]
 
     def update(self, a: Tensor, b: Tensor, block: int | None = None) -> None:
         """Add one chunk of samples.
@@ -162,10 +209,12 @@ class CovarianceAccumulator:
         if not 0 <= k < self.n_blocks:
             raise ValueError(f"block {k} outside 0..{self.n_blocks - 1}")
         n = a.shape[-2]
-        if self.shift_a is None:
+        first = self.shift_a is None
+        big = _exact_scale(a, b, n) if first or self._integer else None
+        if first:
             # Integer-valued operators (products of binary units, lattice sums) are summed
             # exactly: raw moments, no shift. Otherwise shift by the first chunk's mean.
-            self._integer = _exact_in_float32(a, b, n)
+            self._integer = big is not None
             if self._integer:
                 self.shift_a = torch.zeros(*self.batch_shape, self.m_a, dtype=torch.float64,
                                            device=self.sa.device)
@@ -175,31 +224,45 @@ class CovarianceAccumulator:
                 self._check_finite(a, b)
                 self.shift_a = a.to(torch.float64).mean(dim=-2)
                 self.shift_b = b.to(torch.float64).mean(dim=-2)
-            first_exact = self._integer
-        else:
-            first_exact = None
-        if self._integer and (first_exact or _exact_in_float32(a, b, n)):
-            # Every partial sum is an integer below 2^24: float32 products are exact.
+            self._allocate(torch.float32 if self._integer else torch.float64)
+        if self._integer and big is not None:
+            # Every partial sum of the chunk is an integer below 2^24: float32 products are
+            # exact; so are the float32 block sums while their bound stays below EXACT32.
+            grow = big * big * n
+            if self._store32 and self._bound[k] + grow >= EXACT32:
+                self._promote()
+            self._bound[k] += grow
             a32 = a.to(torch.float32)
             b32 = b.to(torch.float32)
-            _gram_into(self.saa[k], a32, self._scratch)
-            self.sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
-            if self.sbb is not None:
-                _gram_into(self.sbb[k], b32, self._scratch)
+            if self._store32:
+                assert self._saa is not None and self._sab is not None
+                _gram_into(self._saa[k], a32, self._scratch)
+                _product_into(self._sab[k], a32, b32)
+                if self._sbb is not None:
+                    _gram_into(self._sbb[k], b32, self._scratch)
+            else:
+                saa, sab, sbb = self._block_sums()
+                _gram_into(saa[k], a32, self._scratch)
+                sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
+                if sbb is not None:
+                    _gram_into(sbb[k], b32, self._scratch)
             self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
             self.sb[k] += b32.sum(dim=-2).to(torch.float64)
         else:
             self._exact_sums = False
             self._check_finite(a, b)
+            if self._store32:
+                self._promote()
+            saa, sab, sbb = self._block_sums()
             assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
             a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
             b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
             self.sa[k] += a.sum(dim=-2)
             self.sb[k] += b.sum(dim=-2)
-            _gram_into(self.saa[k], a, self._scratch)
-            self.sab[k] += a.transpose(-1, -2) @ b
-            if self.sbb is not None:
-                _gram_into(self.sbb[k], b, self._scratch)
+            _gram_into(saa[k], a, self._scratch)
+            sab[k] += a.transpose(-1, -2) @ b
+            if sbb is not None:
+                _gram_into(sbb[k], b, self._scratch)
         self._chunks += 1
         self.count[k] += n
 
@@ -236,15 +299,31 @@ class CovarianceAccumulator:
         def wsum(t: Tensor | None) -> Tensor | None:
             if t is None:
                 return None
+            if t.dtype == torch.float32:   # exact integer block sums: any order, same bits
+                return self._sum32(t, w)
             if all_in:  # the total: no n_blocks-sized weighted temporary (same sums: w = 1)
-                return t.sum(dim=0)
-            ww = w.to(device=t.device).reshape(-1, *([1] * (t.dim() - 1)))
+                return t.sum(dim=0, dtype=torch.float64)   # float32 blocks: exact integers
+            ww = w.to(device=t.device, dtype=torch.float64).reshape(-1, *([1] * (t.dim() - 1)))
             return (ww * t).sum(dim=0)
 
         sums = [wsum(t) for t in (self.sa, self.sb, self.saa, self.sab, self.sbb)]
         if all_in:
             self._totals = (self._chunks, n, sums)
         return n, list(sums)
+
+    def _sum32(self, t: Tensor, w: Tensor) -> Tensor:
+        """Float64 weighted sum over blocks of float32 exact-integer block sums ``t``."""
+        if sum(self._bound) < EXACT32:   # every partial sum stays exact in float32
+            keep = [k for k in range(self.n_blocks) if float(w[k]) == 1.0]
+            if len(keep) == self.n_blocks:
+                return t.sum(dim=0).to(torch.float64)
+            if float(w.abs().sum()) == len(keep):   # weights 0 or 1
+                return t[keep].sum(dim=0).to(torch.float64)
+        out = torch.zeros(t.shape[1:], dtype=torch.float64, device=t.device)
+        for k in range(self.n_blocks):            # cast, then a same-dtype add (a mixed-dtype
+            if float(w[k]) != 0.0:                 # op is several times slower in torch)
+                out.add_(t[k].to(torch.float64), alpha=float(w[k]))
+        return out
 
     def _from_sums(self, n: float, sums: list[Tensor | None]) -> Moments:
         if self.shift_a is None or self.shift_b is None:
@@ -457,7 +536,8 @@ def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, m
     ``sym=False`` skips the symmetrisation: pass it only when the result is exactly symmetric
     already (exact integer sums: then ``sym`` would return the same bits).
     """
-    torch.sub(total, block, out=out)
+    # a float32 block (exact integers) is cast first: a mixed-dtype subtraction is slow in torch
+    torch.sub(total, block if block.dtype == total.dtype else block.to(total.dtype), out=out)
     out /= n
     out -= mx.unsqueeze(-1) * my.unsqueeze(-2)
     if sym:
@@ -466,23 +546,39 @@ def _cov_into(out: Tensor, total: Tensor, block: Tensor, n: float, mx: Tensor, m
 
 
 def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
-    """``out += xᵀx`` in float64 for ``x`` of shape (*batch, s, m), exploiting symmetry.
+    """``out += xᵀx`` in place, exploiting symmetry; ``x`` (*batch, s, m), ``out`` (*batch, m, m)
+    float64, or float32 holding exact integer sums (the block sums of the integer path).
 
-    On the CPU, for :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX`, one BLAS ``syrk`` per batch
-    element computes the lower triangle only (half the multiply-adds; scipy's BLAS) and the
-    triangle is mirrored into ``out`` (two memory-bound ``m²`` passes). Elsewhere, for
-    ``m ≥`` :data:`GRAM_TILE_MIN`, the columns are cut into :data:`GRAM_TILES` tiles and only
-    the tiles on and above the diagonal are multiplied (each off-diagonal tile is added to both
-    of its places), ``(t+1)/(2t)`` of the multiply-adds of one full product. Exact integer sums
-    are unchanged by either; float64 sums change only in rounding. ``out`` stays exactly
-    symmetric when it was.
+    On the CPU, for ``m ≥`` :data:`SYRK_MIN`, numpy's ``xᵀ @ x`` per batch element — numpy
+    computes it by BLAS ``syrk`` (half the multiply-adds) and mirrors the triangle — into a
+    reused buffer, then one add into ``out`` (numpy's bundled OpenBLAS 0.3.31 ran this
+    1.2–1.4× faster than scipy's ``ssyrk`` plus mirroring at m = 500, and 1.4× faster than
+    tiled GEMMs at m = 2000). Elsewhere a float32 ``out`` takes one batched GEMM accumulating
+    in place, and a float64 one, for ``m ≥`` :data:`GRAM_TILE_MIN`, :data:`GRAM_TILES` column
+    tiles of which only those on and above the diagonal are multiplied (each off-diagonal tile
+    added to both of its places), ``(t+1)/(2t)`` of the multiply-adds of one product. Exact
+    integer sums are the same bits on every path; float64 sums differ only in rounding.
+    ``out`` stays exactly symmetric when it was.
     """
-    m = x.shape[-1]
-    if SYRK_MIN <= m < SYRK_MAX and x.device.type == "cpu" and x.dtype in (torch.float32,
-                                                                            torch.float64):
-        _syrk_into(out, x, scratch)
+    m, s = x.shape[-1], x.shape[-2]
+    if m >= SYRK_MIN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        xs = x.detach().reshape(-1, s, m)
+        os_ = out.view(-1, m, m)                 # a view: the sums are updated in place
+        key = ("gram", m, x.dtype)
+        buf = None if scratch is None else scratch.get(key)
+        if buf is None:
+            buf = np.empty((m, m), dtype=np.float32 if x.dtype == torch.float32 else np.float64)
+            if scratch is not None:
+                scratch[key] = buf
+        for k in range(xs.shape[0]):
+            xk = xs[k].contiguous().numpy()
+            np.matmul(xk.T, xk, out=buf)         # syrk inside numpy: exactly symmetric
+            os_[k].add_(torch.from_numpy(buf))   # cast on the fly into a float64 out
         return
     xt = x.transpose(-1, -2)
+    if out.dtype == torch.float32:
+        out.view(-1, m, m).baddbmm_(xt.reshape(-1, m, s), x.reshape(-1, s, m))
+        return
     if m < GRAM_TILE_MIN:
         out += (xt @ x).to(torch.float64)
         return
@@ -497,48 +593,32 @@ def _gram_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) ->
                 out[..., rj, ri] += tile.transpose(-1, -2)
 
 
-def _syrk_into(out: Tensor, x: Tensor, scratch: dict[Any, Any] | None = None) -> None:
-    """``out += xᵀx`` (float64 ``out``) by BLAS ``syrk`` on the CPU, one batch element at a time.
-
-    ``syrk`` writes one triangle of a Fortran-ordered result; a zeroed scratch keeps the other
-    triangle 0, so the C-ordered view ``L`` of the result is lower-triangular:
-    ``out += L + Lᵀ − diag(L)`` (exact on integer sums; the diagonal's ``+ d − d`` may round
-    in float64). ``scratch`` (a dict owned by the caller) keeps the zeroed buffer between calls.
-    """
-    syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
-    m = x.shape[-1]
-    xs = x.detach().reshape(-1, *x.shape[-2:])
-    os_ = out.view(-1, m, m)                       # a view: the sums are updated in place
-    key = ("syrk", m, x.dtype)
-    if scratch is None or key not in scratch:      # zeroed once: the upper triangle stays 0
-        buf = np.zeros((m, m), dtype=np.float32 if x.dtype == torch.float32 else np.float64,
-                       order="F")
-        if scratch is not None:
-            scratch[key] = buf
-    else:
-        buf = scratch[key]
-    for k in range(xs.shape[0]):
-        xk = xs[k].contiguous().numpy()            # (s, m) C order = (m, s) Fortran order
-        c = syrk(1.0, xk.T, beta=0.0, c=buf, trans=0, lower=0, overwrite_c=1)
-        low = torch.from_numpy(c).transpose(0, 1)  # C order, lower triangle filled, upper 0
-        # out += L + Lᵀ − diag(L), cast on the fly (no float64 temporaries)
-        os_[k].add_(low)
-        os_[k].add_(low.transpose(0, 1))
-        os_[k].diagonal().sub_(low.diagonal())
+def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """``out += aᵀb`` in place (one batched GEMM with ``beta = 1``); ``out`` (*batch, m_a, m_b),
+    ``a`` (*batch, s, m_a), ``b`` (*batch, s, m_b), all float32."""
+    s = a.shape[-2]
+    out.view(-1, a.shape[-1], b.shape[-1]).baddbmm_(
+        a.reshape(-1, s, a.shape[-1]).transpose(-1, -2), b.reshape(-1, s, b.shape[-1]))
 
 
 def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
     """Whether all products and chunk sums of ``a``, ``b`` are exact integers in float32."""
+    return _exact_scale(a, b, n) is not None
+
+
+def _exact_scale(a: Tensor, b: Tensor, n: int) -> float | None:
+    """The largest magnitude in ``a``, ``b`` if every product and chunk sum of the ``n``
+    samples is an exact integer in float32 (integer entries, ``big² · n < 2^24``), else None."""
     if a.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        return False
+        return None
     big = 0.0
     for t in (a, b):
         if t.numel():
             lo, hi = torch.aminmax(t)
             big = max(big, abs(float(lo)), abs(float(hi)))
     if not big * big * n < 2**24:  # also rejects NaN and inf
-        return False
-    return _integer_valued(a) and _integer_valued(b)
+        return None
+    return big if _integer_valued(a) and _integer_valued(b) else None
 
 
 def _integer_valued(t: Tensor) -> bool:
