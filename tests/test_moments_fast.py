@@ -227,3 +227,60 @@ def test_exactly_symmetric_covariances_without_symmetrising():
     mo = acc.moments()
     assert torch.equal(mo.c_aa, mo.c_aa.transpose(-1, -2))
     assert torch.equal(acc.block_replicates().c_aa(0), acc.block_replicates().c_aa(0).mT)
+
+
+def _exact_block_sums(a: torch.Tensor, b: torch.Tensor, chunk: int, n_blocks: int):
+    """Reference: float64 sums of each block's products, straight from the samples."""
+    sums = {k: torch.zeros(n_blocks, *a.shape[:-2], a.shape[-1] if k != "bb" else b.shape[-1],
+                           b.shape[-1] if k != "aa" else a.shape[-1], dtype=F64)
+            for k in ("aa", "ab", "bb")}
+    for c, i in enumerate(range(0, a.shape[-2], chunk)):
+        x, y = a[..., i:i + chunk, :].to(F64), b[..., i:i + chunk, :].to(F64)
+        sums["aa"][c % n_blocks] += x.mT @ x
+        sums["ab"][c % n_blocks] += x.mT @ y
+        sums["bb"][c % n_blocks] += y.mT @ y
+    return sums
+
+
+@pytest.mark.parametrize("syrk_min", [1, 10**9])
+def test_float32_block_sums_are_the_exact_integers(syrk_min, monkeypatch):
+    """Binary operators: the block sums are held in float32 (half the memory of float64) and
+    equal the float64 sums of the same products exactly, through numpy's syrk or the GEMM."""
+    monkeypatch.setattr(moments, "SYRK_MIN", syrk_min)
+    g = torch.Generator().manual_seed(11)
+    a = (torch.rand(2, 3000, 11, generator=g) < 0.3).float()
+    b = (torch.rand(2, 3000, 7, generator=g) < 0.6).float()
+    acc = CovarianceAccumulator(11, 7, n_blocks=4, batch_shape=(2,))
+    _fill(acc, a, b, 300)
+    assert acc._store32 and acc.saa.dtype == torch.float32
+    ref = _exact_block_sums(a, b, 300, 4)
+    for name in ("aa", "ab", "bb"):
+        assert torch.equal(getattr(acc, "s" + name).to(F64), ref[name])
+
+
+def test_float32_block_sums_move_to_float64_before_they_could_round(monkeypatch):
+    """A block whose sums could pass the exact range (lowered here to 700) moves every block to
+    float64 first; a later non-integer chunk does too. The moments are the same bits as with
+    float64 sums all along (integer sums are exact in any order)."""
+    g = torch.Generator().manual_seed(12)
+    a = (torch.rand(3000, 9, generator=g) < 0.4).float()
+    b = (torch.rand(3000, 5, generator=g) < 0.5).float()
+    plain = CovarianceAccumulator(9, 5, n_blocks=4)
+    _fill(plain, a, b, 250)                    # 3 chunks of 250 per block: bound 750 < 2^24
+    assert plain._store32
+    monkeypatch.setattr(moments, "EXACT32", 700)
+    low = CovarianceAccumulator(9, 5, n_blocks=4)
+    _fill(low, a, b, 250)                      # the 3rd chunk of block 0 would reach 750
+    assert not low._store32 and low.saa.dtype == F64 and low._exact_sums
+    for x, y in ((plain.moments(), low.moments()),
+                 (plain.block_replicates().stacked(), low.block_replicates().stacked())):
+        for name in ("mean_a", "mean_b", "c_aa", "c_ab", "c_bb"):
+            assert torch.equal(getattr(x, name), getattr(y, name)), name
+    mixed = CovarianceAccumulator(9, 5, n_blocks=4)
+    _fill(mixed, a[:2000], b[:2000], 250)
+    mixed.update(a[2000:2250] * 0.5, b[2000:2250])
+    assert not mixed._store32 and mixed.saa.dtype == F64 and not mixed._exact_sums
+    ref = CovarianceAccumulator(9, 5, n_blocks=4)
+    _fill(ref, a[:2000].double() + 0.0, b[:2000].double(), 250)
+    ref.update(a[2000:2250].double() * 0.5, b[2000:2250].double())
+    torch.testing.assert_close(mixed.moments().c_aa, ref.moments().c_aa, **TOL)
