@@ -8,27 +8,37 @@ added to the running sums of one of ``n_blocks`` jackknife blocks (chunk ``i`` g
 
 Leave-one-block-out sums give the jackknife replicates of any smooth function of the moments
 (:func:`jackknife`). Integer-valued operators (products of binary units) are multiplied in
-float32, where every partial sum is an exact integer below 2^24, and accumulated in float64 as
-raw moments; other values are shifted by the first chunk's mean and multiplied in float64.
+float32, where every partial sum is an exact integer below 2^24, and summed as raw moments;
+other values are shifted by the first chunk's mean and multiplied and summed in float64.
 Samples inside one block may be correlated (a Markov chain): choose chunks
 longer than the autocorrelation time, so that blocks are nearly independent.
 
-Cost (issue 16). Per chunk of ``s`` samples the three products cost ``s·m²`` multiply-adds each
-for plain GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed by BLAS ``syrk`` (one triangle,
-half the multiply-adds; :data:`SYRK_MIN` ``≤ m <`` :data:`SYRK_MAX` on the CPU) or tile by tile
-(upper-triangular tiles only, :data:`GRAM_TILES` column tiles, each tile mirrored), i.e.
-``(t+1)/(2t)`` of the plain cost, so the accumulation itself runs at or below the three-product
-floor for ``m ≥`` :data:`SYRK_MIN`. Product buffers are reused between chunks (no fresh
-``m × m`` allocation per chunk) and float32 products are added to the float64 sums with an
-on-the-fly cast. Integer sums are exact in any order, so tiling changes no bit on the
-integer path; on the float64 path it changes rounding only (< 1e-15 relative). Leave-one-block-out
-replicates are formed by subtraction from the total (:meth:`CovarianceAccumulator.replicates`)
-straight into one stacked array, without per-replicate temporaries.
+Block sums of integers (issue 16). While every partial sum of a block stays an exact integer
+below :data:`EXACT32` = 2^24 (tracked per block from each chunk's largest magnitude: ``big² ·
+s`` per chunk of ``s`` samples), the second-moment block sums are themselves held in float32:
+exact, half the memory of float64, and the products accumulate into them in place. A chunk
+that would pass the bound, or one that is not integer-valued, first moves every block sum to
+float64 (same values), and the float64 path goes on from there. The totals and replicates are
+formed in float64 from the exact integers, so every moment is the same bits either way
+(``tests/test_moments_fast.py``).
 
-Memory (per batch element, float64): the block sums ``n_blocks·(m_a² + m_a·m_b + m_b²)``; the
-stacked replicates add as much again while they exist; nothing grows with the number of samples
-(chunks are bounded by the caller). :class:`BlockReplicates` forms replicates on request, one at
-a time or one moment's stack at a time, from the block sums (same operations, same bits).
+Cost. Per chunk of ``s`` samples the three products cost ``s·m²`` multiply-adds each as plain
+GEMMs; the symmetric ``AᵀA`` and ``BᵀB`` are formed by BLAS ``syrk`` through numpy (one
+triangle, half the multiply-adds, mirrored by numpy; ``m ≥`` :data:`SYRK_MIN` on the CPU) and
+added to the block, or, for float64 sums elsewhere, tile by tile (upper-triangular tiles only,
+:data:`GRAM_TILES` column tiles), ``(t+1)/(2t)`` of the plain cost; the cross product ``AᵀB``
+of integer sums is one GEMM accumulating into its float32 block in place (``beta = 1``).
+Integer sums are exact in any order, so none of this changes a bit on the integer path; on the
+float64 path it changes rounding only (< 1e-15 relative). Leave-one-block-out replicates are
+formed by subtraction from the total (:meth:`CovarianceAccumulator.replicates`) straight into
+one stacked array, without per-replicate temporaries.
+
+Memory (per batch element): the block sums ``n_blocks·(m_a² + m_a·m_b + m_b²)`` numbers, float32
+on the integer path (float64 otherwise); one ``m × m`` product buffer; the stacked replicates
+add ``n_blocks·(m_a² + m_a·m_b + m_b²)`` float64 numbers while they exist; nothing grows with
+the number of samples (chunks are bounded by the caller). :class:`BlockReplicates` forms
+replicates on request, one at a time or one moment's stack at a time, from the block sums
+(same operations, same bits).
 
 All arrays may carry leading batch dimensions (several inputs analysed at once).
 """
@@ -49,12 +59,13 @@ GRAM_TILES = 4
 #: Smallest operator count for which the tiled symmetric product is used (below it the GEMM
 #: call overhead of the tiles outweighs the saved work).
 GRAM_TILE_MIN = 384
-#: Operator counts ``SYRK_MIN ≤ m < SYRK_MAX`` for which the symmetric products use BLAS
-#: ``syrk`` on the CPU (scipy's OpenBLAS). A whole accumulation of 4·10⁴ binary samples took,
-#: tiled GEMMs (torch, MKL) against syrk: 11.0 / 11.8 CPU s at m = 2000, 3.1 / 2.8 at m = 1000,
-#: 0.85 / 0.73 at m = 500 (under load 2–10; docs/benchmarks.md), hence the upper limit.
+#: Smallest operator count for which the symmetric products use BLAS ``syrk`` through numpy
+#: on the CPU (numpy's bundled OpenBLAS). Same-process timings of one 2500 × m product, load
+#: 2–3 (session 5): m = 500: numpy ``xᵀ @ x`` plus a float32 add 10.5–11.4 ms, scipy's
+#: ``ssyrk`` 11.5–16.3 ms, MKL GEMM 15.8–19.2 ms; m = 2000: 137–144 ms, tiled MKL GEMMs
+#: 192–196 ms, one GEMM 277–279 ms (it replaced scipy ``ssyrk`` below m = 1536 and the tiles
+#: above).
 SYRK_MIN = 256
-SYRK_MAX = 1536
 #: Float32 block sums of integers stay exact while every partial sum is below this (2^24).
 EXACT32 = 2**24
 
