@@ -132,24 +132,25 @@ def register(app: typer.Typer) -> None:
                 result = audit_with_executor(net, ds, cfg, info, executor, address, out)
             started[0] = n_audit
             prog.update(task, completed=n_audit)
-            payload = result.to_dict()
+            study = None
             if attack_study:
                 from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
 
-                payload["attack_study"] = run_attack_study(
+                study = run_attack_study(
                     net, ds.X_test, ds.y_test,
                     AttackStudyConfig(n_inputs=max(2, n_inputs), judge_samples=cfg.judge_samples,
                                       judge_seeds=(seed,), seed=seed),
                     model_info=info,
-                    progress=lambda s: prog.update(task, description=s)).to_dict()
+                    progress=lambda s: prog.update(task, description=s))
                 started[0] += 1
                 prog.update(task, completed=started[0])
-            payload["plan"] = plan.to_dict()
+            depth_result = None
             if depth_cfg is not None:
                 from rgaudit.experiments.depth import run_depth_study
 
-                payload["depth"] = run_depth_study(ds, depth_cfg, progress=stage).to_dict()
-        paths = write_audit_report(payload, run_dir)
+                depth_result = run_depth_study(ds, depth_cfg, progress=stage)
+        paths = write_audit_report(result, run_dir, plan=plan, depth=depth_result,
+                                   attack_study=study)
         console.print(l2_table(result))
         console.print(f"report: {paths['html']}")
         typer.echo(str(run_dir))

@@ -41,6 +41,8 @@ from rgaudit.experiments.audit_results import (  # noqa: F401  (re-exported: old
     Quartiles,
     _quartiles,
     censored_quartiles,
+    inf_list_from_json,
+    nan_from_json,
 )
 from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.experiments.execution_summary import PerInputExecution
@@ -129,6 +131,14 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
+        """From :meth:`to_dict` or its JSON (lists back to tuples), validated again."""
+        names = [f.name for f in fields(cls)]
+        kw: dict[str, Any] = {k: tuple(d[k]) if isinstance(d[k], list) else d[k]
+                              for k in names if k in d}
+        return cls(**kw)
+
 
 @dataclass(frozen=True)
 class SpectrumInfo:
@@ -168,10 +178,19 @@ class FimInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FimInfo:
+        """From :meth:`to_dict` or its JSON (a ``null`` median is NaN again)."""
         names = {f.name for f in fields(SpectrumInfo)}
         own = ("cos_top_vs_direct", "median_cos_top_vs_direct", "top_vectors")
+        spectrum = {k: d[k] for k in names}
+        for k in _SPECTRUM_MEDIANS:
+            spectrum[k] = nan_from_json(spectrum[k])
         return cls({k: v for k, v in d.items() if k not in names and k not in own},
-                   SpectrumInfo(**{k: d[k] for k in names}), *(d[k] for k in own))
+                   SpectrumInfo(**spectrum), d["cos_top_vs_direct"],
+                   nan_from_json(d["median_cos_top_vs_direct"]), d["top_vectors"])
+
+
+_SPECTRUM_MEDIANS = ("noise_floor_median", "noise_floor_rel_median", "n_significant_median",
+                     "n_stiff_median", "decades_median", "effective_rank_median")
 
 
 @dataclass(frozen=True)
@@ -200,9 +219,12 @@ class AttackRow:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttackRow:
+        """From :meth:`to_dict` or its JSON (``null`` minimal ε are ``inf`` again)."""
         return cls(**{**d, "min_eps_summary": Quartiles.from_dict(d["min_eps_summary"]),
                       "min_eps_actual_summary": Quartiles.from_dict(
-                          d["min_eps_actual_summary"])})
+                          d["min_eps_actual_summary"]),
+                      **{k: inf_list_from_json(d[k])
+                         for k in ("min_eps", "min_eps_actual_l2", "min_eps_actual_linf")}})
 
 
 #: attacks[norm][method]
@@ -248,6 +270,30 @@ class AuditResult:
                 "attacks": {n: {m: r.to_dict() for m, r in per.items()}
                             for n, per in self.attacks.items()},
                 "timings": self.timings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        """Read back :meth:`to_dict` or a written ``audit.json`` (extra top-level entries such
+        as ``plan``, ``depth`` or ``attack_study`` are ignored: they have their own types).
+
+        Raises
+        ------
+        ValueError
+            If ``d`` lacks one of the audit's parts, or its config does not validate.
+        """
+        missing = [k for k in ("config", "model", "inputs", "diagnosis", "fim", "attacks")
+                   if k not in d]
+        if missing:
+            raise ValueError(f"not an RBM audit result: no {', '.join(missing)} "
+                             "(is it the JSON of `rgaudit audit` on an rgaudit model folder?)")
+        conf = d["config"]
+        execution = (PerInputExecution.from_dict(conf) if "executor" in conf else None)
+        return cls(AuditConfig.from_dict(conf), dict(d["model"]), AuditInputs(**d["inputs"]),
+                   Diagnosis.from_dict(d["diagnosis"]),
+                   {k: FimInfo.from_dict(v) for k, v in d["fim"].items()},
+                   {n: {m: AttackRow.from_dict(r) for m, r in per.items()}
+                    for n, per in d["attacks"].items()},
+                   {k: float(v) for k, v in d.get("timings", {}).items()}, execution)
 
 
 def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJudge

@@ -18,6 +18,7 @@ import torch
 
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import fim_direction
+from rgaudit.experiments.audit_results import inf_from_json, inf_list_from_json
 from rgaudit.fisher.direct import direct_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
@@ -125,6 +126,20 @@ class DepthResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "rows": [asdict(r) for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DepthResult:
+        """From :meth:`to_dict` or its JSON (``null`` minimal ε are ``inf`` again); the config
+        is validated again."""
+        conf: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in d["config"].items()}
+        rows = []
+        for r in d["rows"]:
+            rows.append(DepthRow(**{**r, "min_eps": inf_list_from_json(r["min_eps"]),
+                                    "min_eps_actual_l2": inf_list_from_json(
+                                        r["min_eps_actual_l2"]),
+                                    "min_eps_median": inf_from_json(r["min_eps_median"])}))
+        return cls(DepthConfig(**conf), rows)
 
 
 def train_depth(dataset: Dataset, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:
