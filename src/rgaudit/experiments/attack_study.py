@@ -34,7 +34,7 @@ from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, mini
 from rgaudit.choices import ATTACK_NORMS
 from rgaudit.experiments.audit_results import AuditInputs, Quartiles, censored_quartiles
 from rgaudit.random import torch_generator
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -132,6 +132,7 @@ class AttackStudyConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_threads_option(self.threads)
 
     def eps_max(self, norm: str) -> float:
         return self.eps_max_l2 if norm == "l2" else self.eps_max_linf

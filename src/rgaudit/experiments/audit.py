@@ -60,7 +60,7 @@ from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -125,8 +125,7 @@ class AuditConfig:
             g = [float(e) for e in grid]
             if not g or any(not math.isfinite(e) or e <= 0 for e in g) or g != sorted(g):
                 raise ValueError(f"{name} must be increasing positive finite budgets, got {grid}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {self.threads}")
+        check_threads_option(self.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -494,26 +493,8 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
     """
     out: list[Attack] = []
     if "fim" in methods:
-        def const(F: Tensor) -> Callable[[Tensor], Tensor]:
-            def fn(z: Tensor) -> Tensor:
-                if z.shape != x.shape or not torch.equal(z, x):
-                    raise ValueError("precomputed FIMs only serve the audited inputs")
-                return F
-            return fn
-
-        def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
-            return grad_true.to(z.dtype)
-
-        out += [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm, name=f"fim-{k}")
-                for k, F in fims.items()]
-    if {"fgm", "pgd", "deepfool"} & set(methods):
-        clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
-        if "fgm" in methods:
-            out.append(FGM(classifier=clf, norm=norm))
-        if "pgd" in methods:
-            out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
-        if "deepfool" in methods:
-            out.append(DeepFool(classifier=clf, norm=norm))
+        out += _fim_attacks(x, norm, fims, grad_true)
+    out += _surrogate_attacks(net, x, norm, methods, pgd_iter)
     if "ddn" in methods and norm == "l2":
         out.append(DDN(model=net))
     if "fab" in methods:
@@ -522,6 +503,41 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
         out.append(APGD(model=net, norm=norm))
     if "random" in methods:
         out.append(RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm))
+    return out
+
+
+def _fim_attacks(x: Tensor, norm: Norm, fims: dict[str, Tensor], grad_true: Tensor
+                 ) -> list[Attack]:
+    """One FIM attack per precomputed FIM of the inputs ``x`` (named ``fim-<estimator>``),
+    stepping from the true-class gradient ``grad_true``."""
+    def const(F: Tensor) -> Callable[[Tensor], Tensor]:
+        def fn(z: Tensor) -> Tensor:
+            if z.shape != x.shape or not torch.equal(z, x):
+                raise ValueError("precomputed FIMs only serve the audited inputs")
+            return F
+        return fn
+
+    def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
+        return grad_true.to(z.dtype)
+
+    return [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm, name=f"fim-{k}")
+            for k, F in fims.items()]
+
+
+def _surrogate_attacks(net: DeepRBM, x: Tensor, norm: Norm, methods: tuple[str, ...],
+                       pgd_iter: int) -> list[Attack]:
+    """The ART attacks of ``methods`` (FGM/FGSM, PGD, DeepFool, in this order) on the
+    mean-field surrogate of ``net``."""
+    out: list[Attack] = []
+    if not {"fgm", "pgd", "deepfool"} & set(methods):
+        return out
+    clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
+    if "fgm" in methods:
+        out.append(FGM(classifier=clf, norm=norm))
+    if "pgd" in methods:
+        out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
+    if "deepfool" in methods:
+        out.append(DeepFool(classifier=clf, norm=norm))
     return out
 
 

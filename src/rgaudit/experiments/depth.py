@@ -25,7 +25,7 @@ from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 if TYPE_CHECKING:  # rgaudit.data imports sklearn: not at run time
     from rgaudit.data.dataset import Dataset
@@ -76,8 +76,7 @@ class DepthConfig:
                                  f"got {getattr(self, name)!r}")
         if not self.eps_max > 0:
             raise ValueError(f"depth study: eps_max must be > 0, got {self.eps_max!r}")
-        if self.threads is not None and int(self.threads) < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {self.threads!r}")
+        check_threads_option(self.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
