@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from rgaudit.executors.base import Unit
+from rgaudit.experiments.audit_results import inf_from_json, nan_from_json
 from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.random import child_seed, numpy_rng, torch_generator
 from rgaudit.stats import censored_quantiles
@@ -491,14 +492,9 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
 
 # -- the whole zoo ----------------------------------------------------------------------------
 
-def _num(v: Any) -> float:
-    """A JSON number back in memory: ``null`` (a non-finite number) becomes NaN."""
-    return float("nan") if v is None else float(v)
-
-
-def _censored(v: Any) -> float:
-    """A minimal flipping L2 back in memory: ``null`` (not flipped within ``eps_max``) is inf."""
-    return float("inf") if v is None else float(v)
+# JSON numbers back in memory: ``null`` (a non-finite number) is NaN, and inf for a minimal
+# flipping L2 (not flipped within ``eps_max``)
+_num, _censored = nan_from_json, inf_from_json
 
 
 @dataclass(frozen=True)
