@@ -3,8 +3,9 @@
 The server's response model (:class:`rgaudit.serve.schemas.ModelInfo`, pydantic) is built from
 this dataclass, and a client's record of an API it reached
 (:class:`rgaudit.experiments.cloning.ServedAPI`) extends it, so neither spells the fields out
-again. Light: the standard library only (the studies that record a served API must not import
-the web stack).
+again. The module imports only the standard library (the package ``rgaudit.models`` brings
+torch, which every user of it has loaded already); above all not pydantic or the web stack,
+which the studies that record a served API must not need.
 """
 
 from __future__ import annotations
