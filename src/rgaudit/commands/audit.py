@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rgaudit.commands._model_data import (  # noqa: F401  (dataset_for_model: ol
 )
 from rgaudit.commands._model_data import load_model_and_data as _load
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
+
+if TYPE_CHECKING:  # torch: not at the import of a command module
+    from rgaudit.experiments.audit import AuditResult
 
 DEFAULT_INPUTS = 20  # = experiments.audit.AuditConfig().n_inputs (not imported: fast --help)
 
@@ -156,7 +159,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(str(run_dir))
 
 
-def l2_table(result: Any) -> Table:
+def l2_table(result: AuditResult) -> Table:
     """The audit's minimal flipping ε (L2) per method: nominal and applied median [q1, q3]."""
     res_l2 = min(r.resolution for r in result.attacks["l2"].values())
     table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "
