@@ -276,12 +276,15 @@ def test_attack_study_end_to_end_writes_report(trained, tmp_path):
     assert paths["plot"].exists()
     md = render_markdown(doc)
     assert "Paired per-input comparison" in md and "Fraction" in md
-    # the audit report renders the study when the audit payload carries one
+    # the audit report renders the study when the audit ran one
+    from audit_fixtures import audit_result
+
+    from rgaudit.experiments.attack_study import AttackStudyResult
     from rgaudit.report.audit_report import render_markdown as audit_md
 
     payload = {"model": {}, "inputs": {"labels": [], "pool_accuracy": 1.0},
-               "diagnosis": {"pairs": []}, "fim": {}, "attacks": {}, "attack_study": doc}
-    text = audit_md(payload)
+               "diagnosis": {"pairs": []}, "fim": {}, "attacks": {}}
+    text = audit_md(audit_result(payload), attack_study=AttackStudyResult.from_dict(doc))
     assert "## Attack study" in text and "best baseline" in text
 
 

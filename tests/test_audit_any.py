@@ -187,6 +187,8 @@ def test_sklearn_rbm_audit_has_mcrg_diagnosis_and_valid_report(tmp_path):
 
 
 def test_rbm_audit_report_starts_with_a_verdict_from_its_numbers():
+    from audit_fixtures import audit_result
+
     from rgaudit.report.audit_report import render_markdown
 
     att = {name: {"epsilons": [0.1, 4.0],
@@ -198,7 +200,7 @@ def test_rbm_audit_report_starts_with_a_verdict_from_its_numbers():
                           "images": [[3.0, 4.0], [6.0, 8.0]]},
                "diagnosis": {"pairs": []}, "fim": {}, "attacks": {"l2": att},
                "timings": {"total": 1.0}}
-    md = render_markdown(payload)
+    md = render_markdown(audit_result(payload))
     first = md.split("\n\n")[1]
     # random directions never count; the median norm of (5, 10) is 10 (upper median)
     assert first.startswith("**Verdict: half of the audited inputs change class under an L2 "

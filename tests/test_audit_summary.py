@@ -1,15 +1,17 @@
 """The audit report's summary is computed from the result's numbers."""
 
+from audit_fixtures import audit_result
+
 from rgaudit.report.audit_report import render_markdown
 
 
-def _payload(kept: list[int], top_s: float) -> dict:
+def _payload(kept: list[int], top_s: float):
     att = {name: {"epsilons": [0.1, 4.0],
                   "min_eps_summary": {"median": m, "q1": m, "q3": m, "n_flipped": 2, "n": 2},
                   "min_eps_actual_summary": {"median": m, "q1": m, "q3": m}}
            for name, m in (("fim-rg-singles", 0.5), ("fgm", 0.7), ("deepfool", 0.4),
                            ("random", float("inf")))}
-    return {
+    return audit_result({
         "model": {"widths": [4, 3, 3, 2]},
         "inputs": {"labels": [0, 1], "pool_accuracy": 1.0, "images": [[3.0, 4.0], [0.0, 1.0]]},
         "diagnosis": {"pairs": [{"pair": "1->2", "n_ops": [3, 3], "fisher_sv": [[top_s, 0.1]],
@@ -20,7 +22,7 @@ def _payload(kept: list[int], top_s: float) -> dict:
                            "n_stiff_median": 1, "seconds": 0.1}},
         "attacks": {"l2": att},
         "timings": {"total": 1.0},
-    }
+    })
 
 
 def test_summary_reports_absence_of_relevant_directions():

@@ -12,7 +12,13 @@ s4-types at b2a4d2a+bca4b33, written by small runs): ``mlp.json``/``mlp.md`` (at
 judge_samples=20, ddn_steps=5, bisect_steps=3, mcrg_inputs=1, mcrg_samples=256, clever_inputs=1,
 clever_batches=2, clever_batch_size=4, epochs_scale=0.1, n_boot=100, n_splits=4,
 min_accuracy=0.0)``: 8 networks, so both the computed and the undefined correlations and
-held-out checks occur).
+held-out checks occur), ``rbm_audit.json``/``rbm_audit.md`` (the RBM audit report before it
+rendered from the typed result, branch s5-arch at 5c26c1a: ``write_audit_report(payload, run)``
+with ``payload = run_audit(...).to_dict()`` plus ``plan`` and a two-depth ``depth`` study, on
+the 64-16-10 network of ``tests/test_audit.py`` with ``AuditConfig(n_inputs=3,
+mcrg_samples=256, direct_samples=256, judge_samples=100, large_basis="pairs:4",
+bisect_steps=4, pgd_iter=3, n_diagnose=2)``; one method leaves a quarter of the inputs
+unflipped, so ``null`` quartiles occur).
 Read back into the typed results, they give the same JSON and the same Markdown; fresh small
 runs give the same layout (keys, their order, value types). Deterministic: no statistical test.
 """
@@ -224,3 +230,85 @@ def test_executor_records_give_back_the_executor_summary():
     rec = {"executor": "local", "per_input_generators": "named roles", "execution": summary}
     run = PerInputExecution.from_dict(rec)
     assert run.execution == ex and _same_json(run.to_dict(), rec)
+
+
+def _audit_images() -> list[str]:
+    return ["fim_spectrum.png", "fim_eigenvectors.png", "attack_flip_rate.png",
+            "attack_min_eps.png", "depth_study.png"]
+
+
+def test_rbm_audit_result_reads_back_its_json_and_renders_the_same_report():
+    from rgaudit.experiments.audit import AuditResult
+    from rgaudit.experiments.depth import DepthResult
+    from rgaudit.report.audit_report import audit_document, render_markdown
+    from rgaudit.report.io import to_plain
+
+    doc = _load("rbm_audit.json")
+    res = AuditResult.from_dict(doc)
+    depth = DepthResult.from_dict(doc["depth"])
+    assert res.attacks["l2"]["apgd-dlr"].min_eps_summary.q3 == math.inf   # null read back
+    assert math.inf in res.attacks["l2"]["apgd-dlr"].min_eps
+    assert render_markdown(res, _audit_images()) == (DATA / "rbm_audit.md").read_text()
+    # the JSON written from the typed parts is the saved one, key order included (the plan
+    # is passed through as AuditPlan.to_dict())
+    want = {k: v for k, v in doc.items()
+            if k not in ("schema_version", "kind", "created", "plan")}
+    assert json.dumps(to_plain(audit_document(res, depth=depth))) == json.dumps(want)
+    with pytest.raises(ValueError, match="not an RBM audit result: no attacks"):
+        AuditResult.from_dict({k: v for k, v in doc.items() if k != "attacks"})
+    with pytest.raises(ValueError, match="--mcrg-samples must be ≥ 32"):
+        AuditResult.from_dict({**doc, "config": {**doc["config"], "mcrg_samples": 8}})
+
+
+def _cells(md: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table under ``heading``: first cell → the other cells."""
+    block = md.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [ln.strip("|").split(" | ") for ln in block.splitlines() if ln.startswith("| ")]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+
+
+def test_rbm_audit_report_numbers_equal_its_json():
+    """Every number of the report's tables, its verdict and its summary is the JSON's, to the
+    printed digits (unflipped: "> ε_max")."""
+    from rgaudit.experiments.audit import AuditResult
+    from rgaudit.report.audit_report import render_markdown
+
+    doc = _load("rbm_audit.json")
+    md = render_markdown(AuditResult.from_dict(doc))
+
+    def g(v: Any, nd: int = 3) -> str:
+        return "—" if v is None else f"{v:.{nd}g}"
+
+    for norm, per in doc["attacks"].items():
+        table = _cells(md, f"## Minimal flipping ε ({norm})")
+        for name, r in per.items():
+            top = f"> {r['epsilons'][-1]:g}"
+            want = [top if s[k] is None else g(s[k])
+                    for s in (r["min_eps_summary"], r["min_eps_actual_summary"])
+                    for k in ("median", "q1", "q3")]
+            s = r["min_eps_summary"]
+            assert table[name] == [*want, f"{s['n_flipped']} / {s['n']}"], (norm, name)
+    fim_table = _cells(md, "## Input FIM")
+    for name, f in doc["fim"].items():
+        te, err = sorted(f["top_eig"]), sorted(f["top_eig_err"] or [])
+        top = g(te[len(te) // 2]) + (f" ± {g(err[len(err) // 2], 2)}" if err else " (exact)")
+        assert fim_table[name] == [top, g(f["median_cos_top_vs_direct"]),
+                                   g(f["noise_floor_rel_median"], 2),
+                                   g(f["n_significant_median"]), g(f["n_stiff_median"]),
+                                   g(f["decades_median"], 2), g(f["effective_rank_median"], 2),
+                                   g(f["seconds"])], name
+    diag = _cells(md, "## Diagnosis")
+    for p in doc["diagnosis"]["pairs"]:
+        assert diag[p["pair"]] == [str(p["n_ops"]), ", ".join(g(v) for v in p["fisher_sv"][0][:4]),
+                                   str(p["n_kept_fisher~1"]), str(p["regularised"])]
+    # the verdict: the lowest median applied L2 of the non-random methods, first one on ties
+    meds = {n: r["min_eps_actual_summary"]["median"] for n, r in doc["attacks"]["l2"].items()
+            if n != "random" and r["min_eps_actual_summary"]["median"] is not None}
+    best = min(meds, key=lambda n: meds[n])
+    s = doc["attacks"]["l2"][best]["min_eps_summary"]
+    assert (f"L2 perturbation of at most {g(meds[best], 2)} (" in md
+            and f"found by {best}; {s['n_flipped']}/{s['n']} inputs" in md)
+    tops = [row[0] for p in doc["diagnosis"]["pairs"] for row in p["fisher_sv"] if row]
+    assert f"largest Fisher-normalised singular value {g(max(tops))} over" in md
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())
+    assert f"Timings: {timings}\n" in md

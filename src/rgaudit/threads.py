@@ -40,6 +40,13 @@ def _check(n: int) -> int:
     return int(n)
 
 
+def check_threads_option(n: int | None, option: str = "--threads") -> None:
+    """A study config's thread setting: None (no limit) or ≥ 1; ``ValueError`` naming
+    ``option`` otherwise (the configs of the audit, the depth study and the attack study)."""
+    if n is not None and int(n) < 1:
+        raise ValueError(f"{option} must be ≥ 1, got {n!r}")
+
+
 @contextmanager
 def limit_threads(n: int | None) -> Iterator[None]:
     """Limit torch, BLAS and OpenMP to ``n`` threads inside the ``with`` block.

@@ -14,7 +14,7 @@ L2 and L∞, and whether the clean input is classified correctly at ε = 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -188,27 +188,66 @@ def minimal_eps(
     step = unit_step(v, norm).to(x.dtype)
     y = y.to(x.device)
     n = x.shape[0]
-    lo = torch.zeros(n, dtype=torch.float64)
-    hi = torch.full((n,), float(eps_max), dtype=torch.float64)
-
-    def at(eps: Tensor) -> Tensor:
-        return clip_box(x + eps.to(device=x.device, dtype=x.dtype).unsqueeze(-1) * step)
+    at = along(x, step)
 
     def flipped(eps: Tensor) -> tuple[Tensor, Tensor]:
         ver = judge.verdict(at(eps))
         return (ver.pred.to(y.device) != y).cpu(), (ver.gap_z > judge.z).cpu()
 
     wrong0, _ = flipped(torch.zeros(n, dtype=torch.float64))
-    ok, conf = flipped(hi)
+    lo, hi, ok = bisect_flips(lambda e: flipped(e)[0], n, eps_max, steps)
+    _, conf = flipped(hi)
+    l2, linf = applied_norms(x, at(hi), ok)
+    eps = torch.where(ok, hi, torch.full_like(hi, float("inf")))
+    return MinimalEps(eps, torch.where(ok, lo, hi), conf & ok, l2, linf, ~wrong0)
+
+
+def along(x: Tensor, step: Tensor) -> Callable[[Tensor], Tensor]:
+    """``ε ↦ clip(x + ε·step)``: inputs (n, d) moved by per-input budgets ε (n,) along unit
+    steps (n, d), clipped to the input box."""
+
+    def at(eps: Tensor) -> Tensor:
+        return clip_box(x + eps.to(device=x.device, dtype=x.dtype).unsqueeze(-1) * step)
+
+    return at
+
+
+def bisect_flips(flips: Callable[[Tensor], Tensor], n: int, eps_max: float, steps: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Bisection of the smallest flipping budget of ``n`` inputs, all at once.
+
+    Parameters
+    ----------
+    flips : callable
+        Budgets (n,) float64 → flipped (n,) bool, on the CPU.
+    n : int
+    eps_max : float
+        Top of the bracket; inputs that do not flip there keep ``[0, eps_max]``.
+    steps : int
+        Bisection steps (bracket width ``eps_max / 2^steps``).
+
+    Returns
+    -------
+    lo, hi : Tensor of shape (n,), float64
+        The final bracket (``hi`` flips where ``ok``).
+    ok : Tensor of shape (n,), bool
+        Flipped at ``eps_max``.
+    """
+    lo = torch.zeros(n, dtype=torch.float64)
+    hi = torch.full((n,), float(eps_max), dtype=torch.float64)
+    ok = flips(hi)
     for _ in range(int(steps)):
         mid = 0.5 * (lo + hi)
-        f, _ = flipped(mid)
+        f = flips(mid)
         hi = torch.where(f & ok, mid, hi)
         lo = torch.where(~f & ok, mid, lo)
-    _, conf = flipped(hi)
-    delta = (at(hi) - x).to(torch.float64).cpu()
-    inf = torch.full_like(hi, float("inf"))
-    eps = torch.where(ok, hi, inf)
-    return MinimalEps(eps, torch.where(ok, lo, hi), conf & ok,
-                      torch.where(ok, delta.norm(dim=1), inf),
-                      torch.where(ok, delta.abs().amax(dim=1), inf), ~wrong0)
+    return lo, hi, ok
+
+
+def applied_norms(x: Tensor, adv: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+    """L2 and L∞ norms (n,) float64 of the applied perturbations ``adv − x`` (n, d), ``inf``
+    where not ``ok`` (not flipped)."""
+    delta = (adv - x).to(torch.float64).cpu()
+    inf = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
+    return (torch.where(ok, delta.norm(dim=1), inf),
+            torch.where(ok, delta.abs().amax(dim=1), inf))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from rgaudit.attacks.base import Norm, clip_box
-from rgaudit.attacks.evaluate import Verdict
+from rgaudit.attacks.evaluate import Verdict, along, applied_norms, bisect_flips
 
 Tensor = torch.Tensor
 
@@ -102,10 +102,8 @@ def _flipped(judge: Judge, x: Tensor, y: Tensor) -> Tensor:
 
 def _finish(x: Tensor, adv: Tensor, ok: Tensor, hi: Tensor, res: float, wrong0: Tensor
             ) -> Search:
-    delta = (adv - x).to(torch.float64).cpu()
-    inf = torch.full_like(hi, float("inf"))
-    return Search(torch.where(ok, hi, inf), res, torch.where(ok, delta.norm(dim=1), inf),
-                  torch.where(ok, delta.abs().amax(dim=1), inf),
+    l2, linf = applied_norms(x, adv, ok)
+    return Search(torch.where(ok, hi, torch.full_like(hi, float("inf"))), res, l2, linf,
                   torch.where(ok.to(adv.device).unsqueeze(-1), adv, x), ~wrong0)
 
 
@@ -125,21 +123,9 @@ def minimal_eps_along(judge: Judge, x: Tensor, y: Tensor, step: Tensor, *, eps_m
         Bisection steps; resolution ``eps_max / 2^steps``.
     """
     y = y.to(x.device)
-    step = step.to(x.dtype)
-    n = x.shape[0]
-    lo = torch.zeros(n, dtype=torch.float64)
-    hi = torch.full((n,), float(eps_max), dtype=torch.float64)
-
-    def at(e: Tensor) -> Tensor:
-        return clip_box(x + e.to(device=x.device, dtype=x.dtype).unsqueeze(-1) * step)
-
+    at = along(x, step.to(x.dtype))
     wrong0 = _flipped(judge, x, y)
-    ok = _flipped(judge, at(hi), y)
-    for _ in range(int(steps)):
-        mid = 0.5 * (lo + hi)
-        f = _flipped(judge, at(mid), y)
-        hi = torch.where(f & ok, mid, hi)
-        lo = torch.where(~f & ok, mid, lo)
+    _, hi, ok = bisect_flips(lambda e: _flipped(judge, at(e), y), x.shape[0], eps_max, steps)
     return _finish(x, at(hi), ok, hi, float(eps_max) / 2 ** int(steps), wrong0)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rgaudit.commands._model_data import (  # noqa: F401  (dataset_for_model: ol
 )
 from rgaudit.commands._model_data import load_model_and_data as _load
 from rgaudit.commands._options import check_device, check_seed, max_memory_option
+
+if TYPE_CHECKING:  # torch: not at the import of a command module
+    from rgaudit.experiments.audit import AuditResult
 
 DEFAULT_INPUTS = 20  # = experiments.audit.AuditConfig().n_inputs (not imported: fast --help)
 
@@ -132,30 +135,31 @@ def register(app: typer.Typer) -> None:
                 result = audit_with_executor(net, ds, cfg, info, executor, address, out)
             started[0] = n_audit
             prog.update(task, completed=n_audit)
-            payload = result.to_dict()
+            study = None
             if attack_study:
                 from rgaudit.experiments.attack_study import AttackStudyConfig, run_attack_study
 
-                payload["attack_study"] = run_attack_study(
+                study = run_attack_study(
                     net, ds.X_test, ds.y_test,
                     AttackStudyConfig(n_inputs=max(2, n_inputs), judge_samples=cfg.judge_samples,
                                       judge_seeds=(seed,), seed=seed),
                     model_info=info,
-                    progress=lambda s: prog.update(task, description=s)).to_dict()
+                    progress=lambda s: prog.update(task, description=s))
                 started[0] += 1
                 prog.update(task, completed=started[0])
-            payload["plan"] = plan.to_dict()
+            depth_result = None
             if depth_cfg is not None:
                 from rgaudit.experiments.depth import run_depth_study
 
-                payload["depth"] = run_depth_study(ds, depth_cfg, progress=stage).to_dict()
-        paths = write_audit_report(payload, run_dir)
+                depth_result = run_depth_study(ds, depth_cfg, progress=stage)
+        paths = write_audit_report(result, run_dir, plan=plan, depth=depth_result,
+                                   attack_study=study)
         console.print(l2_table(result))
         console.print(f"report: {paths['html']}")
         typer.echo(str(run_dir))
 
 
-def l2_table(result: Any) -> Table:
+def l2_table(result: AuditResult) -> Table:
     """The audit's minimal flipping ε (L2) per method: nominal and applied median [q1, q3]."""
     res_l2 = min(r.resolution for r in result.attacks["l2"].values())
     table = Table(title="minimal flipping ε (L2): nominal and applied (after clipping) "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -11,6 +11,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rgaudit.choices import DEFENCES, BudgetNorm, ExecutorName, GenerationEstimator
 from rgaudit.commands._options import MAX_EPOCHS, check_seed, force_option
+
+if TYPE_CHECKING:  # torch: not at the import of a command module
+    from rgaudit.defence.poison import RGPoisoner
+    from rgaudit.nets.deep_rbm import DeepRBM
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -85,29 +89,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the RG output-poisoning config for MODEL (cloning section IV)."""
         from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR, resolve_estimator
-        from rgaudit.defence.poison import RGPoisoner
         from rgaudit.outputs import prepare_out_file
         from rgaudit.report.io import write_result
 
         estimator = DEFAULT_ESTIMATOR if estimator is None else estimator
         out = prepare_out_file(out, kind="poisoning-config", force=force)  # before the work
         net, cfg = _load_model(model)
-        try:
-            poisoner = RGPoisoner(net, eps=eps, norm=norm, kind="simplex", estimator=estimator)
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from err
-        # dry run on one input, so an unusable estimator fails here rather than at serving time
-        import torch
-
-        from rgaudit.experiments.cloning import victim_answers
-
-        x0 = torch.full((1, net.widths[0]), 0.5, dtype=torch.float64)
-        try:
-            poisoner(victim_answers(net, x0), x0, torch.Generator().manual_seed(0))
-        except Exception as err:  # noqa: BLE001 - any failure means the config is unusable
-            raise typer.BadParameter(
-                f"the {estimator!r} estimator cannot poison this model's answers "
-                f"({type(err).__name__}: {err}); use --estimator mean-field") from err
+        poisoner = _checked_poisoner(net, eps, norm, estimator)
         path = write_result(out, "poisoning-config", {
             "model": model, "model_sha256": cfg.get("weights_sha256"),
             "answers": "normalised sigmoid of mean-field logits",
@@ -176,14 +164,10 @@ def register(app: typer.Typer) -> None:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True) as prog:
             task = prog.add_task("cloning", total=None)
-            ex = store = None
-            if executor is not None:
-                from rgaudit.executors import UnitStore, make_executor
-
-                ex = make_executor(executor, address=address)
-                store = UnitStore(out, {"study": "clone-attack", "model": model,
-                                        "model_sha256": cfg.get("weights_sha256"), "data": spec,
-                                        "settings": asdict(settings)})
+            ex, store = _executor_and_store(executor, address, out, {
+                "study": "clone-attack", "model": model,
+                "model_sha256": cfg.get("weights_sha256"), "data": spec,
+                "settings": asdict(settings)})
             try:
                 result = run_cloning(net, ds, settings,
                                      progress=lambda s: prog.update(task, description=s),
@@ -196,12 +180,54 @@ def register(app: typer.Typer) -> None:
         path = write_result(out / "result.json", "cloning", {
             "model": model, "data": spec, "split_seed": split_seed,
             "split_seed_source": seed_source, **result.to_dict()})
-        cmd = (f"rgaudit clone-attack {model} " + " ".join(f"--defence {d}" for d in defence)
-               + f" --eps {eps} --norm {norm} --queries {queries}"
-               + "".join(f" --attacker {a}" for a in (attacker or []))
-               + (f" --data {data}" if data is not None else "")
-               + f" --epochs {epochs} --sweeps {sweeps} --eps-adv {eps_adv:g} --seed {seed}"
-               + f" --out {out}" + (f" --target {target}" if target else ""))
+        cmd = _command_line(model, out, {
+            "defence": defence, "eps": eps, "norm": norm, "queries": queries,
+            "attacker": attacker, "data": data, "epochs": epochs, "sweeps": sweeps,
+            "eps_adv": eps_adv, "seed": seed, "target": target})
         atomic_write_text(out / "report.md", markdown(result, cmd))
         plots = plot_curves(result, out)
         console.print(f"wrote {path}, {out / 'report.md'} and {len(plots)} plot(s)")
+
+
+def _checked_poisoner(net: DeepRBM, eps: float, norm: str, estimator: str) -> RGPoisoner:
+    """``protect``'s RG poisoner, tried on one input so that an unusable estimator fails here
+    rather than at serving time (a usage error naming ``--estimator mean-field``)."""
+    import torch
+
+    from rgaudit.defence.poison import RGPoisoner
+    from rgaudit.experiments.cloning import victim_answers
+
+    try:
+        poisoner = RGPoisoner(net, eps=eps, norm=norm, kind="simplex", estimator=estimator)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    x0 = torch.full((1, net.widths[0]), 0.5, dtype=torch.float64)
+    try:
+        poisoner(victim_answers(net, x0), x0, torch.Generator().manual_seed(0))
+    except Exception as err:  # noqa: BLE001 - any failure means the config is unusable
+        raise typer.BadParameter(
+            f"the {estimator!r} estimator cannot poison this model's answers "
+            f"({type(err).__name__}: {err}); use --estimator mean-field") from err
+    return poisoner
+
+
+def _executor_and_store(executor: str | None, address: str | None, out: Path,
+                        record: dict[str, Any]) -> tuple[Any, Any]:
+    """``--executor``'s executor and the unit store in ``out`` (kept for resuming, marked
+    with ``record``); ``(None, None)`` for the plain loop."""
+    if executor is None:
+        return None, None
+    from rgaudit.executors import UnitStore, make_executor
+
+    return make_executor(executor, address=address), UnitStore(out, record)
+
+
+def _command_line(model: str, out: Path, o: dict[str, Any]) -> str:
+    """The ``clone-attack`` command line of a run (in its report), from its options ``o``."""
+    return (f"rgaudit clone-attack {model} " + " ".join(f"--defence {d}" for d in o["defence"])
+            + f" --eps {o['eps']} --norm {o['norm']} --queries {o['queries']}"
+            + "".join(f" --attacker {a}" for a in (o["attacker"] or []))
+            + (f" --data {o['data']}" if o["data"] is not None else "")
+            + f" --epochs {o['epochs']} --sweeps {o['sweeps']} --eps-adv {o['eps_adv']:g}"
+            + f" --seed {o['seed']}"
+            + f" --out {out}" + (f" --target {o['target']}" if o["target"] else ""))

@@ -20,6 +20,8 @@ from rgaudit.errors import RGAuditError
 if TYPE_CHECKING:
     import torch
 
+    from rgaudit.nets.deep_rbm import DeepRBM
+
 
 def _pick(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> tuple[Any, Any]:
     """``n`` inputs spread over classes (round-robin over a seeded permutation)."""
@@ -69,10 +71,8 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from rgaudit.device import resolve_device
-        from rgaudit.errors import ResourceError
         from rgaudit.experiments.diagnose import DiagnoseConfig, DiagnoseSource, run_diagnose
         from rgaudit.guards import check_mcrg_memory
-        from rgaudit.nets.io import load_model
         from rgaudit.outputs import prepare_out
         from rgaudit.random import torch_generator
         from rgaudit.report.diagnose_report import write_report
@@ -88,12 +88,7 @@ def register(app: typer.Typer) -> None:
                                  fixed_point_samples=fp_samples, seed=seed, device=str(dev))
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-        try:
-            net, config = load_model(model, device=dev)
-        except ResourceError:
-            raise
-        except RGAuditError as err:
-            raise typer.BadParameter(str(err), param_hint="MODEL") from err
+        net, config = _load_model(model, dev)
         for spec_ in specs:
             check_mcrg_memory(spec_, net.widths, max(samples, fp_samples),
                               what=f"--ops/--bases {spec_}")
@@ -119,18 +114,31 @@ def register(app: typer.Typer) -> None:
                 result = run_diagnose(net, x, y, config=cfg, fixed_point_inputs=fp_x,
                                       fixed_point_labels=fp_y, progress=progress)
             else:
+                from contextlib import closing
+
                 from rgaudit.executors import make_executor
                 from rgaudit.executors.diagnose_units import diagnose_with_executor
 
-                progress(f"inputs on the {executor} executor", 0, inputs)
-                ex = make_executor(executor, address=address)
-                try:
+                stage = f"inputs on the {executor} executor"
+                progress(stage, 0, inputs)
+                with closing(make_executor(executor, address=address)) as ex:
                     result = diagnose_with_executor(net, x, y, ex, cfg, fixed_point_inputs=fp_x,
                                                     fixed_point_labels=fp_y)
-                finally:
-                    ex.close()
-                progress(f"inputs on the {executor} executor", inputs, inputs)
+                progress(stage, inputs, inputs)
         result.source = DiagnoseSource(str(model), spec, split_seed, config.get("dataset"))
         paths = write_report(result, out)
         write_result(out / "result.json", "diagnose", result.to_dict())
         typer.echo(f"wrote {out / 'result.json'}, " + ", ".join(p.name for p in paths))
+
+
+def _load_model(model: Path, dev: Any) -> tuple[DeepRBM, dict[str, Any]]:
+    """The MODEL folder on device ``dev``; an unusable one is a usage error (exit 2)."""
+    from rgaudit.errors import ResourceError
+    from rgaudit.nets.io import load_model
+
+    try:
+        return load_model(model, device=dev)
+    except ResourceError:
+        raise
+    except RGAuditError as err:
+        raise typer.BadParameter(str(err), param_hint="MODEL") from err

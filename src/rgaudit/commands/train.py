@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rgaudit.commands._options import (
     max_memory_option,
 )
 from rgaudit.errors import ResourceError, RGAuditError, UsageError
+
+if TYPE_CHECKING:  # heavy (torch, sklearn): not at the import of a command module
+    from rgaudit.data.dataset import Dataset
+    from rgaudit.train.pipeline import TrainConfig
 
 #: From this input width on (28×28 images) the default hidden layers have MNIST_HIDDEN units
 #: (784-500-500-10, the scale of Hinton's DBN); below it 100 (64-100-100-10 on digits).
@@ -129,60 +133,14 @@ def register(app: typer.Typer) -> None:
         max_memory: str = max_memory_option(),
     ) -> None:
         """Train a stacked-RBM classifier and save it (safetensors + config.json)."""
-        from rgaudit.data import load_dataset
-        from rgaudit.nets.io import check_model_out, save_model
-        from rgaudit.outputs import lock_path
-        from rgaudit.train.finetune import OBJECTIVES
-        from rgaudit.train.pipeline import TrainConfig, train_default
-
-        # checked before the data are loaded and anything is trained
-        if objective not in OBJECTIVES:
-            raise typer.BadParameter(f"must be one of {', '.join(OBJECTIVES)}, got "
-                                     f"{objective!r}", param_hint="--objective")
-        if widths:
-            try:
-                check_training_memory(parse_widths(widths))
-            except ValueError as err:
-                raise typer.BadParameter(str(err), param_hint="--widths") from err
+        _check_before_loading(objective, widths, out)
+        dataset = _load_training_data(data)
         try:
-            check_model_out(out)  # --out: only an rgaudit model may be replaced
-            lock_path(out, f"the model --out {out}")  # a second `train` into it is refused
-        except RGAuditError:
-            raise  # refused --out (exit 2) or locked by another run (exit 3)
-        except OSError as err:
-            raise typer.BadParameter(f"cannot save the model to --out {str(out)!r}: {err}",
-                                     param_hint="--out") from err
-        try:
-            dataset = load_dataset(data)
-        except ResourceError:
-            raise
-        except RGAuditError as err:  # the --data named on the command line is unusable
-            raise typer.BadParameter(str(err), param_hint="--data") from err
-        try:
-            hidden = MNIST_HIDDEN if dataset.n_features >= MNIST_FEATURES else 100
-            shape = (parse_widths(widths) if widths else
-                     (dataset.n_features, hidden, hidden, dataset.n_classes))
-            base = TrainConfig()
-            pre = replace(base.pretrain, k=k, persistent=pcd,
-                          epochs=base.pretrain.epochs if pretrain_epochs is None
-                          else pretrain_epochs)
-            ft = replace(base.finetune, objective=objective,
-                         epochs=base.finetune.epochs if epochs is None else epochs)
-            if not widths:
-                check_training_memory(shape)
-            config = replace(base, widths=shape, seed=seed, device=device, threads=threads,
-                             pretrain=pre, finetune=ft, eval_samples=eval_samples)
-            console.print(f"training {list(shape)} on {dataset.name} "
-                          f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
-                          f"seed {seed}, device {device}")
-            from rgaudit.report.progress import progress_columns
-
-            with Progress(*progress_columns(), console=console, transient=False) as bar:
-                net, report = train_default(dataset, config, progress=RichProgress(bar))
-            try:
-                path = save_model(net, out, metadata={**report, "dataset_spec": data})
-            except OSError as err:
-                raise _fail(f"cannot save the model to --out {str(out)!r}: {err}") from err
+            config = replace(_recipe(epochs=epochs, pretrain_epochs=pretrain_epochs, pcd=pcd,
+                                     k=k, objective=objective),
+                             widths=_network_widths(dataset, widths), seed=seed, device=device,
+                             threads=threads, eval_samples=eval_samples)
+            path, report = _train_and_save(dataset, config, out, data)
         except (ResourceError, UsageError):
             raise  # exit statuses 3 and 2 (cli.main)
         except (RGAuditError, ValueError) as err:
@@ -202,30 +160,117 @@ def register(app: typer.Typer) -> None:
             raise
         except RGAuditError as err:  # the MODEL named on the command line is unusable
             raise typer.BadParameter(str(err), param_hint="MODEL") from err
-        table = Table(title=str(model), show_header=False)
-        table.add_column("key", style="bold")
-        table.add_column("value")
-        table.add_row("widths", ",".join(str(w) for w in cfg.get("widths", ["?"])))
-        table.add_row("tied", str(cfg.get("tied", "?")))
-        ds = cfg.get("dataset")
-        table.add_row("dataset", f"{ds.get('name')} ({ds.get('n_train')} train / "
-                      f"{ds.get('n_test')} test)" if isinstance(ds, dict) else str(ds))
-        table.add_row("seed", str(cfg.get("seed", "?")))
-        table.add_row("accuracy", _accuracy_line(cfg.get("accuracy")))
-        table.add_row("training time", f"{cfg['train_seconds']} s" if isinstance(
-            cfg.get("train_seconds"), (int, float)) else "?")
-        training = cfg.get("training")
-        if isinstance(training, dict):
-            ft = training.get("finetune")
-            pre = training.get("pretrain")
-            ft = ft if isinstance(ft, dict) else {}
-            pre = pre if isinstance(pre, dict) else {}
-            cd = "?" if "persistent" not in pre else ("PCD" if pre["persistent"] else "CD")
-            table.add_row("recipe", f"{cd}-{pre.get('k', '?')} × {pre.get('epochs', '?')} "
-                          f"epochs, fine-tune {ft.get('objective', '?')} {ft.get('loss', '?')}"
-                          f" × {ft.get('epochs', '?')} epochs")
-        else:
-            table.add_row("recipe", "?")
-        table.add_row("rgaudit version", str(cfg.get("rgaudit_version", "?")))
-        table.add_row("weights sha256", str(cfg.get("weights_sha256", "?"))[:16] + "…")
-        console.print(table)
+        console.print(_info_table(model, cfg))
+
+
+def _check_before_loading(objective: str, widths: str | None, out: Path) -> None:
+    """``train``'s checks made before the data are loaded and anything is trained."""
+    from rgaudit.nets.io import check_model_out
+    from rgaudit.outputs import lock_path
+    from rgaudit.train.finetune import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise typer.BadParameter(f"must be one of {', '.join(OBJECTIVES)}, got "
+                                 f"{objective!r}", param_hint="--objective")
+    if widths:
+        try:
+            check_training_memory(parse_widths(widths))
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--widths") from err
+    try:
+        check_model_out(out)  # --out: only an rgaudit model may be replaced
+        lock_path(out, f"the model --out {out}")  # a second `train` into it is refused
+    except RGAuditError:
+        raise  # refused --out (exit 2) or locked by another run (exit 3)
+    except OSError as err:
+        raise typer.BadParameter(f"cannot save the model to --out {str(out)!r}: {err}",
+                                 param_hint="--out") from err
+
+
+def _load_training_data(data: str) -> Dataset:
+    """The ``--data`` set; an unusable one is a usage error (exit 2)."""
+    from rgaudit.data import load_dataset
+
+    try:
+        return load_dataset(data)
+    except ResourceError:
+        raise
+    except RGAuditError as err:  # the --data named on the command line is unusable
+        raise typer.BadParameter(str(err), param_hint="--data") from err
+
+
+def _recipe(*, epochs: int | None, pretrain_epochs: int | None, pcd: bool, k: int,
+            objective: str) -> TrainConfig:
+    """The default training recipe with ``train``'s CD and fine-tuning options."""
+    from rgaudit.train.pipeline import TrainConfig
+
+    base = TrainConfig()
+    pre = replace(base.pretrain, k=k, persistent=pcd,
+                  epochs=base.pretrain.epochs if pretrain_epochs is None else pretrain_epochs)
+    ft = replace(base.finetune, objective=objective,
+                 epochs=base.finetune.epochs if epochs is None else epochs)
+    return replace(base, pretrain=pre, finetune=ft)
+
+
+def _network_widths(dataset: Dataset, widths: str | None) -> tuple[int, ...]:
+    """``--widths``, or the default for the data set's size (its memory checked here; given
+    widths were checked before the data were loaded)."""
+    if widths:
+        return parse_widths(widths)
+    hidden = MNIST_HIDDEN if dataset.n_features >= MNIST_FEATURES else 100
+    shape = (dataset.n_features, hidden, hidden, dataset.n_classes)
+    check_training_memory(shape)
+    return shape
+
+
+def _train_and_save(dataset: Dataset, config: TrainConfig, out: Path, data: str
+                    ) -> tuple[Path, dict[str, Any]]:
+    """Train with progress bars and save the model to ``out``: (its path, the report)."""
+    from rgaudit.nets.io import save_model
+    from rgaudit.report.progress import progress_columns
+    from rgaudit.train.pipeline import train_default
+
+    console.print(f"training {list(config.widths)} on {dataset.name} "
+                  f"({dataset.X_train.shape[0]} train / {dataset.X_test.shape[0]} test), "
+                  f"seed {config.seed}, device {config.device}")
+    with Progress(*progress_columns(), console=console, transient=False) as bar:
+        net, report = train_default(dataset, config, progress=RichProgress(bar))
+    try:
+        path = save_model(net, out, metadata={**report, "dataset_spec": data})
+    except OSError as err:
+        raise _fail(f"cannot save the model to --out {str(out)!r}: {err}") from err
+    return path, report
+
+
+def _recipe_line(training: Any) -> str:
+    """The training recipe of a saved config; "?" for what is missing or mis-typed."""
+    if not isinstance(training, dict):
+        return "?"
+    ft = training.get("finetune")
+    pre = training.get("pretrain")
+    ft = ft if isinstance(ft, dict) else {}
+    pre = pre if isinstance(pre, dict) else {}
+    cd = "?" if "persistent" not in pre else ("PCD" if pre["persistent"] else "CD")
+    return (f"{cd}-{pre.get('k', '?')} × {pre.get('epochs', '?')} "
+            f"epochs, fine-tune {ft.get('objective', '?')} {ft.get('loss', '?')}"
+            f" × {ft.get('epochs', '?')} epochs")
+
+
+def _info_table(model: Path, cfg: dict[str, Any]) -> Table:
+    """``info``'s table of a saved model's config (``rgaudit.nets.io.inspect_model``)."""
+    table = Table(title=str(model), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("widths", ",".join(str(w) for w in cfg.get("widths", ["?"])))
+    table.add_row("tied", str(cfg.get("tied", "?")))
+    ds = cfg.get("dataset")
+    table.add_row("dataset", f"{ds.get('name')} ({ds.get('n_train')} train / "
+                  f"{ds.get('n_test')} test)" if isinstance(ds, dict) else str(ds))
+    table.add_row("seed", str(cfg.get("seed", "?")))
+    table.add_row("accuracy", _accuracy_line(cfg.get("accuracy")))
+    table.add_row("training time", f"{cfg['train_seconds']} s" if isinstance(
+        cfg.get("train_seconds"), (int, float)) else "?")
+    table.add_row("recipe", _recipe_line(cfg.get("training")))
+    table.add_row("rgaudit version", str(cfg.get("rgaudit_version", "?")))
+    table.add_row("weights sha256", str(cfg.get("weights_sha256", "?"))[:16] + "…")
+    return table

@@ -32,9 +32,16 @@ import torch
 from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
 from rgaudit.choices import ATTACK_NORMS
-from rgaudit.experiments.audit_results import AuditInputs, Quartiles, censored_quartiles
+from rgaudit.experiments.audit_results import (
+    AuditInputs,
+    Quartiles,
+    censored_quartiles,
+    inf_from_json,
+    inf_list_from_json,
+    nan_from_json,
+)
 from rgaudit.random import torch_generator
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -132,6 +139,7 @@ class AttackStudyConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_threads_option(self.threads)
 
     def eps_max(self, norm: str) -> float:
         return self.eps_max_l2 if norm == "l2" else self.eps_max_linf
@@ -217,22 +225,9 @@ _ROW_FIELDS = ("name", "family", "search", "resolution", "eps", "applied", "appl
                "applied_linf", "applied_by_seed", "seconds")
 
 
-def _inf(v: Any) -> float:
-    """A JSON ε back in memory: null was ``inf`` (not flipped)."""
-    return float("inf") if v is None else float(v)
-
-
-def _nan(v: Any) -> float:
-    """A JSON number back in memory: null was NaN."""
-    return float("nan") if v is None else float(v)
-
-
-def _inf_list(v: list[Any]) -> list[float]:
-    return [_inf(a) for a in v]
-
-
-def _quartiles_back(d: dict[str, Any]) -> Quartiles:
-    return Quartiles(_inf(d["q1"]), _inf(d["median"]), _inf(d["q3"]), d["n_flipped"], d["n"])
+# JSON numbers back in memory (``null``: ``inf`` for a minimal ε, NaN elsewhere)
+_inf, _nan, _inf_list = inf_from_json, nan_from_json, inf_list_from_json
+_quartiles_back = Quartiles.from_dict
 
 
 @dataclass

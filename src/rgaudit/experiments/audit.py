@@ -41,6 +41,8 @@ from rgaudit.experiments.audit_results import (  # noqa: F401  (re-exported: old
     Quartiles,
     _quartiles,
     censored_quartiles,
+    inf_list_from_json,
+    nan_from_json,
 )
 from rgaudit.experiments.basis_check import check_basis_spec
 from rgaudit.experiments.execution_summary import PerInputExecution
@@ -58,7 +60,7 @@ from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 Tensor = torch.Tensor
 Progress = Callable[[str], None]
@@ -123,11 +125,18 @@ class AuditConfig:
             g = [float(e) for e in grid]
             if not g or any(not math.isfinite(e) or e <= 0 for e in g) or g != sorted(g):
                 raise ValueError(f"{name} must be increasing positive finite budgets, got {grid}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {self.threads}")
+        check_threads_option(self.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditConfig:
+        """From :meth:`to_dict` or its JSON (lists back to tuples), validated again."""
+        names = [f.name for f in fields(cls)]
+        kw: dict[str, Any] = {k: tuple(d[k]) if isinstance(d[k], list) else d[k]
+                              for k in names if k in d}
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -168,10 +177,19 @@ class FimInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FimInfo:
+        """From :meth:`to_dict` or its JSON (a ``null`` median is NaN again)."""
         names = {f.name for f in fields(SpectrumInfo)}
         own = ("cos_top_vs_direct", "median_cos_top_vs_direct", "top_vectors")
+        spectrum = {k: d[k] for k in names}
+        for k in _SPECTRUM_MEDIANS:
+            spectrum[k] = nan_from_json(spectrum[k])
         return cls({k: v for k, v in d.items() if k not in names and k not in own},
-                   SpectrumInfo(**{k: d[k] for k in names}), *(d[k] for k in own))
+                   SpectrumInfo(**spectrum), d["cos_top_vs_direct"],
+                   nan_from_json(d["median_cos_top_vs_direct"]), d["top_vectors"])
+
+
+_SPECTRUM_MEDIANS = ("noise_floor_median", "noise_floor_rel_median", "n_significant_median",
+                     "n_stiff_median", "decades_median", "effective_rank_median")
 
 
 @dataclass(frozen=True)
@@ -200,9 +218,12 @@ class AttackRow:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttackRow:
+        """From :meth:`to_dict` or its JSON (``null`` minimal ε are ``inf`` again)."""
         return cls(**{**d, "min_eps_summary": Quartiles.from_dict(d["min_eps_summary"]),
                       "min_eps_actual_summary": Quartiles.from_dict(
-                          d["min_eps_actual_summary"])})
+                          d["min_eps_actual_summary"]),
+                      **{k: inf_list_from_json(d[k])
+                         for k in ("min_eps", "min_eps_actual_l2", "min_eps_actual_linf")}})
 
 
 #: attacks[norm][method]
@@ -248,6 +269,30 @@ class AuditResult:
                 "attacks": {n: {m: r.to_dict() for m, r in per.items()}
                             for n, per in self.attacks.items()},
                 "timings": self.timings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        """Read back :meth:`to_dict` or a written ``audit.json`` (extra top-level entries such
+        as ``plan``, ``depth`` or ``attack_study`` are ignored: they have their own types).
+
+        Raises
+        ------
+        ValueError
+            If ``d`` lacks one of the audit's parts, or its config does not validate.
+        """
+        missing = [k for k in ("config", "model", "inputs", "diagnosis", "fim", "attacks")
+                   if k not in d]
+        if missing:
+            raise ValueError(f"not an RBM audit result: no {', '.join(missing)} "
+                             "(is it the JSON of `rgaudit audit` on an rgaudit model folder?)")
+        conf = d["config"]
+        execution = (PerInputExecution.from_dict(conf) if "executor" in conf else None)
+        return cls(AuditConfig.from_dict(conf), dict(d["model"]), AuditInputs(**d["inputs"]),
+                   Diagnosis.from_dict(d["diagnosis"]),
+                   {k: FimInfo.from_dict(v) for k, v in d["fim"].items()},
+                   {n: {m: AttackRow.from_dict(r) for m, r in per.items()}
+                    for n, per in d["attacks"].items()},
+                   {k: float(v) for k, v in d.get("timings", {}).items()}, execution)
 
 
 def select_inputs(net: DeepRBM, X: Tensor, y: Tensor, n: int, judge: StochasticJudge
@@ -448,26 +493,8 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
     """
     out: list[Attack] = []
     if "fim" in methods:
-        def const(F: Tensor) -> Callable[[Tensor], Tensor]:
-            def fn(z: Tensor) -> Tensor:
-                if z.shape != x.shape or not torch.equal(z, x):
-                    raise ValueError("precomputed FIMs only serve the audited inputs")
-                return F
-            return fn
-
-        def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
-            return grad_true.to(z.dtype)
-
-        out += [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm, name=f"fim-{k}")
-                for k, F in fims.items()]
-    if {"fgm", "pgd", "deepfool"} & set(methods):
-        clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
-        if "fgm" in methods:
-            out.append(FGM(classifier=clf, norm=norm))
-        if "pgd" in methods:
-            out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
-        if "deepfool" in methods:
-            out.append(DeepFool(classifier=clf, norm=norm))
+        out += _fim_attacks(x, norm, fims, grad_true)
+    out += _surrogate_attacks(net, x, norm, methods, pgd_iter)
     if "ddn" in methods and norm == "l2":
         out.append(DDN(model=net))
     if "fab" in methods:
@@ -476,6 +503,41 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
         out.append(APGD(model=net, norm=norm))
     if "random" in methods:
         out.append(RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm))
+    return out
+
+
+def _fim_attacks(x: Tensor, norm: Norm, fims: dict[str, Tensor], grad_true: Tensor
+                 ) -> list[Attack]:
+    """One FIM attack per precomputed FIM of the inputs ``x`` (named ``fim-<estimator>``),
+    stepping from the true-class gradient ``grad_true``."""
+    def const(F: Tensor) -> Callable[[Tensor], Tensor]:
+        def fn(z: Tensor) -> Tensor:
+            if z.shape != x.shape or not torch.equal(z, x):
+                raise ValueError("precomputed FIMs only serve the audited inputs")
+            return F
+        return fn
+
+    def grad_fn(z: Tensor, yy: Tensor) -> Tensor:
+        return grad_true.to(z.dtype)
+
+    return [FIMAttack(fim_fn=const(F), grad_fn=grad_fn, norm=norm, name=f"fim-{k}")
+            for k, F in fims.items()]
+
+
+def _surrogate_attacks(net: DeepRBM, x: Tensor, norm: Norm, methods: tuple[str, ...],
+                       pgd_iter: int) -> list[Attack]:
+    """The ART attacks of ``methods`` (FGM/FGSM, PGD, DeepFool, in this order) on the
+    mean-field surrogate of ``net``."""
+    out: list[Attack] = []
+    if not {"fgm", "pgd", "deepfool"} & set(methods):
+        return out
+    clf = art_classifier(net.mean_field(), x.shape[1], net.widths[-1])
+    if "fgm" in methods:
+        out.append(FGM(classifier=clf, norm=norm))
+    if "pgd" in methods:
+        out.append(PGD(classifier=clf, norm=norm, max_iter=pgd_iter))
+    if "deepfool" in methods:
+        out.append(DeepFool(classifier=clf, norm=norm))
     return out
 
 

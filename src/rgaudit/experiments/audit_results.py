@@ -33,7 +33,24 @@ class Quartiles:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Quartiles:
-        return cls(d["q1"], d["median"], d["q3"], d["n_flipped"], d["n"])
+        """From :meth:`to_dict` or its JSON (where ``null`` is ``inf``: not flipped)."""
+        return cls(inf_from_json(d["q1"]), inf_from_json(d["median"]), inf_from_json(d["q3"]),
+                   int(d["n_flipped"]), int(d["n"]))
+
+
+def inf_from_json(v: Any) -> float:
+    """A minimal flipping ε read back from JSON: ``null`` was ``inf`` (not flipped)."""
+    return float("inf") if v is None else float(v)
+
+
+def nan_from_json(v: Any) -> float:
+    """A number read back from JSON: ``null`` was a non-finite number, NaN here."""
+    return float("nan") if v is None else float(v)
+
+
+def inf_list_from_json(v: list[Any]) -> list[float]:
+    """:func:`inf_from_json` of each entry."""
+    return [inf_from_json(a) for a in v]
 
 
 def censored_quartiles(v: Tensor) -> Quartiles:

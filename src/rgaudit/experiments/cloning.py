@@ -36,6 +36,7 @@ from rgaudit.defence.generation_fim import DEFAULT_ESTIMATOR
 from rgaudit.defence.metrics import clone_quality, transfer_rates, victim_utility
 from rgaudit.defence.poison import PoisonedOutputs
 from rgaudit.experiments.execution_summary import ExecutionSummary
+from rgaudit.models.served_info import SERVED_INFO_FIELDS, ServedModelInfo
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 
@@ -137,32 +138,35 @@ class CloningConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad = [d for d in self.defences if d not in DEFENCES]
-        if bad or not self.defences:
-            raise ValueError(f"--defence: unknown {bad}; choose from {', '.join(DEFENCES)}")
-        bad = [a for a in self.attackers if a not in ATTACKERS]
-        if bad or not self.attackers:
-            raise ValueError(f"--attacker: unknown {bad}; choose from {', '.join(ATTACKERS)}")
-        if self.norm not in BUDGET_NORMS:
-            raise ValueError(f"--norm must be one of {', '.join(BUDGET_NORMS)}, got "
-                             f"{self.norm!r}")
-        if not self.eps or any(not (math.isfinite(e) and e >= 0) for e in self.eps):
-            raise ValueError(f"--eps must be finite non-negative numbers, got {self.eps}")
-        if not self.n_queries or any(n <= 0 for n in self.n_queries):
-            raise ValueError(f"--queries must be positive integers, got {self.n_queries}")
-        if not (math.isfinite(self.eps_adv) and self.eps_adv > 0):
-            raise ValueError(f"--eps-adv must be finite and > 0, got {self.eps_adv}")
-        bad = [m for m in self.transfer_methods if m not in TRANSFER_METHODS]
-        if bad:
-            raise ValueError(f"transfer_methods: unknown {bad}; choose from {TRANSFER_METHODS}")
-        if not 0 < self.pool_fraction < 1:
-            raise ValueError("pool_fraction must lie in (0, 1)")
-        if self.estimator not in GENERATION_ESTIMATORS:
-            raise ValueError(f"--estimator must be one of {', '.join(GENERATION_ESTIMATORS)}, "
-                             f"got {self.estimator!r}")
-        if self.mlp_epochs < 1 or self.layerwise_sweeps < 1:
-            raise ValueError(f"--epochs and --sweeps must be ≥ 1, got {self.mlp_epochs}, "
-                             f"{self.layerwise_sweeps}")
+        unknown = {"defence": [d for d in self.defences if d not in DEFENCES],
+                   "attacker": [a for a in self.attackers if a not in ATTACKERS],
+                   "transfer": [m for m in self.transfer_methods if m not in TRANSFER_METHODS]}
+        rules = (  # (holds, message naming the option), checked in this order
+            (self.defences and not unknown["defence"],
+             f"--defence: unknown {unknown['defence']}; choose from {', '.join(DEFENCES)}"),
+            (self.attackers and not unknown["attacker"],
+             f"--attacker: unknown {unknown['attacker']}; choose from {', '.join(ATTACKERS)}"),
+            (self.norm in BUDGET_NORMS,
+             f"--norm must be one of {', '.join(BUDGET_NORMS)}, got {self.norm!r}"),
+            (self.eps and all(math.isfinite(e) and e >= 0 for e in self.eps),
+             f"--eps must be finite non-negative numbers, got {self.eps}"),
+            (self.n_queries and all(n > 0 for n in self.n_queries),
+             f"--queries must be positive integers, got {self.n_queries}"),
+            (math.isfinite(self.eps_adv) and self.eps_adv > 0,
+             f"--eps-adv must be finite and > 0, got {self.eps_adv}"),
+            (not unknown["transfer"], f"transfer_methods: unknown {unknown['transfer']}; "
+             f"choose from {TRANSFER_METHODS}"),
+            (0 < self.pool_fraction < 1, "pool_fraction must lie in (0, 1)"),
+            (self.estimator in GENERATION_ESTIMATORS,
+             f"--estimator must be one of {', '.join(GENERATION_ESTIMATORS)}, "
+             f"got {self.estimator!r}"),
+            (self.mlp_epochs >= 1 and self.layerwise_sweeps >= 1,
+             f"--epochs and --sweeps must be ≥ 1, got {self.mlp_epochs}, "
+             f"{self.layerwise_sweeps}"),
+        )
+        for holds, message in rules:
+            if not holds:
+                raise ValueError(message)
 
 
 #: the name of :class:`CloningConfig` before issue 15 (kept: tests and scripts use it)
@@ -170,53 +174,39 @@ CloningSettings = CloningConfig
 
 
 @dataclass(frozen=True)
-class ServedAPI:
-    """What a served API says of itself (``GET /v1/model``, :class:`rgaudit.serve.schemas.
-    ModelInfo`), and where it was reached.
+class ServedAPI(ServedModelInfo):
+    """What a served API says of itself (``GET /v1/model``: the fields of
+    :class:`~rgaudit.models.served_info.ServedModelInfo`, which the server's response model is
+    built from), and where it was reached.
 
     Attributes
     ----------
+    kind, input_shape, n_features, n_classes, classes, bounds, defence, limits
+        As :class:`~rgaudit.models.served_info.ServedModelInfo`; ``defence`` and ``limits``
+        are documents of the server, recorded as is.
     url : str
-    kind : str
-    input_shape : list of int
-    n_features, n_classes : int
-    classes : list of int
-    bounds : list of float
-    defence, limits : dict
-        The served defence's configuration and the API's limits, as the API reports them
-        (documents of the server, recorded as is).
     other : dict
         Any further field a newer server reports.
     """
 
     url: str
-    kind: str
-    input_shape: list[int]
-    n_features: int
-    n_classes: int
-    classes: list[int]
-    bounds: list[float]
-    defence: dict[str, Any]
-    limits: dict[str, Any]
     other: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_info(cls, url: str, info: dict[str, Any]) -> ServedAPI:
         """From the ``GET /v1/model`` answer ``info`` of the API at ``url``."""
-        own = _SERVED_FIELDS[1:]
-        kw: dict[str, Any] = {k: info[k] for k in own}
-        return cls(url, **kw, other={k: v for k, v in info.items() if k not in own})
+        kw: dict[str, Any] = {k: info[k] for k in SERVED_INFO_FIELDS}
+        return cls(url=url, **kw,
+                   other={k: v for k, v in info.items() if k not in SERVED_INFO_FIELDS})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServedAPI:
         return cls.from_info(d["url"], {k: v for k, v in d.items() if k != "url"})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in _SERVED_FIELDS}, **self.other}
-
-
-_SERVED_FIELDS = ("url", "kind", "input_shape", "n_features", "n_classes", "classes", "bounds",
-                  "defence", "limits")
+        """``url`` first, then the API's answer (the JSON's order)."""
+        return {"url": self.url, **{k: getattr(self, k) for k in SERVED_INFO_FIELDS},
+                **self.other}
 
 
 @dataclass(frozen=True)

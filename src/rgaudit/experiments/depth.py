@@ -18,13 +18,14 @@ import torch
 
 from rgaudit.attacks.evaluate import StochasticJudge, minimal_eps
 from rgaudit.attacks.fim import fim_direction
+from rgaudit.experiments.audit_results import inf_from_json, inf_list_from_json
 from rgaudit.fisher.direct import direct_fim
 from rgaudit.fisher.eig import top_eigenpairs
 from rgaudit.nets.deep_rbm import DeepRBM
 from rgaudit.random import torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.spectra import pair_spectra
-from rgaudit.threads import limit_threads
+from rgaudit.threads import check_threads_option, limit_threads
 
 if TYPE_CHECKING:  # rgaudit.data imports sklearn: not at run time
     from rgaudit.data.dataset import Dataset
@@ -75,8 +76,7 @@ class DepthConfig:
                                  f"got {getattr(self, name)!r}")
         if not self.eps_max > 0:
             raise ValueError(f"depth study: eps_max must be > 0, got {self.eps_max!r}")
-        if self.threads is not None and int(self.threads) < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {self.threads!r}")
+        check_threads_option(self.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +125,20 @@ class DepthResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "rows": [asdict(r) for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DepthResult:
+        """From :meth:`to_dict` or its JSON (``null`` minimal ε are ``inf`` again); the config
+        is validated again."""
+        conf: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in d["config"].items()}
+        rows = []
+        for r in d["rows"]:
+            rows.append(DepthRow(**{**r, "min_eps": inf_list_from_json(r["min_eps"]),
+                                    "min_eps_actual_l2": inf_list_from_json(
+                                        r["min_eps_actual_l2"]),
+                                    "min_eps_median": inf_from_json(r["min_eps_median"])}))
+        return cls(DepthConfig(**conf), rows)
 
 
 def train_depth(dataset: Dataset, depth: int, cfg: DepthConfig) -> tuple[DeepRBM, dict[str, Any]]:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from rgaudit.executors.base import Unit
+from rgaudit.experiments.audit_results import inf_from_json, nan_from_json
 from rgaudit.experiments.execution_summary import ExecutionSummary
 from rgaudit.random import child_seed, numpy_rng, torch_generator
 from rgaudit.stats import censored_quantiles
@@ -125,27 +126,26 @@ class ZooConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_rbm < 0 or self.n_torch < 0 or self.n_rbm + self.n_torch < 1:
-            raise ValueError("--n-rbm and --n-torch must be ≥ 0 and together ≥ 1")
-        if self.n_inputs < 2:
-            raise ValueError(f"--n-inputs must be ≥ 2, got {self.n_inputs}")
-        if self.judge_samples < 10:
-            raise ValueError(f"--judge-samples must be ≥ 10, got {self.judge_samples}")
-        if not self.eps_max > 0:
-            raise ValueError(f"--eps-max must be positive, got {self.eps_max}")
-        if self.ddn_steps < 1 or self.bisect_steps < 1:
-            raise ValueError("--ddn-steps and bisect_steps must be ≥ 1")
-        if not self.epochs_scale > 0:
-            raise ValueError(f"--epochs-scale must be positive, got {self.epochs_scale}")
-        if not 0 <= self.min_accuracy < 1:
-            raise ValueError(f"--min-accuracy must lie in [0, 1), got {self.min_accuracy}")
-        if self.n_boot < 100 or self.n_splits < 1:
-            raise ValueError("n_boot must be ≥ 100 and n_splits ≥ 1")
-        if self.seed < 0:
-            raise ValueError(f"--seed must be ≥ 0, got {self.seed}")
-        if min(self.top_k, self.mcrg_inputs, self.mcrg_samples, self.clever_inputs,
-               self.clever_batches, self.clever_batch_size) < 1:
-            raise ValueError("top_k, mcrg_* and clever_* settings must be ≥ 1")
+        rules = (  # (holds, message naming the option), checked in this order
+            (self.n_rbm >= 0 and self.n_torch >= 0 and self.n_rbm + self.n_torch >= 1,
+             "--n-rbm and --n-torch must be ≥ 0 and together ≥ 1"),
+            (self.n_inputs >= 2, f"--n-inputs must be ≥ 2, got {self.n_inputs}"),
+            (self.judge_samples >= 10, f"--judge-samples must be ≥ 10, got {self.judge_samples}"),
+            (self.eps_max > 0, f"--eps-max must be positive, got {self.eps_max}"),
+            (self.ddn_steps >= 1 and self.bisect_steps >= 1,
+             "--ddn-steps and bisect_steps must be ≥ 1"),
+            (self.epochs_scale > 0, f"--epochs-scale must be positive, got {self.epochs_scale}"),
+            (0 <= self.min_accuracy < 1,
+             f"--min-accuracy must lie in [0, 1), got {self.min_accuracy}"),
+            (self.n_boot >= 100 and self.n_splits >= 1, "n_boot must be ≥ 100 and n_splits ≥ 1"),
+            (self.seed >= 0, f"--seed must be ≥ 0, got {self.seed}"),
+            (min(self.top_k, self.mcrg_inputs, self.mcrg_samples, self.clever_inputs,
+                 self.clever_batches, self.clever_batch_size) >= 1,
+             "top_k, mcrg_* and clever_* settings must be ≥ 1"),
+        )
+        for holds, message in rules:
+            if not holds:
+                raise ValueError(message)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -492,14 +492,9 @@ def zoo_unit(unit: Unit, ss: np.random.SeedSequence, shared: dict[str, Any]) -> 
 
 # -- the whole zoo ----------------------------------------------------------------------------
 
-def _num(v: Any) -> float:
-    """A JSON number back in memory: ``null`` (a non-finite number) becomes NaN."""
-    return float("nan") if v is None else float(v)
-
-
-def _censored(v: Any) -> float:
-    """A minimal flipping L2 back in memory: ``null`` (not flipped within ``eps_max``) is inf."""
-    return float("inf") if v is None else float(v)
+# JSON numbers back in memory: ``null`` (a non-finite number) is NaN, and inf for a minimal
+# flipping L2 (not flipped within ``eps_max``)
+_num, _censored = nan_from_json, inf_from_json
 
 
 @dataclass(frozen=True)

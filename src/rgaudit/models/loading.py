@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rgaudit.errors import ModelFileError
-from rgaudit.models.base import Classifier, RBMClassifier
+from rgaudit.models.base import Classifier, RBMClassifier, TorchClassifier
 
 SUPPORTED = ("an rgaudit model folder (config.json + weights.safetensors), a torch.export "
              "program (.pt2), a safetensors state dict (.safetensors) with factory="
@@ -102,15 +102,7 @@ def load_classifier(path: str | os.PathLike, *, device: str = "cpu", factory: st
         clf.module.to(device)
         return clf, dict(clf.meta)
     elif suffix == ".safetensors":
-        from rgaudit.models.torch_models import load_safetensors_classifier
-
-        if factory is None:
-            raise ModelFileError(f"{p} is a bare state dict: name the code that builds its "
-                                 "module with --factory package.module:function")
-        if input_shape is None:
-            raise ModelFileError(f"{p}: the input shape of a state dict is unknown; pass it "
-                                 "(e.g. --input-shape 1,8,8) or a data set")
-        clf = load_safetensors_classifier(str(p), factory, input_shape=input_shape)
+        clf = _load_state_dict(p, factory, input_shape)
         clf.module.to(device)
         return clf, dict(clf.meta)
     elif suffix == ".skops":
@@ -120,3 +112,18 @@ def load_classifier(path: str | os.PathLike, *, device: str = "cpu", factory: st
         sk.net.to(device)
         return sk, cfg
     raise ModelFileError(f"{p} is not a model rgaudit can load; supported: {SUPPORTED}")
+
+
+def _load_state_dict(p: Path, factory: str | None, input_shape: tuple[int, ...] | None
+                     ) -> TorchClassifier:
+    """A ``.safetensors`` state dict into the module the user's ``factory`` builds; both the
+    factory and the input shape are required."""
+    from rgaudit.models.torch_models import load_safetensors_classifier
+
+    if factory is None:
+        raise ModelFileError(f"{p} is a bare state dict: name the code that builds its "
+                             "module with --factory package.module:function")
+    if input_shape is None:
+        raise ModelFileError(f"{p}: the input shape of a state dict is unknown; pass it "
+                             "(e.g. --input-shape 1,8,8) or a data set")
+    return load_safetensors_classifier(str(p), factory, input_shape=input_shape)

@@ -268,6 +268,14 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     cfg_path = path / CONFIG
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path} is missing: the model folder is incomplete")
+    cfg = _parse_config(cfg_path)
+    _check_config(cfg, cfg_path)
+    return cfg
+
+
+def _parse_config(cfg_path: Path) -> dict[str, Any]:
+    """``config.json`` as an rgaudit DeepRBM config of this format version (size, JSON,
+    ``format``, ``format_version`` checked)."""
     if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelFileError(f"{cfg_path} is {cfg_path.stat().st_size} bytes, over the "
                              f"{MAX_CONFIG_BYTES} bytes a model config may have")
@@ -283,6 +291,11 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{cfg_path} has format_version {cfg.get('format_version')!r}; "
                              f"this rgaudit reads version {FORMAT_VERSION}")
+    return cfg
+
+
+def _check_config(cfg: dict[str, Any], cfg_path: Path) -> None:
+    """The config's required keys, ``widths``, ``tied`` and ``dtype``."""
     for key in ("widths", "tied", "weights_sha256"):
         if key not in cfg:
             raise ModelFileError(f"{cfg_path} lacks the required key {key!r}")
@@ -300,7 +313,24 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         shown = repr(dtype) if len(repr(dtype)) < 80 else f"a {type(dtype).__name__}"
         raise ModelFileError(f"{cfg_path}: 'dtype' must be one of {sorted(DTYPES)}, "
                              f"found {shown}")
-    return cfg
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
+                   wpath: Path, widths: list[int]) -> None:
+    """The stored tensors are exactly the ``expected`` names, shapes, floating point."""
+    if set(tensors) != set(expected):
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        raise ModelFileError(f"{wpath} does not match widths {widths}: missing "
+                             f"{missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise ModelFileError(f"tensor {name} has shape {tuple(tensors[name].shape)} but "
+                                 f"widths {widths} need {shape}")
+        if not tensors[name].is_floating_point():
+            raise ModelFileError(f"tensor {name} has dtype {tensors[name].dtype}; weights must "
+                                 f"be floating point ({', '.join(DTYPES)}): the file was not "
+                                 "written by rgaudit or was altered")
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -354,19 +384,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     stored = [net.layer(i + 1) for i in range(len(net.layers))]  # one RBM if tied
     expected = {f"layers.{i}.{n}": tuple(p.shape) for i, layer in enumerate(stored)
                 for n, p in (("W", layer.W), ("a", layer.a), ("b", layer.b))}
-    if set(tensors) != set(expected):
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        raise ModelFileError(f"{wpath} does not match widths {cfg['widths']}: missing "
-                             f"{missing}, unexpected {extra}")
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ModelFileError(f"tensor {name} has shape {tuple(tensors[name].shape)} but "
-                                 f"widths {cfg['widths']} need {shape}")
-        if not tensors[name].is_floating_point():
-            raise ModelFileError(f"tensor {name} has dtype {tensors[name].dtype}; weights must "
-                                 f"be floating point ({', '.join(DTYPES)}): the file was not "
-                                 "written by rgaudit or was altered")
+    _check_tensors(tensors, expected, wpath, cfg["widths"])
     state = {f"layers.{k}": v for k, v in tensors.items()}
     state = {k.replace("layers.layers.", "layers."): v for k, v in state.items()}
     net.load_state_dict(state)  # casts to the config's dtype

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
+
+from rgaudit.models.served_info import ServedModelInfo
 
 
 class PredictRequest(BaseModel):
@@ -28,17 +30,12 @@ class PredictResponse(BaseModel):
         None, description="Answers this client may still receive (null: no quota).")
 
 
-class ModelInfo(BaseModel):
-    """What a client may know of the served model: shapes, classes, defence, limits."""
-
-    kind: str
-    input_shape: list[int]
-    n_features: int
-    n_classes: int
-    classes: list[int]
-    bounds: list[float]
-    defence: dict[str, Any]
-    limits: dict[str, Any]
+#: ``GET /v1/model``: the fields of :class:`rgaudit.models.served_info.ServedModelInfo` (defined
+#: there once; a client's record of the API extends that dataclass), all required
+_INFO_FIELDS: dict[str, Any] = {name: (hint, ...)
+                                for name, hint in get_type_hints(ServedModelInfo).items()}
+ModelInfo: type[BaseModel] = create_model("ModelInfo", __doc__=ServedModelInfo.__doc__,
+                                          **_INFO_FIELDS)
 
 
 class ErrorDetail(BaseModel):
