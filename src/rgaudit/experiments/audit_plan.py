@@ -11,8 +11,9 @@ floating-point work, per audited input (``I`` inputs, layer widths ``n_0 … n_N
 ``d = n_0``, MCRG operator counts ``m_j`` per chain position, ``S`` MCRG chains, 16 jackknife
 blocks):
 
-* MCRG, per basis and pair ``j → j+1``: block sums ``16 (m_{j+1}² + m_{j+1} m_j + m_j²)``, the
-  stacked replicates as much again, ``T`` replicates ``16 m_{j+1} m_j`` (all float64, times
+* MCRG, per basis and pair ``j → j+1``: block sums ``16 (m_{j+1}² + m_{j+1} m_j + m_j²)``
+  (float32: the audit's operators are products of binary units, summed as exact integers), the
+  stacked replicates as much again, ``T`` replicates ``16 m_{j+1} m_j`` (float64, all times
   ``I``); time ``S (Σ_k 2 n_{k-1} n_k + 3·2 m²)`` float32 flops plus ``17`` eigenvalue problems
   and solves of size ``m`` per input;
 * FIMs (storage of issue 16): the RG-chain FIMs keep their jackknife replicates as factors
@@ -178,7 +179,8 @@ def estimate_audit(widths: tuple[int, ...] | list[int], cfg: AuditConfig, *,
         trans = 0.0
         for j in range(1, n_layers):
             mp, mn = ms[j], ms[j + 1]
-            blocks = N_BLOCKS * (mn * mn + mn * mp + mp * mp) * f8 * inp
+            # block sums of binary-product operators: exact float32 integers (rg/moments.py)
+            blocks = N_BLOCKS * (mn * mn + mn * mp + mp * mp) * 4.0 * inp
             reps = N_BLOCKS * (mn * mn + 2 * mn * mp + mp * mp) * f8 * inp
             mem += blocks
             keep += reps
