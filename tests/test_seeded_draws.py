@@ -183,3 +183,36 @@ def test_attack_study_mlp_seed_is_a_validated_recorded_field() -> None:
             AttackStudyConfig(mlp_seed=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="--seed"):
         AttackStudyConfig(seed=-2)
+
+
+# ------------------------------------------------------------------- cloning damage FIM
+
+
+def test_cloning_damage_fim_follows_the_study_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generation FIM at the honest answers (what every defence's Fisher damage is scored
+    on) gets stream ``clone.damage`` of the study's seed (it used the library default)."""
+    from types import SimpleNamespace
+
+    import rgaudit.defence.generation_fim as gf
+    from rgaudit.experiments.cloning import CloningConfig, run_cloning
+
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(net: object, y: torch.Tensor, estimator: str = "auto", **kw: object) -> None:
+        g = kw["generator"]
+        assert isinstance(g, torch.Generator)
+        seen.append(g.initial_seed())
+        raise Stop
+
+    monkeypatch.setattr(gf, "generation_fim", spy)
+    g = torch.Generator().manual_seed(0)
+    net = DeepRBM.random([6, 5, 3], generator=g)
+    ds = SimpleNamespace(X_test=torch.rand(20, 6, generator=g, dtype=torch.float64),
+                         y_test=torch.randint(0, 3, (20,), generator=g))
+    for s in (0, 1):
+        with pytest.raises(Stop):
+            run_cloning(net, ds, CloningConfig(n_queries=(5,), seed=s))  # type: ignore[arg-type]
+    assert seen == [child_seed(0, "clone.damage"), child_seed(1, "clone.damage")]

@@ -60,6 +60,8 @@ ROLES: dict[str, str] = {
                      "initial seed of the 'poison' generator [SHA-256 of the answer]",
     "serve.measure": "random inputs (and poisoner draws) of the server's start-up timing",
     "clone": "clone training in the cloning study (the same for every defence)",
+    "clone.damage": "chains of the generation FIM at the honest answers on which the cloning "
+                    "study scores every defence's Fisher damage",
     "mad.surrogate": "random surrogate network of the MAD defence",
     "ising.chains": "Swendsen-Wang chains of the Ising MCRG study",
     "ising.tie-break": "random tie-break of the majority rule",
