@@ -33,7 +33,7 @@ from rgaudit.attacks.base import Norm, unit_step
 from rgaudit.attacks.search import Search, SoftmaxJudge, minimal_eps_along, minimal_eps_rerun
 from rgaudit.choices import ATTACK_NORMS
 from rgaudit.experiments.audit_results import AuditInputs, Quartiles, censored_quartiles
-from rgaudit.random import child_seed, torch_generator
+from rgaudit.random import torch_generator
 from rgaudit.threads import limit_threads
 
 Tensor = torch.Tensor
@@ -955,6 +955,7 @@ def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0
         PGDEachEps,
         surrogate_of,
     )
+    from rgaudit.random import child_seed
 
     if method in ("ddn", "cw-l2") and norm != "l2":
         raise ValueError(f"{method} is an L2 attack: use --norm l2")
