@@ -35,7 +35,8 @@ def test_nearby_seeds_never_share_a_stream() -> None:
 
 def test_offset_pairs_differ_explicitly() -> None:
     for s, k in itertools.product(range(10), range(1, 10)):
-        for a, b in itertools.product(("fim", "judge", "attack.random", "poison"), repeat=2):
+        for a, b in itertools.product(("fim", "judge", "attack.random", "attack.apgd", "poison",
+                                       "poison.answer"), repeat=2):
             assert child_seed(s, a) != child_seed(s + k, b)
     # the judge's per-input streams of nearby seeds and keys do not coincide either
     keys = {child_seed(s, "judge", i) for s in range(20) for i in range(20)}
@@ -50,6 +51,17 @@ def test_nearby_seeds_are_uncorrelated() -> None:
     b = torch.randn(n, generator=torch_generator(1, "fim"), dtype=torch.float64)
     r = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
     assert abs(r) < 5 / n**0.5
+
+
+def test_session5_roles_are_registered_and_distinct() -> None:
+    """APGD's start and the poison's per-answer chains have their own roles, distinct from the
+    roles they sit next to, for nearby seeds and (``poison.answer``) nearby answer keys."""
+    assert {"attack.apgd", "poison.answer"} <= set(ROLES)
+    near = ("attack.apgd", "attack.random", "poison", "poison.answer")
+    firsts = {child_seed(s, r) for s in range(20) for r in near}
+    assert len(firsts) == 20 * len(near)
+    keys = {child_seed(s, "poison.answer", f"{k:064x}") for s in range(10) for k in range(10)}
+    assert len(keys) == 100
 
 
 def test_sub_keys_and_types_are_distinct() -> None:

@@ -3,7 +3,8 @@ JSON the string-keyed dicts were.
 
 ``tests/data/typed_results/`` holds outputs of the code before the results were typed (branch
 s4-types at b2a4d2a+bca4b33, written by small runs): ``mlp.json``/``mlp.md`` (attack study of a
-16-unit torch MLP, ``AttackStudyResult.to_dict()`` and ``render_markdown``), ``clone_ex.json``/
+16-unit torch MLP, ``AttackStudyResult.to_dict()`` and ``render_markdown``; its config
+gained the field ``"mlp_seed": 0`` in session 5), ``clone_ex.json``/
 ``clone_ex.md`` (cloning study on the local executor, ``CloningResult.to_dict()`` and
 ``cloning_report.markdown``), ``attack_walk.json`` (``AttackResult.to_dict()`` of a Fisher walk),
 ``zoo.json``/``zoo.md`` (the zoo before its analysis was typed, branch s4-zoo at 1a4ecf2:

@@ -46,6 +46,7 @@ ROLES: dict[str, str] = {
     "judge": "chains of the stochastic judge, one generator per input [input key]",
     "attack.random": "Gaussian random-direction baseline (audit, attack, attack study, any-model)",
     "attack.subspace": "random k-dimensional subspace of the restricted DDN [k]",
+    "attack.apgd": "APGD's random first iterate (audit, attack, attack study)",
     "walk": "RG-chain FIM re-estimated along the Fisher walk",
     "fraction": "random orthonormal basis of the eigenspace-fraction reference",
     "lanczos": "Lanczos start vectors of the matrix-free FIM [input index]",
@@ -55,8 +56,12 @@ ROLES: dict[str, str] = {
     "fixed-points": "chains of the class fixed-point study (diagnose)",
     "diagnose.inputs": "which test inputs rgaudit diagnose picks",
     "poison": "the poisoner's generator: cloning study, served model, ProtectedClassifier",
+    "poison.answer": "chains of the chain generation FIM of one served answer, below the "
+                     "initial seed of the 'poison' generator [SHA-256 of the answer]",
     "serve.measure": "random inputs (and poisoner draws) of the server's start-up timing",
     "clone": "clone training in the cloning study (the same for every defence)",
+    "clone.damage": "chains of the generation FIM at the honest answers on which the cloning "
+                    "study scores every defence's Fisher damage",
     "mad.surrogate": "random surrogate network of the MAD defence",
     "ising.chains": "Swendsen-Wang chains of the Ising MCRG study",
     "ising.tie-break": "random tie-break of the majority rule",

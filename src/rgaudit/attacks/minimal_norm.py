@@ -18,6 +18,9 @@ Two kinds:
 
 All runs are deterministic (no random restarts; APGD's random first iterate is drawn from a
 forked, seeded generator): a rerun gives the same numbers and no global random state changes.
+The callers of rgaudit seed APGD from stream ``"attack.apgd"`` of the run seed
+(``child_seed(seed, "attack.apgd")``), so ``--seed`` moves its start; ``seed=0`` is only the
+library default of a direct call.
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ class APGD(FixedBudgetAttack):
 
     APGD's first iterate is a random point of the ε-ball (adv-lib draws it from torch's global
     generator); it is drawn inside a forked, seeded generator (``seed``), so the global state is
-    untouched and a rerun repeats.
+    untouched and a rerun repeats. The same ``seed`` starts every ε of a re-run bisection.
 
     Parameters
     ----------
@@ -224,7 +227,9 @@ class APGD(FixedBudgetAttack):
     n_iter : int, default 100
     loss : {"dlr", "ce"}, default "dlr"
     seed : int, default 0
-        Seed of the random first iterate.
+        Seed of the random first iterate (``torch.manual_seed`` of the fork). 0 is the library
+        default of a direct call; rgaudit's audit, attack and attack study pass
+        ``child_seed(run_seed, "attack.apgd")`` (docs/design.md, "Random streams").
     """
 
     def __init__(self, *, model: Any, norm: Norm = "l2", n_iter: int = 100,

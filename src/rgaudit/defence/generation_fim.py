@@ -65,7 +65,9 @@ EXACT_MAX_TABLE = 2**17
 #: 64-100-100-10 digits network 4000 chains give a top eigenvalue with ~4% jackknife error.
 DEFAULT_CHAIN_BASIS = "singles"
 DEFAULT_CHAIN_SAMPLES = 4000
-#: Seed of the ``chain`` estimator when no generator is given (answers stay reproducible).
+#: Seed of the ``chain`` estimator when no generator is given: the documented default of library
+#: calls made without one (answers stay reproducible). Not a stream of a run: the poisoner keys
+#: each answer's chains by the deployment's seed (role ``"poison.answer"``, docs/design.md).
 DEFAULT_CHAIN_SEED = 0
 #: Memory budget of one MCRG batch of outputs (jackknife-blocked moment sums, float64).
 CHAIN_BATCH_BYTES = 256 * 2**20

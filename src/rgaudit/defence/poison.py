@@ -52,6 +52,7 @@ from rgaudit.defence.generation_fim import (
     top_directions,
 )
 from rgaudit.nets.deep_rbm import DeepRBM
+from rgaudit.random import child_seed
 
 Tensor = torch.Tensor
 
@@ -337,13 +338,15 @@ def candidate_directions(F: np.ndarray, y: np.ndarray, norm: str, kind: str,
     return C[0][valid[0]]
 
 
-def _answer_seed(y: Tensor) -> int:
-    """Seed of the Monte Carlo generation FIM for one answer ``y`` (m,): a hash of its float64
-    bytes mixed with :data:`~rgaudit.defence.generation_fim.DEFAULT_CHAIN_SEED`."""
+def _answer_seed(y: Tensor, base: int = DEFAULT_CHAIN_SEED) -> int:
+    """Seed of the Monte Carlo generation FIM for one answer ``y`` (m,).
+
+    Stream ``"poison.answer"`` of ``base`` (the initial seed of the deployment's ``"poison"``
+    generator, see :meth:`RGPoisoner.fims`), refined by the SHA-256 of the answer's float64
+    bytes: a pure function of (seed, answer), never of the batch the answer came in.
+    """
     key = np.ascontiguousarray(y.detach().cpu().to(torch.float64).numpy()).tobytes()
-    entropy = [DEFAULT_CHAIN_SEED, *np.frombuffer(hashlib.sha256(key).digest(), np.uint32)]
-    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1,
-                                                                              np.uint64)[0])
+    return child_seed(base, "poison.answer", hashlib.sha256(key).hexdigest())
 
 
 class RGPoisoner(Poisoner):
@@ -397,7 +400,16 @@ class RGPoisoner(Poisoner):
         return self._mf_cache[1]
 
     def fims(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Generation FIMs ``F̃(y)`` of outputs ``y`` (n, m); shape (n, m, m), float64, CPU."""
+        """Generation FIMs ``F̃(y)`` of outputs ``y`` (n, m); shape (n, m, m), float64, CPU.
+
+        With the Monte Carlo ``chain`` estimator (and no ``generator`` in ``fim_kwargs``) every
+        answer draws its own stream, ``"poison.answer"`` of ``generator.initial_seed()`` keyed
+        by the answer (:func:`_answer_seed`): the deployment's seed (``torch_generator(seed,
+        "poison")`` in the served model, ``ProtectedClassifier`` and the cloning study) moves
+        the poison, while the generator's *state* (how many batches it has served) does not.
+        Without a generator the base is :data:`~rgaudit.defence.generation_fim.DEFAULT_CHAIN_SEED`
+        (library calls stay reproducible).
+        """
         out = []
         kw = dict(self.fim_kwargs)
         resolved = resolve_estimator(self.net, self.estimator)
@@ -415,8 +427,9 @@ class RGPoisoner(Poisoner):
             # Monte Carlo FIM: every answer gets its own stream keyed by the answer itself, so
             # a served answer never depends on the batch it came in (a thief could otherwise
             # average the poison away over re-queries in different batches).
+            base = DEFAULT_CHAIN_SEED if generator is None else int(generator.initial_seed())
             for row in y:
-                g = torch.Generator(device=self.net.device).manual_seed(_answer_seed(row))
+                g = torch.Generator(device=self.net.device).manual_seed(_answer_seed(row, base))
                 F = generation_fim(self.net, row[None].to(self.net.device), "chain",
                                    generator=g, **kw)
                 out.append(F.detach().to("cpu", torch.float64))

@@ -52,6 +52,11 @@ REFERENCE = ("random",)
 ALL_METHODS = BASELINES + FISHER + REFERENCE
 
 
+def _is_seed(v: object) -> bool:
+    """Whether ``v`` is a non-negative integer (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 @dataclass(frozen=True)
 class AttackStudyConfig:
     """Settings of the attack study (defaults: the documented run on the default model).
@@ -86,7 +91,13 @@ class AttackStudyConfig:
     walk_max_steps : int
     ddn_steps, cw_iterations, apgd_iter, pgd_iter : int
     seed : int
-        Seeds the FIM sampling and the random directions (named streams, :mod:`rgaudit.random`).
+        Seeds every draw of the study: the FIM sampling, the random directions and APGD's
+        random start (named streams, :mod:`rgaudit.random`).
+    mlp_seed : int
+        Training seed of the small torch MLP the documented ``mlp`` run attacks
+        (:func:`train_torch_mlp`): a *model identity*, like a DeepRBM's training seed, not a
+        stream of ``seed`` (docs/design.md, "Random streams"); recorded here so the JSON
+        names the model. Unused when the study is given a model.
     threads : int or None
         Torch CPU threads (restored afterwards).
     """
@@ -111,6 +122,7 @@ class AttackStudyConfig:
     apgd_iter: int = 100
     pgd_iter: int = 20
     seed: int = 0
+    mlp_seed: int = 0
     threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -135,6 +147,9 @@ class AttackStudyConfig:
              "--rg-samples must be ≥ 32 (16 jackknife blocks of ≥ 2 chains)"),
             (self.walk_step > 0 and self.walk_max_steps >= 1,
              "--walk-step must be positive and --walk-max-steps ≥ 1"),
+            (_is_seed(self.seed), f"--seed must be an integer ≥ 0, got {self.seed!r}"),
+            (_is_seed(self.mlp_seed),
+             f"--mlp-seed must be an integer ≥ 0, got {self.mlp_seed!r}"),
         )
         for ok, message in checks:
             if not ok:
@@ -793,7 +808,7 @@ def _baseline_rows(st: _Study, rr: _NormRows) -> None:
             continue
         if how == RERUN:
             st.progress(f"{norm}: {method} re-run at every ε")
-        atk = make_attack(method, st.model, norm, st.x, cfg=cfg)
+        atk = make_attack(method, st.model, norm, st.x, seed=cfg.seed, cfg=cfg)
         if how == RERUN:
             t0 = time.perf_counter()
             res = [minimal_eps_rerun(j, atk, st.x, st.y, eps_max=rr.emax,
@@ -921,7 +936,8 @@ def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0
     adv-lib's DDN, FMN, Carlini–Wagner L2 and FAB and the re-run APGD/PGD act on the model's
     differentiable surrogate, with the steps and iterations of ``cfg`` (default: those of
     ``AttackStudyConfig()``, which are the attacks' own defaults); ART's FGM and DeepFool on the
-    surrogate wrapped for ART; random directions from stream ``"attack.random"`` of ``seed``.
+    surrogate wrapped for ART; random directions from stream ``"attack.random"`` of ``seed``,
+    APGD's random start from stream ``"attack.apgd"``.
     ``x`` (n, d): the inputs, for the input width and the surrogate's class count.
     """
     from rgaudit.attacks.baselines import FGM, DeepFool, RandomDirection, art_classifier
@@ -934,6 +950,7 @@ def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0
         PGDEachEps,
         surrogate_of,
     )
+    from rgaudit.random import child_seed
 
     if method in ("ddn", "cw-l2") and norm != "l2":
         raise ValueError(f"{method} is an L2 attack: use --norm l2")
@@ -950,7 +967,8 @@ def make_attack(method: str, model: Any, norm: Norm, x: Tensor, *, seed: int = 0
     if method == "fab":
         return FAB(model=model, norm=norm)
     if method == "apgd":
-        return APGD(model=model, norm=norm, n_iter=cfg.apgd_iter)
+        return APGD(model=model, norm=norm, n_iter=cfg.apgd_iter,
+                    seed=child_seed(seed, "attack.apgd"))
     if method == "pgd":
         return PGDEachEps(model=model, norm=norm, max_iter=cfg.pgd_iter, n_classes=n_classes,
                           n_features=n_features)
@@ -999,6 +1017,10 @@ def _summaries(rows: dict[str, list[MethodRow]], cfg: AttackStudyConfig
 
 def train_torch_mlp(dataset: Any, *, hidden: int = 64, epochs: int = 60, seed: int = 0) -> Any:
     """A small torch MLP (d-hidden-classes, ReLU) trained on ``dataset`` with Adam.
+
+    ``seed`` (the attack study's ``mlp_seed``) seeds one ``torch.Generator`` for the initial
+    weights and the batch order: it names the model, like a DeepRBM's training seed, and is
+    recorded in ``meta``.
 
     Returns
     -------
@@ -1060,11 +1082,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bisect-steps", type=int, default=9)
     ap.add_argument("--rerun-steps", type=int, default=8)
     ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mlp-seed", type=int, default=0)
     a = ap.parse_args(argv)
     cfg = AttackStudyConfig(n_inputs=a.inputs, judge_samples=a.judge_samples,
                             judge_seeds=tuple(a.judge_seeds), subspace_k=tuple(a.subspace_k),
                             bisect_steps=a.bisect_steps, rerun_steps=a.rerun_steps,
-                            methods=tuple(a.methods))
+                            methods=tuple(a.methods), seed=a.seed, mlp_seed=a.mlp_seed)
     ds = load_dataset("digits", seed=0)
     t0 = time.perf_counter()
 
@@ -1078,7 +1102,7 @@ def main(argv: list[str] | None = None) -> None:
         net, info = ensure_default_model()
         jobs.append(("default digits DeepRBM", net, {"path": "models/default"}))
     elif a.which == "mlp":
-        mlp = train_torch_mlp(ds)
+        mlp = train_torch_mlp(ds, seed=cfg.mlp_seed)
         jobs.append(("torch MLP 64-64-10 (non-RBM)", mlp, dict(mlp.meta)))
     else:
         from rgaudit.experiments.depth import DepthConfig, train_depth

@@ -56,7 +56,7 @@ from rgaudit.fisher.eig import (
     top_eigenpairs,
 )
 from rgaudit.nets.deep_rbm import DeepRBM
-from rgaudit.random import torch_generator
+from rgaudit.random import child_seed, torch_generator
 from rgaudit.rg.mcrg import mcrg_network
 from rgaudit.rg.moments import jackknife_stderr
 from rgaudit.rg.spectra import pair_spectra
@@ -489,7 +489,7 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
     FIM attacks (one per entry of ``fims``) use precomputed FIMs of the inputs ``x`` and the
     true-class gradient ``grad_true``; FGM/FGSM, PGD (``pgd_iter`` iterations) and DeepFool act
     on the mean-field surrogate; the random directions come from stream ``"attack.random"`` of
-    ``seed`` (:mod:`rgaudit.random`).
+    ``seed`` and APGD's random start from stream ``"attack.apgd"`` (:mod:`rgaudit.random`).
     """
     out: list[Attack] = []
     if "fim" in methods:
@@ -500,7 +500,7 @@ def make_attacks(net: DeepRBM, x: Tensor, norm: Norm, *, fims: dict[str, Tensor]
     if "fab" in methods:
         out.append(FAB(model=net, norm=norm))
     if "apgd" in methods:
-        out.append(APGD(model=net, norm=norm))
+        out.append(APGD(model=net, norm=norm, seed=child_seed(seed, "attack.apgd")))
     if "random" in methods:
         out.append(RandomDirection(generator=torch_generator(seed, "attack.random"), norm=norm))
     return out

@@ -489,7 +489,8 @@ def run_cloning(
     executor : rgaudit.executors.Executor, optional
         Run every (defence, budget) cell as one unit (``--executor local|ray``). The cells use
         the study's fixed streams (``"poison"`` for the poison, ``"clone"`` for every clone:
-        common random numbers across defences), so the rows equal those of the plain loop.
+        common random numbers across defences; ``"clone.damage"`` for the generation FIM the
+        Fisher damage is scored on), so the rows equal those of the plain loop.
     store : rgaudit.executors.UnitStore, optional
         Finished cells are kept there and skipped on a rerun (executor path only).
     served : ServedVictim, optional
@@ -514,7 +515,10 @@ def run_cloning(
     honest = victim_answers(net, x_pool)
     from rgaudit.defence.generation_fim import generation_fim, resolve_estimator
 
-    F_honest = generation_fim(net, honest.to(net.device), s.estimator).detach().to(
+    # the F̃ every defence's Fisher damage is scored on (a draw of the run: stream "clone.damage")
+    F_honest = generation_fim(net, honest.to(net.device), s.estimator,
+                              generator=torch_generator(s.seed, "clone.damage",
+                                                        device=net.device)).detach().to(
         "cpu", torch.float64)
     victim_acc = float((predict(x_eval) == y_eval).double().mean())
     result = CloningResult(s, VictimInfo(list(net.widths), victim_acc, n_pool, len(x_eval),
