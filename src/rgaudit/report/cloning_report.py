@@ -50,7 +50,8 @@ def markdown(result: CloningResult | dict[str, Any], command: str | None = None)
             f"{_f(p.median_fisher_damage, '.3f')} | "
             f"{_f(p.median_abs_cos_top, '.2f')} |")
     lines += ["", "med δyᵀF̃δy: median over the queries of the Fisher damage of the returned "
-              "answer under the generation FIM F̃ (cloning eq. 20, mean-field) at the honest "
+              f"answer under the generation FIM F̃ (cloning eq. 20; estimator "
+              f"{v.fim_estimator}) at the honest "
               "answer — what the RG poison maximises; med abs cos: median |cos(δy, v_top)|, "
               "v_top the top eigenvector of P F̃ P."]
     return "\n".join(lines) + "\n"
