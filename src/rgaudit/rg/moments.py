@@ -223,59 +223,70 @@ class CovarianceAccumulator:
         first = self.shift_a is None
         big = _exact_scale(a, b, n) if first or self._integer else None
         if first:
-            # Integer-valued operators (products of binary units, lattice sums) are summed
-            # exactly: raw moments, no shift. Otherwise shift by the first chunk's mean.
-            self._integer = big is not None
-            if self._integer:
-                self.shift_a = torch.zeros(*self.batch_shape, self.m_a, dtype=torch.float64,
-                                           device=self.sa.device)
-                self.shift_b = torch.zeros(*self.batch_shape, self.m_b, dtype=torch.float64,
-                                           device=self.sa.device)
-            else:
-                self._check_finite(a, b)
-                self.shift_a = a.to(torch.float64).mean(dim=-2)
-                self.shift_b = b.to(torch.float64).mean(dim=-2)
-            self._allocate(torch.float32 if self._integer else torch.float64)
+            self._start(a, b, integer=big is not None)
         if self._integer and big is not None:
-            # Every partial sum of the chunk is an integer below 2^24: float32 products are
-            # exact; so are the float32 block sums while their bound stays below EXACT32.
-            grow = big * big * n
-            if self._store32 and self._bound[k] + grow >= EXACT32:
-                self._promote()
-            self._bound[k] += grow
-            a32 = a.to(torch.float32)
-            b32 = b.to(torch.float32)
-            if self._store32:
-                assert self._saa is not None and self._sab is not None
-                _gram_into(self._saa[k], a32, self._scratch)
-                _product_into(self._sab[k], a32, b32)
-                if self._sbb is not None:
-                    _gram_into(self._sbb[k], b32, self._scratch)
-            else:
-                saa, sab, sbb = self._block_sums()
-                _gram_into(saa[k], a32, self._scratch)
-                sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
-                if sbb is not None:
-                    _gram_into(sbb[k], b32, self._scratch)
-            self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
-            self.sb[k] += b32.sum(dim=-2).to(torch.float64)
+            self._add_integers(k, a, b, big * big * n)
         else:
-            self._exact_sums = False
-            self._check_finite(a, b)
-            if self._store32:
-                self._promote()
-            saa, sab, sbb = self._block_sums()
-            assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
-            a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
-            b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
-            self.sa[k] += a.sum(dim=-2)
-            self.sb[k] += b.sum(dim=-2)
-            _gram_into(saa[k], a, self._scratch)
-            sab[k] += a.transpose(-1, -2) @ b
-            if sbb is not None:
-                _gram_into(sbb[k], b, self._scratch)
+            self._add_floats(k, a, b)
         self._chunks += 1
         self.count[k] += n
+
+    def _start(self, a: Tensor, b: Tensor, *, integer: bool) -> None:
+        """First chunk: integer-valued operators (products of binary units, lattice sums) are
+        summed exactly as raw moments (no shift, float32 block sums); other values are shifted
+        by the first chunk's mean and summed in float64."""
+        self._integer = integer
+        if integer:
+            self.shift_a = torch.zeros(*self.batch_shape, self.m_a, dtype=torch.float64,
+                                       device=self.sa.device)
+            self.shift_b = torch.zeros(*self.batch_shape, self.m_b, dtype=torch.float64,
+                                       device=self.sa.device)
+        else:
+            self._check_finite(a, b)
+            self.shift_a = a.to(torch.float64).mean(dim=-2)
+            self.shift_b = b.to(torch.float64).mean(dim=-2)
+        self._allocate(torch.float32 if integer else torch.float64)
+
+    def _add_integers(self, k: int, a: Tensor, b: Tensor, grow: float) -> None:
+        """Add a chunk whose products and sums are exact integers in float32 to block ``k``;
+        ``grow`` bounds what it adds to any partial sum. The float32 block sums stay exact
+        while their bound stays below :data:`EXACT32` (else everything moves to float64)."""
+        if self._store32 and self._bound[k] + grow >= EXACT32:
+            self._promote()
+        self._bound[k] += grow
+        a32 = a.to(torch.float32)
+        b32 = b.to(torch.float32)
+        if self._store32:
+            assert self._saa is not None and self._sab is not None
+            _gram_into(self._saa[k], a32, self._scratch)
+            _product_into(self._sab[k], a32, b32)
+            if self._sbb is not None:
+                _gram_into(self._sbb[k], b32, self._scratch)
+        else:
+            saa, sab, sbb = self._block_sums()
+            _gram_into(saa[k], a32, self._scratch)
+            sab[k].add_(self._product32(a32, b32))     # cast on the fly: exact integers
+            if sbb is not None:
+                _gram_into(sbb[k], b32, self._scratch)
+        self.sa[k] += a32.sum(dim=-2).to(torch.float64)  # exact: integers below 2^24
+        self.sb[k] += b32.sum(dim=-2).to(torch.float64)
+
+    def _add_floats(self, k: int, a: Tensor, b: Tensor) -> None:
+        """Add a chunk in float64 about the shift to block ``k`` (float32 sums move first)."""
+        self._exact_sums = False
+        self._check_finite(a, b)
+        if self._store32:
+            self._promote()
+        saa, sab, sbb = self._block_sums()
+        assert self.shift_a is not None and self.shift_b is not None  # set by the first chunk
+        a = a.to(torch.float64) - self.shift_a.unsqueeze(-2)
+        b = b.to(torch.float64) - self.shift_b.unsqueeze(-2)
+        self.sa[k] += a.sum(dim=-2)
+        self.sb[k] += b.sum(dim=-2)
+        _gram_into(saa[k], a, self._scratch)
+        sab[k] += a.transpose(-1, -2) @ b
+        if sbb is not None:
+            _gram_into(sbb[k], b, self._scratch)
 
     def _product32(self, a32: Tensor, b32: Tensor) -> Tensor:
         """``a32ᵀ b32`` (float32, exact on the integer path) in a reused buffer."""
