@@ -623,11 +623,6 @@ def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
         a.reshape(-1, s, a.shape[-1]).transpose(-1, -2), b.reshape(-1, s, b.shape[-1]))
 
 
-def _exact_in_float32(a: Tensor, b: Tensor, n: int) -> bool:
-    """Whether all products and chunk sums of ``a``, ``b`` are exact integers in float32."""
-    return _exact_scale(a, b, n) is not None
-
-
 def _exact_scale(a: Tensor, b: Tensor, n: int) -> float | None:
     """The largest magnitude in ``a``, ``b`` if every product and chunk sum of the ``n``
     samples is an exact integer in float32 (integer entries, ``big² · n < 2^24``), else None."""
